@@ -1,0 +1,188 @@
+//! The audit log: every mutation (any method but GET/HEAD/OPTIONS), successful or not, is recorded by a
+//! middleware after the handler ran. Handlers name what they did through the [`Audit`] extractor; when
+//! they fail before that, the entry names the route instead.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use berth_types::{AuditEntry, Page, Role};
+use uuid::Uuid;
+
+use crate::api::extract::ApiQuery;
+use crate::api::pagination::{PageParams, page};
+use crate::auth::{Actor, Principal};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+#[derive(Default)]
+struct AuditInfo {
+    principal: Option<Principal>,
+    action: Option<String>,
+    target_type: Option<String>,
+    target_id: Option<String>,
+    /// Set when the action concerns a tenant other than the caller's (a platform admin acting on one).
+    tenant_id: Option<Uuid>,
+    /// For actions taken before anyone is authenticated (login): who it was about.
+    actor_label: Option<String>,
+}
+
+/// Shared between the middleware and the request's extractors.
+#[derive(Clone, Default)]
+pub struct AuditSlot(Arc<Mutex<AuditInfo>>);
+
+impl AuditSlot {
+    pub fn set_principal(&self, p: &Principal) {
+        self.0.lock().expect("audit slot").principal = Some(p.clone());
+    }
+}
+
+/// Lets a handler say what it did, for the audit entry.
+pub struct Audit(AuditSlot);
+
+impl Audit {
+    /// Names the action (`cluster.create`) and its target.
+    pub fn record(&self, action: &str, target_type: &str, target_id: impl ToString) {
+        let mut info = self.0.0.lock().expect("audit slot");
+        info.action = Some(action.to_owned());
+        info.target_type = Some(target_type.to_owned());
+        info.target_id = Some(target_id.to_string());
+    }
+
+    /// The tenant the action concerns, when it is not the caller's own.
+    pub fn tenant(&self, tenant_id: Uuid) {
+        self.0.0.lock().expect("audit slot").tenant_id = Some(tenant_id);
+    }
+
+    /// Who an unauthenticated action (a login) was about.
+    pub fn actor_label(&self, label: &str) {
+        self.0.0.lock().expect("audit slot").actor_label = Some(label.to_owned());
+    }
+
+    pub fn principal(&self, p: &Principal) {
+        self.0.set_principal(p);
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Audit {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Audit(parts.extensions.get::<AuditSlot>().cloned().unwrap_or_default()))
+    }
+}
+
+/// Records one entry per mutating request, after the response is known.
+pub async fn middleware(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let slot = AuditSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| req.uri().path().to_owned());
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+
+    let resp = next.run(req).await;
+
+    let status = resp.status();
+    let info = std::mem::take(&mut *slot.0.lock().expect("audit slot"));
+    let (actor_type, actor_id, label, caller_tenant) = match &info.principal {
+        Some(p) => match p.actor {
+            Actor::User { user_id } => ("user", Some(user_id), p.label.clone(), p.tenant_id),
+            Actor::Token { token_id, .. } => ("token", Some(token_id), p.label.clone(), p.tenant_id),
+        },
+        None => ("anonymous", None, info.actor_label.clone().unwrap_or_default(), None),
+    };
+    let outcome = if status.is_success() || status.is_redirection() {
+        "success"
+    } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        "denied"
+    } else {
+        "failure"
+    };
+    let action = info.action.unwrap_or_else(|| format!("{method} {route}"));
+    let result = sqlx::query(
+        "INSERT INTO audit_log (tenant_id, actor_type, actor_id, actor_label, action, target_type, target_id,
+                                outcome, status_code, request_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(info.tenant_id.or(caller_tenant))
+    .bind(actor_type)
+    .bind(actor_id)
+    .bind(label)
+    .bind(&action)
+    .bind(info.target_type.unwrap_or_else(|| "route".to_owned()))
+    .bind(info.target_id)
+    .bind(outcome)
+    .bind(status.as_u16() as i32)
+    .bind(request_id)
+    .execute(&state.db)
+    .await;
+    if let Err(e) = result {
+        // The action has happened; failing the response now would make the client retry it.
+        tracing::error!(error = %e, %action, "could not write audit entry");
+    }
+    resp
+}
+
+#[derive(sqlx::FromRow)]
+struct AuditRow {
+    id: i64,
+    tenant_id: Option<Uuid>,
+    actor_type: String,
+    actor_id: Option<Uuid>,
+    actor_label: String,
+    action: String,
+    target_type: String,
+    target_id: Option<String>,
+    outcome: String,
+    status_code: i32,
+    request_id: String,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The audit log, newest entries last. Owners and admins see their tenant's; platform admins see all.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(PageParams),
+    responses((status = 200, body = Page<AuditEntry>), (status = 401, body = berth_types::Problem), (status = 403, body = berth_types::Problem)))]
+pub async fn list(State(state): State<AppState>, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<axum::Json<Page<AuditEntry>>> {
+    let scope = if me.role == Role::PlatformAdmin { None } else { Some(me.tenant_with(Role::Admin)?) };
+    let limit = q.limit()?;
+    let rows: Vec<AuditRow> = sqlx::query_as(
+        "SELECT id, tenant_id, actor_type, actor_id, actor_label, action, target_type, target_id, outcome,
+                status_code, request_id, at
+           FROM audit_log
+          WHERE ($1::uuid IS NULL OR tenant_id = $1) AND ($2::bigint IS NULL OR id > $2)
+          ORDER BY id LIMIT $3",
+    )
+    .bind(scope)
+    .bind(q.after::<i64>()?)
+    .bind(limit + 1)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(axum::Json(page(rows, limit, |r| r.id, |r| AuditEntry {
+        id: r.id,
+        tenant_id: r.tenant_id,
+        actor_type: r.actor_type,
+        actor_id: r.actor_id,
+        actor_label: r.actor_label,
+        action: r.action,
+        target_type: r.target_type,
+        target_id: r.target_id,
+        outcome: r.outcome,
+        status_code: r.status_code,
+        request_id: r.request_id,
+        at: r.at,
+    })))
+}

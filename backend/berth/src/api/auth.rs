@@ -1,0 +1,191 @@
+//! Login, refresh, logout and `me`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use berth_types::{LoginRequest, Me, Problem, RefreshRequest, Role, TenantStatus, TokenResponse};
+use chrono::Utc;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::api::audit::Audit;
+use crate::api::extract::ApiJson;
+use crate::api::tenants::load_tenant;
+use crate::auth::{Actor, Principal, jwt, password};
+use crate::crypto::{random_token, token_hash};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Refresh tokens start with this, which keeps them apart from API tokens (`berth_`) at a glance.
+const REFRESH_PREFIX: &str = "brt_";
+
+#[derive(sqlx::FromRow)]
+struct LoginRow {
+    id: Uuid,
+    password_hash: String,
+    #[sqlx(try_from = "String")]
+    role: Role,
+    tenant_id: Option<Uuid>,
+    tenant_status: Option<String>,
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "invalid-credentials", "wrong e-mail or password")
+}
+
+/// Exchanges an e-mail and password for an access token and a refresh token.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
+pub async fn login(State(state): State<AppState>, audit: Audit, ApiJson(req): ApiJson<LoginRequest>) -> ApiResult<Json<TokenResponse>> {
+    audit.actor_label(&req.email);
+    let row: Option<LoginRow> = sqlx::query_as(
+        "SELECT u.id, u.password_hash, u.role, u.tenant_id, t.status AS tenant_status
+           FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id
+          WHERE lower(u.email) = lower($1)",
+    )
+    .bind(&req.email)
+    .fetch_optional(&state.db)
+    .await?;
+    let stored = row.as_ref().map(|r| r.password_hash.clone());
+    if !password::verify(req.password, stored).await {
+        audit.record("auth.login", "user", row.as_ref().map(|r| r.id.to_string()).unwrap_or_default());
+        return Err(invalid_credentials());
+    }
+    let row = row.ok_or_else(invalid_credentials)?;
+    audit.record("auth.login", "user", row.id);
+    audit.principal(&Principal { actor: Actor::User { user_id: row.id }, tenant_id: row.tenant_id, role: row.role, label: req.email });
+    if row.tenant_status.as_deref() == Some(TenantStatus::Suspended.as_str()) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "tenant-suspended", "this tenant is suspended; contact the platform administrator"));
+    }
+    let mut tx = state.db.begin().await?;
+    let tokens = issue_tokens(&state, &mut tx, row.id, row.tenant_id, row.role, Uuid::now_v7()).await?;
+    tx.commit().await?;
+    Ok(Json(tokens))
+}
+
+async fn issue_tokens(
+    state: &AppState,
+    tx: &mut PgConnection,
+    user: Uuid,
+    tenant: Option<Uuid>,
+    role: Role,
+    family: Uuid,
+) -> ApiResult<TokenResponse> {
+    let ttl = state.security.access_token_ttl().as_secs();
+    let access_token = jwt::issue(&state.keys.jwt, user, tenant, role, ttl)?;
+    let refresh_token = format!("{REFRESH_PREFIX}{}", random_token(32));
+    let expires_at = Utc::now() + state.security.refresh_token_ttl();
+    sqlx::query("INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(Uuid::now_v7())
+        .bind(user)
+        .bind(family)
+        .bind(token_hash(&refresh_token))
+        .bind(expires_at)
+        .execute(tx)
+        .await?;
+    Ok(TokenResponse { access_token, token_type: "Bearer".to_owned(), expires_in: ttl, refresh_token })
+}
+
+#[derive(sqlx::FromRow)]
+struct RefreshRow {
+    id: Uuid,
+    user_id: Uuid,
+    family_id: Uuid,
+    used: bool,
+    revoked: bool,
+    expired: bool,
+    #[sqlx(try_from = "String")]
+    role: Role,
+    tenant_id: Option<Uuid>,
+    tenant_status: Option<String>,
+}
+
+/// Exchanges a refresh token for a new access token and a new refresh token. Each refresh token works
+/// once; presenting one that was already used revokes every token of that login (it was likely stolen).
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn refresh(State(state): State<AppState>, audit: Audit, ApiJson(req): ApiJson<RefreshRequest>) -> ApiResult<Json<TokenResponse>> {
+    let mut tx = state.db.begin().await?;
+    let row: Option<RefreshRow> = sqlx::query_as(
+        "SELECT r.id, r.user_id, r.family_id, r.used_at IS NOT NULL AS used, r.revoked_at IS NOT NULL AS revoked,
+                r.expires_at <= now() AS expired, u.role, u.tenant_id, t.status AS tenant_status
+           FROM refresh_tokens r
+           JOIN users u ON u.id = r.user_id
+           LEFT JOIN tenants t ON t.id = u.tenant_id
+          WHERE r.token_hash = $1
+            FOR UPDATE OF r",
+    )
+    .bind(token_hash(&req.refresh_token))
+    .fetch_optional(&mut *tx)
+    .await?;
+    let row = row.ok_or_else(|| ApiError::unauthorized("invalid refresh token"))?;
+    audit.record("auth.refresh", "user", row.user_id);
+    if row.revoked {
+        return Err(ApiError::unauthorized("this refresh token has been revoked; log in again"));
+    }
+    if row.used {
+        revoke_family(&mut tx, row.family_id).await?;
+        tx.commit().await?;
+        return Err(ApiError::unauthorized("this refresh token was already used; every session of this login is now revoked"));
+    }
+    if row.expired {
+        return Err(ApiError::unauthorized("this refresh token has expired; log in again"));
+    }
+    if row.tenant_status.as_deref() == Some(TenantStatus::Suspended.as_str()) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "tenant-suspended", "this tenant is suspended; contact the platform administrator"));
+    }
+    sqlx::query("UPDATE refresh_tokens SET used_at = now() WHERE id = $1").bind(row.id).execute(&mut *tx).await?;
+    let tokens = issue_tokens(&state, &mut tx, row.user_id, row.tenant_id, row.role, row.family_id).await?;
+    tx.commit().await?;
+    Ok(Json(tokens))
+}
+
+async fn revoke_family(tx: &mut PgConnection, family: Uuid) -> sqlx::Result<()> {
+    sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL")
+        .bind(family)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Ends a login session: its refresh token (and every token rotated from the same login) stops working.
+/// Access tokens already issued expire on their own within their short lifetime.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
+    responses((status = 204, description = "Logged out"), (status = 401, body = Problem)))]
+pub async fn logout(State(state): State<AppState>, audit: Audit, ApiJson(req): ApiJson<RefreshRequest>) -> ApiResult<StatusCode> {
+    let mut tx = state.db.begin().await?;
+    let row: Option<(Uuid, Uuid)> = sqlx::query_as("SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = $1")
+        .bind(token_hash(&req.refresh_token))
+        .fetch_optional(&mut *tx)
+        .await?;
+    let (family, user) = row.ok_or_else(|| ApiError::unauthorized("invalid refresh token"))?;
+    audit.record("auth.logout", "user", user);
+    revoke_family(&mut tx, family).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes every refresh token of the given users (on suspension, deletion, password change).
+pub async fn revoke_sessions_of(tx: &mut PgConnection, users: &[Uuid]) -> sqlx::Result<()> {
+    sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = ANY($1) AND revoked_at IS NULL")
+        .bind(users)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Who the caller is.
+#[utoipa::path(get, path = "/api/v1/me", tag = "auth",
+    responses((status = 200, body = Me), (status = 401, body = Problem)), security(("bearer" = [])))]
+pub async fn me(State(state): State<AppState>, me: Principal) -> ApiResult<Json<Me>> {
+    let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(me.user_id()).fetch_one(&state.db).await?;
+    let tenant = match me.tenant_id {
+        Some(id) => Some(load_tenant(&state.db, id).await?),
+        None => None,
+    };
+    let via = match me.actor {
+        Actor::User { .. } => "user",
+        Actor::Token { .. } => "token",
+    };
+    Ok(Json(Me { id: me.user_id(), email, role: me.role, tenant, via: via.to_owned() }))
+}

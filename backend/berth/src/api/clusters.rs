@@ -1,0 +1,394 @@
+//! Clusters and their nodes. The API writes the desired shape — the cluster row and one node row per
+//! wanted node — and queues the job that makes a real Swarm match it.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use berth_types::{
+    Availability, Cluster, ClusterStatus, CreateCluster, Node, NodeRole, NodeState, Page, Problem, Provider, Role, UpdateCluster,
+    UpdateNode,
+};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::api::audit::Audit;
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::api::pagination::{PageParams, page};
+use crate::auth::Principal;
+use crate::domain::quota::{self, Delta};
+use crate::domain::validate;
+use crate::error::{ApiError, ApiResult};
+use crate::jobs::{self, Target};
+use crate::state::AppState;
+
+pub const MAX_MANAGERS: i32 = 7;
+pub const MAX_WORKERS: i32 = 100;
+
+#[derive(sqlx::FromRow)]
+struct ClusterRow {
+    id: Uuid,
+    name: String,
+    #[sqlx(try_from = "String")]
+    provider: Provider,
+    #[sqlx(try_from = "String")]
+    status: ClusterStatus,
+    desired_managers: i32,
+    desired_workers: i32,
+    settings: serde_json::Value,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl ClusterRow {
+    fn into_dto(self, job_id: Option<Uuid>) -> Cluster {
+        Cluster {
+            id: self.id,
+            name: self.name,
+            provider: self.provider,
+            status: self.status,
+            managers: self.desired_managers,
+            workers: self.desired_workers,
+            endpoint: self.settings.get("endpoint").and_then(|v| v.as_str()).map(str::to_owned),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            job_id,
+        }
+    }
+}
+
+const CLUSTER_COLUMNS: &str = "id, name, provider, status, desired_managers, desired_workers, settings, created_at, updated_at";
+
+async fn load_cluster(conn: &mut PgConnection, tenant: Uuid, id: Uuid, lock: bool) -> ApiResult<ClusterRow> {
+    let sql = format!(
+        "SELECT {CLUSTER_COLUMNS} FROM clusters WHERE tenant_id = $1 AND id = $2{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let row: Option<ClusterRow> = sqlx::query_as(&sql).bind(tenant).bind(id).fetch_optional(conn).await?;
+    row.ok_or_else(|| ApiError::not_found("cluster"))
+}
+
+fn check_shape(managers: Option<i32>, workers: Option<i32>) -> ApiResult<()> {
+    if let Some(m) = managers
+        && !(1..=MAX_MANAGERS).contains(&m)
+    {
+        return Err(ApiError::invalid_field("managers", format!("must be between 1 and {MAX_MANAGERS}")));
+    }
+    if let Some(w) = workers
+        && !(0..=MAX_WORKERS).contains(&w)
+    {
+        return Err(ApiError::invalid_field("workers", format!("must be between 0 and {MAX_WORKERS}")));
+    }
+    Ok(())
+}
+
+fn check_endpoint(provider: Provider, endpoint: Option<&str>) -> ApiResult<()> {
+    match (provider, endpoint) {
+        (Provider::Local, Some(_)) => Err(ApiError::invalid_field("endpoint", "only `existing` clusters take an endpoint")),
+        (Provider::Existing, None) => Err(ApiError::invalid_field("endpoint", "an `existing` cluster needs its manager's endpoint")),
+        (Provider::Existing, Some(e)) => {
+            let ok = e.strip_prefix("unix:///").is_some_and(|p| !p.is_empty())
+                || e.strip_prefix("tcp://").is_some_and(|hp| hp.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()));
+            if ok { Ok(()) } else { Err(ApiError::invalid_field("endpoint", "must be `unix:///path` or `tcp://host:port`")) }
+        }
+        (Provider::Local, None) => Ok(()),
+    }
+}
+
+/// Node names are stable and predictable (`<cluster>-manager-1`, `<cluster>-worker-3`), which is what lets
+/// a re-run provisioning job find the nodes an earlier, interrupted run already made.
+async fn add_nodes(tx: &mut PgConnection, tenant: Uuid, cluster: &ClusterRow, role: NodeRole, from: i32, to: i32) -> sqlx::Result<()> {
+    for n in from..=to {
+        sqlx::query("INSERT INTO nodes (id, tenant_id, cluster_id, name, role) VALUES ($1, $2, $3, $4, $5)")
+            .bind(Uuid::now_v7())
+            .bind(tenant)
+            .bind(cluster.id)
+            .bind(format!("{}-{}-{n}", cluster.name, role.as_str()))
+            .bind(role.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Creates a cluster. The nodes are provisioned by the queued job; follow it at `/api/v1/jobs/{job_id}`.
+#[utoipa::path(post, path = "/api/v1/clusters", tag = "clusters", request_body = CreateCluster,
+    responses((status = 202, body = Cluster), (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 409, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    me: Principal,
+    audit: Audit,
+    ApiJson(req): ApiJson<CreateCluster>,
+) -> ApiResult<(StatusCode, Json<Cluster>)> {
+    let tenant = me.tenant_with(Role::Admin)?;
+    validate::dns_name("name", &req.name)?;
+    check_shape(Some(req.managers), Some(req.workers))?;
+    check_endpoint(req.provider, req.endpoint.as_deref())?;
+
+    let mut tx = state.db.begin().await?;
+    quota::reserve(&mut tx, tenant, Delta { clusters: 1, nodes: i64::from(req.managers + req.workers), ..Default::default() }).await?;
+    let settings = match &req.endpoint {
+        Some(e) => json!({ "endpoint": e }),
+        None => json!({}),
+    };
+    let row: Result<ClusterRow, sqlx::Error> = sqlx::query_as(&format!(
+        "INSERT INTO clusters (id, tenant_id, name, provider, desired_managers, desired_workers, settings)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {CLUSTER_COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(tenant)
+    .bind(&req.name)
+    .bind(req.provider.as_str())
+    .bind(req.managers)
+    .bind(req.workers)
+    .bind(settings)
+    .fetch_one(&mut *tx)
+    .await;
+    let row = row.map_err(|e| name_taken(e, "cluster"))?;
+    add_nodes(&mut tx, tenant, &row, NodeRole::Manager, 1, req.managers).await?;
+    add_nodes(&mut tx, tenant, &row, NodeRole::Worker, 1, req.workers).await?;
+    let target = Target { tenant_id: Some(tenant), kind: "cluster", id: row.id };
+    let job = jobs::enqueue(&mut tx, target, "cluster.create", json!({})).await?;
+    tx.commit().await?;
+    audit.record("cluster.create", "cluster", row.id);
+    Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
+}
+
+/// Maps a unique violation on a name to a 409 that says so.
+pub fn name_taken(e: sqlx::Error, what: &str) -> ApiError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            ApiError::conflict("name-taken", format!("a {what} with this name already exists"))
+        }
+        _ => e.into(),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", params(PageParams),
+    responses((status = 200, body = Page<Cluster>), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
+pub async fn list(State(state): State<AppState>, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<Cluster>>> {
+    let tenant = me.tenant()?;
+    let limit = q.limit()?;
+    let rows: Vec<ClusterRow> = sqlx::query_as(&format!(
+        "SELECT {CLUSTER_COLUMNS} FROM clusters WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"
+    ))
+    .bind(tenant)
+    .bind(q.after::<Uuid>()?)
+    .bind(limit + 1)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(page(rows, limit, |r| r.id, |r| r.into_dto(None))))
+}
+
+#[utoipa::path(get, path = "/api/v1/clusters/{id}", tag = "clusters", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Cluster), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Cluster>> {
+    let tenant = me.tenant()?;
+    let mut conn = state.db.acquire().await?;
+    Ok(Json(load_cluster(&mut conn, tenant, id, false).await?.into_dto(None)))
+}
+
+/// Scales a cluster's managers or workers. Added nodes are provisioned by the job; removed ones (the
+/// highest-numbered first) are drained before they leave, and managers never drop below quorum.
+#[utoipa::path(patch, path = "/api/v1/clusters/{id}", tag = "clusters", params(("id" = Uuid, Path)), request_body = UpdateCluster,
+    responses((status = 202, body = Cluster), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    me: Principal,
+    audit: Audit,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<UpdateCluster>,
+) -> ApiResult<(StatusCode, Json<Cluster>)> {
+    let tenant = me.tenant_with(Role::Admin)?;
+    audit.record("cluster.scale", "cluster", id);
+    check_shape(req.managers, req.workers)?;
+    let mut tx = state.db.begin().await?;
+    let row = load_cluster(&mut tx, tenant, id, true).await?;
+    if row.status == ClusterStatus::Deleting {
+        return Err(ApiError::conflict("cluster-deleting", "the cluster is being deleted"));
+    }
+    if row.provider == Provider::Existing {
+        return Err(ApiError::conflict("not-provisioned-by-berth", "an `existing` cluster's nodes are not provisioned by Berth"));
+    }
+    let managers = req.managers.unwrap_or(row.desired_managers);
+    let workers = req.workers.unwrap_or(row.desired_workers);
+    let delta = i64::from(managers + workers) - i64::from(row.desired_managers + row.desired_workers);
+    quota::reserve(&mut tx, tenant, Delta { nodes: delta, ..Default::default() }).await?;
+    for (role, from, to) in [(NodeRole::Manager, row.desired_managers, managers), (NodeRole::Worker, row.desired_workers, workers)] {
+        if to > from {
+            add_nodes(&mut tx, tenant, &row, role, from + 1, to).await?;
+        } else if to < from {
+            // Marked, not deleted: the job drains and removes the machine, then the row.
+            sqlx::query(
+                "UPDATE nodes SET state = 'removing', updated_at = now()
+                  WHERE cluster_id = $1 AND role = $2 AND id IN (
+                        SELECT id FROM nodes WHERE cluster_id = $1 AND role = $2 AND state <> 'removing'
+                         ORDER BY id DESC LIMIT $3)",
+            )
+            .bind(row.id)
+            .bind(role.as_str())
+            .bind(i64::from(from - to))
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    let updated: ClusterRow = sqlx::query_as(&format!(
+        "UPDATE clusters SET desired_managers = $2, desired_workers = $3, updated_at = now() WHERE id = $1 RETURNING {CLUSTER_COLUMNS}"
+    ))
+    .bind(row.id)
+    .bind(managers)
+    .bind(workers)
+    .fetch_one(&mut *tx)
+    .await?;
+    let target = Target { tenant_id: Some(tenant), kind: "cluster", id: row.id };
+    let job = jobs::enqueue(&mut tx, target, "cluster.scale", json!({ "managers": managers, "workers": workers })).await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(updated.into_dto(Some(job)))))
+}
+
+/// Deletes a cluster: the job removes every service, destroys every node, then the records.
+#[utoipa::path(delete, path = "/api/v1/clusters/{id}", tag = "clusters", params(("id" = Uuid, Path)),
+    responses((status = 202, body = Cluster), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn delete(State(state): State<AppState>, me: Principal, audit: Audit, ApiPath(id): ApiPath<Uuid>) -> ApiResult<(StatusCode, Json<Cluster>)> {
+    let tenant = me.tenant_with(Role::Admin)?;
+    audit.record("cluster.delete", "cluster", id);
+    let mut tx = state.db.begin().await?;
+    load_cluster(&mut tx, tenant, id, true).await?;
+    let row: ClusterRow = sqlx::query_as(&format!(
+        "UPDATE clusters SET status = 'deleting', updated_at = now() WHERE id = $1 RETURNING {CLUSTER_COLUMNS}"
+    ))
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let target = Target { tenant_id: Some(tenant), kind: "cluster", id };
+    let job = jobs::enqueue(&mut tx, target, "cluster.delete", json!({})).await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
+}
+
+// ------------------------------------------------------------------------------------------- nodes
+
+#[derive(sqlx::FromRow)]
+struct NodeRow {
+    id: Uuid,
+    cluster_id: Uuid,
+    name: String,
+    #[sqlx(try_from = "String")]
+    role: NodeRole,
+    #[sqlx(try_from = "String")]
+    availability: Availability,
+    labels: sqlx::types::Json<BTreeMap<String, String>>,
+    #[sqlx(try_from = "String")]
+    state: NodeState,
+    leader: bool,
+    engine_version: Option<String>,
+    address: Option<String>,
+    cpus: Option<f64>,
+    memory_bytes: Option<i64>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl NodeRow {
+    fn into_dto(self, job_id: Option<Uuid>) -> Node {
+        Node {
+            id: self.id,
+            cluster_id: self.cluster_id,
+            name: self.name,
+            role: self.role,
+            availability: self.availability,
+            labels: self.labels.0,
+            state: self.state,
+            leader: self.leader,
+            engine_version: self.engine_version,
+            address: self.address,
+            cpus: self.cpus,
+            memory_bytes: self.memory_bytes,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            job_id,
+        }
+    }
+}
+
+const NODE_COLUMNS: &str = "id, cluster_id, name, role, availability, labels, state, leader, engine_version, address, cpus, memory_bytes, created_at, updated_at";
+
+#[utoipa::path(get, path = "/api/v1/clusters/{id}/nodes", tag = "clusters", params(("id" = Uuid, Path), PageParams),
+    responses((status = 200, body = Page<Node>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn list_nodes(
+    State(state): State<AppState>,
+    me: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> ApiResult<Json<Page<Node>>> {
+    let tenant = me.tenant()?;
+    let limit = q.limit()?;
+    let mut conn = state.db.acquire().await?;
+    load_cluster(&mut conn, tenant, id, false).await?;
+    let rows: Vec<NodeRow> = sqlx::query_as(&format!(
+        "SELECT {NODE_COLUMNS} FROM nodes WHERE tenant_id = $1 AND cluster_id = $2 AND ($3::uuid IS NULL OR id > $3) ORDER BY id LIMIT $4"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .bind(q.after::<Uuid>()?)
+    .bind(limit + 1)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(Json(page(rows, limit, |r| r.id, |r| r.into_dto(None))))
+}
+
+async fn load_node(conn: &mut PgConnection, tenant: Uuid, id: Uuid, lock: bool) -> ApiResult<NodeRow> {
+    let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE tenant_id = $1 AND id = $2{}", if lock { " FOR UPDATE" } else { "" });
+    let row: Option<NodeRow> = sqlx::query_as(&sql).bind(tenant).bind(id).fetch_optional(conn).await?;
+    row.ok_or_else(|| ApiError::not_found("node"))
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes/{id}", tag = "clusters", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Node), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn get_node(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Node>> {
+    let tenant = me.tenant()?;
+    let mut conn = state.db.acquire().await?;
+    Ok(Json(load_node(&mut conn, tenant, id, false).await?.into_dto(None)))
+}
+
+/// Sets a node's availability (`active`, `pause`, `drain`) or replaces its labels; the job applies it.
+#[utoipa::path(patch, path = "/api/v1/nodes/{id}", tag = "clusters", params(("id" = Uuid, Path)), request_body = UpdateNode,
+    responses((status = 202, body = Node), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn update_node(
+    State(state): State<AppState>,
+    me: Principal,
+    audit: Audit,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<UpdateNode>,
+) -> ApiResult<(StatusCode, Json<Node>)> {
+    let tenant = me.tenant_with(Role::Admin)?;
+    audit.record("node.update", "node", id);
+    if let Some(labels) = &req.labels {
+        for key in labels.keys() {
+            let ok = !key.is_empty() && key.len() <= 128 && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'));
+            if !ok {
+                return Err(ApiError::invalid_field(&format!("labels.{key}"), "label keys are letters, digits, `.`, `-`, `_`, `/`, at most 128"));
+            }
+        }
+    }
+    let mut tx = state.db.begin().await?;
+    let node = load_node(&mut tx, tenant, id, true).await?;
+    let row: NodeRow = sqlx::query_as(&format!(
+        "UPDATE nodes SET availability = $2, labels = $3, updated_at = now() WHERE id = $1 RETURNING {NODE_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(req.availability.unwrap_or(node.availability).as_str())
+    .bind(sqlx::types::Json(req.labels.unwrap_or(node.labels.0)))
+    .fetch_one(&mut *tx)
+    .await?;
+    let target = Target { tenant_id: Some(tenant), kind: "node", id };
+    let job = jobs::enqueue(&mut tx, target, "node.update", json!({})).await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
+}

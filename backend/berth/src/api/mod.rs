@@ -1,0 +1,173 @@
+//! The REST API: every route in one place, the OpenAPI document generated from the handlers, and the
+//! middleware stack that every request passes through.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub mod applications;
+pub mod audit;
+pub mod auth;
+pub mod clusters;
+pub mod extract;
+pub mod idempotency;
+pub mod jobs;
+pub mod metrics;
+pub mod ops;
+pub mod pagination;
+pub mod registries;
+pub mod templates;
+pub mod tenants;
+pub mod tokens;
+pub mod users;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Berth API",
+        description = "Multi-tenant Containers-as-a-Service on Docker Swarm. Errors are RFC 9457 problems \
+            (`application/problem+json`) with a stable `type`; lists page with `limit`/`cursor`; POST accepts \
+            `Idempotency-Key`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "Logging in and tokens of a session"),
+        (name = "admin", description = "Platform administration of tenants and quotas"),
+        (name = "tenant", description = "The caller's tenant"),
+        (name = "users", description = "A tenant's users and their roles"),
+        (name = "tokens", description = "API tokens for integrators"),
+        (name = "clusters", description = "Swarm clusters and their nodes"),
+        (name = "templates", description = "Versioned Compose templates"),
+        (name = "registries", description = "Image registries"),
+        (name = "images", description = "Images known to the tenant"),
+        (name = "applications", description = "Applications, their revisions, services and containers"),
+        (name = "jobs", description = "Queued work and its progress"),
+        (name = "audit", description = "Who did what"),
+        (name = "ops", description = "Probes and metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An access token from /api/v1/auth/login, or an API token (`berth_...`)"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every documented route. Handlers that share a path must share a `routes!` call.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::me))
+        .routes(routes!(tenants::create, tenants::list))
+        .routes(routes!(tenants::get, tenants::delete))
+        .routes(routes!(tenants::suspend))
+        .routes(routes!(tenants::resume))
+        .routes(routes!(tenants::set_quotas, tenants::get_quotas))
+        .routes(routes!(tenants::my_quotas))
+        .routes(routes!(users::create, users::list))
+        .routes(routes!(users::get, users::update, users::delete))
+        .routes(routes!(tokens::create, tokens::list))
+        .routes(routes!(tokens::revoke))
+        .routes(routes!(clusters::create, clusters::list))
+        .routes(routes!(clusters::get, clusters::update, clusters::delete))
+        .routes(routes!(clusters::list_nodes))
+        .routes(routes!(clusters::get_node, clusters::update_node))
+        .routes(routes!(templates::create, templates::list))
+        .routes(routes!(templates::get, templates::update, templates::delete))
+        .routes(routes!(templates::versions))
+        .routes(routes!(templates::version))
+        .routes(routes!(registries::create, registries::list))
+        .routes(routes!(registries::get, registries::delete))
+        .routes(routes!(registries::create_image, registries::list_images))
+        .routes(routes!(registries::get_image, registries::delete_image))
+        .routes(routes!(applications::create, applications::list))
+        .routes(routes!(applications::get, applications::update, applications::delete))
+        .routes(routes!(applications::revisions))
+        .routes(routes!(applications::list_services))
+        .routes(routes!(applications::get_service, applications::update_service))
+        .routes(routes!(applications::list_containers))
+        .routes(routes!(jobs::list))
+        .routes(routes!(jobs::get))
+        .routes(routes!(audit::list))
+}
+
+/// The OpenAPI document, as `berth openapi` prints it and `/api/openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let (api_routes, spec) = routes().split_for_parts();
+    let request_id = HeaderName::from_static("x-request-id");
+
+    api_routes
+        .route("/", get(|| async { Redirect::temporary("/api/docs/") }))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no-such-route", "there is no such route").into_response() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this route does not accept that method").into_response()
+        })
+        // Layers run outside-in in reverse order of these calls: the idempotency check sits innermost,
+        // around the handler, and the audit entry is written after it (replays included).
+        .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::middleware))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), audit::middleware))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::middleware))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .with_state(state)
+        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", spec))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|req: &Request<_>| {
+                            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                        })
+                        .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::DEBUG)),
+                )
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(CatchPanicLayer::custom(|_| panic_response())),
+        )
+}
+
+fn panic_response() -> Response {
+    ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()
+}
+
+/// How long graceful shutdown waits for in-flight requests.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

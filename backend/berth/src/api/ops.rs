@@ -1,0 +1,57 @@
+//! Probes and metrics for operators: liveness, readiness, Prometheus exposition.
+
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::state::AppState;
+
+/// Liveness: the process serves requests. Touches nothing else, so it is also the ceiling the
+/// benchmark compares the API against.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "Alive", body = String)))]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: the database answers and every migration this binary knows is applied.
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses((status = 200, description = "Ready", body = String), (status = 503, description = "Not ready", body = String)))]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    match crate::db::migrations_done(&state.db).await {
+        Ok(true) => (StatusCode::OK, "ready").into_response(),
+        Ok(false) => (StatusCode::SERVICE_UNAVAILABLE, "migrations pending").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+        }
+    }
+}
+
+/// Prometheus text exposition: request counts and latency histograms, job queue depth by state.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let mut out = String::new();
+    state.metrics.render(&mut out);
+    out.push_str("# HELP berth_jobs Jobs in the queue, by state.\n# TYPE berth_jobs gauge\n");
+    let counts: Result<Vec<(String, i64)>, _> = sqlx::query_as(
+        "SELECT s.state, count(j.id) FROM unnest(ARRAY['queued','running','failed']) AS s(state)
+           LEFT JOIN jobs j ON j.state = s.state GROUP BY s.state ORDER BY s.state",
+    )
+    .fetch_all(&state.db)
+    .await;
+    match counts {
+        Ok(rows) => {
+            for (s, n) in rows {
+                let _ = writeln!(out, "berth_jobs{{state=\"{s}\"}} {n}");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not count jobs for /metrics"),
+    }
+    let pool = &state.db;
+    let _ = writeln!(out, "# HELP berth_db_connections Database pool connections.\n# TYPE berth_db_connections gauge");
+    let _ = writeln!(out, "berth_db_connections{{state=\"open\"}} {}", pool.size());
+    let _ = writeln!(out, "berth_db_connections{{state=\"idle\"}} {}", pool.num_idle());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

@@ -1,0 +1,89 @@
+//! Typed configuration: defaults, overridden by `BERTH_*` environment variables, overridden by flags.
+//! `berth serve --help` lists every setting with its variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Settings shared by every subcommand that talks to the database.
+#[derive(Debug, Clone, Args)]
+pub struct DbConfig {
+    /// Postgres to use, e.g. `postgres://berth:pw@127.0.0.1/berth`. When unset, Berth runs a private
+    /// PostgreSQL from the machine's own binaries inside the data directory and stops it on exit.
+    #[arg(long, env = "BERTH_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Where Berth keeps its state: the embedded database, the generated master secret.
+    #[arg(long, env = "BERTH_DATA_DIR", default_value = "./.berth")]
+    pub data_dir: PathBuf,
+
+    /// Directory holding `initdb` and `postgres` for the embedded database. Found automatically under
+    /// /usr/lib/postgresql/*/bin or on PATH when unset.
+    #[arg(long, env = "BERTH_POSTGRES_BIN")]
+    pub postgres_bin: Option<PathBuf>,
+
+    /// Size of the connection pool.
+    #[arg(long, env = "BERTH_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: u32,
+}
+
+/// Settings of `berth serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    #[command(flatten)]
+    pub db: DbConfig,
+
+    /// Address the API listens on.
+    #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// E-mail of the first platform admin, created on first start when no platform admin exists.
+    #[arg(long, env = "BERTH_ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+
+    /// Password of the first platform admin (at least 8 characters).
+    #[arg(long, env = "BERTH_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+
+    #[command(flatten)]
+    pub security: SecurityConfig,
+
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    #[arg(long, env = "BERTH_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+/// Secrets and token lifetimes.
+#[derive(Debug, Clone, Args)]
+pub struct SecurityConfig {
+    /// Master secret from which the JWT signing key and the at-rest encryption key are derived. When
+    /// unset, a random one is generated once and kept in `<data_dir>/secret` (mode 0600).
+    #[arg(long, env = "BERTH_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+
+    /// Lifetime of access tokens (JWTs), in seconds.
+    #[arg(long, env = "BERTH_ACCESS_TOKEN_TTL", default_value_t = 900)]
+    pub access_token_ttl_secs: u64,
+
+    /// Lifetime of refresh tokens, in seconds.
+    #[arg(long, env = "BERTH_REFRESH_TOKEN_TTL", default_value_t = 30 * 24 * 3600)]
+    pub refresh_token_ttl_secs: u64,
+}
+
+impl SecurityConfig {
+    pub fn access_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.access_token_ttl_secs)
+    }
+    pub fn refresh_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.refresh_token_ttl_secs)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}

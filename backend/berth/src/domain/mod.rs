@@ -1,0 +1,6 @@
+//! Pure rules of the model: what a valid name, e-mail or Compose file is, and how quotas are counted.
+//! Nothing here touches the network; inputs are parsed into these types at the API boundary.
+
+pub mod compose;
+pub mod quota;
+pub mod validate;

@@ -1,0 +1,229 @@
+//! The embedded default database: a private PostgreSQL run from the machine's own server binaries.
+//!
+//! With `BERTH_DATABASE_URL` unset, `berth serve` keeps a cluster in `<data_dir>/postgres`, listens only
+//! on a unix socket in `<data_dir>/run` (no TCP port to collide with or to expose), and stops the server
+//! when Berth exits. PostgreSQL refuses to run as root, so when Berth is root the server runs as the
+//! `postgres` system user that Debian's package creates.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Pid, Uid, User, chown};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+use tokio::process::{Child, Command};
+
+const DATABASE: &str = "berth";
+const SUPERUSER: &str = "berth";
+
+/// What to tell a user whose machine has no PostgreSQL server binaries.
+const INSTALL_HINT: &str = "PostgreSQL server binaries (initdb, postgres) not found: install them \
+     (`apt-get install postgresql`) or set BERTH_DATABASE_URL to an existing server";
+
+/// A running private PostgreSQL server. Call [`EmbeddedPostgres::stop`] to shut it down cleanly.
+pub struct EmbeddedPostgres {
+    child: Child,
+    socket_dir: PathBuf,
+}
+
+impl EmbeddedPostgres {
+    /// Initialises the cluster on first use, starts the server and waits until it accepts connections.
+    pub async fn start(data_dir: &Path, bin_dir: Option<&Path>) -> anyhow::Result<Self> {
+        let bin = match bin_dir {
+            Some(dir) => dir.to_path_buf(),
+            None => find_bin_dir().context(INSTALL_HINT)?,
+        };
+        for tool in ["initdb", "postgres"] {
+            if !bin.join(tool).is_file() {
+                bail!("{INSTALL_HINT} (looked in {})", bin.display());
+            }
+        }
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+        let data_dir = data_dir.canonicalize()?;
+        let pgdata = data_dir.join("postgres");
+        let socket_dir = data_dir.join("run");
+        let run_as = RunAs::detect()?;
+
+        std::fs::create_dir_all(&socket_dir)?;
+        run_as.own(&socket_dir)?;
+
+        if !pgdata.join("PG_VERSION").exists() {
+            std::fs::create_dir_all(&pgdata)?;
+            run_as.own(&pgdata)?;
+            let out = run_as
+                .command(bin.join("initdb"))
+                .arg("-D")
+                .arg(&pgdata)
+                .args(["-U", SUPERUSER, "-E", "UTF8", "--no-locale", "--auth=trust"])
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .context("running initdb")?;
+            if !out.status.success() {
+                bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            }
+        }
+
+        // A previous Berth that was killed (not stopped) leaves its server running: stop it first, since
+        // only one postmaster may own a data directory.
+        stop_stale_postmaster(&pgdata).await;
+
+        let log_path = data_dir.join("postgres.log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        run_as.own(&log_path)?;
+        let child = run_as
+            .command(bin.join("postgres"))
+            .arg("-D")
+            .arg(&pgdata)
+            .arg("-k")
+            .arg(&socket_dir)
+            .args(["-c", "listen_addresses=", "-c", "unix_socket_permissions=0700"])
+            .args(["-c", "max_connections=200", "-c", "fsync=on"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting postgres")?;
+
+        let mut pg = EmbeddedPostgres { child, socket_dir };
+        if let Err(e) = pg.wait_ready(&log_path).await {
+            pg.stop().await;
+            return Err(e);
+        }
+        Ok(pg)
+    }
+
+    /// Connection options for the `berth` database of this server.
+    pub fn connect_options(&self) -> PgConnectOptions {
+        self.options_for(DATABASE)
+    }
+
+    fn options_for(&self, database: &str) -> PgConnectOptions {
+        PgConnectOptions::new()
+            .socket(&self.socket_dir)
+            .username(SUPERUSER)
+            .database(database)
+            .disable_statement_logging()
+    }
+
+    async fn wait_ready(&mut self, log_path: &Path) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                let log = std::fs::read_to_string(log_path).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                bail!(
+                    "embedded postgres exited ({status}): {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                );
+            }
+            if let Ok(mut conn) = sqlx::PgConnection::connect_with(&self.options_for("postgres")).await {
+                let exists: bool =
+                    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                        .bind(DATABASE)
+                        .fetch_one(&mut conn)
+                        .await?;
+                if !exists {
+                    // Identifiers cannot be bound; DATABASE is a constant.
+                    sqlx::query("CREATE DATABASE berth").execute(&mut conn).await?;
+                }
+                conn.close().await.ok();
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("embedded postgres did not accept connections within 60 s (see {})", log_path.display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Fast shutdown: disconnects clients, checkpoints, exits. Waits for the server to be gone.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
+        }
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// Finds the newest `/usr/lib/postgresql/<version>/bin`, or the directory of `postgres` on PATH.
+fn find_bin_dir() -> anyhow::Result<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Ok(bin);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .find(|dir| dir.join("postgres").is_file() && dir.join("initdb").is_file())
+        .context("no postgres on PATH")
+}
+
+async fn stop_stale_postmaster(pgdata: &Path) {
+    let Ok(pidfile) = std::fs::read_to_string(pgdata.join("postmaster.pid")) else { return };
+    let Some(pid) = pidfile.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else { return };
+    // Only a live postgres whose command line names this data directory is ours to stop.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    if !cmdline.contains("postgres") || !cmdline.contains(&*pgdata.to_string_lossy()) {
+        return;
+    }
+    tracing::warn!(pid, "stopping a postgres left running by an earlier Berth");
+    let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
+    for _ in 0..300 {
+        if kill(Pid::from_raw(pid), None).is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The OS user the server runs as: ourselves, or `postgres` when we are root.
+struct RunAs(Option<User>);
+
+impl RunAs {
+    fn detect() -> anyhow::Result<Self> {
+        if !Uid::effective().is_root() {
+            return Ok(RunAs(None));
+        }
+        let user = User::from_name("postgres")?.with_context(|| {
+            format!("{INSTALL_HINT}; as root the embedded server needs the `postgres` system user")
+        })?;
+        Ok(RunAs(Some(user)))
+    }
+
+    fn own(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some(user) = &self.0 {
+            chown(path, Some(user.uid), Some(user.gid))
+                .with_context(|| format!("giving {} to user postgres", path.display()))?;
+        }
+        Ok(())
+    }
+
+    fn command(&self, program: PathBuf) -> Command {
+        let mut cmd = Command::new(program);
+        if let Some(user) = &self.0 {
+            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+            cmd.env("HOME", &user.dir);
+            // Run from a directory the unprivileged user can read.
+            cmd.current_dir("/");
+        }
+        cmd
+    }
+}

@@ -1,0 +1,17 @@
+//! Berth's control plane. `main.rs` is a thin command-line shell over this library, so tests can start
+//! the same server in-process (see `tests/harness`).
+
+pub mod api;
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod domain;
+pub mod embedded_pg;
+pub mod error;
+pub mod jobs;
+pub mod serve;
+pub mod state;
+pub mod telemetry;
+pub mod worker;

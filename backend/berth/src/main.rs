@@ -1,0 +1,68 @@
+//! The `berth` command: one binary, one subcommand per role.
+
+use std::process::ExitCode;
+
+use berth::config::{DbConfig, LogFormat, ServeConfig};
+use berth::db::Database;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "Multi-tenant Containers-as-a-Service on Docker Swarm")]
+struct Cli {
+    /// Log format.
+    #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API (and, in later versions, the console, workers and reconcilers) in one process.
+    Serve(ServeConfig),
+    /// Run only job workers, sharing the queue with other Berth processes.
+    Worker(DbConfig),
+    /// Apply database migrations and exit.
+    Migrate(DbConfig),
+    /// Print the OpenAPI document (JSON) and exit.
+    Openapi,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    berth::telemetry::init(cli.log_format);
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line a user can act on; the chain of causes says what failed where.
+            eprintln!("berth: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(cfg) => berth::serve::run(cfg).await,
+        Command::Worker(cfg) => {
+            let database = Database::open(&cfg).await?;
+            let result = berth::worker::run(&database.pool, berth::serve::shutdown_signal()).await;
+            database.close().await;
+            result
+        }
+        Command::Migrate(cfg) => {
+            let database = Database::open(&cfg).await?;
+            let result = berth::db::migrate(&database.pool).await;
+            database.close().await;
+            result?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Openapi => {
+            println!("{}", berth::api::openapi().to_pretty_json()?);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Closed sets of values. Each is stored in Postgres as the same lowercase text it has in JSON, and the
+//! database's CHECK constraints list the same values.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Declares a string enum with its wire/database spelling, `as_str` and `FromStr`.
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!("unknown {} `{other}`", stringify!($name))),
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                s.parse()
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// What a principal may do. Tenant roles are ordered: viewer < developer < admin < owner.
+    /// `platform_admin` belongs to no tenant and manages tenants.
+    Role {
+        PlatformAdmin => "platform_admin",
+        Owner => "owner",
+        Admin => "admin",
+        Developer => "developer",
+        Viewer => "viewer",
+    }
+}
+
+impl Role {
+    /// Rank among tenant roles; `None` for the platform admin, who is outside every tenant.
+    pub fn tenant_rank(self) -> Option<u8> {
+        match self {
+            Role::PlatformAdmin => None,
+            Role::Viewer => Some(0),
+            Role::Developer => Some(1),
+            Role::Admin => Some(2),
+            Role::Owner => Some(3),
+        }
+    }
+
+    /// Whether this role has at least the powers of `other` (both tenant roles), or both are platform admin.
+    pub fn at_least(self, other: Role) -> bool {
+        match (self.tenant_rank(), other.tenant_rank()) {
+            (Some(a), Some(b)) => a >= b,
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+string_enum! {
+    TenantStatus { Active => "active", Suspended => "suspended" }
+}
+
+string_enum! {
+    /// Where a cluster's nodes come from.
+    #[derive(Default)]
+    Provider {
+        /// Each node is a network namespace with its own dockerd on the Berth host.
+        #[default]
+        Local => "local",
+        /// A Swarm the user already runs; Berth adopts it.
+        Existing => "existing",
+    }
+}
+
+string_enum! {
+    ClusterStatus {
+        Provisioning => "provisioning",
+        Ready => "ready",
+        Degraded => "degraded",
+        Failed => "failed",
+        Deleting => "deleting",
+    }
+}
+
+string_enum! {
+    NodeRole { Manager => "manager", Worker => "worker" }
+}
+
+string_enum! {
+    /// Swarm node availability.
+    Availability { Active => "active", Pause => "pause", Drain => "drain" }
+}
+
+string_enum! {
+    NodeState {
+        Pending => "pending",
+        Ready => "ready",
+        Down => "down",
+        Unknown => "unknown",
+        Removing => "removing",
+    }
+}
+
+string_enum! {
+    ApplicationStatus {
+        Pending => "pending",
+        Deploying => "deploying",
+        Running => "running",
+        Updating => "updating",
+        Failed => "failed",
+        Deleting => "deleting",
+    }
+}
+
+string_enum! {
+    ServiceStatus {
+        Pending => "pending",
+        Running => "running",
+        Updating => "updating",
+        Failed => "failed",
+        Removing => "removing",
+    }
+}
+
+string_enum! {
+    JobState {
+        Queued => "queued",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Cancelled => "cancelled",
+    }
+}

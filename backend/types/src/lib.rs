@@ -1,0 +1,493 @@
+//! Request and response bodies of Berth's REST API (`/api/v1`).
+//!
+//! This crate is shared by the server and the console, so it must stay wasm-safe: serde, uuid, chrono
+//! and utoipa only. Request bodies reject unknown fields so that a typo in a field name is a 422 naming
+//! it, not a silently ignored setting.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+mod enums;
+pub use enums::*;
+
+/// A page of a list. Pass `next_cursor` back as `?cursor=` to get the next page; it is `null` on the last.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// An RFC 9457 problem. `type` is stable per kind of error; `errors` names the offending fields of a 422.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    /// For Compose parse errors: where in the document the error is (1-based).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u64>,
+}
+
+/// One invalid field of a request body: its JSON path and what is wrong with it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+// ---------------------------------------------------------------- auth
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    /// A short-lived JWT; send it as `Authorization: Bearer <access_token>`.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Lifetime of the access token in seconds.
+    pub expires_in: u64,
+    /// An opaque token for `POST /api/v1/auth/refresh`. Single use: each refresh returns a new one.
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Me {
+    pub id: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub tenant: Option<Tenant>,
+    /// How the caller authenticated: `user` (a login session) or `token` (an API token).
+    pub via: String,
+}
+
+// ---------------------------------------------------------------- tenants and quotas
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    pub name: String,
+    pub owner_email: String,
+    pub owner_password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub name: String,
+    /// Unique, DNS-safe, derived from the name.
+    pub slug: String,
+    pub status: TenantStatus,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedTenant {
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    pub owner: User,
+}
+
+/// Per-tenant limits. A missing (or `null`) field means unlimited; 0 forbids the resource.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Quotas {
+    pub max_clusters: Option<i32>,
+    pub max_nodes: Option<i32>,
+    pub max_applications: Option<i32>,
+    pub max_services: Option<i32>,
+    /// Total CPU reservations, in CPUs (e.g. 2.5), summed over services × replicas.
+    pub max_cpus: Option<f64>,
+    /// Total memory reservations in MiB, summed over services × replicas.
+    pub max_memory_mb: Option<i64>,
+}
+
+/// What a tenant currently uses of each quota.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Usage {
+    pub clusters: i64,
+    pub nodes: i64,
+    pub applications: i64,
+    pub services: i64,
+    pub cpus: f64,
+    pub memory_mb: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct QuotaReport {
+    pub quotas: Quotas,
+    pub usage: Usage,
+}
+
+// ---------------------------------------------------------------- users and tokens
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub email: String,
+    pub password: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    pub role: Option<Role>,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub tenant_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiToken {
+    pub name: String,
+    /// At most the creator's own role.
+    pub role: Role,
+    /// When the token stops working; omit for a token that lasts until revoked.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApiToken {
+    pub id: Uuid,
+    pub name: String,
+    pub role: Role,
+    pub created_by: Uuid,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A newly created token. `token` is the secret, shown this once and never again.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedApiToken {
+    #[serde(flatten)]
+    pub meta: ApiToken,
+    pub token: String,
+}
+
+// ---------------------------------------------------------------- clusters and nodes
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCluster {
+    /// DNS-safe: lowercase letters, digits and dashes, at most 63 characters.
+    pub name: String,
+    #[serde(default)]
+    pub provider: Provider,
+    /// Number of Swarm managers (1–7).
+    pub managers: i32,
+    /// Number of Swarm workers (0–100).
+    pub workers: i32,
+    /// For `provider: existing`: the manager's Engine API endpoint (`unix:///...` or `tcp://host:port`).
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCluster {
+    pub managers: Option<i32>,
+    pub workers: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Cluster {
+    pub id: Uuid,
+    pub name: String,
+    pub provider: Provider,
+    pub status: ClusterStatus,
+    pub managers: i32,
+    pub workers: i32,
+    pub endpoint: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The job carrying out the last change, when one was queued by this request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Node {
+    pub id: Uuid,
+    pub cluster_id: Uuid,
+    pub name: String,
+    pub role: NodeRole,
+    pub availability: Availability,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub state: NodeState,
+    pub leader: bool,
+    pub engine_version: Option<String>,
+    pub address: Option<String>,
+    pub cpus: Option<f64>,
+    pub memory_bytes: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateNode {
+    pub availability: Option<Availability>,
+    /// Replaces the node's labels.
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+}
+
+// ---------------------------------------------------------------- templates
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTemplate {
+    pub name: String,
+    /// A Compose file, as YAML text.
+    pub compose: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Editing a template adds a version; earlier versions stay as they were.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTemplate {
+    pub compose: Option<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Template {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    /// The latest version number.
+    pub version: i32,
+    /// The latest version's Compose YAML.
+    pub compose: String,
+    /// Variables the Compose file uses (`${NAME}` / `${NAME:-default}`), with their defaults.
+    pub variables: std::collections::BTreeMap<String, Option<String>>,
+    /// Services the Compose file declares.
+    pub services: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TemplateVersion {
+    pub template_id: Uuid,
+    pub version: i32,
+    pub compose: String,
+    pub variables: std::collections::BTreeMap<String, Option<String>>,
+    pub created_at: DateTime<Utc>,
+}
+
+// ---------------------------------------------------------------- registries and images
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRegistry {
+    pub name: String,
+    /// Host and optional port, e.g. `registry.example.com` or `127.0.0.1:5000`.
+    pub address: String,
+    pub username: Option<String>,
+    /// Stored encrypted; never returned.
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Registry {
+    pub id: Uuid,
+    pub name: String,
+    pub address: String,
+    pub username: Option<String>,
+    pub has_password: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateImage {
+    /// Repository, e.g. `web` or `127.0.0.1:5000/acme/web`.
+    pub repository: String,
+    #[serde(default = "default_tag")]
+    pub tag: String,
+    pub registry_id: Option<Uuid>,
+    /// A content digest (`sha256:` + 64 hex digits) to pin the tag to.
+    pub digest: Option<String>,
+}
+
+fn default_tag() -> String {
+    "latest".to_owned()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Image {
+    pub id: Uuid,
+    pub repository: String,
+    pub tag: String,
+    pub registry_id: Option<Uuid>,
+    pub digest: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+// ---------------------------------------------------------------- applications, services, containers
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApplication {
+    pub name: String,
+    pub cluster_id: Uuid,
+    pub template_id: Uuid,
+    /// Defaults to the template's latest version.
+    pub template_version: Option<i32>,
+    /// Values for the template's variables.
+    #[serde(default)]
+    pub variables: std::collections::BTreeMap<String, String>,
+}
+
+/// Redeploys the application as a new revision (a later template version, new variables, or both).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateApplication {
+    pub template_version: Option<i32>,
+    pub variables: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Application {
+    pub id: Uuid,
+    pub name: String,
+    pub cluster_id: Uuid,
+    pub template_id: Uuid,
+    pub status: ApplicationStatus,
+    pub revision: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApplicationRevision {
+    pub revision: i32,
+    pub template_version: i32,
+    pub variables: std::collections::BTreeMap<String, String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Service {
+    pub id: Uuid,
+    pub application_id: Uuid,
+    pub name: String,
+    pub image: String,
+    pub replicas: i32,
+    /// CPUs reserved per task.
+    pub cpu_reservation: f64,
+    /// MiB reserved per task.
+    pub memory_reservation_mb: i64,
+    pub status: ServiceStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateService {
+    /// Desired number of tasks.
+    pub replicas: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Container {
+    pub id: Uuid,
+    pub service_id: Uuid,
+    pub node_id: Option<Uuid>,
+    pub swarm_task_id: String,
+    pub container_id: Option<String>,
+    pub slot: Option<i32>,
+    pub state: String,
+    pub desired_state: String,
+    pub message: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+// ---------------------------------------------------------------- jobs and audit
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    pub id: Uuid,
+    pub kind: String,
+    pub target_type: String,
+    pub target_id: Uuid,
+    pub state: JobState,
+    pub step: String,
+    pub percent: i32,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The job's log, oldest first (only in `GET /jobs/{id}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<JobLogLine>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobLogLine {
+    pub at: DateTime<Utc>,
+    pub line: String,
+}
+
+/// Returned by requests that queued work: the object as it now stands and the job doing the work.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Accepted {
+    pub job_id: Uuid,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub tenant_id: Option<Uuid>,
+    pub actor_type: String,
+    pub actor_id: Option<Uuid>,
+    pub actor_label: String,
+    pub action: String,
+    pub target_type: String,
+    pub target_id: Option<String>,
+    pub outcome: String,
+    pub status_code: i32,
+    pub request_id: String,
+    pub at: DateTime<Utc>,
+}
