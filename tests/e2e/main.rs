@@ -1,1 +1,11 @@
-fn main(){}
+//! End-to-end tests of the Berth API: the real server, on a loopback port, over a real PostgreSQL.
+
+mod auth;
+mod bad_input;
+mod cross_tenant;
+mod embedded;
+mod fixtures;
+mod openapi;
+mod quotas;
+mod resources;
+mod roles;

@@ -64,7 +64,10 @@ impl EmbeddedPostgres {
                 .await
                 .context("running initdb")?;
             if !out.status.success() {
-                bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+                bail!(
+                    "initdb failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
             }
         }
 
@@ -73,7 +76,10 @@ impl EmbeddedPostgres {
         stop_stale_postmaster(&pgdata).await;
 
         let log_path = data_dir.join("postgres.log");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
         run_as.own(&log_path)?;
         let child = run_as
             .command(bin.join("postgres"))
@@ -81,7 +87,12 @@ impl EmbeddedPostgres {
             .arg(&pgdata)
             .arg("-k")
             .arg(&socket_dir)
-            .args(["-c", "listen_addresses=", "-c", "unix_socket_permissions=0700"])
+            .args([
+                "-c",
+                "listen_addresses=",
+                "-c",
+                "unix_socket_permissions=0700",
+            ])
             .args(["-c", "max_connections=200", "-c", "fsync=on"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -122,21 +133,29 @@ impl EmbeddedPostgres {
                     tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
                 );
             }
-            if let Ok(mut conn) = sqlx::PgConnection::connect_with(&self.options_for("postgres")).await {
-                let exists: bool =
-                    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                        .bind(DATABASE)
-                        .fetch_one(&mut conn)
-                        .await?;
+            if let Ok(mut conn) =
+                sqlx::PgConnection::connect_with(&self.options_for("postgres")).await
+            {
+                let exists: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+                )
+                .bind(DATABASE)
+                .fetch_one(&mut conn)
+                .await?;
                 if !exists {
                     // Identifiers cannot be bound; DATABASE is a constant.
-                    sqlx::query("CREATE DATABASE berth").execute(&mut conn).await?;
+                    sqlx::query("CREATE DATABASE berth")
+                        .execute(&mut conn)
+                        .await?;
                 }
                 conn.close().await.ok();
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("embedded postgres did not accept connections within 60 s (see {})", log_path.display());
+                bail!(
+                    "embedded postgres did not accept connections within 60 s (see {})",
+                    log_path.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -147,7 +166,10 @@ impl EmbeddedPostgres {
         if let Some(pid) = self.child.id() {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
         }
-        if tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.kill().await;
         }
     }
@@ -176,8 +198,16 @@ fn find_bin_dir() -> anyhow::Result<PathBuf> {
 }
 
 async fn stop_stale_postmaster(pgdata: &Path) {
-    let Ok(pidfile) = std::fs::read_to_string(pgdata.join("postmaster.pid")) else { return };
-    let Some(pid) = pidfile.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else { return };
+    let Ok(pidfile) = std::fs::read_to_string(pgdata.join("postmaster.pid")) else {
+        return;
+    };
+    let Some(pid) = pidfile
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
     // Only a live postgres whose command line names this data directory is ours to stop.
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let cmdline = String::from_utf8_lossy(&cmdline);

@@ -7,7 +7,11 @@ use berth::db::Database;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "berth", version, about = "Multi-tenant Containers-as-a-Service on Docker Swarm")]
+#[command(
+    name = "berth",
+    version,
+    about = "Multi-tenant Containers-as-a-Service on Docker Swarm"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]

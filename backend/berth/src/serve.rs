@@ -14,10 +14,20 @@ use crate::state::AppState;
 /// Builds the request state over an open pool: migrations applied, first admin ensured.
 pub async fn prepare(pool: sqlx::PgPool, cfg: &ServeConfig) -> anyhow::Result<AppState> {
     db::migrate(&pool).await?;
-    crate::bootstrap::ensure_platform_admin(&pool, cfg.admin_email.as_deref(), cfg.admin_password.as_deref()).await?;
+    crate::bootstrap::ensure_platform_admin(
+        &pool,
+        cfg.admin_email.as_deref(),
+        cfg.admin_password.as_deref(),
+    )
+    .await?;
     let secret = load_or_create_secret(cfg.security.secret.as_deref(), &cfg.db.data_dir)?;
     let keys = Keys::from_secret(&secret)?;
-    Ok(AppState::new(pool, keys, cfg.security.clone(), cfg.max_body_bytes))
+    Ok(AppState::new(
+        pool,
+        keys,
+        cfg.security.clone(),
+        cfg.max_body_bytes,
+    ))
 }
 
 pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
@@ -29,12 +39,16 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
 
 async fn serve(database: &Database, cfg: &ServeConfig) -> anyhow::Result<()> {
     let state = prepare(database.pool.clone(), cfg).await?;
-    let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.listen))?;
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "Berth is serving: API at http://{addr}/api/v1, docs at http://{addr}/api/docs/");
     println!("Berth is up: http://{addr}/  (API docs: http://{addr}/api/docs/)");
     let app = crate::api::router(state);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     tracing::info!("shutting down");
     Ok(())
 }

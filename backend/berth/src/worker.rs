@@ -7,10 +7,18 @@
 
 use sqlx::PgPool;
 
-pub async fn run(db: &PgPool, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    db: &PgPool,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     crate::db::wait_for_migrations(db).await?;
-    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'queued'").fetch_one(db).await?;
-    tracing::info!(queued, "worker ready; no job kinds are handled by this version yet");
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'queued'")
+        .fetch_one(db)
+        .await?;
+    tracing::info!(
+        queued,
+        "worker ready; no job kinds are handled by this version yet"
+    );
     shutdown.await;
     Ok(())
 }

@@ -8,8 +8,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use berth_types::{
-    Application, ApplicationRevision, ApplicationStatus, ClusterStatus, Container, CreateApplication, Page, Problem, Role, Service,
-    ServiceStatus, UpdateApplication, UpdateService,
+    Application, ApplicationRevision, ApplicationStatus, ClusterStatus, Container,
+    CreateApplication, Page, Problem, Role, Service, ServiceStatus, UpdateApplication,
+    UpdateService,
 };
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -58,11 +59,24 @@ impl AppRow {
     }
 }
 
-const APP_COLUMNS: &str = "id, name, cluster_id, template_id, status, current_revision, created_at, updated_at";
+const APP_COLUMNS: &str =
+    "id, name, cluster_id, template_id, status, current_revision, created_at, updated_at";
 
-async fn load_app(conn: &mut PgConnection, tenant: Uuid, id: Uuid, lock: bool) -> ApiResult<AppRow> {
-    let sql = format!("SELECT {APP_COLUMNS} FROM applications WHERE tenant_id = $1 AND id = $2{}", if lock { " FOR UPDATE" } else { "" });
-    let row: Option<AppRow> = sqlx::query_as(&sql).bind(tenant).bind(id).fetch_optional(conn).await?;
+async fn load_app(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    id: Uuid,
+    lock: bool,
+) -> ApiResult<AppRow> {
+    let sql = format!(
+        "SELECT {APP_COLUMNS} FROM applications WHERE tenant_id = $1 AND id = $2{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let row: Option<AppRow> = sqlx::query_as(&sql)
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
     row.ok_or_else(|| ApiError::not_found("application"))
 }
 
@@ -83,27 +97,53 @@ async fn plan_revision(
     .bind(cluster_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let (status, nodes) = cluster.ok_or_else(|| ApiError::invalid_field("cluster_id", "no such cluster"))?;
+    let (status, nodes) =
+        cluster.ok_or_else(|| ApiError::invalid_field("cluster_id", "no such cluster"))?;
     if status == ClusterStatus::Deleting.as_str() {
-        return Err(ApiError::conflict("cluster-deleting", "the cluster is being deleted"));
+        return Err(ApiError::conflict(
+            "cluster-deleting",
+            "the cluster is being deleted",
+        ));
     }
-    let template = load_version(conn, tenant, template_id, version).await.map_err(|e| {
-        if e.status == StatusCode::NOT_FOUND { ApiError::invalid_field("template_version", "no such template version") } else { e }
-    })?;
-    if let Some(unknown) = variables.keys().find(|k| !template.variables.contains_key(*k)) {
-        return Err(ApiError::invalid_field(&format!("variables.{unknown}"), "the template does not use this variable"));
+    let template = load_version(conn, tenant, template_id, version)
+        .await
+        .map_err(|e| {
+            if e.status == StatusCode::NOT_FOUND {
+                ApiError::invalid_field("template_version", "no such template version")
+            } else {
+                e
+            }
+        })?;
+    if let Some(unknown) = variables
+        .keys()
+        .find(|k| !template.variables.contains_key(*k))
+    {
+        return Err(ApiError::invalid_field(
+            &format!("variables.{unknown}"),
+            "the template does not use this variable",
+        ));
     }
     let text = compose::interpolate(&template.compose, variables)?;
     compose::plan(&text, nodes)
 }
 
 fn totals(plans: &[ServicePlan]) -> (f64, i64) {
-    plans.iter().fold((0.0, 0), |(c, m), p| (c + p.cpu_reservation * f64::from(p.replicas), m + p.memory_reservation_mb * i64::from(p.replicas)))
+    plans.iter().fold((0.0, 0), |(c, m), p| {
+        (
+            c + p.cpu_reservation * f64::from(p.replicas),
+            m + p.memory_reservation_mb * i64::from(p.replicas),
+        )
+    })
 }
 
 /// Writes the services of a revision as desired state: updates the ones that stay, adds new ones, drops
 /// the ones the revision no longer has (the deploy job removes them from Swarm, like `--prune`).
-async fn write_services(tx: &mut PgConnection, tenant: Uuid, app: Uuid, plans: &[ServicePlan]) -> sqlx::Result<()> {
+async fn write_services(
+    tx: &mut PgConnection,
+    tenant: Uuid,
+    app: Uuid,
+    plans: &[ServicePlan],
+) -> sqlx::Result<()> {
     let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
     sqlx::query("DELETE FROM services WHERE application_id = $1 AND NOT (name = ANY($2))")
         .bind(app)
@@ -132,7 +172,15 @@ async fn write_services(tx: &mut PgConnection, tenant: Uuid, app: Uuid, plans: &
     Ok(())
 }
 
-async fn insert_revision(tx: &mut PgConnection, tenant: Uuid, app: Uuid, revision: i32, version: i32, vars: &BTreeMap<String, String>, by: Uuid) -> sqlx::Result<()> {
+async fn insert_revision(
+    tx: &mut PgConnection,
+    tenant: Uuid,
+    app: Uuid,
+    revision: i32,
+    version: i32,
+    vars: &BTreeMap<String, String>,
+    by: Uuid,
+) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO application_revisions (tenant_id, application_id, revision, template_version, variables, created_by)
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -162,16 +210,37 @@ pub async fn create(
     let tenant = me.tenant_with(Role::Developer)?;
     validate::dns_name("name", &req.name)?;
     let mut tx = state.db.begin().await?;
-    let latest: Option<i32> = sqlx::query_scalar("SELECT latest_version FROM templates WHERE tenant_id = $1 AND id = $2")
-        .bind(tenant)
-        .bind(req.template_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let latest = latest.ok_or_else(|| ApiError::invalid_field("template_id", "no such template"))?;
+    let latest: Option<i32> =
+        sqlx::query_scalar("SELECT latest_version FROM templates WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant)
+            .bind(req.template_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let latest =
+        latest.ok_or_else(|| ApiError::invalid_field("template_id", "no such template"))?;
     let version = req.template_version.unwrap_or(latest);
-    let plans = plan_revision(&mut tx, tenant, req.cluster_id, req.template_id, version, &req.variables).await?;
+    let plans = plan_revision(
+        &mut tx,
+        tenant,
+        req.cluster_id,
+        req.template_id,
+        version,
+        &req.variables,
+    )
+    .await?;
     let (cpus, memory_mb) = totals(&plans);
-    quota::reserve(&mut tx, tenant, Delta { applications: 1, services: plans.len() as i64, cpus, memory_mb, ..Default::default() }).await?;
+    quota::reserve(
+        &mut tx,
+        tenant,
+        Delta {
+            applications: 1,
+            services: plans.len() as i64,
+            cpus,
+            memory_mb,
+            ..Default::default()
+        },
+    )
+    .await?;
     let row: AppRow = sqlx::query_as(&format!(
         "INSERT INTO applications (id, tenant_id, cluster_id, template_id, name) VALUES ($1, $2, $3, $4, $5) RETURNING {APP_COLUMNS}"
     ))
@@ -183,10 +252,29 @@ pub async fn create(
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| name_taken(e, "application"))?;
-    insert_revision(&mut tx, tenant, row.id, 1, version, &req.variables, me.user_id()).await?;
+    insert_revision(
+        &mut tx,
+        tenant,
+        row.id,
+        1,
+        version,
+        &req.variables,
+        me.user_id(),
+    )
+    .await?;
     write_services(&mut tx, tenant, row.id, &plans).await?;
-    let target = Target { tenant_id: Some(tenant), kind: "application", id: row.id };
-    let job = jobs::enqueue(&mut tx, target, "application.deploy", json!({ "revision": 1 })).await?;
+    let target = Target {
+        tenant_id: Some(tenant),
+        kind: "application",
+        id: row.id,
+    };
+    let job = jobs::enqueue(
+        &mut tx,
+        target,
+        "application.deploy",
+        json!({ "revision": 1 }),
+    )
+    .await?;
     tx.commit().await?;
     audit.record("application.create", "application", row.id);
     Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
@@ -194,7 +282,11 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/api/v1/applications", tag = "applications", params(PageParams),
     responses((status = 200, body = Page<Application>), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<Application>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    me: Principal,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> ApiResult<Json<Page<Application>>> {
     let tenant = me.tenant()?;
     let limit = q.limit()?;
     let rows: Vec<AppRow> = sqlx::query_as(&format!(
@@ -210,10 +302,16 @@ pub async fn list(State(state): State<AppState>, me: Principal, ApiQuery(q): Api
 
 #[utoipa::path(get, path = "/api/v1/applications/{id}", tag = "applications", params(("id" = Uuid, Path)),
     responses((status = 200, body = Application), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Application>> {
+pub async fn get(
+    State(state): State<AppState>,
+    me: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Application>> {
     let tenant = me.tenant()?;
     let mut conn = state.db.acquire().await?;
-    Ok(Json(load_app(&mut conn, tenant, id, false).await?.into_dto(None)))
+    Ok(Json(
+        load_app(&mut conn, tenant, id, false).await?.into_dto(None),
+    ))
 }
 
 /// Redeploys an application as a new revision: another template version, other variables, or both
@@ -233,7 +331,10 @@ pub async fn update(
     let mut tx = state.db.begin().await?;
     let app = load_app(&mut tx, tenant, id, true).await?;
     if app.status == ApplicationStatus::Deleting {
-        return Err(ApiError::conflict("application-deleting", "the application is being deleted"));
+        return Err(ApiError::conflict(
+            "application-deleting",
+            "the application is being deleted",
+        ));
     }
     let (cur_version, cur_vars): (i32, sqlx::types::Json<BTreeMap<String, String>>) = sqlx::query_as(
         "SELECT template_version, variables FROM application_revisions WHERE application_id = $1 AND revision = $2",
@@ -244,7 +345,15 @@ pub async fn update(
     .await?;
     let version = req.template_version.unwrap_or(cur_version);
     let vars = req.variables.unwrap_or(cur_vars.0);
-    let plans = plan_revision(&mut tx, tenant, app.cluster_id, app.template_id, version, &vars).await?;
+    let plans = plan_revision(
+        &mut tx,
+        tenant,
+        app.cluster_id,
+        app.template_id,
+        version,
+        &vars,
+    )
+    .await?;
     let (old_count, old_cpus, old_mem): (i64, f64, i64) = sqlx::query_as(
         "SELECT count(*), coalesce(sum(cpu_reservation * replicas), 0)::float8, coalesce(sum(memory_reservation_mb * replicas), 0)::int8
            FROM services WHERE application_id = $1",
@@ -253,7 +362,12 @@ pub async fn update(
     .fetch_one(&mut *tx)
     .await?;
     let (cpus, memory_mb) = totals(&plans);
-    let delta = Delta { services: plans.len() as i64 - old_count, cpus: cpus - old_cpus, memory_mb: memory_mb - old_mem, ..Default::default() };
+    let delta = Delta {
+        services: plans.len() as i64 - old_count,
+        cpus: cpus - old_cpus,
+        memory_mb: memory_mb - old_mem,
+        ..Default::default()
+    };
     quota::reserve(&mut tx, tenant, delta).await?;
     let revision = app.current_revision + 1;
     insert_revision(&mut tx, tenant, id, revision, version, &vars, me.user_id()).await?;
@@ -265,8 +379,18 @@ pub async fn update(
     .bind(revision)
     .fetch_one(&mut *tx)
     .await?;
-    let target = Target { tenant_id: Some(tenant), kind: "application", id };
-    let job = jobs::enqueue(&mut tx, target, "application.deploy", json!({ "revision": revision })).await?;
+    let target = Target {
+        tenant_id: Some(tenant),
+        kind: "application",
+        id,
+    };
+    let job = jobs::enqueue(
+        &mut tx,
+        target,
+        "application.deploy",
+        json!({ "revision": revision }),
+    )
+    .await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
 }
@@ -274,7 +398,12 @@ pub async fn update(
 /// Deletes an application: the job removes its services from Swarm, then its records.
 #[utoipa::path(delete, path = "/api/v1/applications/{id}", tag = "applications", params(("id" = Uuid, Path)),
     responses((status = 202, body = Application), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn delete(State(state): State<AppState>, me: Principal, audit: Audit, ApiPath(id): ApiPath<Uuid>) -> ApiResult<(StatusCode, Json<Application>)> {
+pub async fn delete(
+    State(state): State<AppState>,
+    me: Principal,
+    audit: Audit,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<(StatusCode, Json<Application>)> {
     let tenant = me.tenant_with(Role::Developer)?;
     audit.record("application.delete", "application", id);
     let mut tx = state.db.begin().await?;
@@ -285,7 +414,11 @@ pub async fn delete(State(state): State<AppState>, me: Principal, audit: Audit, 
     .bind(id)
     .fetch_one(&mut *tx)
     .await?;
-    let target = Target { tenant_id: Some(tenant), kind: "application", id };
+    let target = Target {
+        tenant_id: Some(tenant),
+        kind: "application",
+        id,
+    };
     let job = jobs::enqueue(&mut tx, target, "application.delete", json!({})).await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
@@ -322,12 +455,17 @@ pub async fn revisions(
     .bind(limit + 1)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(Json(page(rows, limit, |r| r.revision, |r| ApplicationRevision {
-        revision: r.revision,
-        template_version: r.template_version,
-        variables: r.variables.0,
-        created_at: r.created_at,
-    })))
+    Ok(Json(page(
+        rows,
+        limit,
+        |r| r.revision,
+        |r| ApplicationRevision {
+            revision: r.revision,
+            template_version: r.template_version,
+            variables: r.variables.0,
+            created_at: r.created_at,
+        },
+    )))
 }
 
 // ------------------------------------------------------------------------------------------ services
@@ -367,9 +505,21 @@ impl ServiceRow {
 
 const SERVICE_COLUMNS: &str = "id, application_id, name, image, replicas, cpu_reservation, memory_reservation_mb, status, created_at, updated_at";
 
-async fn load_service(conn: &mut PgConnection, tenant: Uuid, id: Uuid, lock: bool) -> ApiResult<ServiceRow> {
-    let sql = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE tenant_id = $1 AND id = $2{}", if lock { " FOR UPDATE" } else { "" });
-    let row: Option<ServiceRow> = sqlx::query_as(&sql).bind(tenant).bind(id).fetch_optional(conn).await?;
+async fn load_service(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    id: Uuid,
+    lock: bool,
+) -> ApiResult<ServiceRow> {
+    let sql = format!(
+        "SELECT {SERVICE_COLUMNS} FROM services WHERE tenant_id = $1 AND id = $2{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let row: Option<ServiceRow> = sqlx::query_as(&sql)
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
     row.ok_or_else(|| ApiError::not_found("service"))
 }
 
@@ -399,10 +549,18 @@ pub async fn list_services(
 
 #[utoipa::path(get, path = "/api/v1/services/{id}", tag = "applications", params(("id" = Uuid, Path)),
     responses((status = 200, body = Service), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get_service(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Service>> {
+pub async fn get_service(
+    State(state): State<AppState>,
+    me: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Service>> {
     let tenant = me.tenant()?;
     let mut conn = state.db.acquire().await?;
-    Ok(Json(load_service(&mut conn, tenant, id, false).await?.into_dto(None)))
+    Ok(Json(
+        load_service(&mut conn, tenant, id, false)
+            .await?
+            .into_dto(None),
+    ))
 }
 
 /// Scales a service. More replicas reserve more CPU and memory, so quotas are checked.
@@ -419,12 +577,19 @@ pub async fn update_service(
     let tenant = me.tenant_with(Role::Developer)?;
     audit.record("service.scale", "service", id);
     if !(0..=1000).contains(&req.replicas) {
-        return Err(ApiError::invalid_field("replicas", "must be between 0 and 1000"));
+        return Err(ApiError::invalid_field(
+            "replicas",
+            "must be between 0 and 1000",
+        ));
     }
     let mut tx = state.db.begin().await?;
     let svc = load_service(&mut tx, tenant, id, true).await?;
     let more = f64::from(req.replicas - svc.replicas);
-    let delta = Delta { cpus: svc.cpu_reservation * more, memory_mb: svc.memory_reservation_mb * i64::from(req.replicas - svc.replicas), ..Default::default() };
+    let delta = Delta {
+        cpus: svc.cpu_reservation * more,
+        memory_mb: svc.memory_reservation_mb * i64::from(req.replicas - svc.replicas),
+        ..Default::default()
+    };
     quota::reserve(&mut tx, tenant, delta).await?;
     let row: ServiceRow = sqlx::query_as(&format!(
         "UPDATE services SET replicas = $2, status = 'updating', updated_at = now() WHERE id = $1 RETURNING {SERVICE_COLUMNS}"
@@ -433,8 +598,18 @@ pub async fn update_service(
     .bind(req.replicas)
     .fetch_one(&mut *tx)
     .await?;
-    let target = Target { tenant_id: Some(tenant), kind: "service", id };
-    let job = jobs::enqueue(&mut tx, target, "service.scale", json!({ "replicas": req.replicas })).await?;
+    let target = Target {
+        tenant_id: Some(tenant),
+        kind: "service",
+        id,
+    };
+    let job = jobs::enqueue(
+        &mut tx,
+        target,
+        "service.scale",
+        json!({ "replicas": req.replicas }),
+    )
+    .await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
 }
@@ -476,16 +651,21 @@ pub async fn list_containers(
     .bind(limit + 1)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(Json(page(rows, limit, |r| r.id, |r| Container {
-        id: r.id,
-        service_id: r.service_id,
-        node_id: r.node_id,
-        swarm_task_id: r.swarm_task_id,
-        container_id: r.container_id,
-        slot: r.slot,
-        state: r.state,
-        desired_state: r.desired_state,
-        message: r.message,
-        updated_at: r.updated_at,
-    })))
+    Ok(Json(page(
+        rows,
+        limit,
+        |r| r.id,
+        |r| Container {
+            id: r.id,
+            service_id: r.service_id,
+            node_id: r.node_id,
+            swarm_task_id: r.swarm_task_id,
+            container_id: r.container_id,
+            slot: r.slot,
+            state: r.state,
+            desired_state: r.desired_state,
+            message: r.message,
+            updated_at: r.updated_at,
+        },
+    )))
 }

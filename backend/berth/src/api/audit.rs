@@ -70,7 +70,13 @@ impl Audit {
 impl<S: Send + Sync> FromRequestParts<S> for Audit {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Audit(parts.extensions.get::<AuditSlot>().cloned().unwrap_or_default()))
+        Ok(Audit(
+            parts
+                .extensions
+                .get::<AuditSlot>()
+                .cloned()
+                .unwrap_or_default(),
+        ))
     }
 }
 
@@ -101,9 +107,16 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
     let (actor_type, actor_id, label, caller_tenant) = match &info.principal {
         Some(p) => match p.actor {
             Actor::User { user_id } => ("user", Some(user_id), p.label.clone(), p.tenant_id),
-            Actor::Token { token_id, .. } => ("token", Some(token_id), p.label.clone(), p.tenant_id),
+            Actor::Token { token_id, .. } => {
+                ("token", Some(token_id), p.label.clone(), p.tenant_id)
+            }
         },
-        None => ("anonymous", None, info.actor_label.clone().unwrap_or_default(), None),
+        None => (
+            "anonymous",
+            None,
+            info.actor_label.clone().unwrap_or_default(),
+            None,
+        ),
     };
     let outcome = if status.is_success() || status.is_redirection() {
         "success"
@@ -156,8 +169,16 @@ struct AuditRow {
 /// The audit log, newest entries last. Owners and admins see their tenant's; platform admins see all.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(PageParams),
     responses((status = 200, body = Page<AuditEntry>), (status = 401, body = berth_types::Problem), (status = 403, body = berth_types::Problem)))]
-pub async fn list(State(state): State<AppState>, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<axum::Json<Page<AuditEntry>>> {
-    let scope = if me.role == Role::PlatformAdmin { None } else { Some(me.tenant_with(Role::Admin)?) };
+pub async fn list(
+    State(state): State<AppState>,
+    me: Principal,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> ApiResult<axum::Json<Page<AuditEntry>>> {
+    let scope = if me.role == Role::PlatformAdmin {
+        None
+    } else {
+        Some(me.tenant_with(Role::Admin)?)
+    };
     let limit = q.limit()?;
     let rows: Vec<AuditRow> = sqlx::query_as(
         "SELECT id, tenant_id, actor_type, actor_id, actor_label, action, target_type, target_id, outcome,
@@ -171,18 +192,23 @@ pub async fn list(State(state): State<AppState>, me: Principal, ApiQuery(q): Api
     .bind(limit + 1)
     .fetch_all(&state.db)
     .await?;
-    Ok(axum::Json(page(rows, limit, |r| r.id, |r| AuditEntry {
-        id: r.id,
-        tenant_id: r.tenant_id,
-        actor_type: r.actor_type,
-        actor_id: r.actor_id,
-        actor_label: r.actor_label,
-        action: r.action,
-        target_type: r.target_type,
-        target_id: r.target_id,
-        outcome: r.outcome,
-        status_code: r.status_code,
-        request_id: r.request_id,
-        at: r.at,
-    })))
+    Ok(axum::Json(page(
+        rows,
+        limit,
+        |r| r.id,
+        |r| AuditEntry {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            actor_type: r.actor_type,
+            actor_id: r.actor_id,
+            actor_label: r.actor_label,
+            action: r.action,
+            target_type: r.target_type,
+            target_id: r.target_id,
+            outcome: r.outcome,
+            status_code: r.status_code,
+            request_id: r.request_id,
+            at: r.at,
+        },
+    )))
 }

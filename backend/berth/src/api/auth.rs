@@ -30,13 +30,21 @@ struct LoginRow {
 }
 
 fn invalid_credentials() -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "invalid-credentials", "wrong e-mail or password")
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid-credentials",
+        "wrong e-mail or password",
+    )
 }
 
 /// Exchanges an e-mail and password for an access token and a refresh token.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = TokenResponse), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
-pub async fn login(State(state): State<AppState>, audit: Audit, ApiJson(req): ApiJson<LoginRequest>) -> ApiResult<Json<TokenResponse>> {
+pub async fn login(
+    State(state): State<AppState>,
+    audit: Audit,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> ApiResult<Json<TokenResponse>> {
     audit.actor_label(&req.email);
     let row: Option<LoginRow> = sqlx::query_as(
         "SELECT u.id, u.password_hash, u.role, u.tenant_id, t.status AS tenant_status
@@ -48,17 +56,38 @@ pub async fn login(State(state): State<AppState>, audit: Audit, ApiJson(req): Ap
     .await?;
     let stored = row.as_ref().map(|r| r.password_hash.clone());
     if !password::verify(req.password, stored).await {
-        audit.record("auth.login", "user", row.as_ref().map(|r| r.id.to_string()).unwrap_or_default());
+        audit.record(
+            "auth.login",
+            "user",
+            row.as_ref().map(|r| r.id.to_string()).unwrap_or_default(),
+        );
         return Err(invalid_credentials());
     }
     let row = row.ok_or_else(invalid_credentials)?;
     audit.record("auth.login", "user", row.id);
-    audit.principal(&Principal { actor: Actor::User { user_id: row.id }, tenant_id: row.tenant_id, role: row.role, label: req.email });
+    audit.principal(&Principal {
+        actor: Actor::User { user_id: row.id },
+        tenant_id: row.tenant_id,
+        role: row.role,
+        label: req.email,
+    });
     if row.tenant_status.as_deref() == Some(TenantStatus::Suspended.as_str()) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "tenant-suspended", "this tenant is suspended; contact the platform administrator"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "tenant-suspended",
+            "this tenant is suspended; contact the platform administrator",
+        ));
     }
     let mut tx = state.db.begin().await?;
-    let tokens = issue_tokens(&state, &mut tx, row.id, row.tenant_id, row.role, Uuid::now_v7()).await?;
+    let tokens = issue_tokens(
+        &state,
+        &mut tx,
+        row.id,
+        row.tenant_id,
+        row.role,
+        Uuid::now_v7(),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Json(tokens))
 }
@@ -83,7 +112,12 @@ async fn issue_tokens(
         .bind(expires_at)
         .execute(tx)
         .await?;
-    Ok(TokenResponse { access_token, token_type: "Bearer".to_owned(), expires_in: ttl, refresh_token })
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer".to_owned(),
+        expires_in: ttl,
+        refresh_token,
+    })
 }
 
 #[derive(sqlx::FromRow)]
@@ -104,7 +138,11 @@ struct RefreshRow {
 /// once; presenting one that was already used revokes every token of that login (it was likely stolen).
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, body = TokenResponse), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn refresh(State(state): State<AppState>, audit: Audit, ApiJson(req): ApiJson<RefreshRequest>) -> ApiResult<Json<TokenResponse>> {
+pub async fn refresh(
+    State(state): State<AppState>,
+    audit: Audit,
+    ApiJson(req): ApiJson<RefreshRequest>,
+) -> ApiResult<Json<TokenResponse>> {
     let mut tx = state.db.begin().await?;
     let row: Option<RefreshRow> = sqlx::query_as(
         "SELECT r.id, r.user_id, r.family_id, r.used_at IS NOT NULL AS used, r.revoked_at IS NOT NULL AS revoked,
@@ -121,30 +159,53 @@ pub async fn refresh(State(state): State<AppState>, audit: Audit, ApiJson(req): 
     let row = row.ok_or_else(|| ApiError::unauthorized("invalid refresh token"))?;
     audit.record("auth.refresh", "user", row.user_id);
     if row.revoked {
-        return Err(ApiError::unauthorized("this refresh token has been revoked; log in again"));
+        return Err(ApiError::unauthorized(
+            "this refresh token has been revoked; log in again",
+        ));
     }
     if row.used {
         revoke_family(&mut tx, row.family_id).await?;
         tx.commit().await?;
-        return Err(ApiError::unauthorized("this refresh token was already used; every session of this login is now revoked"));
+        return Err(ApiError::unauthorized(
+            "this refresh token was already used; every session of this login is now revoked",
+        ));
     }
     if row.expired {
-        return Err(ApiError::unauthorized("this refresh token has expired; log in again"));
+        return Err(ApiError::unauthorized(
+            "this refresh token has expired; log in again",
+        ));
     }
     if row.tenant_status.as_deref() == Some(TenantStatus::Suspended.as_str()) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "tenant-suspended", "this tenant is suspended; contact the platform administrator"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "tenant-suspended",
+            "this tenant is suspended; contact the platform administrator",
+        ));
     }
-    sqlx::query("UPDATE refresh_tokens SET used_at = now() WHERE id = $1").bind(row.id).execute(&mut *tx).await?;
-    let tokens = issue_tokens(&state, &mut tx, row.user_id, row.tenant_id, row.role, row.family_id).await?;
+    sqlx::query("UPDATE refresh_tokens SET used_at = now() WHERE id = $1")
+        .bind(row.id)
+        .execute(&mut *tx)
+        .await?;
+    let tokens = issue_tokens(
+        &state,
+        &mut tx,
+        row.user_id,
+        row.tenant_id,
+        row.role,
+        row.family_id,
+    )
+    .await?;
     tx.commit().await?;
     Ok(Json(tokens))
 }
 
 async fn revoke_family(tx: &mut PgConnection, family: Uuid) -> sqlx::Result<()> {
-    sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL")
-        .bind(family)
-        .execute(tx)
-        .await?;
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(family)
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
@@ -152,12 +213,17 @@ async fn revoke_family(tx: &mut PgConnection, family: Uuid) -> sqlx::Result<()> 
 /// Access tokens already issued expire on their own within their short lifetime.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
     responses((status = 204, description = "Logged out"), (status = 401, body = Problem)))]
-pub async fn logout(State(state): State<AppState>, audit: Audit, ApiJson(req): ApiJson<RefreshRequest>) -> ApiResult<StatusCode> {
+pub async fn logout(
+    State(state): State<AppState>,
+    audit: Audit,
+    ApiJson(req): ApiJson<RefreshRequest>,
+) -> ApiResult<StatusCode> {
     let mut tx = state.db.begin().await?;
-    let row: Option<(Uuid, Uuid)> = sqlx::query_as("SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = $1")
-        .bind(token_hash(&req.refresh_token))
-        .fetch_optional(&mut *tx)
-        .await?;
+    let row: Option<(Uuid, Uuid)> =
+        sqlx::query_as("SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = $1")
+            .bind(token_hash(&req.refresh_token))
+            .fetch_optional(&mut *tx)
+            .await?;
     let (family, user) = row.ok_or_else(|| ApiError::unauthorized("invalid refresh token"))?;
     audit.record("auth.logout", "user", user);
     revoke_family(&mut tx, family).await?;
@@ -178,7 +244,10 @@ pub async fn revoke_sessions_of(tx: &mut PgConnection, users: &[Uuid]) -> sqlx::
 #[utoipa::path(get, path = "/api/v1/me", tag = "auth",
     responses((status = 200, body = Me), (status = 401, body = Problem)), security(("bearer" = [])))]
 pub async fn me(State(state): State<AppState>, me: Principal) -> ApiResult<Json<Me>> {
-    let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(me.user_id()).fetch_one(&state.db).await?;
+    let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+        .bind(me.user_id())
+        .fetch_one(&state.db)
+        .await?;
     let tenant = match me.tenant_id {
         Some(id) => Some(load_tenant(&state.db, id).await?),
         None => None,
@@ -187,5 +256,11 @@ pub async fn me(State(state): State<AppState>, me: Principal) -> ApiResult<Json<
         Actor::User { .. } => "user",
         Actor::Token { .. } => "token",
     };
-    Ok(Json(Me { id: me.user_id(), email, role: me.role, tenant, via: via.to_owned() }))
+    Ok(Json(Me {
+        id: me.user_id(),
+        email,
+        role: me.role,
+        tenant,
+        via: via.to_owned(),
+    }))
 }

@@ -35,7 +35,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 "send the body as JSON with `Content-Type: application/json`",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(body_rejection)?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -53,9 +55,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             ),
             Category::Data => {
                 let message = strip_position(&inner.to_string());
-                // serde reports a missing or unknown field at the enclosing object; name the field itself.
+                // serde reports a missing field at the enclosing object; name the field itself. (An unknown
+                // field's path already ends with it.)
                 let field = field_from_message(&message)
-                    .map(|f| if path == "." { f.to_owned() } else { format!("{path}.{f}") })
+                    .map(|f| {
+                        if path == "." {
+                            f.to_owned()
+                        } else {
+                            format!("{path}.{f}")
+                        }
+                    })
                     .unwrap_or_else(|| if path == "." { "body".to_owned() } else { path });
                 ApiError::invalid_field(&field, message)
             }
@@ -71,17 +80,17 @@ fn strip_position(msg: &str) -> String {
 }
 
 fn field_from_message(msg: &str) -> Option<&str> {
-    for prefix in ["missing field `", "unknown field `"] {
-        if let Some(rest) = msg.strip_prefix(prefix) {
-            return rest.split('`').next();
-        }
-    }
-    None
+    msg.strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
 }
 
 fn body_rejection(e: BytesRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "the request body is larger than the server accepts")
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "the request body is larger than the server accepts",
+        )
     } else {
         ApiError::bad_request("unreadable-body", e.body_text())
     }
@@ -97,7 +106,12 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| ApiPath(p.0))
-            .map_err(|e: PathRejection| ApiError::bad_request("invalid-id", format!("invalid path parameter: {}", e.body_text())))
+            .map_err(|e: PathRejection| {
+                ApiError::bad_request(
+                    "invalid-id",
+                    format!("invalid path parameter: {}", e.body_text()),
+                )
+            })
     }
 }
 
@@ -135,7 +149,13 @@ mod tests {
 
     fn field(body: &str) -> (u16, String) {
         let e = parse_json::<Body>(body.as_bytes()).unwrap_err();
-        (e.status.as_u16(), e.errors.first().map(|f| f.field.clone()).unwrap_or_default())
+        (
+            e.status.as_u16(),
+            e.errors
+                .first()
+                .map(|f| f.field.clone())
+                .unwrap_or_default(),
+        )
     }
 
     #[test]
@@ -143,8 +163,14 @@ mod tests {
         assert_eq!(field(r#"{"name": 5}"#), (422, "name".into()));
         assert_eq!(field(r#"{}"#), (422, "name".into()));
         assert_eq!(field(r#"{"name":"a","extra":1}"#), (422, "extra".into()));
-        assert_eq!(field(r#"{"name":"a","inner":{"count":"x"}}"#), (422, "inner.count".into()));
-        assert_eq!(field(r#"{"name":"a","inner":{}}"#), (422, "inner.count".into()));
+        assert_eq!(
+            field(r#"{"name":"a","inner":{"count":"x"}}"#),
+            (422, "inner.count".into())
+        );
+        assert_eq!(
+            field(r#"{"name":"a","inner":{}}"#),
+            (422, "inner.count".into())
+        );
         assert_eq!(field(r#"{"name":"#).0, 400);
     }
 }

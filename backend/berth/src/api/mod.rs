@@ -75,7 +75,9 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An access token from /api/v1/auth/login, or an API token (`berth_...`)"))
+                    .description(Some(
+                        "An access token from /api/v1/auth/login, or an API token (`berth_...`)",
+                    ))
                     .build(),
             ),
         );
@@ -107,7 +109,11 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(clusters::list_nodes))
         .routes(routes!(clusters::get_node, clusters::update_node))
         .routes(routes!(templates::create, templates::list))
-        .routes(routes!(templates::get, templates::update, templates::delete))
+        .routes(routes!(
+            templates::get,
+            templates::update,
+            templates::delete
+        ))
         .routes(routes!(templates::versions))
         .routes(routes!(templates::version))
         .routes(routes!(registries::create, registries::list))
@@ -115,10 +121,17 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(registries::create_image, registries::list_images))
         .routes(routes!(registries::get_image, registries::delete_image))
         .routes(routes!(applications::create, applications::list))
-        .routes(routes!(applications::get, applications::update, applications::delete))
+        .routes(routes!(
+            applications::get,
+            applications::update,
+            applications::delete
+        ))
         .routes(routes!(applications::revisions))
         .routes(routes!(applications::list_services))
-        .routes(routes!(applications::get_service, applications::update_service))
+        .routes(routes!(
+            applications::get_service,
+            applications::update_service
+        ))
         .routes(routes!(applications::list_containers))
         .routes(routes!(jobs::list))
         .routes(routes!(jobs::get))

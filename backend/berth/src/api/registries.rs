@@ -28,11 +28,19 @@ struct RegistryRow {
 
 impl From<RegistryRow> for Registry {
     fn from(r: RegistryRow) -> Self {
-        Registry { id: r.id, name: r.name, address: r.address, username: r.username, has_password: r.has_password, created_at: r.created_at }
+        Registry {
+            id: r.id,
+            name: r.name,
+            address: r.address,
+            username: r.username,
+            has_password: r.has_password,
+            created_at: r.created_at,
+        }
     }
 }
 
-const REGISTRY_COLUMNS: &str = "id, name, address, username, password_encrypted IS NOT NULL AS has_password, created_at";
+const REGISTRY_COLUMNS: &str =
+    "id, name, address, username, password_encrypted IS NOT NULL AS has_password, created_at";
 
 /// `host[:port]`, as Docker accepts a registry address.
 fn check_address(address: &str) -> ApiResult<()> {
@@ -42,9 +50,20 @@ fn check_address(address: &str) -> ApiResult<()> {
     };
     let host_ok = !host.is_empty()
         && host.len() <= 253
-        && host.split('.').all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
     let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
-    if host_ok && port_ok { Ok(()) } else { Err(ApiError::invalid_field("address", "must be `host` or `host:port`, without a scheme")) }
+    if host_ok && port_ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_field(
+            "address",
+            "must be `host` or `host:port`, without a scheme",
+        ))
+    }
 }
 
 /// Adds a registry. Its password is encrypted at rest (AES-256-GCM) and never returned.
@@ -61,9 +80,15 @@ pub async fn create(
     validate::dns_name("name", &req.name)?;
     check_address(&req.address)?;
     if req.password.is_some() && req.username.is_none() {
-        return Err(ApiError::invalid_field("username", "a password needs a username"));
+        return Err(ApiError::invalid_field(
+            "username",
+            "a password needs a username",
+        ));
     }
-    let sealed = req.password.as_deref().map(|p| state.keys.seal(p.as_bytes()));
+    let sealed = req
+        .password
+        .as_deref()
+        .map(|p| state.keys.seal(p.as_bytes()));
     let row: RegistryRow = sqlx::query_as(&format!(
         "INSERT INTO registries (id, tenant_id, name, address, username, password_encrypted) VALUES ($1, $2, $3, $4, $5, $6)
          RETURNING {REGISTRY_COLUMNS}"
@@ -83,7 +108,11 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/api/v1/registries", tag = "registries", params(PageParams),
     responses((status = 200, body = Page<Registry>), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<Registry>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    me: Principal,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> ApiResult<Json<Page<Registry>>> {
     let tenant = me.tenant()?;
     let limit = q.limit()?;
     let rows: Vec<RegistryRow> = sqlx::query_as(&format!(
@@ -99,23 +128,39 @@ pub async fn list(State(state): State<AppState>, me: Principal, ApiQuery(q): Api
 
 #[utoipa::path(get, path = "/api/v1/registries/{id}", tag = "registries", params(("id" = Uuid, Path)),
     responses((status = 200, body = Registry), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Registry>> {
+pub async fn get(
+    State(state): State<AppState>,
+    me: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Registry>> {
     let tenant = me.tenant()?;
-    let row: Option<RegistryRow> = sqlx::query_as(&format!("SELECT {REGISTRY_COLUMNS} FROM registries WHERE tenant_id = $1 AND id = $2"))
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(&state.db)
-        .await?;
-    row.map(|r| Json(r.into())).ok_or_else(|| ApiError::not_found("registry"))
+    let row: Option<RegistryRow> = sqlx::query_as(&format!(
+        "SELECT {REGISTRY_COLUMNS} FROM registries WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(&state.db)
+    .await?;
+    row.map(|r| Json(r.into()))
+        .ok_or_else(|| ApiError::not_found("registry"))
 }
 
 /// Removes a registry and the images recorded under it.
 #[utoipa::path(delete, path = "/api/v1/registries/{id}", tag = "registries", params(("id" = Uuid, Path)),
     responses((status = 204, description = "Deleted"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn delete(State(state): State<AppState>, me: Principal, audit: Audit, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(state): State<AppState>,
+    me: Principal,
+    audit: Audit,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
     let tenant = me.tenant_with(Role::Admin)?;
     audit.record("registry.delete", "registry", id);
-    let done = sqlx::query("DELETE FROM registries WHERE tenant_id = $1 AND id = $2").bind(tenant).bind(id).execute(&state.db).await?;
+    let done = sqlx::query("DELETE FROM registries WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant)
+        .bind(id)
+        .execute(&state.db)
+        .await?;
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found("registry"));
     }
@@ -136,7 +181,14 @@ struct ImageRow {
 
 impl From<ImageRow> for Image {
     fn from(r: ImageRow) -> Self {
-        Image { id: r.id, repository: r.repository, tag: r.tag, registry_id: r.registry_id, digest: r.digest, created_at: r.created_at }
+        Image {
+            id: r.id,
+            repository: r.repository,
+            tag: r.tag,
+            registry_id: r.registry_id,
+            digest: r.digest,
+            created_at: r.created_at,
+        }
     }
 }
 
@@ -145,27 +197,63 @@ const IMAGE_COLUMNS: &str = "id, repository, tag, registry_id, digest, created_a
 /// Docker's reference grammar, simplified: path components of lowercase alphanumerics and separators,
 /// optionally led by a registry host[:port].
 fn check_image(req: &CreateImage) -> ApiResult<()> {
-    let repo_ok = !req.repository.is_empty()
-        && req.repository.len() <= 255
-        && req.repository.split('/').enumerate().all(|(i, part)| {
-            !part.is_empty()
-                && (part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
-                    || (i == 0 && part.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))))
+    // As in Docker, a first component is a registry host only if more follow and it looks like a host
+    // (has a dot or a port, or is `localhost`); every other component is lowercase.
+    let parts: Vec<&str> = req.repository.split('/').collect();
+    let is_host = |p: &str| p.contains('.') || p.contains(':') || p == "localhost";
+    let path_ok = |p: &str| {
+        !p.is_empty()
+            && p.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+            })
+    };
+    let host_ok = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+    };
+    let repo_ok = req.repository.len() <= 255
+        && parts.iter().enumerate().all(|(i, p)| {
+            if i == 0 && parts.len() > 1 && is_host(p) {
+                host_ok(p)
+            } else {
+                path_ok(p)
+            }
         });
     if !repo_ok {
-        return Err(ApiError::invalid_field("repository", "must be a Docker repository name such as `web` or `127.0.0.1:5000/acme/web`"));
+        return Err(ApiError::invalid_field(
+            "repository",
+            "must be a Docker repository name such as `web` or `127.0.0.1:5000/acme/web`",
+        ));
     }
     let tag_ok = !req.tag.is_empty()
         && req.tag.len() <= 128
-        && req.tag.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && req.tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        && req
+            .tag
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && req
+            .tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if !tag_ok {
-        return Err(ApiError::invalid_field("tag", "must be 1–128 letters, digits, `.`, `_` or `-`"));
+        return Err(ApiError::invalid_field(
+            "tag",
+            "must be 1–128 letters, digits, `.`, `_` or `-`",
+        ));
     }
     if let Some(d) = &req.digest {
-        let ok = d.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        let ok = d.strip_prefix("sha256:").is_some_and(|h| {
+            h.len() == 64
+                && h.chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        });
         if !ok {
-            return Err(ApiError::invalid_field("digest", "must be `sha256:` followed by 64 lowercase hex digits"));
+            return Err(ApiError::invalid_field(
+                "digest",
+                "must be `sha256:` followed by 64 lowercase hex digits",
+            ));
         }
     }
     Ok(())
@@ -184,11 +272,12 @@ pub async fn create_image(
     check_image(&req)?;
     let mut tx = state.db.begin().await?;
     if let Some(reg) = req.registry_id {
-        let found: Option<Uuid> = sqlx::query_scalar("SELECT id FROM registries WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant)
-            .bind(reg)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let found: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM registries WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant)
+                .bind(reg)
+                .fetch_optional(&mut *tx)
+                .await?;
         found.ok_or_else(|| ApiError::invalid_field("registry_id", "no such registry"))?;
     }
     let row: ImageRow = sqlx::query_as(&format!(
@@ -210,7 +299,11 @@ pub async fn create_image(
 
 #[utoipa::path(get, path = "/api/v1/images", tag = "images", params(PageParams),
     responses((status = 200, body = Page<Image>), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn list_images(State(state): State<AppState>, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<Image>>> {
+pub async fn list_images(
+    State(state): State<AppState>,
+    me: Principal,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> ApiResult<Json<Page<Image>>> {
     let tenant = me.tenant()?;
     let limit = q.limit()?;
     let rows: Vec<ImageRow> = sqlx::query_as(&format!(
@@ -226,22 +319,38 @@ pub async fn list_images(State(state): State<AppState>, me: Principal, ApiQuery(
 
 #[utoipa::path(get, path = "/api/v1/images/{id}", tag = "images", params(("id" = Uuid, Path)),
     responses((status = 200, body = Image), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get_image(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Image>> {
+pub async fn get_image(
+    State(state): State<AppState>,
+    me: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Image>> {
     let tenant = me.tenant()?;
-    let row: Option<ImageRow> = sqlx::query_as(&format!("SELECT {IMAGE_COLUMNS} FROM images WHERE tenant_id = $1 AND id = $2"))
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(&state.db)
-        .await?;
-    row.map(|r| Json(r.into())).ok_or_else(|| ApiError::not_found("image"))
+    let row: Option<ImageRow> = sqlx::query_as(&format!(
+        "SELECT {IMAGE_COLUMNS} FROM images WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(&state.db)
+    .await?;
+    row.map(|r| Json(r.into()))
+        .ok_or_else(|| ApiError::not_found("image"))
 }
 
 #[utoipa::path(delete, path = "/api/v1/images/{id}", tag = "images", params(("id" = Uuid, Path)),
     responses((status = 204, description = "Deleted"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn delete_image(State(state): State<AppState>, me: Principal, audit: Audit, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
+pub async fn delete_image(
+    State(state): State<AppState>,
+    me: Principal,
+    audit: Audit,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
     let tenant = me.tenant_with(Role::Developer)?;
     audit.record("image.delete", "image", id);
-    let done = sqlx::query("DELETE FROM images WHERE tenant_id = $1 AND id = $2").bind(tenant).bind(id).execute(&state.db).await?;
+    let done = sqlx::query("DELETE FROM images WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant)
+        .bind(id)
+        .execute(&state.db)
+        .await?;
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found("image"));
     }

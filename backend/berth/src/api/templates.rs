@@ -53,16 +53,26 @@ const SELECT_TEMPLATE: &str = "SELECT t.id, t.name, t.description, t.latest_vers
        FROM templates t JOIN template_versions v ON v.template_id = t.id AND v.version = t.latest_version";
 
 pub async fn load(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> ApiResult<Template> {
-    let row: Option<TemplateRow> = sqlx::query_as(&format!("{SELECT_TEMPLATE} WHERE t.tenant_id = $1 AND t.id = $2"))
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
-    row.map(Into::into).ok_or_else(|| ApiError::not_found("template"))
+    let row: Option<TemplateRow> = sqlx::query_as(&format!(
+        "{SELECT_TEMPLATE} WHERE t.tenant_id = $1 AND t.id = $2"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(Into::into)
+        .ok_or_else(|| ApiError::not_found("template"))
 }
 
 /// Stores a version of already-validated text, with the variables and services it declares.
-async fn insert_version(tx: &mut PgConnection, tenant: Uuid, template: Uuid, version: i32, text: &str, by: Uuid) -> ApiResult<()> {
+async fn insert_version(
+    tx: &mut PgConnection,
+    tenant: Uuid,
+    template: Uuid,
+    version: i32,
+    text: &str,
+    by: Uuid,
+) -> ApiResult<()> {
     let services = compose::validate("compose", text)?;
     sqlx::query(
         "INSERT INTO template_versions (tenant_id, template_id, version, compose, variables, services, created_by)
@@ -93,7 +103,10 @@ pub async fn create(
     let tenant = me.tenant_with(Role::Developer)?;
     validate::dns_name("name", &req.name)?;
     if req.description.chars().count() > 1000 {
-        return Err(ApiError::invalid_field("description", "must be at most 1000 characters"));
+        return Err(ApiError::invalid_field(
+            "description",
+            "must be at most 1000 characters",
+        ));
     }
     compose::validate("compose", &req.compose)?;
     let id = Uuid::now_v7();
@@ -115,7 +128,11 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/api/v1/templates", tag = "templates", params(PageParams),
     responses((status = 200, body = Page<Template>), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<Template>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    me: Principal,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> ApiResult<Json<Page<Template>>> {
     let tenant = me.tenant()?;
     let limit = q.limit()?;
     let rows: Vec<TemplateRow> = sqlx::query_as(&format!(
@@ -131,7 +148,11 @@ pub async fn list(State(state): State<AppState>, me: Principal, ApiQuery(q): Api
 
 #[utoipa::path(get, path = "/api/v1/templates/{id}", tag = "templates", params(("id" = Uuid, Path)),
     responses((status = 200, body = Template), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Template>> {
+pub async fn get(
+    State(state): State<AppState>,
+    me: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Template>> {
     let tenant = me.tenant()?;
     let mut conn = state.db.acquire().await?;
     Ok(Json(load(&mut conn, tenant, id).await?))
@@ -156,14 +177,19 @@ pub async fn update(
     if let Some(d) = &req.description
         && d.chars().count() > 1000
     {
-        return Err(ApiError::invalid_field("description", "must be at most 1000 characters"));
+        return Err(ApiError::invalid_field(
+            "description",
+            "must be at most 1000 characters",
+        ));
     }
     let mut tx = state.db.begin().await?;
-    let current: Option<i32> = sqlx::query_scalar("SELECT latest_version FROM templates WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let current: Option<i32> = sqlx::query_scalar(
+        "SELECT latest_version FROM templates WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
     let current = current.ok_or_else(|| ApiError::not_found("template"))?;
     let mut version = current;
     if let Some(text) = &req.compose {
@@ -185,21 +211,36 @@ pub async fn update(
 #[utoipa::path(delete, path = "/api/v1/templates/{id}", tag = "templates", params(("id" = Uuid, Path)),
     responses((status = 204, description = "Deleted"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)),
     security(("bearer" = [])))]
-pub async fn delete(State(state): State<AppState>, me: Principal, audit: Audit, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(state): State<AppState>,
+    me: Principal,
+    audit: Audit,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
     let tenant = me.tenant_with(Role::Developer)?;
     audit.record("template.delete", "template", id);
     let mut tx = state.db.begin().await?;
-    let exists: Option<Uuid> = sqlx::query_scalar("SELECT id FROM templates WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let exists: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM templates WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
     exists.ok_or_else(|| ApiError::not_found("template"))?;
-    let used: i64 = sqlx::query_scalar("SELECT count(*) FROM applications WHERE template_id = $1").bind(id).fetch_one(&mut *tx).await?;
+    let used: i64 = sqlx::query_scalar("SELECT count(*) FROM applications WHERE template_id = $1")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
     if used > 0 {
-        return Err(ApiError::conflict("template-in-use", format!("{used} application(s) use this template; delete them first")));
+        return Err(ApiError::conflict(
+            "template-in-use",
+            format!("{used} application(s) use this template; delete them first"),
+        ));
     }
-    sqlx::query("DELETE FROM templates WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM templates WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -215,7 +256,13 @@ struct VersionRow {
 
 impl From<VersionRow> for TemplateVersion {
     fn from(r: VersionRow) -> Self {
-        TemplateVersion { template_id: r.template_id, version: r.version, compose: r.compose, variables: r.variables.0, created_at: r.created_at }
+        TemplateVersion {
+            template_id: r.template_id,
+            version: r.version,
+            compose: r.compose,
+            variables: r.variables.0,
+            created_at: r.created_at,
+        }
     }
 }
 
@@ -248,13 +295,22 @@ pub async fn versions(
 #[utoipa::path(get, path = "/api/v1/templates/{id}/versions/{version}", tag = "templates", params(("id" = Uuid, Path), ("version" = i32, Path)),
     responses((status = 200, body = TemplateVersion), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-pub async fn version(State(state): State<AppState>, me: Principal, ApiPath((id, version)): ApiPath<(Uuid, i32)>) -> ApiResult<Json<TemplateVersion>> {
+pub async fn version(
+    State(state): State<AppState>,
+    me: Principal,
+    ApiPath((id, version)): ApiPath<(Uuid, i32)>,
+) -> ApiResult<Json<TemplateVersion>> {
     let tenant = me.tenant()?;
     let mut conn = state.db.acquire().await?;
     load_version(&mut conn, tenant, id, version).await.map(Json)
 }
 
-pub async fn load_version(conn: &mut PgConnection, tenant: Uuid, id: Uuid, version: i32) -> ApiResult<TemplateVersion> {
+pub async fn load_version(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    id: Uuid,
+    version: i32,
+) -> ApiResult<TemplateVersion> {
     let row: Option<VersionRow> = sqlx::query_as(
         "SELECT template_id, version, compose, variables, created_at FROM template_versions WHERE tenant_id = $1 AND template_id = $2 AND version = $3",
     )
@@ -263,5 +319,6 @@ pub async fn load_version(conn: &mut PgConnection, tenant: Uuid, id: Uuid, versi
     .bind(version)
     .fetch_optional(conn)
     .await?;
-    row.map(Into::into).ok_or_else(|| ApiError::not_found("template version"))
+    row.map(Into::into)
+        .ok_or_else(|| ApiError::not_found("template version"))
 }

@@ -3,7 +3,9 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use berth_types::{CreateTenant, CreatedTenant, Page, Problem, QuotaReport, Quotas, Role, Tenant, TenantStatus};
+use berth_types::{
+    CreateTenant, CreatedTenant, Page, Problem, QuotaReport, Quotas, Role, Tenant, TenantStatus,
+};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -29,18 +31,27 @@ pub struct TenantRow {
 
 impl From<TenantRow> for Tenant {
     fn from(r: TenantRow) -> Self {
-        Tenant { id: r.id, name: r.name, slug: r.slug, status: r.status, created_at: r.created_at }
+        Tenant {
+            id: r.id,
+            name: r.name,
+            slug: r.slug,
+            status: r.status,
+            created_at: r.created_at,
+        }
     }
 }
 
 const TENANT_COLUMNS: &str = "id, name, slug, status, created_at";
 
 pub async fn load_tenant(db: &PgPool, id: Uuid) -> ApiResult<Tenant> {
-    let row: Option<TenantRow> = sqlx::query_as(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await?;
-    row.map(Into::into).ok_or_else(|| ApiError::not_found("tenant"))
+    let row: Option<TenantRow> = sqlx::query_as(&format!(
+        "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    row.map(Into::into)
+        .ok_or_else(|| ApiError::not_found("tenant"))
 }
 
 /// Creates a tenant and its owner. The slug is derived from the name and made unique with a numeric
@@ -62,12 +73,19 @@ pub async fn create(
     let base = validate::slugify(&req.name);
 
     let mut tx = state.db.begin().await?;
-    let taken: Vec<String> = sqlx::query_scalar("SELECT slug FROM tenants WHERE slug = $1 OR slug LIKE $1 || '-%'")
-        .bind(&base)
-        .fetch_all(&mut *tx)
-        .await?;
+    let taken: Vec<String> =
+        sqlx::query_scalar("SELECT slug FROM tenants WHERE slug = $1 OR slug LIKE $1 || '-%'")
+            .bind(&base)
+            .fetch_all(&mut *tx)
+            .await?;
     let slug = (1..)
-        .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
+        .map(|n| {
+            if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            }
+        })
         .find(|s| !taken.contains(s))
         .expect("an unused suffix exists");
     let id = Uuid::now_v7();
@@ -79,17 +97,30 @@ pub async fn create(
     .bind(&slug)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("INSERT INTO quotas (tenant_id) VALUES ($1)").bind(id).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO quotas (tenant_id) VALUES ($1)")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     let owner = insert_user(&mut tx, Some(id), &req.owner_email, &hash, Role::Owner).await?;
     tx.commit().await?;
     audit.record("tenant.create", "tenant", id);
     audit.tenant(id);
-    Ok((StatusCode::CREATED, Json(CreatedTenant { tenant: row.into(), owner })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedTenant {
+            tenant: row.into(),
+            owner,
+        }),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/tenants", tag = "admin", params(PageParams),
     responses((status = 200, body = Page<Tenant>), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<Tenant>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    me: Principal,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> ApiResult<Json<Page<Tenant>>> {
     me.require_platform_admin()?;
     let limit = q.limit()?;
     let rows: Vec<TenantRow> = sqlx::query_as(&format!(
@@ -104,7 +135,11 @@ pub async fn list(State(state): State<AppState>, me: Principal, ApiQuery(q): Api
 
 #[utoipa::path(get, path = "/api/v1/admin/tenants/{id}", tag = "admin", params(("id" = Uuid, Path)),
     responses((status = 200, body = Tenant), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Tenant>> {
+pub async fn get(
+    State(state): State<AppState>,
+    me: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Tenant>> {
     me.require_platform_admin()?;
     Ok(Json(load_tenant(&state.db, id).await?))
 }
@@ -120,7 +155,10 @@ async fn set_status(state: &AppState, id: Uuid, status: TenantStatus) -> ApiResu
     .await?;
     let row = row.ok_or_else(|| ApiError::not_found("tenant"))?;
     if status == TenantStatus::Suspended {
-        let users: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE tenant_id = $1").bind(id).fetch_all(&mut *tx).await?;
+        let users: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE tenant_id = $1")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
         crate::api::auth::revoke_sessions_of(&mut tx, &users).await?;
     }
     tx.commit().await?;
@@ -131,7 +169,12 @@ async fn set_status(state: &AppState, id: Uuid, status: TenantStatus) -> ApiResu
 /// Its clusters and applications keep running.
 #[utoipa::path(post, path = "/api/v1/admin/tenants/{id}/suspend", tag = "admin", params(("id" = Uuid, Path)),
     responses((status = 200, body = Tenant), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn suspend(State(state): State<AppState>, me: Principal, audit: Audit, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Tenant>> {
+pub async fn suspend(
+    State(state): State<AppState>,
+    me: Principal,
+    audit: Audit,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Tenant>> {
     me.require_platform_admin()?;
     let t = set_status(&state, id, TenantStatus::Suspended).await?;
     audit.record("tenant.suspend", "tenant", id);
@@ -141,7 +184,12 @@ pub async fn suspend(State(state): State<AppState>, me: Principal, audit: Audit,
 
 #[utoipa::path(post, path = "/api/v1/admin/tenants/{id}/resume", tag = "admin", params(("id" = Uuid, Path)),
     responses((status = 200, body = Tenant), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn resume(State(state): State<AppState>, me: Principal, audit: Audit, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Tenant>> {
+pub async fn resume(
+    State(state): State<AppState>,
+    me: Principal,
+    audit: Audit,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Tenant>> {
     me.require_platform_admin()?;
     let t = set_status(&state, id, TenantStatus::Active).await?;
     audit.record("tenant.resume", "tenant", id);
@@ -154,18 +202,36 @@ pub async fn resume(State(state): State<AppState>, me: Principal, audit: Audit, 
 #[utoipa::path(delete, path = "/api/v1/admin/tenants/{id}", tag = "admin", params(("id" = Uuid, Path)),
     responses((status = 204, description = "Deleted"), (status = 401, body = Problem), (status = 403, body = Problem),
                (status = 404, body = Problem), (status = 409, body = Problem)), security(("bearer" = [])))]
-pub async fn delete(State(state): State<AppState>, me: Principal, audit: Audit, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(state): State<AppState>,
+    me: Principal,
+    audit: Audit,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
     me.require_platform_admin()?;
     audit.record("tenant.delete", "tenant", id);
     audit.tenant(id);
     let mut tx = state.db.begin().await?;
-    let exists: Option<Uuid> = sqlx::query_scalar("SELECT id FROM tenants WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(&mut *tx).await?;
+    let exists: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
     exists.ok_or_else(|| ApiError::not_found("tenant"))?;
-    let clusters: i64 = sqlx::query_scalar("SELECT count(*) FROM clusters WHERE tenant_id = $1").bind(id).fetch_one(&mut *tx).await?;
+    let clusters: i64 = sqlx::query_scalar("SELECT count(*) FROM clusters WHERE tenant_id = $1")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
     if clusters > 0 {
-        return Err(ApiError::conflict("tenant-has-clusters", format!("the tenant still has {clusters} cluster(s); delete them first")));
+        return Err(ApiError::conflict(
+            "tenant-has-clusters",
+            format!("the tenant still has {clusters} cluster(s); delete them first"),
+        ));
     }
-    sqlx::query("DELETE FROM tenants WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM tenants WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -194,8 +260,11 @@ pub async fn set_quotas(
         ("max_memory_mb", q.max_memory_mb.map(|m| m as f64)),
     ]
     .into_iter()
-    .filter(|(_, v)| v.is_some_and(|v| !(v >= 0.0) || !v.is_finite()))
-    .map(|(f, _)| berth_types::FieldError { field: f.to_owned(), message: "must be 0 or more (or absent for unlimited)".to_owned() })
+    .filter(|(_, v)| v.is_some_and(|v| !v.is_finite() || v < 0.0))
+    .map(|(f, _)| berth_types::FieldError {
+        field: f.to_owned(),
+        message: "must be 0 or more (or absent for unlimited)".to_owned(),
+    })
     .collect::<Vec<_>>();
     if !negative.is_empty() {
         return Err(ApiError::invalid_fields(negative));
@@ -222,7 +291,11 @@ pub async fn set_quotas(
 
 #[utoipa::path(get, path = "/api/v1/admin/tenants/{id}/quotas", tag = "admin", params(("id" = Uuid, Path)),
     responses((status = 200, body = QuotaReport), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get_quotas(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<QuotaReport>> {
+pub async fn get_quotas(
+    State(state): State<AppState>,
+    me: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<QuotaReport>> {
     me.require_platform_admin()?;
     load_tenant(&state.db, id).await?;
     report(&state, id).await.map(Json)
@@ -231,7 +304,10 @@ pub async fn get_quotas(State(state): State<AppState>, me: Principal, ApiPath(id
 /// The caller's own tenant's quotas and current usage.
 #[utoipa::path(get, path = "/api/v1/quotas", tag = "tenant",
     responses((status = 200, body = QuotaReport), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn my_quotas(State(state): State<AppState>, me: Principal) -> ApiResult<Json<QuotaReport>> {
+pub async fn my_quotas(
+    State(state): State<AppState>,
+    me: Principal,
+) -> ApiResult<Json<QuotaReport>> {
     let tenant = me.tenant()?;
     report(&state, tenant).await.map(Json)
 }

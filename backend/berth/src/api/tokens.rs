@@ -56,21 +56,35 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateApiToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedApiToken>)> {
     let Actor::User { user_id } = me.actor else {
-        return Err(ApiError::forbidden("API tokens cannot create API tokens; log in as a user"));
+        return Err(ApiError::forbidden(
+            "API tokens cannot create API tokens; log in as a user",
+        ));
     };
     validate::display_name("name", &req.name)?;
     if req.role == Role::PlatformAdmin && me.role != Role::PlatformAdmin
         || me.role == Role::PlatformAdmin && req.role != Role::PlatformAdmin
     {
-        return Err(ApiError::invalid_field("role", format!("a token of yours can have role `{}` or lower tenant roles of your tenant", me.role)));
+        return Err(ApiError::invalid_field(
+            "role",
+            format!(
+                "a token of yours can have role `{}` or lower tenant roles of your tenant",
+                me.role
+            ),
+        ));
     }
     if !me.role.at_least(req.role) {
-        return Err(ApiError::forbidden(format!("a token cannot have a role (`{}`) above yours (`{}`)", req.role, me.role)));
+        return Err(ApiError::forbidden(format!(
+            "a token cannot have a role (`{}`) above yours (`{}`)",
+            req.role, me.role
+        )));
     }
     if let Some(at) = req.expires_at
         && at <= Utc::now()
     {
-        return Err(ApiError::invalid_field("expires_at", "must be in the future"));
+        return Err(ApiError::invalid_field(
+            "expires_at",
+            "must be in the future",
+        ));
     }
     let secret = format!("{API_TOKEN_PREFIX}{}", random_token(32));
     let row: TokenRow = sqlx::query_as(&format!(
@@ -87,13 +101,23 @@ pub async fn create(
     .fetch_one(&state.db)
     .await?;
     audit.record("token.create", "api_token", row.id);
-    Ok((StatusCode::CREATED, Json(CreatedApiToken { meta: row.into(), token: secret })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedApiToken {
+            meta: row.into(),
+            token: secret,
+        }),
+    ))
 }
 
 /// Lists live (unrevoked) tokens: all of the tenant's for owners and admins, one's own for others.
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", params(PageParams),
     responses((status = 200, body = Page<ApiToken>), (status = 401, body = Problem)), security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<ApiToken>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    me: Principal,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> ApiResult<Json<Page<ApiToken>>> {
     let limit = q.limit()?;
     let all_of_tenant = me.tenant_id.is_some() && me.role.at_least(Role::Admin);
     let rows: Vec<TokenRow> = sqlx::query_as(&format!(
@@ -117,7 +141,12 @@ pub async fn list(State(state): State<AppState>, me: Principal, ApiQuery(q): Api
 /// Revokes a token: one's own, or (owners and admins) any of the tenant's.
 #[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", params(("id" = Uuid, Path)),
     responses((status = 204, description = "Revoked"), (status = 401, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn revoke(State(state): State<AppState>, me: Principal, audit: Audit, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
+pub async fn revoke(
+    State(state): State<AppState>,
+    me: Principal,
+    audit: Audit,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
     audit.record("token.revoke", "api_token", id);
     let all_of_tenant = me.tenant_id.is_some() && me.role.at_least(Role::Admin);
     let done = sqlx::query(

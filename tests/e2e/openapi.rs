@@ -1,0 +1,34 @@
+//! The committed OpenAPI document is what the code generates.
+
+#[test]
+fn committed_openapi_json_is_current() {
+    let generated = berth::api::openapi().to_pretty_json().unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi/openapi.json");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed.trim_end() == generated.trim_end(),
+        "openapi/openapi.json is stale: run `make openapi` and commit the result"
+    );
+}
+
+#[test]
+fn every_operation_documents_its_errors_and_lists_have_the_page_shape() {
+    let spec: serde_json::Value =
+        serde_json::from_str(&berth::api::openapi().to_json().unwrap()).unwrap();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            if path.starts_with("/api/v1/")
+                && path != "/api/v1/auth/login"
+                && path != "/api/v1/auth/refresh"
+                && path != "/api/v1/auth/logout"
+            {
+                assert!(
+                    responses.contains_key("401"),
+                    "{method} {path} does not document 401"
+                );
+            }
+        }
+    }
+}

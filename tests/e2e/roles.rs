@@ -1,0 +1,377 @@
+//! The role × endpoint matrix: for every route and every kind of caller, the exact status.
+
+use berth_tests::TestApp;
+use reqwest::Method;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::fixtures::{self, Objects};
+
+/// Callers, in the order of each case's expected statuses.
+const CALLERS: [&str; 7] = [
+    "anonymous",
+    "viewer",
+    "developer",
+    "admin",
+    "owner",
+    "developer API token",
+    "platform admin",
+];
+
+#[derive(Clone, Copy, PartialEq)]
+enum Fresh {
+    No,
+    Cluster,
+    Template,
+    Registry,
+    Image,
+    Application,
+    User,
+    Token,
+    Tenant,
+}
+
+struct Case {
+    method: Method,
+    path: &'static str,
+    /// An object created anew for each caller, for calls that consume it (deletes, suspensions).
+    fresh: Fresh,
+    body: fn(&str) -> Option<Value>,
+    expect: [u16; 7],
+}
+
+fn none(_: &str) -> Option<Value> {
+    None
+}
+
+fn case(method: Method, path: &'static str, expect: [u16; 7]) -> Case {
+    Case {
+        method,
+        path,
+        fresh: Fresh::No,
+        body: none,
+        expect,
+    }
+}
+
+fn with_body(
+    method: Method,
+    path: &'static str,
+    body: fn(&str) -> Option<Value>,
+    expect: [u16; 7],
+) -> Case {
+    Case {
+        method,
+        path,
+        fresh: Fresh::No,
+        body,
+        expect,
+    }
+}
+
+fn fresh(method: Method, path: &'static str, fresh: Fresh, expect: [u16; 7]) -> Case {
+    Case {
+        method,
+        path,
+        fresh,
+        body: none,
+        expect,
+    }
+}
+
+const READ: [u16; 7] = [401, 200, 200, 200, 200, 200, 403];
+const ADMIN_ONLY_READ: [u16; 7] = [401, 403, 403, 200, 200, 403, 403];
+const ADMIN_WRITE_202: [u16; 7] = [401, 403, 403, 202, 202, 403, 403];
+const DEV_WRITE_202: [u16; 7] = [401, 403, 202, 202, 202, 202, 403];
+const DEV_CREATE: [u16; 7] = [401, 403, 201, 201, 201, 201, 403];
+const DEV_DELETE: [u16; 7] = [401, 403, 204, 204, 204, 204, 403];
+const PLATFORM: [u16; 7] = [401, 403, 403, 403, 403, 403, 200];
+
+fn cases() -> Vec<Case> {
+    use Method as M;
+    vec![
+        case(M::GET, "/api/v1/me", [401, 200, 200, 200, 200, 200, 200]),
+        case(M::GET, "/api/v1/quotas", READ),
+        // users
+        case(M::GET, "/api/v1/users", ADMIN_ONLY_READ),
+        with_body(
+            M::POST,
+            "/api/v1/users",
+            |s| {
+                Some(
+                    json!({"email": format!("new-{s}@example.test"), "password": "password-123", "role": "viewer"}),
+                )
+            },
+            [401, 403, 403, 201, 201, 403, 403],
+        ),
+        case(M::GET, "/api/v1/users/{user}", ADMIN_ONLY_READ),
+        with_body(
+            M::PATCH,
+            "/api/v1/users/{user}",
+            |_| Some(json!({"role": "developer"})),
+            [401, 403, 403, 200, 200, 403, 403],
+        ),
+        fresh(
+            M::DELETE,
+            "/api/v1/users/{fresh}",
+            Fresh::User,
+            [401, 403, 403, 204, 204, 403, 403],
+        ),
+        // tokens
+        case(
+            M::GET,
+            "/api/v1/tokens",
+            [401, 200, 200, 200, 200, 200, 200],
+        ),
+        with_body(
+            M::POST,
+            "/api/v1/tokens",
+            |_| Some(json!({"name": "ci", "role": "viewer"})),
+            [401, 201, 201, 201, 201, 403, 422],
+        ),
+        // Only the creator, owners and admins see a token: to anyone else it does not exist.
+        fresh(
+            M::DELETE,
+            "/api/v1/tokens/{fresh}",
+            Fresh::Token,
+            [401, 404, 404, 204, 204, 404, 404],
+        ),
+        // clusters and nodes
+        case(M::GET, "/api/v1/clusters", READ),
+        with_body(
+            M::POST,
+            "/api/v1/clusters",
+            |s| {
+                Some(
+                    json!({"name": format!("c-{s}"), "provider": "local", "managers": 1, "workers": 0}),
+                )
+            },
+            ADMIN_WRITE_202,
+        ),
+        case(M::GET, "/api/v1/clusters/{cluster}", READ),
+        with_body(
+            M::PATCH,
+            "/api/v1/clusters/{cluster}",
+            |_| Some(json!({"workers": 2})),
+            ADMIN_WRITE_202,
+        ),
+        fresh(
+            M::DELETE,
+            "/api/v1/clusters/{fresh}",
+            Fresh::Cluster,
+            ADMIN_WRITE_202,
+        ),
+        case(M::GET, "/api/v1/clusters/{cluster}/nodes", READ),
+        case(M::GET, "/api/v1/nodes/{node}", READ),
+        with_body(
+            M::PATCH,
+            "/api/v1/nodes/{node}",
+            |_| Some(json!({"availability": "drain", "labels": {"zone": "a"}})),
+            ADMIN_WRITE_202,
+        ),
+        // templates
+        case(M::GET, "/api/v1/templates", READ),
+        with_body(
+            M::POST,
+            "/api/v1/templates",
+            |s| Some(json!({"name": format!("t-{s}"), "compose": fixtures::COMPOSE})),
+            DEV_CREATE,
+        ),
+        case(M::GET, "/api/v1/templates/{template}", READ),
+        with_body(
+            M::PATCH,
+            "/api/v1/templates/{template}",
+            |_| Some(json!({"description": "edited"})),
+            [401, 403, 200, 200, 200, 200, 403],
+        ),
+        fresh(
+            M::DELETE,
+            "/api/v1/templates/{fresh}",
+            Fresh::Template,
+            DEV_DELETE,
+        ),
+        case(M::GET, "/api/v1/templates/{template}/versions", READ),
+        case(M::GET, "/api/v1/templates/{template}/versions/1", READ),
+        // registries and images
+        case(M::GET, "/api/v1/registries", READ),
+        with_body(
+            M::POST,
+            "/api/v1/registries",
+            |s| Some(json!({"name": format!("r-{s}"), "address": "registry.example.test"})),
+            [401, 403, 403, 201, 201, 403, 403],
+        ),
+        case(M::GET, "/api/v1/registries/{registry}", READ),
+        fresh(
+            M::DELETE,
+            "/api/v1/registries/{fresh}",
+            Fresh::Registry,
+            [401, 403, 403, 204, 204, 403, 403],
+        ),
+        case(M::GET, "/api/v1/images", READ),
+        with_body(
+            M::POST,
+            "/api/v1/images",
+            |s| Some(json!({"repository": format!("img-{s}")})),
+            DEV_CREATE,
+        ),
+        case(M::GET, "/api/v1/images/{image}", READ),
+        fresh(
+            M::DELETE,
+            "/api/v1/images/{fresh}",
+            Fresh::Image,
+            DEV_DELETE,
+        ),
+        // applications, services, containers
+        case(M::GET, "/api/v1/applications", READ),
+        case(M::GET, "/api/v1/applications/{application}", READ),
+        with_body(
+            M::PATCH,
+            "/api/v1/applications/{application}",
+            |_| Some(json!({"variables": {"TAG": "2"}})),
+            DEV_WRITE_202,
+        ),
+        fresh(
+            M::DELETE,
+            "/api/v1/applications/{fresh}",
+            Fresh::Application,
+            DEV_WRITE_202,
+        ),
+        case(M::GET, "/api/v1/applications/{application}/revisions", READ),
+        case(M::GET, "/api/v1/applications/{application}/services", READ),
+        case(M::GET, "/api/v1/services/{service}", READ),
+        with_body(
+            M::PATCH,
+            "/api/v1/services/{service}",
+            |_| Some(json!({"replicas": 3})),
+            DEV_WRITE_202,
+        ),
+        case(M::GET, "/api/v1/services/{service}/containers", READ),
+        // jobs and audit
+        case(M::GET, "/api/v1/jobs", READ),
+        case(M::GET, "/api/v1/jobs/{job}", READ),
+        case(M::GET, "/api/v1/audit", [401, 403, 403, 200, 200, 403, 200]),
+        // platform administration
+        case(M::GET, "/api/v1/admin/tenants", PLATFORM),
+        with_body(
+            M::POST,
+            "/api/v1/admin/tenants",
+            |s| {
+                Some(
+                    json!({"name": format!("T {s}"), "owner_email": format!("o-{s}@example.test"), "owner_password": "password-123"}),
+                )
+            },
+            [401, 403, 403, 403, 403, 403, 201],
+        ),
+        case(M::GET, "/api/v1/admin/tenants/{tenant}", PLATFORM),
+        case(M::GET, "/api/v1/admin/tenants/{tenant}/quotas", PLATFORM),
+        with_body(
+            M::PUT,
+            "/api/v1/admin/tenants/{tenant}/quotas",
+            |_| Some(json!({})),
+            PLATFORM,
+        ),
+        fresh(
+            M::POST,
+            "/api/v1/admin/tenants/{fresh}/suspend",
+            Fresh::Tenant,
+            PLATFORM,
+        ),
+        case(M::POST, "/api/v1/admin/tenants/{tenant}/resume", PLATFORM),
+        fresh(
+            M::DELETE,
+            "/api/v1/admin/tenants/{fresh}",
+            Fresh::Tenant,
+            [401, 403, 403, 403, 403, 403, 204],
+        ),
+    ]
+}
+
+async fn make_fresh(app: &TestApp, owner: &str, objects: &Objects, kind: Fresh) -> Uuid {
+    match kind {
+        Fresh::No => Uuid::nil(),
+        Fresh::Cluster => fixtures::cluster(app, owner).await,
+        Fresh::Template => fixtures::template(app, owner).await,
+        Fresh::Registry => fixtures::registry(app, owner).await,
+        Fresh::Image => fixtures::image(app, owner).await,
+        Fresh::Application => {
+            fixtures::application(app, owner, objects.cluster, objects.template).await
+        }
+        Fresh::User => fixtures::tenant_user(app, owner).await,
+        Fresh::Token => app
+            .post(
+                "/api/v1/tokens",
+                owner,
+                json!({"name": "doomed", "role": "viewer"}),
+            )
+            .await
+            .id(),
+        Fresh::Tenant => app.tenant("Doomed").await.id,
+    }
+}
+
+fn fill(path: &str, tenant: Uuid, o: &Objects, fresh: Uuid) -> String {
+    path.replace("{tenant}", &tenant.to_string())
+        .replace("{cluster}", &o.cluster.to_string())
+        .replace("{node}", &o.node.to_string())
+        .replace("{template}", &o.template.to_string())
+        .replace("{registry}", &o.registry.to_string())
+        .replace("{image}", &o.image.to_string())
+        .replace("{application}", &o.application.to_string())
+        .replace("{service}", &o.service.to_string())
+        .replace("{job}", &o.job.to_string())
+        .replace("{user}", &o.user.to_string())
+        .replace("{fresh}", &fresh.to_string())
+}
+
+#[tokio::test]
+async fn every_role_gets_exactly_the_expected_status_on_every_endpoint() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("Acme").await;
+    let objects = fixtures::objects(&app, &t).await;
+    let developer = app.user(&t.owner, "developer").await;
+    let callers: [Option<String>; 7] = [
+        None,
+        Some(app.user(&t.owner, "viewer").await),
+        Some(developer.clone()),
+        Some(app.user(&t.owner, "admin").await),
+        Some(t.owner.clone()),
+        Some(app.api_token(&developer, "developer").await),
+        Some(app.admin.clone()),
+    ];
+
+    let mut failures = Vec::new();
+    for case in cases() {
+        for (i, caller) in callers.iter().enumerate() {
+            let fresh = make_fresh(&app, &t.owner, &objects, case.fresh).await;
+            let path = fill(case.path, t.id, &objects, fresh);
+            let suffix = Uuid::new_v4().simple().to_string()[..10].to_owned();
+            let r = app
+                .call(
+                    case.method.clone(),
+                    &path,
+                    caller.as_deref(),
+                    (case.body)(&suffix),
+                )
+                .await;
+            if r.status.as_u16() != case.expect[i] {
+                failures.push(format!(
+                    "{} {} as {}: expected {}, got {} ({})",
+                    case.method, case.path, CALLERS[i], case.expect[i], r.status, r.text
+                ));
+            }
+            if !r.status.is_success() {
+                assert_eq!(
+                    r.content_type, "application/problem+json",
+                    "{} {} as {}: {}",
+                    case.method, case.path, CALLERS[i], r.text
+                );
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
