@@ -43,10 +43,10 @@ impl EmbeddedPostgres {
         }
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-        let data_dir = data_dir.canonicalize()?;
+        let run_as = RunAs::detect()?;
+        let data_dir = run_as.reachable_home(&data_dir.canonicalize()?)?;
         let pgdata = data_dir.join("postgres");
         let socket_dir = data_dir.join("run");
-        let run_as = RunAs::detect()?;
 
         std::fs::create_dir_all(&socket_dir)?;
         run_as.own(&socket_dir)?;
@@ -236,6 +236,32 @@ impl RunAs {
             format!("{INSTALL_HINT}; as root the embedded server needs the `postgres` system user")
         })?;
         Ok(RunAs(Some(user)))
+    }
+
+    /// Where the database can live. When the server runs as `postgres` but `dir` sits below a directory
+    /// that user cannot enter (a checkout under /root, say), it lives in /var/lib/berth instead, in a
+    /// directory named after `dir` so that each data directory keeps its own database.
+    fn reachable_home(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+        let Some(user) = &self.0 else { return Ok(dir.to_path_buf()) };
+        let blocked = dir.ancestors().skip(1).any(|a| {
+            std::fs::metadata(a).is_ok_and(|m| {
+                use std::os::unix::fs::{MetadataExt, PermissionsExt};
+                m.uid() != user.uid.as_raw() && m.permissions().mode() & 0o001 == 0
+            })
+        });
+        if !blocked {
+            return Ok(dir.to_path_buf());
+        }
+        use sha2::Digest;
+        let tag = hex::encode(&sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes())[..6]);
+        let home = PathBuf::from("/var/lib/berth").join(format!("embedded-{tag}"));
+        std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+        tracing::info!(
+            data_dir = %dir.display(),
+            database = %home.display(),
+            "user postgres cannot reach the data directory; keeping the embedded database elsewhere"
+        );
+        Ok(home)
     }
 
     fn own(&self, path: &Path) -> anyhow::Result<()> {

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# API load benchmark (issue: foundation). Reproduce with `make bench`.
+#
+# Starts a release build of `berth serve` on its embedded PostgreSQL in a temporary data directory,
+# creates a tenant with 100 templates, then drives it with wrk on loopback at 1, 16 and 64 connections:
+#   GET /healthz                        the ceiling of the HTTP stack itself (no auth, no database)
+#   GET /api/v1/templates?limit=100     authenticated list returning 100 rows
+#   POST /api/v1/templates              authenticated create (2 rows + an audit entry per request)
+# Every run is bounded (BENCH_SECONDS each, default 5). Prints a Markdown table and the server's peak RSS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECS=${BENCH_SECONDS:-5}
+PORT=${BENCH_PORT:-18090}
+BASE="http://127.0.0.1:$PORT"
+DATA=$(mktemp -d /tmp/berth-bench-XXXXXX)
+chmod 755 "$DATA"
+SERVER_PID=""
+
+cleanup() {
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID"
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  rm -rf "$DATA"
+}
+trap cleanup EXIT
+
+cargo build --release -q -p berth
+BERTH_DATA_DIR="$DATA" BERTH_LISTEN="127.0.0.1:$PORT" BERTH_ADMIN_EMAIL=bench@berth.test \
+  BERTH_ADMIN_PASSWORD=bench-password RUST_LOG=warn ./target/release/berth serve >"$DATA/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 1 300); do
+  curl -sf "$BASE/readyz" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+curl -sf "$BASE/readyz" >/dev/null || { echo "server did not start"; cat "$DATA/server.log"; exit 1; }
+
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+login() { curl -sf "$BASE/api/v1/auth/login" -H 'content-type: application/json' -d "{\"email\":\"$1\",\"password\":\"$2\"}" | json "['access_token']"; }
+
+ADMIN=$(login bench@berth.test bench-password)
+curl -sf "$BASE/api/v1/admin/tenants" -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"name":"Bench","owner_email":"owner@bench.test","owner_password":"owner-password"}' >/dev/null
+TOKEN=$(login owner@bench.test owner-password)
+COMPOSE='services:\n  web:\n    image: busybox:1\n    deploy:\n      replicas: 2\n'
+for i in $(seq -w 1 100); do
+  curl -sf "$BASE/api/v1/templates" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d "{\"name\":\"seed-$i\",\"compose\":\"$COMPOSE\"}" >/dev/null
+done
+COUNT=$(curl -sf "$BASE/api/v1/templates?limit=100" -H "authorization: Bearer $TOKEN" | json "['items'].__len__()")
+[ "$COUNT" = 100 ] || { echo "expected 100 templates, got $COUNT"; exit 1; }
+
+cat >"$DATA/create.lua" <<LUA
+local counter = 0
+local id = tostring(math.random(1, 1e9))
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+wrk.headers["authorization"] = "Bearer $TOKEN"
+request = function()
+  counter = counter + 1
+  local body = '{"name":"b-' .. id .. '-' .. counter .. '","compose":"$COMPOSE"}'
+  return wrk.format(nil, "/api/v1/templates", nil, body)
+end
+LUA
+cat >"$DATA/report.lua" <<'LUA'
+done = function(summary, latency, requests)
+  local errors = summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+  io.write(string.format("RESULT %.0f %.2f %.2f %d %d\n", summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.requests, errors))
+end
+LUA
+cat "$DATA/report.lua" >>"$DATA/create.lua"
+printf 'wrk.headers["authorization"] = "Bearer %s"\n' "$TOKEN" >"$DATA/list.lua"
+cat "$DATA/report.lua" >>"$DATA/list.lua"
+
+run() { # name connections script url
+  local threads=$(( $2 < 2 ? 1 : 2 ))
+  local line
+  line=$(wrk -t"$threads" -c"$2" -d"${SECS}s" --timeout 5s -s "$3" "$4" | grep '^RESULT')
+  read -r _ rps p50 p99 total errors <<<"$line"
+  printf '| %-28s | %3d | %9s | %8s | %8s | %6s |\n' "$1" "$2" "$rps" "$p50" "$p99" "$errors"
+  echo "$1 $2 $rps" >>"$DATA/rps"
+}
+
+echo
+echo "wrk on loopback, ${SECS}s per run, $(nproc) cores shared by wrk, berth and postgres"
+echo
+echo "| endpoint                     |   c |     req/s | p50 (ms) | p99 (ms) | errors |"
+echo "|------------------------------|-----|-----------|----------|----------|--------|"
+for c in 1 16 64; do
+  run "GET /healthz" "$c" "$DATA/report.lua" "$BASE/healthz"
+  run "GET /api/v1/templates (100)" "$c" "$DATA/list.lua" "$BASE/api/v1/templates?limit=100"
+done
+for c in 1 16 64; do
+  run "POST /api/v1/templates" "$c" "$DATA/create.lua" "$BASE/api/v1/templates"
+done
+echo
+for c in 1 16 64; do
+  h=$(awk -v c="$c" '$1=="GET" && $2=="/healthz" && $3==c {print $4}' "$DATA/rps")
+  l=$(awk -v c="$c" '$2=="/api/v1/templates" && $3=="(100)" && $4==c {print $5}' "$DATA/rps")
+  python3 -c "print(f'list / healthz at c=$c: {$l/$h:.1%}')"
+done
+echo "server peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER_PID/status)"

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what Berth needs on a Debian 12 machine, and nothing when everything is already there.
+# Used by `make run`, `make test` and `make bench`; safe to run again.
+#
+#   scripts/install-deps.sh          runtime and test dependencies
+#   scripts/install-deps.sh bench    also the load generator
+set -euo pipefail
+
+need=()
+have_pg() { ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; }
+have_pg || need+=(postgresql)
+command -v curl >/dev/null || need+=(curl)
+command -v cc >/dev/null || need+=(gcc)
+[ -e /usr/include/stdio.h ] || need+=(libc6-dev)
+if [ "${1:-}" = bench ]; then
+  command -v wrk >/dev/null || need+=(wrk)
+fi
+
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "Berth needs these Debian packages: ${need[*]}. Run as root, or: sudo apt-get install -y ${need[*]}" >&2
+    exit 1
+  fi
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Debian starts a system cluster on install; Berth runs its own, so leave the machine as it was.
+  if [ -d /etc/postgresql ] && command -v pg_lsclusters >/dev/null; then
+    pg_lsclusters --no-header 2>/dev/null | awk '$4=="online"{print $1, $2}' | while read -r v c; do
+      pg_ctlcluster "$v" "$c" stop || true
+    done
+  fi
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "Berth builds with Rust: install it from https://rustup.rs and run this again" >&2
+  exit 1
+fi
