@@ -25,7 +25,7 @@ run: build
 
 test: deps
 	cargo build --workspace --all-targets
-	cargo test --workspace
+	scripts/test-summary.sh
 
 # Regenerates the committed OpenAPI document (a test fails while it is stale).
 openapi:

@@ -5,6 +5,7 @@
 # creates a tenant with 100 templates, then drives it with wrk on loopback at 1, 16 and 64 connections:
 #   GET /healthz                        the ceiling of the HTTP stack itself (no auth, no database)
 #   GET /api/v1/templates?limit=100     authenticated list returning 100 rows
+#   GET /api/v1/me                      authentication alone (one indexed lookup), to split the cost
 #   POST /api/v1/templates              authenticated create (2 rows + an audit entry per request)
 # Every run is bounded (BENCH_SECONDS each, default 5). Prints a Markdown table and the server's peak RSS.
 set -euo pipefail
@@ -52,14 +53,20 @@ COUNT=$(curl -sf "$BASE/api/v1/templates?limit=100" -H "authorization: Bearer $T
 [ "$COUNT" = 100 ] || { echo "expected 100 templates, got $COUNT"; exit 1; }
 
 cat >"$DATA/create.lua" <<LUA
+-- Each wrk thread has its own Lua state: number the threads so every created name is unique.
+local threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
 local counter = 0
-local id = tostring(math.random(1, 1e9))
+local compose = [["$COMPOSE"]]
 wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"
 wrk.headers["authorization"] = "Bearer $TOKEN"
 request = function()
   counter = counter + 1
-  local body = '{"name":"b-' .. id .. '-' .. counter .. '","compose":"$COMPOSE"}'
+  local body = '{"name":"b-$RANDOM-' .. tostring(tid) .. '-' .. counter .. '","compose":' .. compose .. '}'
   return wrk.format(nil, "/api/v1/templates", nil, body)
 end
 LUA
@@ -90,10 +97,12 @@ echo "| endpoint                     |   c |     req/s | p50 (ms) | p99 (ms) | e
 echo "|------------------------------|-----|-----------|----------|----------|--------|"
 for c in 1 16 64; do
   run "GET /healthz" "$c" "$DATA/report.lua" "$BASE/healthz"
+  run "GET /api/v1/me (auth only)" "$c" "$DATA/list.lua" "$BASE/api/v1/me"
   run "GET /api/v1/templates (100)" "$c" "$DATA/list.lua" "$BASE/api/v1/templates?limit=100"
 done
 for c in 1 16 64; do
-  run "POST /api/v1/templates" "$c" "$DATA/create.lua" "$BASE/api/v1/templates"
+  sed "s/b-[0-9]*-/b-c$c-/" "$DATA/create.lua" >"$DATA/create-$c.lua"
+  run "POST /api/v1/templates" "$c" "$DATA/create-$c.lua" "$BASE/api/v1/templates"
 done
 echo
 for c in 1 16 64; do

@@ -161,7 +161,7 @@ pub fn serve_config(max_body: usize) -> ServeConfig {
             database_url: None,
             data_dir: std::env::temp_dir(),
             postgres_bin: None,
-            db_pool_size: 10,
+            db_pool_size: Some(10),
         },
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_email: Some(ADMIN_EMAIL.to_owned()),

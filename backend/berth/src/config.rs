@@ -24,9 +24,21 @@ pub struct DbConfig {
     #[arg(long, env = "BERTH_POSTGRES_BIN")]
     pub postgres_bin: Option<PathBuf>,
 
-    /// Size of the connection pool.
-    #[arg(long, env = "BERTH_DB_POOL_SIZE", default_value_t = 16)]
-    pub db_pool_size: u32,
+    /// Size of the connection pool. Default: twice the CPU count, which measured best on small
+    /// machines where Berth and PostgreSQL share the cores (see BENCHMARKS.md).
+    #[arg(long, env = "BERTH_DB_POOL_SIZE")]
+    pub db_pool_size: Option<u32>,
+}
+
+impl DbConfig {
+    pub fn pool_size(&self) -> u32 {
+        self.db_pool_size.unwrap_or_else(|| {
+            let cpus = std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(2);
+            (cpus * 2).max(4)
+        })
+    }
 }
 
 /// Settings of `berth serve`.

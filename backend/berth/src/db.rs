@@ -36,7 +36,7 @@ impl Database {
                 (pg.connect_options(), Some(pg))
             }
         };
-        let pool = match connect(options, cfg.db_pool_size).await {
+        let pool = match connect(options, cfg.pool_size()).await {
             Ok(pool) => pool,
             Err(e) => {
                 if let Some(pg) = embedded {

@@ -242,7 +242,9 @@ impl RunAs {
     /// that user cannot enter (a checkout under /root, say), it lives in /var/lib/berth instead, in a
     /// directory named after `dir` so that each data directory keeps its own database.
     fn reachable_home(&self, dir: &Path) -> anyhow::Result<PathBuf> {
-        let Some(user) = &self.0 else { return Ok(dir.to_path_buf()) };
+        let Some(user) = &self.0 else {
+            return Ok(dir.to_path_buf());
+        };
         let blocked = dir.ancestors().skip(1).any(|a| {
             std::fs::metadata(a).is_ok_and(|m| {
                 use std::os::unix::fs::{MetadataExt, PermissionsExt};
