@@ -171,7 +171,7 @@ pub fn router(state: AppState) -> Router {
                             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
                             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
                         })
-                        .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::DEBUG)),
+                        .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
                 )
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(CatchPanicLayer::custom(|_| panic_response())),
