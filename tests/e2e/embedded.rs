@@ -9,11 +9,7 @@ fn berth_binary() -> PathBuf {
     // Integration tests live in target/<profile>/deps; the binary sits one level up.
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("berth");
-    assert!(
-        bin.exists(),
-        "build the binary first (`cargo build -p berth`): {}",
-        bin.display()
-    );
+    assert!(bin.exists(), "build the binary first (`cargo build -p berth`): {}", bin.display());
     bin
 }
 
@@ -33,8 +29,7 @@ fn postgres_pids(data_dir: &std::path::Path) -> Vec<i32> {
 
 #[tokio::test]
 async fn serve_runs_and_stops_its_own_postgres() {
-    let dir =
-        std::env::temp_dir().join(format!("berth-embedded-{}", uuid::Uuid::new_v4().simple()));
+    let dir = std::env::temp_dir().join(format!("berth-embedded-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -70,14 +65,8 @@ async fn serve_runs_and_stops_its_own_postgres() {
         {
             break;
         }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "berth serve exited early"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "berth serve did not become ready"
-        );
+        assert!(child.try_wait().unwrap().is_none(), "berth serve exited early");
+        assert!(Instant::now() < deadline, "berth serve did not become ready");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let login = http
@@ -87,29 +76,17 @@ async fn serve_runs_and_stops_its_own_postgres() {
         .await
         .unwrap();
     assert_eq!(login.status(), 200);
-    assert!(
-        dir.join("postgres/PG_VERSION").exists(),
-        "the database lives in the data dir"
-    );
-    assert!(
-        dir.join("secret").exists(),
-        "the generated master secret is kept"
-    );
+    assert!(dir.join("postgres/PG_VERSION").exists(), "the database lives in the data dir");
+    assert!(dir.join("secret").exists(), "the generated master secret is kept");
     assert!(!postgres_pids(&dir).is_empty(), "a private postgres runs");
 
     drop(guard);
     let deadline = Instant::now() + Duration::from_secs(30);
     while child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "berth serve did not stop on SIGTERM"
-        );
+        assert!(Instant::now() < deadline, "berth serve did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(
-        postgres_pids(&dir).is_empty(),
-        "postgres outlived berth serve"
-    );
+    assert!(postgres_pids(&dir).is_empty(), "postgres outlived berth serve");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -126,9 +103,6 @@ fn a_missing_postgres_is_one_clear_line() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     let last = err.trim().lines().last().unwrap();
-    assert!(
-        last.contains("apt-get install postgresql") && last.contains("BERTH_DATABASE_URL"),
-        "{err}"
-    );
+    assert!(last.contains("apt-get install postgresql") && last.contains("BERTH_DATABASE_URL"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

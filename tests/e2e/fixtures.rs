@@ -36,56 +36,39 @@ fn unique(prefix: &str) -> String {
 }
 
 pub async fn cluster(app: &TestApp, token: &str) -> Uuid {
-    let r = app
-        .post(
-            "/api/v1/clusters",
-            token,
-            json!({"name": unique("c"), "provider": "local", "managers": 1, "workers": 1}),
-        )
-        .await;
+    let r =
+        app.post("/api/v1/clusters", token, json!({"name": unique("c"), "provider": "local", "managers": 1, "workers": 1})).await;
     r.expect(StatusCode::ACCEPTED);
     r.id()
 }
 
 pub async fn template(app: &TestApp, token: &str) -> Uuid {
-    let r = app
-        .post(
-            "/api/v1/templates",
-            token,
-            json!({"name": unique("t"), "compose": COMPOSE}),
-        )
-        .await;
+    let r = app.post("/api/v1/templates", token, json!({"name": unique("t"), "compose": COMPOSE})).await;
     r.expect(StatusCode::CREATED);
     r.id()
 }
 
 pub async fn registry(app: &TestApp, token: &str) -> Uuid {
     let r = app
-        .post("/api/v1/registries", token, json!({"name": unique("r"), "address": "127.0.0.1:5000", "username": "u", "password": "p"}))
+        .post(
+            "/api/v1/registries",
+            token,
+            json!({"name": unique("r"), "address": "127.0.0.1:5000", "username": "u", "password": "p"}),
+        )
         .await;
     r.expect(StatusCode::CREATED);
     r.id()
 }
 
 pub async fn image(app: &TestApp, token: &str) -> Uuid {
-    let r = app
-        .post(
-            "/api/v1/images",
-            token,
-            json!({"repository": unique("img"), "tag": "1.0"}),
-        )
-        .await;
+    let r = app.post("/api/v1/images", token, json!({"repository": unique("img"), "tag": "1.0"})).await;
     r.expect(StatusCode::CREATED);
     r.id()
 }
 
 pub async fn application(app: &TestApp, token: &str, cluster: Uuid, template: Uuid) -> Uuid {
     let r = app
-        .post(
-            "/api/v1/applications",
-            token,
-            json!({"name": unique("a"), "cluster_id": cluster, "template_id": template}),
-        )
+        .post("/api/v1/applications", token, json!({"name": unique("a"), "cluster_id": cluster, "template_id": template}))
         .await;
     r.expect(StatusCode::ACCEPTED);
     r.id()
@@ -93,7 +76,11 @@ pub async fn application(app: &TestApp, token: &str, cluster: Uuid, template: Uu
 
 pub async fn tenant_user(app: &TestApp, owner: &str) -> Uuid {
     let r = app
-        .post("/api/v1/users", owner, json!({"email": format!("{}@example.test", unique("u")), "password": "password-123", "role": "viewer"}))
+        .post(
+            "/api/v1/users",
+            owner,
+            json!({"email": format!("{}@example.test", unique("u")), "password": "password-123", "role": "viewer"}),
+        )
         .await;
     r.expect(StatusCode::CREATED);
     r.id()
@@ -101,40 +88,15 @@ pub async fn tenant_user(app: &TestApp, owner: &str) -> Uuid {
 
 pub async fn objects(app: &TestApp, t: &Tenant) -> Objects {
     let cluster = cluster(app, &t.owner).await;
-    let nodes = app
-        .get(&format!("/api/v1/clusters/{cluster}/nodes"), &t.owner)
-        .await;
-    let node = nodes.body["items"][0]["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let nodes = app.get(&format!("/api/v1/clusters/{cluster}/nodes"), &t.owner).await;
+    let node = nodes.body["items"][0]["id"].as_str().unwrap().parse().unwrap();
     let template = template(app, &t.owner).await;
     let application = application(app, &t.owner, cluster, template).await;
-    let services = app
-        .get(
-            &format!("/api/v1/applications/{application}/services"),
-            &t.owner,
-        )
-        .await;
-    let service = services.body["items"][0]["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let services = app.get(&format!("/api/v1/applications/{application}/services"), &t.owner).await;
+    let service = services.body["items"][0]["id"].as_str().unwrap().parse().unwrap();
     let jobs = app.get("/api/v1/jobs", &t.owner).await;
-    let job = jobs.body["items"][0]["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let token = app
-        .post(
-            "/api/v1/tokens",
-            &t.owner,
-            json!({"name": "fixture", "role": "viewer"}),
-        )
-        .await;
+    let job = jobs.body["items"][0]["id"].as_str().unwrap().parse().unwrap();
+    let token = app.post("/api/v1/tokens", &t.owner, json!({"name": "fixture", "role": "viewer"})).await;
     Objects {
         cluster,
         node,

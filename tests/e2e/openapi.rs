@@ -13,8 +13,7 @@ fn committed_openapi_json_is_current() {
 
 #[test]
 fn every_operation_documents_its_errors_and_lists_have_the_page_shape() {
-    let spec: serde_json::Value =
-        serde_json::from_str(&berth::api::openapi().to_json().unwrap()).unwrap();
+    let spec: serde_json::Value = serde_json::from_str(&berth::api::openapi().to_json().unwrap()).unwrap();
     assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
     for (path, item) in spec["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
@@ -24,10 +23,7 @@ fn every_operation_documents_its_errors_and_lists_have_the_page_shape() {
                 && path != "/api/v1/auth/refresh"
                 && path != "/api/v1/auth/logout"
             {
-                assert!(
-                    responses.contains_key("401"),
-                    "{method} {path} does not document 401"
-                );
+                assert!(responses.contains_key("401"), "{method} {path} does not document 401");
             }
         }
     }

@@ -13,78 +13,41 @@ async fn every_quota_is_enforced_and_names_its_limit() {
     let quotas = format!("/api/v1/admin/tenants/{}/quotas", t.id);
 
     // Counts: clusters and nodes.
-    app.put(
-        &quotas,
-        &app.admin,
-        json!({"max_clusters": 1, "max_nodes": 3}),
-    )
-    .await
-    .expect(StatusCode::OK);
-    let cluster = app
-        .post(
-            "/api/v1/clusters",
-            &t.owner,
-            json!({"name": "one", "managers": 1, "workers": 1}),
-        )
-        .await;
+    app.put(&quotas, &app.admin, json!({"max_clusters": 1, "max_nodes": 3})).await.expect(StatusCode::OK);
+    let cluster = app.post("/api/v1/clusters", &t.owner, json!({"name": "one", "managers": 1, "workers": 1})).await;
     cluster.expect(StatusCode::ACCEPTED);
-    let r = app
-        .post(
-            "/api/v1/clusters",
-            &t.owner,
-            json!({"name": "two", "managers": 1, "workers": 0}),
-        )
-        .await;
+    let r = app.post("/api/v1/clusters", &t.owner, json!({"name": "two", "managers": 1, "workers": 0})).await;
     r.problem(StatusCode::FORBIDDEN, "quota-exceeded");
     assert_eq!(r.body["errors"][0]["field"], "max_clusters");
     let scale = format!("/api/v1/clusters/{}", cluster.id());
-    app.patch(&scale, &t.owner, json!({"workers": 2}))
-        .await
-        .expect(StatusCode::ACCEPTED);
+    app.patch(&scale, &t.owner, json!({"workers": 2})).await.expect(StatusCode::ACCEPTED);
     let r = app.patch(&scale, &t.owner, json!({"workers": 3})).await;
     r.problem(StatusCode::FORBIDDEN, "quota-exceeded");
     assert_eq!(r.body["errors"][0]["field"], "max_nodes");
     // Shrinking is always allowed.
-    app.patch(&scale, &t.owner, json!({"workers": 0}))
-        .await
-        .expect(StatusCode::ACCEPTED);
+    app.patch(&scale, &t.owner, json!({"workers": 0})).await.expect(StatusCode::ACCEPTED);
 
     // Applications, services, summed reservations (the fixture: web 2 × 0.25 CPU × 64 MiB, worker 1 × 0).
     let template = fixtures::template(&app, &t.owner).await;
-    let deploy =
-        |name: &str| json!({"name": name, "cluster_id": cluster.id(), "template_id": template});
+    let deploy = |name: &str| json!({"name": name, "cluster_id": cluster.id(), "template_id": template});
     for (quota, limit) in [
         (json!({"max_applications": 0}), "max_applications"),
         (json!({"max_services": 1}), "max_services"),
         (json!({"max_cpus": 0.4}), "max_cpus"),
         (json!({"max_memory_mb": 100}), "max_memory_mb"),
     ] {
-        app.put(&quotas, &app.admin, quota.clone())
-            .await
-            .expect(StatusCode::OK);
+        app.put(&quotas, &app.admin, quota.clone()).await.expect(StatusCode::OK);
         let before = app.row_counts().await;
-        let r = app
-            .post("/api/v1/applications", &t.owner, deploy("web"))
-            .await;
+        let r = app.post("/api/v1/applications", &t.owner, deploy("web")).await;
         r.problem(StatusCode::FORBIDDEN, "quota-exceeded");
         assert_eq!(r.body["errors"][0]["field"], limit, "{quota}");
-        assert_eq!(
-            app.row_counts().await,
-            before,
-            "an over-quota deploy wrote something"
-        );
+        assert_eq!(app.row_counts().await, before, "an over-quota deploy wrote something");
     }
     // Exactly at the limit fits.
-    app.put(
-        &quotas,
-        &app.admin,
-        json!({"max_applications": 1, "max_services": 2, "max_cpus": 0.5, "max_memory_mb": 128}),
-    )
-    .await
-    .expect(StatusCode::OK);
-    let a = app
-        .post("/api/v1/applications", &t.owner, deploy("web"))
-        .await;
+    app.put(&quotas, &app.admin, json!({"max_applications": 1, "max_services": 2, "max_cpus": 0.5, "max_memory_mb": 128}))
+        .await
+        .expect(StatusCode::OK);
+    let a = app.post("/api/v1/applications", &t.owner, deploy("web")).await;
     a.expect(StatusCode::ACCEPTED);
     let report = app.get("/api/v1/quotas", &t.owner).await;
     assert_eq!(report.body["usage"]["applications"], 1);
@@ -92,53 +55,23 @@ async fn every_quota_is_enforced_and_names_its_limit() {
     assert_eq!(report.body["usage"]["cpus"], 0.5);
     assert_eq!(report.body["usage"]["memory_mb"], 128);
     // Scaling a service past the reservation quota is refused; scaling down is not.
-    let services = app
-        .get(
-            &format!("/api/v1/applications/{}/services", a.id()),
-            &t.owner,
-        )
-        .await;
-    let web = services.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "web")
-        .unwrap()["id"]
+    let services = app.get(&format!("/api/v1/applications/{}/services", a.id()), &t.owner).await;
+    let web = services.body["items"].as_array().unwrap().iter().find(|s| s["name"] == "web").unwrap()["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let r = app
-        .patch(
-            &format!("/api/v1/services/{web}"),
-            &t.owner,
-            json!({"replicas": 3}),
-        )
-        .await;
+    let r = app.patch(&format!("/api/v1/services/{web}"), &t.owner, json!({"replicas": 3})).await;
     r.problem(StatusCode::FORBIDDEN, "quota-exceeded");
     assert_eq!(r.body["errors"][0]["field"], "max_cpus");
-    app.patch(
-        &format!("/api/v1/services/{web}"),
-        &t.owner,
-        json!({"replicas": 1}),
-    )
-    .await
-    .expect(StatusCode::ACCEPTED);
+    app.patch(&format!("/api/v1/services/{web}"), &t.owner, json!({"replicas": 1})).await.expect(StatusCode::ACCEPTED);
     // With the one application allowed in use, a second is refused.
-    app.post("/api/v1/applications", &t.owner, deploy("second"))
-        .await
-        .problem(StatusCode::FORBIDDEN, "quota-exceeded");
+    app.post("/api/v1/applications", &t.owner, deploy("second")).await.problem(StatusCode::FORBIDDEN, "quota-exceeded");
 
     // Missing fields mean unlimited.
-    app.put(&quotas, &app.admin, json!({}))
+    app.put(&quotas, &app.admin, json!({})).await.expect(StatusCode::OK);
+    app.post("/api/v1/clusters", &t.owner, json!({"name": "two", "managers": 3, "workers": 5}))
         .await
-        .expect(StatusCode::OK);
-    app.post(
-        "/api/v1/clusters",
-        &t.owner,
-        json!({"name": "two", "managers": 3, "workers": 5}),
-    )
-    .await
-    .expect(StatusCode::ACCEPTED);
+        .expect(StatusCode::ACCEPTED);
     let got = app.get(&quotas, &app.admin).await;
     assert!(got.body["quotas"]["max_clusters"].is_null());
     // Negative quotas are refused with the field named.
@@ -151,33 +84,15 @@ async fn every_quota_is_enforced_and_names_its_limit() {
 async fn concurrent_creates_cannot_overshoot_a_quota() {
     let app = TestApp::spawn().await;
     let t = app.tenant("Acme").await;
-    app.put(
-        &format!("/api/v1/admin/tenants/{}/quotas", t.id),
-        &app.admin,
-        json!({"max_clusters": 3}),
-    )
-    .await
-    .expect(StatusCode::OK);
-    let attempts = (0..12).map(|i| {
-        app.post(
-            "/api/v1/clusters",
-            &t.owner,
-            json!({"name": format!("c{i}"), "managers": 1, "workers": 0}),
-        )
-    });
-    let results = futures_util::future::join_all(attempts).await;
-    let accepted = results
-        .iter()
-        .filter(|r| r.status == StatusCode::ACCEPTED)
-        .count();
-    let refused = results
-        .iter()
-        .filter(|r| r.status == StatusCode::FORBIDDEN)
-        .count();
-    assert_eq!((accepted, refused), (3, 9));
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM clusters")
-        .fetch_one(&app.db)
+    app.put(&format!("/api/v1/admin/tenants/{}/quotas", t.id), &app.admin, json!({"max_clusters": 3}))
         .await
-        .unwrap();
+        .expect(StatusCode::OK);
+    let attempts =
+        (0..12).map(|i| app.post("/api/v1/clusters", &t.owner, json!({"name": format!("c{i}"), "managers": 1, "workers": 0})));
+    let results = futures_util::future::join_all(attempts).await;
+    let accepted = results.iter().filter(|r| r.status == StatusCode::ACCEPTED).count();
+    let refused = results.iter().filter(|r| r.status == StatusCode::FORBIDDEN).count();
+    assert_eq!((accepted, refused), (3, 9));
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM clusters").fetch_one(&app.db).await.unwrap();
     assert_eq!(n, 3);
 }

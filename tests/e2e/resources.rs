@@ -11,19 +11,11 @@ use crate::fixtures;
 async fn creating_a_cluster_writes_its_nodes_and_queues_a_job() {
     let app = TestApp::spawn().await;
     let t = app.tenant("Acme").await;
-    let r = app
-        .post(
-            "/api/v1/clusters",
-            &t.owner,
-            json!({"name": "prod", "provider": "local", "managers": 1, "workers": 2}),
-        )
-        .await;
+    let r =
+        app.post("/api/v1/clusters", &t.owner, json!({"name": "prod", "provider": "local", "managers": 1, "workers": 2})).await;
     r.expect(StatusCode::ACCEPTED);
     assert_eq!(r.body["status"], "provisioning");
-    assert_eq!(
-        (r.body["managers"].as_i64(), r.body["workers"].as_i64()),
-        (Some(1), Some(2))
-    );
+    assert_eq!((r.body["managers"].as_i64(), r.body["workers"].as_i64()), (Some(1), Some(2)));
     let job_id = r.body["job_id"].as_str().unwrap();
     let job = app.get(&format!("/api/v1/jobs/{job_id}"), &t.owner).await;
     job.expect(StatusCode::OK);
@@ -32,73 +24,40 @@ async fn creating_a_cluster_writes_its_nodes_and_queues_a_job() {
     assert_eq!(job.body["target_id"], r.body["id"]);
     assert!(!job.body["logs"].as_array().unwrap().is_empty());
 
-    let nodes = app
-        .get(&format!("/api/v1/clusters/{}/nodes", r.id()), &t.owner)
-        .await;
+    let nodes = app.get(&format!("/api/v1/clusters/{}/nodes", r.id()), &t.owner).await;
     let mut names: Vec<(String, String, String)> = nodes.body["items"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| {
-            (
-                n["name"].as_str().unwrap().into(),
-                n["role"].as_str().unwrap().into(),
-                n["state"].as_str().unwrap().into(),
-            )
-        })
+        .map(|n| (n["name"].as_str().unwrap().into(), n["role"].as_str().unwrap().into(), n["state"].as_str().unwrap().into()))
         .collect();
     names.sort();
     assert_eq!(
         names,
-        [
-            ("prod-manager-1", "manager"),
-            ("prod-worker-1", "worker"),
-            ("prod-worker-2", "worker")
-        ]
-        .map(|(n, r)| (n.to_owned(), r.to_owned(), "pending".to_owned()))
+        [("prod-manager-1", "manager"), ("prod-worker-1", "worker"), ("prod-worker-2", "worker")].map(|(n, r)| (
+            n.to_owned(),
+            r.to_owned(),
+            "pending".to_owned()
+        ))
     );
     // Names are unique per tenant.
-    app.post(
-        "/api/v1/clusters",
-        &t.owner,
-        json!({"name": "prod", "managers": 1, "workers": 0}),
-    )
-    .await
-    .problem(StatusCode::CONFLICT, "name-taken");
+    app.post("/api/v1/clusters", &t.owner, json!({"name": "prod", "managers": 1, "workers": 0}))
+        .await
+        .problem(StatusCode::CONFLICT, "name-taken");
     // Scale down marks the highest-numbered workers for removal; delete queues teardown.
-    app.patch(
-        &format!("/api/v1/clusters/{}", r.id()),
-        &t.owner,
-        json!({"workers": 1}),
-    )
-    .await
-    .expect(StatusCode::ACCEPTED);
+    app.patch(&format!("/api/v1/clusters/{}", r.id()), &t.owner, json!({"workers": 1})).await.expect(StatusCode::ACCEPTED);
     let removing: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM nodes WHERE state = 'removing'")
-            .fetch_all(&app.db)
-            .await
-            .unwrap();
+        sqlx::query_scalar("SELECT name FROM nodes WHERE state = 'removing'").fetch_all(&app.db).await.unwrap();
     assert_eq!(removing, ["prod-worker-2"]);
-    let d = app
-        .delete(&format!("/api/v1/clusters/{}", r.id()), &t.owner)
-        .await;
+    let d = app.delete(&format!("/api/v1/clusters/{}", r.id()), &t.owner).await;
     d.expect(StatusCode::ACCEPTED);
     assert_eq!(d.body["status"], "deleting");
-    app.patch(
-        &format!("/api/v1/clusters/{}", r.id()),
-        &t.owner,
-        json!({"workers": 2}),
-    )
-    .await
-    .problem(StatusCode::CONFLICT, "cluster-deleting");
+    app.patch(&format!("/api/v1/clusters/{}", r.id()), &t.owner, json!({"workers": 2}))
+        .await
+        .problem(StatusCode::CONFLICT, "cluster-deleting");
     // A tenant with clusters cannot be deleted out from under them.
-    app.delete(&format!("/api/v1/admin/tenants/{}", t.id), &app.admin)
-        .await
-        .problem(StatusCode::CONFLICT, "tenant-has-clusters");
-    let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM jobs ORDER BY id")
-        .fetch_all(&app.db)
-        .await
-        .unwrap();
+    app.delete(&format!("/api/v1/admin/tenants/{}", t.id), &app.admin).await.problem(StatusCode::CONFLICT, "tenant-has-clusters");
+    let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM jobs ORDER BY id").fetch_all(&app.db).await.unwrap();
     assert_eq!(kinds, ["cluster.create", "cluster.scale", "cluster.delete"]);
 }
 
@@ -108,125 +67,61 @@ async fn templates_are_versioned_and_applications_keep_revisions() {
     let t = app.tenant("Acme").await;
     let cluster = fixtures::cluster(&app, &t.owner).await;
     let created = app
-        .post(
-            "/api/v1/templates",
-            &t.owner,
-            json!({"name": "shop", "compose": fixtures::COMPOSE, "description": "a shop"}),
-        )
+        .post("/api/v1/templates", &t.owner, json!({"name": "shop", "compose": fixtures::COMPOSE, "description": "a shop"}))
         .await;
     created.expect(StatusCode::CREATED);
     assert_eq!(created.body["version"], 1);
     assert_eq!(created.body["services"], json!(["web", "worker"]));
-    assert_eq!(
-        created.body["variables"],
-        json!({"IMAGE": "busybox", "TAG": "1"})
-    );
+    assert_eq!(created.body["variables"], json!({"IMAGE": "busybox", "TAG": "1"}));
     let id = created.id();
 
     let v2 = fixtures::COMPOSE.replace("replicas: 2", "replicas: 4");
-    let edited = app
-        .patch(
-            &format!("/api/v1/templates/{id}"),
-            &t.owner,
-            json!({"compose": v2}),
-        )
-        .await;
+    let edited = app.patch(&format!("/api/v1/templates/{id}"), &t.owner, json!({"compose": v2})).await;
     edited.expect(StatusCode::OK);
     assert_eq!(edited.body["version"], 2);
-    app.patch(
-        &format!("/api/v1/templates/{id}"),
-        &t.owner,
-        json!({"description": "renamed"}),
-    )
-    .await
-    .expect(StatusCode::OK);
+    app.patch(&format!("/api/v1/templates/{id}"), &t.owner, json!({"description": "renamed"})).await.expect(StatusCode::OK);
     let got = app.get(&format!("/api/v1/templates/{id}"), &t.owner).await;
-    assert_eq!(
-        (
-            got.body["version"].as_i64(),
-            got.body["description"].as_str()
-        ),
-        (Some(2), Some("renamed"))
-    );
-    let versions = app
-        .get(&format!("/api/v1/templates/{id}/versions"), &t.owner)
-        .await;
+    assert_eq!((got.body["version"].as_i64(), got.body["description"].as_str()), (Some(2), Some("renamed")));
+    let versions = app.get(&format!("/api/v1/templates/{id}/versions"), &t.owner).await;
     assert_eq!(versions.body["items"].as_array().unwrap().len(), 2);
-    let v1 = app
-        .get(&format!("/api/v1/templates/{id}/versions/1"), &t.owner)
-        .await;
+    let v1 = app.get(&format!("/api/v1/templates/{id}/versions/1"), &t.owner).await;
     assert_eq!(v1.body["compose"], fixtures::COMPOSE);
-    app.get(&format!("/api/v1/templates/{id}/versions/3"), &t.owner)
-        .await
-        .problem(StatusCode::NOT_FOUND, "not-found");
+    app.get(&format!("/api/v1/templates/{id}/versions/3"), &t.owner).await.problem(StatusCode::NOT_FOUND, "not-found");
 
     // Deploy version 1 with a variable; the services follow the template.
     let a = app
-        .post("/api/v1/applications", &t.owner, json!({"name": "shop", "cluster_id": cluster, "template_id": id, "template_version": 1, "variables": {"TAG": "7"}}))
+        .post(
+            "/api/v1/applications",
+            &t.owner,
+            json!({"name": "shop", "cluster_id": cluster, "template_id": id, "template_version": 1, "variables": {"TAG": "7"}}),
+        )
         .await;
     a.expect(StatusCode::ACCEPTED);
     assert_eq!(a.body["revision"], 1);
-    let services = app
-        .get(
-            &format!("/api/v1/applications/{}/services", a.id()),
+    let services = app.get(&format!("/api/v1/applications/{}/services", a.id()), &t.owner).await;
+    let web = services.body["items"].as_array().unwrap().iter().find(|s| s["name"] == "web").unwrap().clone();
+    assert_eq!((web["image"].as_str(), web["replicas"].as_i64()), (Some("busybox:7"), Some(2)));
+    // Unknown variables are named.
+    let r = app
+        .post(
+            "/api/v1/applications",
             &t.owner,
+            json!({"name": "x", "cluster_id": cluster, "template_id": id, "variables": {"NOPE": "1"}}),
         )
         .await;
-    let web = services.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "web")
-        .unwrap()
-        .clone();
-    assert_eq!(
-        (web["image"].as_str(), web["replicas"].as_i64()),
-        (Some("busybox:7"), Some(2))
-    );
-    // Unknown variables are named.
-    let r = app.post("/api/v1/applications", &t.owner, json!({"name": "x", "cluster_id": cluster, "template_id": id, "variables": {"NOPE": "1"}})).await;
     assert_eq!(r.body["errors"][0]["field"], "variables.NOPE");
     // Redeploy on version 2: a new revision, services updated in place.
-    let up = app
-        .patch(
-            &format!("/api/v1/applications/{}", a.id()),
-            &t.owner,
-            json!({"template_version": 2}),
-        )
-        .await;
+    let up = app.patch(&format!("/api/v1/applications/{}", a.id()), &t.owner, json!({"template_version": 2})).await;
     up.expect(StatusCode::ACCEPTED);
     assert_eq!(up.body["revision"], 2);
-    let svc = app
-        .get(
-            &format!("/api/v1/services/{}", web["id"].as_str().unwrap()),
-            &t.owner,
-        )
-        .await;
-    assert_eq!(
-        (svc.body["replicas"].as_i64(), svc.body["image"].as_str()),
-        (Some(4), Some("busybox:7"))
-    );
-    let revs = app
-        .get(
-            &format!("/api/v1/applications/{}/revisions", a.id()),
-            &t.owner,
-        )
-        .await;
+    let svc = app.get(&format!("/api/v1/services/{}", web["id"].as_str().unwrap()), &t.owner).await;
+    assert_eq!((svc.body["replicas"].as_i64(), svc.body["image"].as_str()), (Some(4), Some("busybox:7")));
+    let revs = app.get(&format!("/api/v1/applications/{}/revisions", a.id()), &t.owner).await;
     assert_eq!(revs.body["items"][1]["template_version"], 2);
     assert_eq!(revs.body["items"][1]["variables"], json!({"TAG": "7"}));
     // A template in use cannot be deleted.
-    app.delete(&format!("/api/v1/templates/{id}"), &t.owner)
-        .await
-        .problem(StatusCode::CONFLICT, "template-in-use");
-    let containers = app
-        .get(
-            &format!(
-                "/api/v1/services/{}/containers",
-                web["id"].as_str().unwrap()
-            ),
-            &t.owner,
-        )
-        .await;
+    app.delete(&format!("/api/v1/templates/{id}"), &t.owner).await.problem(StatusCode::CONFLICT, "template-in-use");
+    let containers = app.get(&format!("/api/v1/services/{}/containers", web["id"].as_str().unwrap()), &t.owner).await;
     assert_eq!(containers.body, json!({"items": [], "next_cursor": null}));
 }
 
@@ -237,24 +132,13 @@ async fn lists_page_with_cursors_and_list_100_templates() {
     let mut created = Vec::new();
     for i in 0..120 {
         created.push(
-            app.post(
-                "/api/v1/templates",
-                &t.owner,
-                json!({"name": format!("t{i:03}"), "compose": fixtures::COMPOSE}),
-            )
-            .await
-            .id(),
+            app.post("/api/v1/templates", &t.owner, json!({"name": format!("t{i:03}"), "compose": fixtures::COMPOSE})).await.id(),
         );
     }
     let first = app.get("/api/v1/templates?limit=100", &t.owner).await;
     assert_eq!(first.body["items"].as_array().unwrap().len(), 100);
     let cursor = first.body["next_cursor"].as_str().unwrap();
-    let second = app
-        .get(
-            &format!("/api/v1/templates?limit=100&cursor={cursor}"),
-            &t.owner,
-        )
-        .await;
+    let second = app.get(&format!("/api/v1/templates?limit=100&cursor={cursor}"), &t.owner).await;
     assert_eq!(second.body["items"].as_array().unwrap().len(), 20);
     assert!(second.body["next_cursor"].is_null());
     let seen: Vec<uuid::Uuid> = first.body["items"]
@@ -287,15 +171,9 @@ async fn idempotency_keys_replay_instead_of_acting_twice() {
     again.expect(StatusCode::ACCEPTED);
     assert_eq!(again.body, first.body);
     assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM clusters")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM clusters").fetch_one(&app.db).await.unwrap();
     assert_eq!(n, 1);
-    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&app.db).await.unwrap();
     assert_eq!(jobs, 1);
     // The same key with another body is a mistake worth reporting.
     let other = berth_tests::Resp::from(send("k-1", "two").await.unwrap()).await;
@@ -329,32 +207,18 @@ async fn mutations_are_audited_with_actor_outcome_and_request_id() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        created.headers().get("x-request-id").unwrap(),
-        "req-abc-123"
-    );
+    assert_eq!(created.headers().get("x-request-id").unwrap(), "req-abc-123");
     let template_id = berth_tests::Resp::from(created).await.id();
-    app.post(
-        "/api/v1/templates",
-        &viewer,
-        json!({"name": "nope", "compose": fixtures::COMPOSE}),
-    )
-    .await
-    .expect(StatusCode::FORBIDDEN);
-    app.post(
-        "/api/v1/templates",
-        &t.owner,
-        json!({"name": "web", "compose": fixtures::COMPOSE}),
-    )
-    .await
-    .expect(StatusCode::CONFLICT);
+    app.post("/api/v1/templates", &viewer, json!({"name": "nope", "compose": fixtures::COMPOSE}))
+        .await
+        .expect(StatusCode::FORBIDDEN);
+    app.post("/api/v1/templates", &t.owner, json!({"name": "web", "compose": fixtures::COMPOSE}))
+        .await
+        .expect(StatusCode::CONFLICT);
 
     let log = app.get("/api/v1/audit?limit=500", &t.owner).await;
     let entries = log.body["items"].as_array().unwrap();
-    let ok = entries
-        .iter()
-        .find(|e| e["request_id"] == "req-abc-123")
-        .expect("audited with the request id");
+    let ok = entries.iter().find(|e| e["request_id"] == "req-abc-123").expect("audited with the request id");
     assert_eq!(ok["action"], "template.create");
     assert_eq!(ok["target_id"], template_id.to_string());
     assert_eq!(ok["outcome"], "success");
@@ -364,17 +228,9 @@ async fn mutations_are_audited_with_actor_outcome_and_request_id() {
     assert!(entries.iter().any(|e| e["outcome"] == "denied"
         && e["status_code"] == 403
         && e["actor_label"].as_str().unwrap().starts_with("viewer-")));
-    assert!(
-        entries
-            .iter()
-            .any(|e| e["outcome"] == "failure" && e["status_code"] == 409)
-    );
+    assert!(entries.iter().any(|e| e["outcome"] == "failure" && e["status_code"] == 409));
     // Reads are not audited; the platform admin sees every tenant's entries, including tenant creation.
-    assert!(
-        entries
-            .iter()
-            .all(|e| !e["action"].as_str().unwrap().starts_with("GET"))
-    );
+    assert!(entries.iter().all(|e| !e["action"].as_str().unwrap().starts_with("GET")));
     let all = app.get("/api/v1/audit?limit=500", &app.admin).await;
     assert!(
         all.body["items"]
@@ -395,39 +251,21 @@ async fn health_readiness_metrics_and_docs_are_served() {
     assert_eq!(ready.status(), StatusCode::OK);
     app.get("/api/v1/clusters", &app.admin).await;
     let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"berth_http_requests_total{method="GET",route="/api/v1/clusters",status="403"} 1"#), "{metrics}");
     assert!(
         metrics.contains(
-            r#"berth_http_requests_total{method="GET",route="/api/v1/clusters",status="403"} 1"#
-        ),
-        "{metrics}"
+            "berth_http_request_duration_seconds_bucket{method=\"GET\",route=\"/healthz\",status=\"200\",le=\"+Inf\"} 1"
+        )
     );
-    assert!(metrics.contains("berth_http_request_duration_seconds_bucket{method=\"GET\",route=\"/healthz\",status=\"200\",le=\"+Inf\"} 1"));
     assert!(metrics.contains("berth_jobs{state=\"queued\"} 0"));
     let docs = get("/api/docs/").await.unwrap();
     assert_eq!(docs.status(), StatusCode::OK);
-    assert!(
-        docs.text()
-            .await
-            .unwrap()
-            .to_lowercase()
-            .contains("swagger")
-    );
-    let spec: serde_json::Value = get("/api/openapi.json")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert!(docs.text().await.unwrap().to_lowercase().contains("swagger"));
+    let spec: serde_json::Value = get("/api/openapi.json").await.unwrap().json().await.unwrap();
     assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
     // Readiness follows the schema: with a migration record missing, the server is not ready.
-    sqlx::query("UPDATE _sqlx_migrations SET success = false")
-        .execute(&app.db)
-        .await
-        .unwrap();
-    assert_eq!(
-        get("/readyz").await.unwrap().status(),
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    sqlx::query("UPDATE _sqlx_migrations SET success = false").execute(&app.db).await.unwrap();
+    assert_eq!(get("/readyz").await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
 }
 
 #[tokio::test]
@@ -436,33 +274,18 @@ async fn tenants_get_unique_dns_safe_slugs_and_can_be_deleted() {
     let a = app.tenant("Acme Corp").await;
     let b = app.tenant("ACME corp!").await;
     let c = app.tenant("Acme-Corp").await;
-    assert_eq!(
-        (a.slug.as_str(), b.slug.as_str(), c.slug.as_str()),
-        ("acme-corp", "acme-corp-2", "acme-corp-3")
-    );
+    assert_eq!((a.slug.as_str(), b.slug.as_str(), c.slug.as_str()), ("acme-corp", "acme-corp-2", "acme-corp-3"));
     let list = app.get("/api/v1/admin/tenants", &app.admin).await;
     assert_eq!(list.body["items"].as_array().unwrap().len(), 3);
     fixtures::template(&app, &b.owner).await;
-    app.delete(&format!("/api/v1/admin/tenants/{}", b.id), &app.admin)
-        .await
-        .expect(StatusCode::NO_CONTENT);
-    app.get(&format!("/api/v1/admin/tenants/{}", b.id), &app.admin)
-        .await
-        .problem(StatusCode::NOT_FOUND, "not-found");
-    app.get("/api/v1/me", &b.owner)
-        .await
-        .problem(StatusCode::UNAUTHORIZED, "unauthorized");
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM templates")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    app.delete(&format!("/api/v1/admin/tenants/{}", b.id), &app.admin).await.expect(StatusCode::NO_CONTENT);
+    app.get(&format!("/api/v1/admin/tenants/{}", b.id), &app.admin).await.problem(StatusCode::NOT_FOUND, "not-found");
+    app.get("/api/v1/me", &b.owner).await.problem(StatusCode::UNAUTHORIZED, "unauthorized");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM templates").fetch_one(&app.db).await.unwrap();
     assert_eq!(left, 0);
     // Registry passwords are encrypted at rest.
     fixtures::registry(&app, &a.owner).await;
-    let sealed: Vec<u8> = sqlx::query_scalar("SELECT password_encrypted FROM registries")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let sealed: Vec<u8> = sqlx::query_scalar("SELECT password_encrypted FROM registries").fetch_one(&app.db).await.unwrap();
     assert_eq!(sealed.len(), 12 + 1 + 16, "nonce, ciphertext, tag");
     let keys = berth::crypto::Keys::from_secret(berth_tests::SECRET).unwrap();
     assert_eq!(keys.open(&sealed).unwrap(), b"p");

@@ -8,15 +8,7 @@ use uuid::Uuid;
 use crate::fixtures::{self, Objects};
 
 /// Callers, in the order of each case's expected statuses.
-const CALLERS: [&str; 7] = [
-    "anonymous",
-    "viewer",
-    "developer",
-    "admin",
-    "owner",
-    "developer API token",
-    "platform admin",
-];
+const CALLERS: [&str; 7] = ["anonymous", "viewer", "developer", "admin", "owner", "developer API token", "platform admin"];
 
 #[derive(Clone, Copy, PartialEq)]
 enum Fresh {
@@ -45,38 +37,15 @@ fn none(_: &str) -> Option<Value> {
 }
 
 fn case(method: Method, path: &'static str, expect: [u16; 7]) -> Case {
-    Case {
-        method,
-        path,
-        fresh: Fresh::No,
-        body: none,
-        expect,
-    }
+    Case { method, path, fresh: Fresh::No, body: none, expect }
 }
 
-fn with_body(
-    method: Method,
-    path: &'static str,
-    body: fn(&str) -> Option<Value>,
-    expect: [u16; 7],
-) -> Case {
-    Case {
-        method,
-        path,
-        fresh: Fresh::No,
-        body,
-        expect,
-    }
+fn with_body(method: Method, path: &'static str, body: fn(&str) -> Option<Value>, expect: [u16; 7]) -> Case {
+    Case { method, path, fresh: Fresh::No, body, expect }
 }
 
 fn fresh(method: Method, path: &'static str, fresh: Fresh, expect: [u16; 7]) -> Case {
-    Case {
-        method,
-        path,
-        fresh,
-        body: none,
-        expect,
-    }
+    Case { method, path, fresh, body: none, expect }
 }
 
 const READ: [u16; 7] = [401, 200, 200, 200, 200, 200, 403];
@@ -97,32 +66,14 @@ fn cases() -> Vec<Case> {
         with_body(
             M::POST,
             "/api/v1/users",
-            |s| {
-                Some(
-                    json!({"email": format!("new-{s}@example.test"), "password": "password-123", "role": "viewer"}),
-                )
-            },
+            |s| Some(json!({"email": format!("new-{s}@example.test"), "password": "password-123", "role": "viewer"})),
             [401, 403, 403, 201, 201, 403, 403],
         ),
         case(M::GET, "/api/v1/users/{user}", ADMIN_ONLY_READ),
-        with_body(
-            M::PATCH,
-            "/api/v1/users/{user}",
-            |_| Some(json!({"role": "developer"})),
-            [401, 403, 403, 200, 200, 403, 403],
-        ),
-        fresh(
-            M::DELETE,
-            "/api/v1/users/{fresh}",
-            Fresh::User,
-            [401, 403, 403, 204, 204, 403, 403],
-        ),
+        with_body(M::PATCH, "/api/v1/users/{user}", |_| Some(json!({"role": "developer"})), [401, 403, 403, 200, 200, 403, 403]),
+        fresh(M::DELETE, "/api/v1/users/{fresh}", Fresh::User, [401, 403, 403, 204, 204, 403, 403]),
         // tokens
-        case(
-            M::GET,
-            "/api/v1/tokens",
-            [401, 200, 200, 200, 200, 200, 200],
-        ),
+        case(M::GET, "/api/v1/tokens", [401, 200, 200, 200, 200, 200, 200]),
         with_body(
             M::POST,
             "/api/v1/tokens",
@@ -130,37 +81,18 @@ fn cases() -> Vec<Case> {
             [401, 201, 201, 201, 201, 403, 422],
         ),
         // Only the creator, owners and admins see a token: to anyone else it does not exist.
-        fresh(
-            M::DELETE,
-            "/api/v1/tokens/{fresh}",
-            Fresh::Token,
-            [401, 404, 404, 204, 204, 404, 404],
-        ),
+        fresh(M::DELETE, "/api/v1/tokens/{fresh}", Fresh::Token, [401, 404, 404, 204, 204, 404, 404]),
         // clusters and nodes
         case(M::GET, "/api/v1/clusters", READ),
         with_body(
             M::POST,
             "/api/v1/clusters",
-            |s| {
-                Some(
-                    json!({"name": format!("c-{s}"), "provider": "local", "managers": 1, "workers": 0}),
-                )
-            },
+            |s| Some(json!({"name": format!("c-{s}"), "provider": "local", "managers": 1, "workers": 0})),
             ADMIN_WRITE_202,
         ),
         case(M::GET, "/api/v1/clusters/{cluster}", READ),
-        with_body(
-            M::PATCH,
-            "/api/v1/clusters/{cluster}",
-            |_| Some(json!({"workers": 2})),
-            ADMIN_WRITE_202,
-        ),
-        fresh(
-            M::DELETE,
-            "/api/v1/clusters/{fresh}",
-            Fresh::Cluster,
-            ADMIN_WRITE_202,
-        ),
+        with_body(M::PATCH, "/api/v1/clusters/{cluster}", |_| Some(json!({"workers": 2})), ADMIN_WRITE_202),
+        fresh(M::DELETE, "/api/v1/clusters/{fresh}", Fresh::Cluster, ADMIN_WRITE_202),
         case(M::GET, "/api/v1/clusters/{cluster}/nodes", READ),
         case(M::GET, "/api/v1/nodes/{node}", READ),
         with_body(
@@ -184,12 +116,7 @@ fn cases() -> Vec<Case> {
             |_| Some(json!({"description": "edited"})),
             [401, 403, 200, 200, 200, 200, 403],
         ),
-        fresh(
-            M::DELETE,
-            "/api/v1/templates/{fresh}",
-            Fresh::Template,
-            DEV_DELETE,
-        ),
+        fresh(M::DELETE, "/api/v1/templates/{fresh}", Fresh::Template, DEV_DELETE),
         case(M::GET, "/api/v1/templates/{template}/versions", READ),
         case(M::GET, "/api/v1/templates/{template}/versions/1", READ),
         // registries and images
@@ -201,50 +128,20 @@ fn cases() -> Vec<Case> {
             [401, 403, 403, 201, 201, 403, 403],
         ),
         case(M::GET, "/api/v1/registries/{registry}", READ),
-        fresh(
-            M::DELETE,
-            "/api/v1/registries/{fresh}",
-            Fresh::Registry,
-            [401, 403, 403, 204, 204, 403, 403],
-        ),
+        fresh(M::DELETE, "/api/v1/registries/{fresh}", Fresh::Registry, [401, 403, 403, 204, 204, 403, 403]),
         case(M::GET, "/api/v1/images", READ),
-        with_body(
-            M::POST,
-            "/api/v1/images",
-            |s| Some(json!({"repository": format!("img-{s}")})),
-            DEV_CREATE,
-        ),
+        with_body(M::POST, "/api/v1/images", |s| Some(json!({"repository": format!("img-{s}")})), DEV_CREATE),
         case(M::GET, "/api/v1/images/{image}", READ),
-        fresh(
-            M::DELETE,
-            "/api/v1/images/{fresh}",
-            Fresh::Image,
-            DEV_DELETE,
-        ),
+        fresh(M::DELETE, "/api/v1/images/{fresh}", Fresh::Image, DEV_DELETE),
         // applications, services, containers
         case(M::GET, "/api/v1/applications", READ),
         case(M::GET, "/api/v1/applications/{application}", READ),
-        with_body(
-            M::PATCH,
-            "/api/v1/applications/{application}",
-            |_| Some(json!({"variables": {"TAG": "2"}})),
-            DEV_WRITE_202,
-        ),
-        fresh(
-            M::DELETE,
-            "/api/v1/applications/{fresh}",
-            Fresh::Application,
-            DEV_WRITE_202,
-        ),
+        with_body(M::PATCH, "/api/v1/applications/{application}", |_| Some(json!({"variables": {"TAG": "2"}})), DEV_WRITE_202),
+        fresh(M::DELETE, "/api/v1/applications/{fresh}", Fresh::Application, DEV_WRITE_202),
         case(M::GET, "/api/v1/applications/{application}/revisions", READ),
         case(M::GET, "/api/v1/applications/{application}/services", READ),
         case(M::GET, "/api/v1/services/{service}", READ),
-        with_body(
-            M::PATCH,
-            "/api/v1/services/{service}",
-            |_| Some(json!({"replicas": 3})),
-            DEV_WRITE_202,
-        ),
+        with_body(M::PATCH, "/api/v1/services/{service}", |_| Some(json!({"replicas": 3})), DEV_WRITE_202),
         case(M::GET, "/api/v1/services/{service}/containers", READ),
         // jobs and audit
         case(M::GET, "/api/v1/jobs", READ),
@@ -264,25 +161,10 @@ fn cases() -> Vec<Case> {
         ),
         case(M::GET, "/api/v1/admin/tenants/{tenant}", PLATFORM),
         case(M::GET, "/api/v1/admin/tenants/{tenant}/quotas", PLATFORM),
-        with_body(
-            M::PUT,
-            "/api/v1/admin/tenants/{tenant}/quotas",
-            |_| Some(json!({})),
-            PLATFORM,
-        ),
-        fresh(
-            M::POST,
-            "/api/v1/admin/tenants/{fresh}/suspend",
-            Fresh::Tenant,
-            PLATFORM,
-        ),
+        with_body(M::PUT, "/api/v1/admin/tenants/{tenant}/quotas", |_| Some(json!({})), PLATFORM),
+        fresh(M::POST, "/api/v1/admin/tenants/{fresh}/suspend", Fresh::Tenant, PLATFORM),
         case(M::POST, "/api/v1/admin/tenants/{tenant}/resume", PLATFORM),
-        fresh(
-            M::DELETE,
-            "/api/v1/admin/tenants/{fresh}",
-            Fresh::Tenant,
-            [401, 403, 403, 403, 403, 403, 204],
-        ),
+        fresh(M::DELETE, "/api/v1/admin/tenants/{fresh}", Fresh::Tenant, [401, 403, 403, 403, 403, 403, 204]),
     ]
 }
 
@@ -293,18 +175,9 @@ async fn make_fresh(app: &TestApp, owner: &str, objects: &Objects, kind: Fresh) 
         Fresh::Template => fixtures::template(app, owner).await,
         Fresh::Registry => fixtures::registry(app, owner).await,
         Fresh::Image => fixtures::image(app, owner).await,
-        Fresh::Application => {
-            fixtures::application(app, owner, objects.cluster, objects.template).await
-        }
+        Fresh::Application => fixtures::application(app, owner, objects.cluster, objects.template).await,
         Fresh::User => fixtures::tenant_user(app, owner).await,
-        Fresh::Token => app
-            .post(
-                "/api/v1/tokens",
-                owner,
-                json!({"name": "doomed", "role": "viewer"}),
-            )
-            .await
-            .id(),
+        Fresh::Token => app.post("/api/v1/tokens", owner, json!({"name": "doomed", "role": "viewer"})).await.id(),
         Fresh::Tenant => app.tenant("Doomed").await.id,
     }
 }
@@ -345,14 +218,7 @@ async fn every_role_gets_exactly_the_expected_status_on_every_endpoint() {
             let fresh = make_fresh(&app, &t.owner, &objects, case.fresh).await;
             let path = fill(case.path, t.id, &objects, fresh);
             let suffix = Uuid::new_v4().simple().to_string()[..10].to_owned();
-            let r = app
-                .call(
-                    case.method.clone(),
-                    &path,
-                    caller.as_deref(),
-                    (case.body)(&suffix),
-                )
-                .await;
+            let r = app.call(case.method.clone(), &path, caller.as_deref(), (case.body)(&suffix)).await;
             if r.status.as_u16() != case.expect[i] {
                 failures.push(format!(
                     "{} {} as {}: expected {}, got {} ({})",
@@ -368,10 +234,5 @@ async fn every_role_gets_exactly_the_expected_status_on_every_endpoint() {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 }

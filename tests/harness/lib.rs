@@ -63,17 +63,10 @@ rm -rf "$D""#,
         );
         let mut cmd = Command::new("sh");
         let as_postgres = nix::unistd::Uid::effective().is_root();
-        cmd.arg("-c")
-            .arg(script)
-            .env("D", &dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.arg("-c").arg(script).env("D", &dir).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
         // PostgreSQL refuses to run as root; as root, run it as the `postgres` user Debian's package makes.
         if as_postgres {
-            let user = nix::unistd::User::from_name("postgres")
-                .unwrap()
-                .expect("the postgres system user");
+            let user = nix::unistd::User::from_name("postgres").unwrap().expect("the postgres system user");
             nix::unistd::chown(&dir, Some(user.uid), Some(user.gid)).unwrap();
             std::os::unix::process::CommandExt::uid(&mut cmd, user.uid.as_raw());
             std::os::unix::process::CommandExt::gid(&mut cmd, user.gid.as_raw());
@@ -85,25 +78,17 @@ rm -rf "$D""#,
         while !socket.exists() {
             if Instant::now() > deadline {
                 let mut log = String::new();
-                let _ = std::fs::File::open(dir.join("postgres.log"))
-                    .and_then(|mut f| f.read_to_string(&mut log));
+                let _ = std::fs::File::open(dir.join("postgres.log")).and_then(|mut f| f.read_to_string(&mut log));
                 panic!("test PostgreSQL did not start: {log}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        PgServer {
-            socket_dir: dir,
-            _guard: child,
-        }
+        PgServer { socket_dir: dir, _guard: child }
     })
 }
 
 pub fn connect_options(db: &str) -> PgConnectOptions {
-    PgConnectOptions::new()
-        .socket(&server().socket_dir)
-        .username("berth")
-        .database(db)
-        .disable_statement_logging()
+    PgConnectOptions::new().socket(&server().socket_dir).username("berth").database(db).disable_statement_logging()
 }
 
 /// Creates a migrated database for one test, cloned from a template migrated once per process.
@@ -111,28 +96,16 @@ pub async fn fresh_database() -> (String, PgPool) {
     TEMPLATE_READY
         .get_or_init(|| async {
             let mut admin = connect_admin().await;
-            sqlx::query("CREATE DATABASE berth_template")
-                .execute(&mut admin)
-                .await
-                .unwrap();
-            let pool = PgPool::connect_with(connect_options("berth_template"))
-                .await
-                .unwrap();
+            sqlx::query("CREATE DATABASE berth_template").execute(&mut admin).await.unwrap();
+            let pool = PgPool::connect_with(connect_options("berth_template")).await.unwrap();
             berth::db::migrate(&pool).await.unwrap();
             pool.close().await;
         })
         .await;
     let name = format!("t_{}", Uuid::new_v4().simple());
     let mut admin = connect_admin().await;
-    sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE berth_template"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(10)
-        .connect_with(connect_options(&name))
-        .await
-        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE berth_template")).execute(&mut admin).await.unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(10).connect_with(connect_options(&name)).await.unwrap();
     (name, pool)
 }
 
@@ -157,20 +130,11 @@ pub struct TestApp {
 
 pub fn serve_config(max_body: usize) -> ServeConfig {
     ServeConfig {
-        db: DbConfig {
-            database_url: None,
-            data_dir: std::env::temp_dir(),
-            postgres_bin: None,
-            db_pool_size: Some(10),
-        },
+        db: DbConfig { database_url: None, data_dir: std::env::temp_dir(), postgres_bin: None, db_pool_size: Some(10) },
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_email: Some(ADMIN_EMAIL.to_owned()),
         admin_password: Some(ADMIN_PASSWORD.to_owned()),
-        security: SecurityConfig {
-            secret: Some(SECRET.to_owned()),
-            access_token_ttl_secs: 900,
-            refresh_token_ttl_secs: 3600,
-        },
+        security: SecurityConfig { secret: Some(SECRET.to_owned()), access_token_ttl_secs: 900, refresh_token_ttl_secs: 3600 },
         max_body_bytes: max_body,
     }
 }
@@ -186,20 +150,10 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
-            axum::serve(listener, berth::api::router(state))
-                .await
-                .unwrap();
+            axum::serve(listener, berth::api::router(state)).await.unwrap();
         });
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        let mut app = TestApp {
-            base: format!("http://{addr}"),
-            db: pool,
-            http,
-            admin: String::new(),
-        };
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        let mut app = TestApp { base: format!("http://{addr}"), db: pool, http, admin: String::new() };
         app.admin = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
         app
     }
@@ -209,13 +163,7 @@ impl TestApp {
     }
 
     /// Sends a request; `body` is sent as JSON when present.
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Resp {
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
         let mut req = self.http.request(method, self.url(path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -233,8 +181,7 @@ impl TestApp {
         self.call(Method::POST, path, Some(token), Some(body)).await
     }
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> Resp {
-        self.call(Method::PATCH, path, Some(token), Some(body))
-            .await
+        self.call(Method::PATCH, path, Some(token), Some(body)).await
     }
     pub async fn put(&self, path: &str, token: &str, body: Value) -> Resp {
         self.call(Method::PUT, path, Some(token), Some(body)).await
@@ -244,14 +191,7 @@ impl TestApp {
     }
 
     pub async fn login(&self, email: &str, password: &str) -> String {
-        let r = self
-            .call(
-                Method::POST,
-                "/api/v1/auth/login",
-                None,
-                Some(json!({"email": email, "password": password})),
-            )
-            .await;
+        let r = self.call(Method::POST, "/api/v1/auth/login", None, Some(json!({"email": email, "password": password}))).await;
         r.expect(StatusCode::OK);
         r.body["access_token"].as_str().unwrap().to_owned()
     }
@@ -260,43 +200,25 @@ impl TestApp {
     pub async fn tenant(&self, name: &str) -> Tenant {
         let email = format!("owner@{}.test", Uuid::new_v4().simple());
         let r = self
-            .post(
-                "/api/v1/admin/tenants",
-                &self.admin,
-                json!({"name": name, "owner_email": email, "owner_password": PASSWORD}),
-            )
+            .post("/api/v1/admin/tenants", &self.admin, json!({"name": name, "owner_email": email, "owner_password": PASSWORD}))
             .await;
         r.expect(StatusCode::CREATED);
         let owner = self.login(&email, PASSWORD).await;
-        Tenant {
-            id: r.id(),
-            slug: r.body["slug"].as_str().unwrap().to_owned(),
-            owner,
-        }
+        Tenant { id: r.id(), slug: r.body["slug"].as_str().unwrap().to_owned(), owner }
     }
 
     /// Adds a user with `role` to the owner's tenant and returns its access token.
     pub async fn user(&self, owner: &str, role: &str) -> String {
         let email = format!("{role}-{}@example.test", Uuid::new_v4().simple());
-        self.post(
-            "/api/v1/users",
-            owner,
-            json!({"email": email, "password": PASSWORD, "role": role}),
-        )
-        .await
-        .expect(StatusCode::CREATED);
+        self.post("/api/v1/users", owner, json!({"email": email, "password": PASSWORD, "role": role}))
+            .await
+            .expect(StatusCode::CREATED);
         self.login(&email, PASSWORD).await
     }
 
     /// Creates an API token with `role` and returns its secret.
     pub async fn api_token(&self, creator: &str, role: &str) -> String {
-        let r = self
-            .post(
-                "/api/v1/tokens",
-                creator,
-                json!({"name": format!("ci-{role}"), "role": role}),
-            )
-            .await;
+        let r = self.post("/api/v1/tokens", creator, json!({"name": format!("ci-{role}"), "role": role})).await;
         r.expect(StatusCode::CREATED);
         r.body["token"].as_str().unwrap().to_owned()
     }
@@ -323,10 +245,7 @@ impl TestApp {
             "jobs",
             "events",
         ] {
-            let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
-                .fetch_one(&self.db)
-                .await
-                .unwrap();
+            let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}")).fetch_one(&self.db).await.unwrap();
             out.push((table.to_owned(), n));
         }
         out
@@ -353,29 +272,15 @@ impl Resp {
     pub async fn from(r: reqwest::Response) -> Resp {
         let status = r.status();
         let headers = r.headers().clone();
-        let content_type = headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let text = r.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp {
-            status,
-            content_type,
-            headers,
-            body,
-            text,
-        }
+        Resp { status, content_type, headers, body, text }
     }
 
     #[track_caller]
     pub fn expect(&self, status: StatusCode) -> &Self {
-        assert_eq!(
-            self.status, status,
-            "unexpected status; body: {}",
-            self.text
-        );
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
         self
     }
 
@@ -383,32 +288,17 @@ impl Resp {
     #[track_caller]
     pub fn problem(&self, status: StatusCode, kind: &str) -> &Self {
         self.expect(status);
-        assert_eq!(
-            self.content_type, "application/problem+json",
-            "body: {}",
-            self.text
-        );
+        assert_eq!(self.content_type, "application/problem+json", "body: {}", self.text);
         for field in ["type", "title", "status", "detail"] {
-            assert!(
-                !self.body[field].is_null(),
-                "problem lacks `{field}`: {}",
-                self.text
-            );
+            assert!(!self.body[field].is_null(), "problem lacks `{field}`: {}", self.text);
         }
         assert_eq!(self.body["status"], status.as_u16());
         let t = self.body["type"].as_str().unwrap();
-        assert!(
-            t.ends_with(kind),
-            "problem type {t} does not end with {kind}; body: {}",
-            self.text
-        );
+        assert!(t.ends_with(kind), "problem type {t} does not end with {kind}; body: {}", self.text);
         self
     }
 
     pub fn id(&self) -> Uuid {
-        self.body["id"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no id in {}", self.text))
+        self.body["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no id in {}", self.text))
     }
 }

@@ -7,27 +7,17 @@ use uuid::Uuid;
 
 /// Creates the platform admin when none exists yet. Later starts leave existing users alone, so changing
 /// the variables never resets a password that was changed through the API.
-pub async fn ensure_platform_admin(
-    db: &PgPool,
-    email: Option<&str>,
-    password: Option<&str>,
-) -> anyhow::Result<()> {
+pub async fn ensure_platform_admin(db: &PgPool, email: Option<&str>, password: Option<&str>) -> anyhow::Result<()> {
     let mut tx = db.begin().await?;
     // Serialises concurrent first starts of several Berth processes.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('berth.bootstrap'))")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('berth.bootstrap'))").execute(&mut *tx).await?;
     let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE role = 'platform_admin')")
-            .fetch_one(&mut *tx)
-            .await?;
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE role = 'platform_admin')").fetch_one(&mut *tx).await?;
     if exists {
         return Ok(());
     }
     let (Some(email), Some(password)) = (email, password) else {
-        tracing::warn!(
-            "no platform admin exists: set BERTH_ADMIN_EMAIL and BERTH_ADMIN_PASSWORD and restart to create one"
-        );
+        tracing::warn!("no platform admin exists: set BERTH_ADMIN_EMAIL and BERTH_ADMIN_PASSWORD and restart to create one");
         return Ok(());
     };
     if crate::domain::validate::email("BERTH_ADMIN_EMAIL", email).is_err() {

@@ -33,9 +33,7 @@ pub struct DbConfig {
 impl DbConfig {
     pub fn pool_size(&self) -> u32 {
         self.db_pool_size.unwrap_or_else(|| {
-            let cpus = std::thread::available_parallelism()
-                .map(|n| n.get() as u32)
-                .unwrap_or(2);
+            let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2);
             (cpus * 2).max(4)
         })
     }
@@ -65,6 +63,17 @@ pub struct ServeConfig {
     /// Largest request body accepted, in bytes; larger bodies get 413.
     #[arg(long, env = "BERTH_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+}
+
+/// Settings of `berth worker`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerConfig {
+    #[command(flatten)]
+    pub db: DbConfig,
+
+    /// The master secret (the same as the API servers'), to open cluster keys and tokens.
+    #[arg(long, env = "BERTH_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
 }
 
 /// Secrets and token lifetimes.

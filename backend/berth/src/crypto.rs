@@ -38,11 +38,7 @@ impl Keys {
         let mut nonce = [0u8; 12];
         rand::thread_rng().fill_bytes(&mut nonce);
         let mut out = nonce.to_vec();
-        out.extend(
-            self.at_rest
-                .encrypt(&Nonce::from(nonce), plaintext)
-                .expect("AES-GCM encryption cannot fail"),
-        );
+        out.extend(self.at_rest.encrypt(&Nonce::from(nonce), plaintext).expect("AES-GCM encryption cannot fail"));
         out
     }
 

@@ -26,13 +26,11 @@ impl Database {
     pub async fn open(cfg: &DbConfig) -> anyhow::Result<Self> {
         let (options, embedded) = match &cfg.database_url {
             Some(url) => {
-                let opts = PgConnectOptions::from_str(url)
-                    .context("BERTH_DATABASE_URL is not a valid Postgres URL")?;
+                let opts = PgConnectOptions::from_str(url).context("BERTH_DATABASE_URL is not a valid Postgres URL")?;
                 (opts.disable_statement_logging(), None)
             }
             None => {
-                let pg =
-                    EmbeddedPostgres::start(&cfg.data_dir, cfg.postgres_bin.as_deref()).await?;
+                let pg = EmbeddedPostgres::start(&cfg.data_dir, cfg.postgres_bin.as_deref()).await?;
                 (pg.connect_options(), Some(pg))
             }
         };
@@ -74,19 +72,12 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 
 /// Whether every migration this binary knows has been applied (and none failed half-way).
 pub async fn migrations_done(pool: &PgPool) -> anyhow::Result<bool> {
-    let table_exists: bool =
-        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-            .fetch_one(pool)
-            .await?;
+    let table_exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(pool).await?;
     if !table_exists {
         return Ok(false);
     }
     let applied: HashSet<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-            .fetch_all(pool)
-            .await?
-            .into_iter()
-            .collect();
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(pool).await?.into_iter().collect();
     Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
 }
 

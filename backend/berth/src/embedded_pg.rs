@@ -41,8 +41,7 @@ impl EmbeddedPostgres {
                 bail!("{INSTALL_HINT} (looked in {})", bin.display());
             }
         }
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
         let run_as = RunAs::detect()?;
         let data_dir = run_as.reachable_home(&data_dir.canonicalize()?)?;
         let pgdata = data_dir.join("postgres");
@@ -64,10 +63,7 @@ impl EmbeddedPostgres {
                 .await
                 .context("running initdb")?;
             if !out.status.success() {
-                bail!(
-                    "initdb failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
+                bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim());
             }
         }
 
@@ -76,10 +72,7 @@ impl EmbeddedPostgres {
         stop_stale_postmaster(&pgdata).await;
 
         let log_path = data_dir.join("postgres.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
         run_as.own(&log_path)?;
         let child = run_as
             .command(bin.join("postgres"))
@@ -87,12 +80,7 @@ impl EmbeddedPostgres {
             .arg(&pgdata)
             .arg("-k")
             .arg(&socket_dir)
-            .args([
-                "-c",
-                "listen_addresses=",
-                "-c",
-                "unix_socket_permissions=0700",
-            ])
+            .args(["-c", "listen_addresses=", "-c", "unix_socket_permissions=0700"])
             .args(["-c", "max_connections=200", "-c", "fsync=on"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -115,11 +103,7 @@ impl EmbeddedPostgres {
     }
 
     fn options_for(&self, database: &str) -> PgConnectOptions {
-        PgConnectOptions::new()
-            .socket(&self.socket_dir)
-            .username(SUPERUSER)
-            .database(database)
-            .disable_statement_logging()
+        PgConnectOptions::new().socket(&self.socket_dir).username(SUPERUSER).database(database).disable_statement_logging()
     }
 
     async fn wait_ready(&mut self, log_path: &Path) -> anyhow::Result<()> {
@@ -128,34 +112,22 @@ impl EmbeddedPostgres {
             if let Some(status) = self.child.try_wait()? {
                 let log = std::fs::read_to_string(log_path).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                bail!(
-                    "embedded postgres exited ({status}): {}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                );
+                bail!("embedded postgres exited ({status}): {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "));
             }
-            if let Ok(mut conn) =
-                sqlx::PgConnection::connect_with(&self.options_for("postgres")).await
-            {
-                let exists: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
-                )
-                .bind(DATABASE)
-                .fetch_one(&mut conn)
-                .await?;
+            if let Ok(mut conn) = sqlx::PgConnection::connect_with(&self.options_for("postgres")).await {
+                let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                    .bind(DATABASE)
+                    .fetch_one(&mut conn)
+                    .await?;
                 if !exists {
                     // Identifiers cannot be bound; DATABASE is a constant.
-                    sqlx::query("CREATE DATABASE berth")
-                        .execute(&mut conn)
-                        .await?;
+                    sqlx::query("CREATE DATABASE berth").execute(&mut conn).await?;
                 }
                 conn.close().await.ok();
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!(
-                    "embedded postgres did not accept connections within 60 s (see {})",
-                    log_path.display()
-                );
+                bail!("embedded postgres did not accept connections within 60 s (see {})", log_path.display());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -166,10 +138,7 @@ impl EmbeddedPostgres {
         if let Some(pid) = self.child.id() {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
         }
-        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.is_err() {
             let _ = self.child.kill().await;
         }
     }
@@ -201,11 +170,7 @@ async fn stop_stale_postmaster(pgdata: &Path) {
     let Ok(pidfile) = std::fs::read_to_string(pgdata.join("postmaster.pid")) else {
         return;
     };
-    let Some(pid) = pidfile
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse::<i32>().ok())
-    else {
+    let Some(pid) = pidfile.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else {
         return;
     };
     // Only a live postgres whose command line names this data directory is ours to stop.
@@ -232,9 +197,8 @@ impl RunAs {
         if !Uid::effective().is_root() {
             return Ok(RunAs(None));
         }
-        let user = User::from_name("postgres")?.with_context(|| {
-            format!("{INSTALL_HINT}; as root the embedded server needs the `postgres` system user")
-        })?;
+        let user = User::from_name("postgres")?
+            .with_context(|| format!("{INSTALL_HINT}; as root the embedded server needs the `postgres` system user"))?;
         Ok(RunAs(Some(user)))
     }
 
@@ -268,8 +232,7 @@ impl RunAs {
 
     fn own(&self, path: &Path) -> anyhow::Result<()> {
         if let Some(user) = &self.0 {
-            chown(path, Some(user.uid), Some(user.gid))
-                .with_context(|| format!("giving {} to user postgres", path.display()))?;
+            chown(path, Some(user.uid), Some(user.gid)).with_context(|| format!("giving {} to user postgres", path.display()))?;
         }
         Ok(())
     }

@@ -25,14 +25,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            kind,
-            detail: detail.into(),
-            errors: Vec::new(),
-            location: None,
-            source: None,
-        }
+        ApiError { status, kind, detail: detail.into(), errors: Vec::new(), location: None, source: None }
     }
 
     pub fn unauthorized(detail: impl Into<String>) -> Self {
@@ -45,11 +38,7 @@ impl ApiError {
 
     /// The object does not exist *for this caller*: also what another tenant's object looks like.
     pub fn not_found(what: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            format!("{what} not found"),
-        )
+        Self::new(StatusCode::NOT_FOUND, "not-found", format!("{what} not found"))
     }
 
     pub fn conflict(kind: &'static str, detail: impl Into<String>) -> Self {
@@ -62,23 +51,12 @@ impl ApiError {
 
     /// A 422 naming one invalid field.
     pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
-        Self::invalid_fields(vec![FieldError {
-            field: field.to_owned(),
-            message: message.into(),
-        }])
+        Self::invalid_fields(vec![FieldError { field: field.to_owned(), message: message.into() }])
     }
 
     pub fn invalid_fields(errors: Vec<FieldError>) -> Self {
-        let detail = errors
-            .iter()
-            .map(|e| format!("{}: {}", e.field, e.message))
-            .collect::<Vec<_>>()
-            .join("; ");
-        let mut e = Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation-failed",
-            detail,
-        );
+        let detail = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
+        let mut e = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed", detail);
         e.errors = errors;
         e
     }
@@ -86,19 +64,12 @@ impl ApiError {
     /// Over a tenant quota. Kubernetes answers exceeded quotas with 403 too; `type` tells them apart.
     pub fn quota_exceeded(limit: &str, detail: impl Into<String>) -> Self {
         let mut e = Self::new(StatusCode::FORBIDDEN, "quota-exceeded", detail);
-        e.errors = vec![FieldError {
-            field: limit.to_owned(),
-            message: "quota exceeded".to_owned(),
-        }];
+        e.errors = vec![FieldError { field: limit.to_owned(), message: "quota exceeded".to_owned() }];
         e
     }
 
     pub fn internal(source: impl Into<anyhow::Error>) -> Self {
-        let mut e = Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "an internal error occurred; see the server log",
-        );
+        let mut e = Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an internal error occurred; see the server log");
         e.source = Some(source.into());
         e
     }
@@ -138,10 +109,7 @@ impl IntoResponse for ApiError {
 pub fn problem_response(status: StatusCode, problem: &Problem) -> Response {
     let body = serde_json::to_vec(problem).unwrap_or_default();
     let mut resp = (status, body).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
     resp
 }
 
@@ -151,26 +119,16 @@ impl From<sqlx::Error> for ApiError {
             // Named constraints are the schema's promises; breaking one is the caller's conflict, not a 500.
             match db.kind() {
                 sqlx::error::ErrorKind::UniqueViolation => {
-                    return ApiError::conflict(
-                        "already-exists",
-                        "an object with that name already exists",
-                    );
+                    return ApiError::conflict("already-exists", "an object with that name already exists");
                 }
                 sqlx::error::ErrorKind::ForeignKeyViolation => {
-                    return ApiError::conflict(
-                        "in-use",
-                        "the object is referenced by, or refers to, another that prevents this",
-                    );
+                    return ApiError::conflict("in-use", "the object is referenced by, or refers to, another that prevents this");
                 }
                 _ => {}
             }
         }
         if matches!(e, sqlx::Error::PoolTimedOut) {
-            let mut err = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the database is busy; retry",
-            );
+            let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database is busy; retry");
             err.source = Some(e.into());
             return err;
         }

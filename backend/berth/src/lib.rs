@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
+pub mod clusters;
 pub mod config;
 pub mod crypto;
 pub mod db;
@@ -11,7 +12,10 @@ pub mod domain;
 pub mod embedded_pg;
 pub mod error;
 pub mod jobs;
+pub mod pki;
+pub mod providers;
 pub mod serve;
 pub mod state;
+pub mod swarm;
 pub mod telemetry;
 pub mod worker;

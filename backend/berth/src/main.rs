@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use berth::config::{DbConfig, LogFormat, ServeConfig};
+use berth::config::{DbConfig, LogFormat, ServeConfig, WorkerConfig};
 use berth::db::Database;
 use clap::{Parser, Subcommand};
 
@@ -12,11 +12,7 @@ use clap::{Parser, Subcommand};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(
-    name = "berth",
-    version,
-    about = "Multi-tenant Containers-as-a-Service on Docker Swarm"
-)]
+#[command(name = "berth", version, about = "Multi-tenant Containers-as-a-Service on Docker Swarm")]
 struct Cli {
     /// Log format.
     #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -31,7 +27,7 @@ enum Command {
     /// Run the API (and, in later versions, the console, workers and reconcilers) in one process.
     Serve(ServeConfig),
     /// Run only job workers, sharing the queue with other Berth processes.
-    Worker(DbConfig),
+    Worker(WorkerConfig),
     /// Apply database migrations and exit.
     Migrate(DbConfig),
     /// Print the OpenAPI document (JSON) and exit.
@@ -56,8 +52,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(cfg) => berth::serve::run(cfg).await,
         Command::Worker(cfg) => {
-            let database = Database::open(&cfg).await?;
-            let result = berth::worker::run(&database.pool, berth::serve::shutdown_signal()).await;
+            let secret = berth::crypto::load_or_create_secret(cfg.secret.as_deref(), &cfg.db.data_dir)?;
+            let keys = berth::crypto::Keys::from_secret(&secret)?;
+            let database = Database::open(&cfg.db).await?;
+            let env = berth::clusters::WorkerEnv::new(keys, cfg.db.data_dir.clone());
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                berth::serve::shutdown_signal().await;
+                let _ = stop.send(true);
+            });
+            let result = berth::worker::run(database.pool.clone(), env, stopped).await;
             database.close().await;
             result
         }

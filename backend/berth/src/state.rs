@@ -21,13 +21,7 @@ pub struct Inner {
 
 impl AppState {
     pub fn new(db: PgPool, keys: Keys, security: SecurityConfig, max_body_bytes: usize) -> Self {
-        AppState(Arc::new(Inner {
-            db,
-            keys,
-            security,
-            metrics: Metrics::default(),
-            max_body_bytes,
-        }))
+        AppState(Arc::new(Inner { db, keys, security, metrics: Metrics::default(), max_body_bytes }))
     }
 }
 

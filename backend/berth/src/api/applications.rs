@@ -8,9 +8,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use berth_types::{
-    Application, ApplicationRevision, ApplicationStatus, ClusterStatus, Container,
-    CreateApplication, Page, Problem, Role, Service, ServiceStatus, UpdateApplication,
-    UpdateService,
+    Application, ApplicationRevision, ApplicationStatus, ClusterStatus, Container, CreateApplication, Page, Problem, Role,
+    Service, ServiceStatus, UpdateApplication, UpdateService,
 };
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -59,24 +58,14 @@ impl AppRow {
     }
 }
 
-const APP_COLUMNS: &str =
-    "id, name, cluster_id, template_id, status, current_revision, created_at, updated_at";
+const APP_COLUMNS: &str = "id, name, cluster_id, template_id, status, current_revision, created_at, updated_at";
 
-async fn load_app(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    id: Uuid,
-    lock: bool,
-) -> ApiResult<AppRow> {
+async fn load_app(conn: &mut PgConnection, tenant: Uuid, id: Uuid, lock: bool) -> ApiResult<AppRow> {
     let sql = format!(
         "SELECT {APP_COLUMNS} FROM applications WHERE tenant_id = $1 AND id = $2{}",
         if lock { " FOR UPDATE" } else { "" }
     );
-    let row: Option<AppRow> = sqlx::query_as(&sql)
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
+    let row: Option<AppRow> = sqlx::query_as(&sql).bind(tenant).bind(id).fetch_optional(conn).await?;
     row.ok_or_else(|| ApiError::not_found("application"))
 }
 
@@ -97,31 +86,19 @@ async fn plan_revision(
     .bind(cluster_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let (status, nodes) =
-        cluster.ok_or_else(|| ApiError::invalid_field("cluster_id", "no such cluster"))?;
+    let (status, nodes) = cluster.ok_or_else(|| ApiError::invalid_field("cluster_id", "no such cluster"))?;
     if status == ClusterStatus::Deleting.as_str() {
-        return Err(ApiError::conflict(
-            "cluster-deleting",
-            "the cluster is being deleted",
-        ));
+        return Err(ApiError::conflict("cluster-deleting", "the cluster is being deleted"));
     }
-    let template = load_version(conn, tenant, template_id, version)
-        .await
-        .map_err(|e| {
-            if e.status == StatusCode::NOT_FOUND {
-                ApiError::invalid_field("template_version", "no such template version")
-            } else {
-                e
-            }
-        })?;
-    if let Some(unknown) = variables
-        .keys()
-        .find(|k| !template.variables.contains_key(*k))
-    {
-        return Err(ApiError::invalid_field(
-            &format!("variables.{unknown}"),
-            "the template does not use this variable",
-        ));
+    let template = load_version(conn, tenant, template_id, version).await.map_err(|e| {
+        if e.status == StatusCode::NOT_FOUND {
+            ApiError::invalid_field("template_version", "no such template version")
+        } else {
+            e
+        }
+    })?;
+    if let Some(unknown) = variables.keys().find(|k| !template.variables.contains_key(*k)) {
+        return Err(ApiError::invalid_field(&format!("variables.{unknown}"), "the template does not use this variable"));
     }
     let text = compose::interpolate(&template.compose, variables)?;
     compose::plan(&text, nodes)
@@ -129,21 +106,13 @@ async fn plan_revision(
 
 fn totals(plans: &[ServicePlan]) -> (f64, i64) {
     plans.iter().fold((0.0, 0), |(c, m), p| {
-        (
-            c + p.cpu_reservation * f64::from(p.replicas),
-            m + p.memory_reservation_mb * i64::from(p.replicas),
-        )
+        (c + p.cpu_reservation * f64::from(p.replicas), m + p.memory_reservation_mb * i64::from(p.replicas))
     })
 }
 
 /// Writes the services of a revision as desired state: updates the ones that stay, adds new ones, drops
 /// the ones the revision no longer has (the deploy job removes them from Swarm, like `--prune`).
-async fn write_services(
-    tx: &mut PgConnection,
-    tenant: Uuid,
-    app: Uuid,
-    plans: &[ServicePlan],
-) -> sqlx::Result<()> {
+async fn write_services(tx: &mut PgConnection, tenant: Uuid, app: Uuid, plans: &[ServicePlan]) -> sqlx::Result<()> {
     let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
     sqlx::query("DELETE FROM services WHERE application_id = $1 AND NOT (name = ANY($2))")
         .bind(app)
@@ -210,35 +179,19 @@ pub async fn create(
     let tenant = me.tenant_with(Role::Developer)?;
     validate::dns_name("name", &req.name)?;
     let mut tx = state.db.begin().await?;
-    let latest: Option<i32> =
-        sqlx::query_scalar("SELECT latest_version FROM templates WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant)
-            .bind(req.template_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let latest =
-        latest.ok_or_else(|| ApiError::invalid_field("template_id", "no such template"))?;
+    let latest: Option<i32> = sqlx::query_scalar("SELECT latest_version FROM templates WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant)
+        .bind(req.template_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let latest = latest.ok_or_else(|| ApiError::invalid_field("template_id", "no such template"))?;
     let version = req.template_version.unwrap_or(latest);
-    let plans = plan_revision(
-        &mut tx,
-        tenant,
-        req.cluster_id,
-        req.template_id,
-        version,
-        &req.variables,
-    )
-    .await?;
+    let plans = plan_revision(&mut tx, tenant, req.cluster_id, req.template_id, version, &req.variables).await?;
     let (cpus, memory_mb) = totals(&plans);
     quota::reserve(
         &mut tx,
         tenant,
-        Delta {
-            applications: 1,
-            services: plans.len() as i64,
-            cpus,
-            memory_mb,
-            ..Default::default()
-        },
+        Delta { applications: 1, services: plans.len() as i64, cpus, memory_mb, ..Default::default() },
     )
     .await?;
     let row: AppRow = sqlx::query_as(&format!(
@@ -252,29 +205,10 @@ pub async fn create(
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| name_taken(e, "application"))?;
-    insert_revision(
-        &mut tx,
-        tenant,
-        row.id,
-        1,
-        version,
-        &req.variables,
-        me.user_id(),
-    )
-    .await?;
+    insert_revision(&mut tx, tenant, row.id, 1, version, &req.variables, me.user_id()).await?;
     write_services(&mut tx, tenant, row.id, &plans).await?;
-    let target = Target {
-        tenant_id: Some(tenant),
-        kind: "application",
-        id: row.id,
-    };
-    let job = jobs::enqueue(
-        &mut tx,
-        target,
-        "application.deploy",
-        json!({ "revision": 1 }),
-    )
-    .await?;
+    let target = Target { tenant_id: Some(tenant), kind: "application", id: row.id };
+    let job = jobs::enqueue(&mut tx, target, "application.deploy", json!({ "revision": 1 })).await?;
     tx.commit().await?;
     audit.record("application.create", "application", row.id);
     Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
@@ -302,16 +236,10 @@ pub async fn list(
 
 #[utoipa::path(get, path = "/api/v1/applications/{id}", tag = "applications", params(("id" = Uuid, Path)),
     responses((status = 200, body = Application), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get(
-    State(state): State<AppState>,
-    me: Principal,
-    ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<Json<Application>> {
+pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Application>> {
     let tenant = me.tenant()?;
     let mut conn = state.db.acquire().await?;
-    Ok(Json(
-        load_app(&mut conn, tenant, id, false).await?.into_dto(None),
-    ))
+    Ok(Json(load_app(&mut conn, tenant, id, false).await?.into_dto(None)))
 }
 
 /// Redeploys an application as a new revision: another template version, other variables, or both
@@ -331,10 +259,7 @@ pub async fn update(
     let mut tx = state.db.begin().await?;
     let app = load_app(&mut tx, tenant, id, true).await?;
     if app.status == ApplicationStatus::Deleting {
-        return Err(ApiError::conflict(
-            "application-deleting",
-            "the application is being deleted",
-        ));
+        return Err(ApiError::conflict("application-deleting", "the application is being deleted"));
     }
     let (cur_version, cur_vars): (i32, sqlx::types::Json<BTreeMap<String, String>>) = sqlx::query_as(
         "SELECT template_version, variables FROM application_revisions WHERE application_id = $1 AND revision = $2",
@@ -345,15 +270,7 @@ pub async fn update(
     .await?;
     let version = req.template_version.unwrap_or(cur_version);
     let vars = req.variables.unwrap_or(cur_vars.0);
-    let plans = plan_revision(
-        &mut tx,
-        tenant,
-        app.cluster_id,
-        app.template_id,
-        version,
-        &vars,
-    )
-    .await?;
+    let plans = plan_revision(&mut tx, tenant, app.cluster_id, app.template_id, version, &vars).await?;
     let (old_count, old_cpus, old_mem): (i64, f64, i64) = sqlx::query_as(
         "SELECT count(*), coalesce(sum(cpu_reservation * replicas), 0)::float8, coalesce(sum(memory_reservation_mb * replicas), 0)::int8
            FROM services WHERE application_id = $1",
@@ -379,18 +296,8 @@ pub async fn update(
     .bind(revision)
     .fetch_one(&mut *tx)
     .await?;
-    let target = Target {
-        tenant_id: Some(tenant),
-        kind: "application",
-        id,
-    };
-    let job = jobs::enqueue(
-        &mut tx,
-        target,
-        "application.deploy",
-        json!({ "revision": revision }),
-    )
-    .await?;
+    let target = Target { tenant_id: Some(tenant), kind: "application", id };
+    let job = jobs::enqueue(&mut tx, target, "application.deploy", json!({ "revision": revision })).await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
 }
@@ -414,11 +321,7 @@ pub async fn delete(
     .bind(id)
     .fetch_one(&mut *tx)
     .await?;
-    let target = Target {
-        tenant_id: Some(tenant),
-        kind: "application",
-        id,
-    };
+    let target = Target { tenant_id: Some(tenant), kind: "application", id };
     let job = jobs::enqueue(&mut tx, target, "application.delete", json!({})).await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
@@ -503,23 +406,15 @@ impl ServiceRow {
     }
 }
 
-const SERVICE_COLUMNS: &str = "id, application_id, name, image, replicas, cpu_reservation, memory_reservation_mb, status, created_at, updated_at";
+const SERVICE_COLUMNS: &str =
+    "id, application_id, name, image, replicas, cpu_reservation, memory_reservation_mb, status, created_at, updated_at";
 
-async fn load_service(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    id: Uuid,
-    lock: bool,
-) -> ApiResult<ServiceRow> {
+async fn load_service(conn: &mut PgConnection, tenant: Uuid, id: Uuid, lock: bool) -> ApiResult<ServiceRow> {
     let sql = format!(
         "SELECT {SERVICE_COLUMNS} FROM services WHERE tenant_id = $1 AND id = $2{}",
         if lock { " FOR UPDATE" } else { "" }
     );
-    let row: Option<ServiceRow> = sqlx::query_as(&sql)
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
+    let row: Option<ServiceRow> = sqlx::query_as(&sql).bind(tenant).bind(id).fetch_optional(conn).await?;
     row.ok_or_else(|| ApiError::not_found("service"))
 }
 
@@ -549,18 +444,10 @@ pub async fn list_services(
 
 #[utoipa::path(get, path = "/api/v1/services/{id}", tag = "applications", params(("id" = Uuid, Path)),
     responses((status = 200, body = Service), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get_service(
-    State(state): State<AppState>,
-    me: Principal,
-    ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<Json<Service>> {
+pub async fn get_service(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Service>> {
     let tenant = me.tenant()?;
     let mut conn = state.db.acquire().await?;
-    Ok(Json(
-        load_service(&mut conn, tenant, id, false)
-            .await?
-            .into_dto(None),
-    ))
+    Ok(Json(load_service(&mut conn, tenant, id, false).await?.into_dto(None)))
 }
 
 /// Scales a service. More replicas reserve more CPU and memory, so quotas are checked.
@@ -577,10 +464,7 @@ pub async fn update_service(
     let tenant = me.tenant_with(Role::Developer)?;
     audit.record("service.scale", "service", id);
     if !(0..=1000).contains(&req.replicas) {
-        return Err(ApiError::invalid_field(
-            "replicas",
-            "must be between 0 and 1000",
-        ));
+        return Err(ApiError::invalid_field("replicas", "must be between 0 and 1000"));
     }
     let mut tx = state.db.begin().await?;
     let svc = load_service(&mut tx, tenant, id, true).await?;
@@ -598,18 +482,8 @@ pub async fn update_service(
     .bind(req.replicas)
     .fetch_one(&mut *tx)
     .await?;
-    let target = Target {
-        tenant_id: Some(tenant),
-        kind: "service",
-        id,
-    };
-    let job = jobs::enqueue(
-        &mut tx,
-        target,
-        "service.scale",
-        json!({ "replicas": req.replicas }),
-    )
-    .await?;
+    let target = Target { tenant_id: Some(tenant), kind: "service", id };
+    let job = jobs::enqueue(&mut tx, target, "service.scale", json!({ "replicas": req.replicas })).await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
 }

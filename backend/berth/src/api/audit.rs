@@ -70,13 +70,7 @@ impl Audit {
 impl<S: Send + Sync> FromRequestParts<S> for Audit {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Audit(
-            parts
-                .extensions
-                .get::<AuditSlot>()
-                .cloned()
-                .unwrap_or_default(),
-        ))
+        Ok(Audit(parts.extensions.get::<AuditSlot>().cloned().unwrap_or_default()))
     }
 }
 
@@ -88,17 +82,9 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
     let slot = AuditSlot::default();
     req.extensions_mut().insert(slot.clone());
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| req.uri().path().to_owned());
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| req.uri().path().to_owned());
+    let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
 
     let resp = next.run(req).await;
 
@@ -107,16 +93,9 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
     let (actor_type, actor_id, label, caller_tenant) = match &info.principal {
         Some(p) => match p.actor {
             Actor::User { user_id } => ("user", Some(user_id), p.label.clone(), p.tenant_id),
-            Actor::Token { token_id, .. } => {
-                ("token", Some(token_id), p.label.clone(), p.tenant_id)
-            }
+            Actor::Token { token_id, .. } => ("token", Some(token_id), p.label.clone(), p.tenant_id),
         },
-        None => (
-            "anonymous",
-            None,
-            info.actor_label.clone().unwrap_or_default(),
-            None,
-        ),
+        None => ("anonymous", None, info.actor_label.clone().unwrap_or_default(), None),
     };
     let outcome = if status.is_success() || status.is_redirection() {
         "success"
@@ -174,11 +153,7 @@ pub async fn list(
     me: Principal,
     ApiQuery(q): ApiQuery<PageParams>,
 ) -> ApiResult<axum::Json<Page<AuditEntry>>> {
-    let scope = if me.role == Role::PlatformAdmin {
-        None
-    } else {
-        Some(me.tenant_with(Role::Admin)?)
-    };
+    let scope = if me.role == Role::PlatformAdmin { None } else { Some(me.tenant_with(Role::Admin)?) };
     let limit = q.limit()?;
     let rows: Vec<AuditRow> = sqlx::query_as(
         "SELECT id, tenant_id, actor_type, actor_id, actor_label, action, target_type, target_id, outcome,

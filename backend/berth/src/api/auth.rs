@@ -30,11 +30,7 @@ struct LoginRow {
 }
 
 fn invalid_credentials() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "invalid-credentials",
-        "wrong e-mail or password",
-    )
+    ApiError::new(StatusCode::UNAUTHORIZED, "invalid-credentials", "wrong e-mail or password")
 }
 
 /// Exchanges an e-mail and password for an access token and a refresh token.
@@ -56,11 +52,7 @@ pub async fn login(
     .await?;
     let stored = row.as_ref().map(|r| r.password_hash.clone());
     if !password::verify(req.password, stored).await {
-        audit.record(
-            "auth.login",
-            "user",
-            row.as_ref().map(|r| r.id.to_string()).unwrap_or_default(),
-        );
+        audit.record("auth.login", "user", row.as_ref().map(|r| r.id.to_string()).unwrap_or_default());
         return Err(invalid_credentials());
     }
     let row = row.ok_or_else(invalid_credentials)?;
@@ -79,15 +71,7 @@ pub async fn login(
         ));
     }
     let mut tx = state.db.begin().await?;
-    let tokens = issue_tokens(
-        &state,
-        &mut tx,
-        row.id,
-        row.tenant_id,
-        row.role,
-        Uuid::now_v7(),
-    )
-    .await?;
+    let tokens = issue_tokens(&state, &mut tx, row.id, row.tenant_id, row.role, Uuid::now_v7()).await?;
     tx.commit().await?;
     Ok(Json(tokens))
 }
@@ -112,12 +96,7 @@ async fn issue_tokens(
         .bind(expires_at)
         .execute(tx)
         .await?;
-    Ok(TokenResponse {
-        access_token,
-        token_type: "Bearer".to_owned(),
-        expires_in: ttl,
-        refresh_token,
-    })
+    Ok(TokenResponse { access_token, token_type: "Bearer".to_owned(), expires_in: ttl, refresh_token })
 }
 
 #[derive(sqlx::FromRow)]
@@ -159,21 +138,15 @@ pub async fn refresh(
     let row = row.ok_or_else(|| ApiError::unauthorized("invalid refresh token"))?;
     audit.record("auth.refresh", "user", row.user_id);
     if row.revoked {
-        return Err(ApiError::unauthorized(
-            "this refresh token has been revoked; log in again",
-        ));
+        return Err(ApiError::unauthorized("this refresh token has been revoked; log in again"));
     }
     if row.used {
         revoke_family(&mut tx, row.family_id).await?;
         tx.commit().await?;
-        return Err(ApiError::unauthorized(
-            "this refresh token was already used; every session of this login is now revoked",
-        ));
+        return Err(ApiError::unauthorized("this refresh token was already used; every session of this login is now revoked"));
     }
     if row.expired {
-        return Err(ApiError::unauthorized(
-            "this refresh token has expired; log in again",
-        ));
+        return Err(ApiError::unauthorized("this refresh token has expired; log in again"));
     }
     if row.tenant_status.as_deref() == Some(TenantStatus::Suspended.as_str()) {
         return Err(ApiError::new(
@@ -182,30 +155,17 @@ pub async fn refresh(
             "this tenant is suspended; contact the platform administrator",
         ));
     }
-    sqlx::query("UPDATE refresh_tokens SET used_at = now() WHERE id = $1")
-        .bind(row.id)
-        .execute(&mut *tx)
-        .await?;
-    let tokens = issue_tokens(
-        &state,
-        &mut tx,
-        row.user_id,
-        row.tenant_id,
-        row.role,
-        row.family_id,
-    )
-    .await?;
+    sqlx::query("UPDATE refresh_tokens SET used_at = now() WHERE id = $1").bind(row.id).execute(&mut *tx).await?;
+    let tokens = issue_tokens(&state, &mut tx, row.user_id, row.tenant_id, row.role, row.family_id).await?;
     tx.commit().await?;
     Ok(Json(tokens))
 }
 
 async fn revoke_family(tx: &mut PgConnection, family: Uuid) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
-    )
-    .bind(family)
-    .execute(tx)
-    .await?;
+    sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL")
+        .bind(family)
+        .execute(tx)
+        .await?;
     Ok(())
 }
 
@@ -213,17 +173,12 @@ async fn revoke_family(tx: &mut PgConnection, family: Uuid) -> sqlx::Result<()> 
 /// Access tokens already issued expire on their own within their short lifetime.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
     responses((status = 204, description = "Logged out"), (status = 401, body = Problem)))]
-pub async fn logout(
-    State(state): State<AppState>,
-    audit: Audit,
-    ApiJson(req): ApiJson<RefreshRequest>,
-) -> ApiResult<StatusCode> {
+pub async fn logout(State(state): State<AppState>, audit: Audit, ApiJson(req): ApiJson<RefreshRequest>) -> ApiResult<StatusCode> {
     let mut tx = state.db.begin().await?;
-    let row: Option<(Uuid, Uuid)> =
-        sqlx::query_as("SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = $1")
-            .bind(token_hash(&req.refresh_token))
-            .fetch_optional(&mut *tx)
-            .await?;
+    let row: Option<(Uuid, Uuid)> = sqlx::query_as("SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = $1")
+        .bind(token_hash(&req.refresh_token))
+        .fetch_optional(&mut *tx)
+        .await?;
     let (family, user) = row.ok_or_else(|| ApiError::unauthorized("invalid refresh token"))?;
     audit.record("auth.logout", "user", user);
     revoke_family(&mut tx, family).await?;
@@ -244,10 +199,8 @@ pub async fn revoke_sessions_of(tx: &mut PgConnection, users: &[Uuid]) -> sqlx::
 #[utoipa::path(get, path = "/api/v1/me", tag = "auth",
     responses((status = 200, body = Me), (status = 401, body = Problem)), security(("bearer" = [])))]
 pub async fn me(State(state): State<AppState>, me: Principal) -> ApiResult<Json<Me>> {
-    let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
-        .bind(me.user_id())
-        .fetch_one(&state.db)
-        .await?;
+    let email: String =
+        sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(me.user_id()).fetch_one(&state.db).await?;
     let tenant = match me.tenant_id {
         Some(id) => Some(load_tenant(&state.db, id).await?),
         None => None,
@@ -256,11 +209,5 @@ pub async fn me(State(state): State<AppState>, me: Principal) -> ApiResult<Json<
         Actor::User { .. } => "user",
         Actor::Token { .. } => "token",
     };
-    Ok(Json(Me {
-        id: me.user_id(),
-        email,
-        role: me.role,
-        tenant,
-        via: via.to_owned(),
-    }))
+    Ok(Json(Me { id: me.user_id(), email, role: me.role, tenant, via: via.to_owned() }))
 }

@@ -7,8 +7,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use berth_types::{
-    Availability, Cluster, ClusterStatus, CreateCluster, Node, NodeRole, NodeState, Page, Problem,
-    Provider, Role, UpdateCluster, UpdateNode,
+    Availability, Cluster, ClusterStatus, CreateCluster, Node, NodeRole, NodeState, Page, Problem, Provider, Role, UpdateCluster,
+    UpdateNode,
 };
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -52,11 +52,7 @@ impl ClusterRow {
             status: self.status,
             managers: self.desired_managers,
             workers: self.desired_workers,
-            endpoint: self
-                .settings
-                .get("endpoint")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned),
+            endpoint: self.settings.get("endpoint").and_then(|v| v.as_str()).map(str::to_owned),
             created_at: self.created_at,
             updated_at: self.updated_at,
             job_id,
@@ -66,21 +62,12 @@ impl ClusterRow {
 
 const CLUSTER_COLUMNS: &str = "id, name, provider, status, desired_managers, desired_workers, settings, created_at, updated_at";
 
-async fn load_cluster(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    id: Uuid,
-    lock: bool,
-) -> ApiResult<ClusterRow> {
+async fn load_cluster(conn: &mut PgConnection, tenant: Uuid, id: Uuid, lock: bool) -> ApiResult<ClusterRow> {
     let sql = format!(
         "SELECT {CLUSTER_COLUMNS} FROM clusters WHERE tenant_id = $1 AND id = $2{}",
         if lock { " FOR UPDATE" } else { "" }
     );
-    let row: Option<ClusterRow> = sqlx::query_as(&sql)
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
+    let row: Option<ClusterRow> = sqlx::query_as(&sql).bind(tenant).bind(id).fetch_optional(conn).await?;
     row.ok_or_else(|| ApiError::not_found("cluster"))
 }
 
@@ -88,46 +75,27 @@ fn check_shape(managers: Option<i32>, workers: Option<i32>) -> ApiResult<()> {
     if let Some(m) = managers
         && !(1..=MAX_MANAGERS).contains(&m)
     {
-        return Err(ApiError::invalid_field(
-            "managers",
-            format!("must be between 1 and {MAX_MANAGERS}"),
-        ));
+        return Err(ApiError::invalid_field("managers", format!("must be between 1 and {MAX_MANAGERS}")));
     }
     if let Some(w) = workers
         && !(0..=MAX_WORKERS).contains(&w)
     {
-        return Err(ApiError::invalid_field(
-            "workers",
-            format!("must be between 0 and {MAX_WORKERS}"),
-        ));
+        return Err(ApiError::invalid_field("workers", format!("must be between 0 and {MAX_WORKERS}")));
     }
     Ok(())
 }
 
 fn check_endpoint(provider: Provider, endpoint: Option<&str>) -> ApiResult<()> {
     match (provider, endpoint) {
-        (Provider::Local, Some(_)) => Err(ApiError::invalid_field(
-            "endpoint",
-            "only `existing` clusters take an endpoint",
-        )),
-        (Provider::Existing, None) => Err(ApiError::invalid_field(
-            "endpoint",
-            "an `existing` cluster needs its manager's endpoint",
-        )),
+        (Provider::Local, Some(_)) => Err(ApiError::invalid_field("endpoint", "only `existing` clusters take an endpoint")),
+        (Provider::Existing, None) => {
+            Err(ApiError::invalid_field("endpoint", "an `existing` cluster needs its manager's endpoint"))
+        }
         (Provider::Existing, Some(e)) => {
             let ok = e.strip_prefix("unix:///").is_some_and(|p| !p.is_empty())
-                || e.strip_prefix("tcp://").is_some_and(|hp| {
-                    hp.rsplit_once(':')
-                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-                });
-            if ok {
-                Ok(())
-            } else {
-                Err(ApiError::invalid_field(
-                    "endpoint",
-                    "must be `unix:///path` or `tcp://host:port`",
-                ))
-            }
+                || e.strip_prefix("tcp://")
+                    .is_some_and(|hp| hp.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()));
+            if ok { Ok(()) } else { Err(ApiError::invalid_field("endpoint", "must be `unix:///path` or `tcp://host:port`")) }
         }
         (Provider::Local, None) => Ok(()),
     }
@@ -144,16 +112,14 @@ async fn add_nodes(
     to: i32,
 ) -> sqlx::Result<()> {
     for n in from..=to {
-        sqlx::query(
-            "INSERT INTO nodes (id, tenant_id, cluster_id, name, role) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(Uuid::now_v7())
-        .bind(tenant)
-        .bind(cluster.id)
-        .bind(format!("{}-{}-{n}", cluster.name, role.as_str()))
-        .bind(role.as_str())
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("INSERT INTO nodes (id, tenant_id, cluster_id, name, role) VALUES ($1, $2, $3, $4, $5)")
+            .bind(Uuid::now_v7())
+            .bind(tenant)
+            .bind(cluster.id)
+            .bind(format!("{}-{}-{n}", cluster.name, role.as_str()))
+            .bind(role.as_str())
+            .execute(&mut *tx)
+            .await?;
     }
     Ok(())
 }
@@ -174,16 +140,8 @@ pub async fn create(
     check_endpoint(req.provider, req.endpoint.as_deref())?;
 
     let mut tx = state.db.begin().await?;
-    quota::reserve(
-        &mut tx,
-        tenant,
-        Delta {
-            clusters: 1,
-            nodes: i64::from(req.managers + req.workers),
-            ..Default::default()
-        },
-    )
-    .await?;
+    quota::reserve(&mut tx, tenant, Delta { clusters: 1, nodes: i64::from(req.managers + req.workers), ..Default::default() })
+        .await?;
     let settings = match &req.endpoint {
         Some(e) => json!({ "endpoint": e }),
         None => json!({}),
@@ -204,11 +162,7 @@ pub async fn create(
     let row = row.map_err(|e| name_taken(e, "cluster"))?;
     add_nodes(&mut tx, tenant, &row, NodeRole::Manager, 1, req.managers).await?;
     add_nodes(&mut tx, tenant, &row, NodeRole::Worker, 1, req.workers).await?;
-    let target = Target {
-        tenant_id: Some(tenant),
-        kind: "cluster",
-        id: row.id,
-    };
+    let target = Target { tenant_id: Some(tenant), kind: "cluster", id: row.id };
     let job = jobs::enqueue(&mut tx, target, "cluster.create", json!({})).await?;
     tx.commit().await?;
     audit.record("cluster.create", "cluster", row.id);
@@ -218,10 +172,9 @@ pub async fn create(
 /// Maps a unique violation on a name to a 409 that says so.
 pub fn name_taken(e: sqlx::Error, what: &str) -> ApiError {
     match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => ApiError::conflict(
-            "name-taken",
-            format!("a {what} with this name already exists"),
-        ),
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            ApiError::conflict("name-taken", format!("a {what} with this name already exists"))
+        }
         _ => e.into(),
     }
 }
@@ -248,18 +201,10 @@ pub async fn list(
 
 #[utoipa::path(get, path = "/api/v1/clusters/{id}", tag = "clusters", params(("id" = Uuid, Path)),
     responses((status = 200, body = Cluster), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get(
-    State(state): State<AppState>,
-    me: Principal,
-    ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<Json<Cluster>> {
+pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Cluster>> {
     let tenant = me.tenant()?;
     let mut conn = state.db.acquire().await?;
-    Ok(Json(
-        load_cluster(&mut conn, tenant, id, false)
-            .await?
-            .into_dto(None),
-    ))
+    Ok(Json(load_cluster(&mut conn, tenant, id, false).await?.into_dto(None)))
 }
 
 /// Scales a cluster's managers or workers. Added nodes are provisioned by the job; removed ones (the
@@ -280,34 +225,18 @@ pub async fn update(
     let mut tx = state.db.begin().await?;
     let row = load_cluster(&mut tx, tenant, id, true).await?;
     if row.status == ClusterStatus::Deleting {
-        return Err(ApiError::conflict(
-            "cluster-deleting",
-            "the cluster is being deleted",
-        ));
+        return Err(ApiError::conflict("cluster-deleting", "the cluster is being deleted"));
     }
     if row.provider == Provider::Existing {
-        return Err(ApiError::conflict(
-            "not-provisioned-by-berth",
-            "an `existing` cluster's nodes are not provisioned by Berth",
-        ));
+        return Err(ApiError::conflict("not-provisioned-by-berth", "an `existing` cluster's nodes are not provisioned by Berth"));
     }
     let managers = req.managers.unwrap_or(row.desired_managers);
     let workers = req.workers.unwrap_or(row.desired_workers);
-    let delta =
-        i64::from(managers + workers) - i64::from(row.desired_managers + row.desired_workers);
-    quota::reserve(
-        &mut tx,
-        tenant,
-        Delta {
-            nodes: delta,
-            ..Default::default()
-        },
-    )
-    .await?;
-    for (role, from, to) in [
-        (NodeRole::Manager, row.desired_managers, managers),
-        (NodeRole::Worker, row.desired_workers, workers),
-    ] {
+    let delta = i64::from(managers + workers) - i64::from(row.desired_managers + row.desired_workers);
+    quota::reserve(&mut tx, tenant, Delta { nodes: delta, ..Default::default() }).await?;
+    for (role, from, to) in
+        [(NodeRole::Manager, row.desired_managers, managers), (NodeRole::Worker, row.desired_workers, workers)]
+    {
         if to > from {
             add_nodes(&mut tx, tenant, &row, role, from + 1, to).await?;
         } else if to < from {
@@ -333,18 +262,8 @@ pub async fn update(
     .bind(workers)
     .fetch_one(&mut *tx)
     .await?;
-    let target = Target {
-        tenant_id: Some(tenant),
-        kind: "cluster",
-        id: row.id,
-    };
-    let job = jobs::enqueue(
-        &mut tx,
-        target,
-        "cluster.scale",
-        json!({ "managers": managers, "workers": workers }),
-    )
-    .await?;
+    let target = Target { tenant_id: Some(tenant), kind: "cluster", id: row.id };
+    let job = jobs::enqueue(&mut tx, target, "cluster.scale", json!({ "managers": managers, "workers": workers })).await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(updated.into_dto(Some(job)))))
 }
@@ -368,11 +287,7 @@ pub async fn delete(
     .bind(id)
     .fetch_one(&mut *tx)
     .await?;
-    let target = Target {
-        tenant_id: Some(tenant),
-        kind: "cluster",
-        id,
-    };
+    let target = Target { tenant_id: Some(tenant), kind: "cluster", id };
     let job = jobs::enqueue(&mut tx, target, "cluster.delete", json!({})).await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
@@ -449,38 +364,19 @@ pub async fn list_nodes(
     Ok(Json(page(rows, limit, |r| r.id, |r| r.into_dto(None))))
 }
 
-async fn load_node(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    id: Uuid,
-    lock: bool,
-) -> ApiResult<NodeRow> {
-    let sql = format!(
-        "SELECT {NODE_COLUMNS} FROM nodes WHERE tenant_id = $1 AND id = $2{}",
-        if lock { " FOR UPDATE" } else { "" }
-    );
-    let row: Option<NodeRow> = sqlx::query_as(&sql)
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
+async fn load_node(conn: &mut PgConnection, tenant: Uuid, id: Uuid, lock: bool) -> ApiResult<NodeRow> {
+    let sql =
+        format!("SELECT {NODE_COLUMNS} FROM nodes WHERE tenant_id = $1 AND id = $2{}", if lock { " FOR UPDATE" } else { "" });
+    let row: Option<NodeRow> = sqlx::query_as(&sql).bind(tenant).bind(id).fetch_optional(conn).await?;
     row.ok_or_else(|| ApiError::not_found("node"))
 }
 
 #[utoipa::path(get, path = "/api/v1/nodes/{id}", tag = "clusters", params(("id" = Uuid, Path)),
     responses((status = 200, body = Node), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get_node(
-    State(state): State<AppState>,
-    me: Principal,
-    ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<Json<Node>> {
+pub async fn get_node(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Node>> {
     let tenant = me.tenant()?;
     let mut conn = state.db.acquire().await?;
-    Ok(Json(
-        load_node(&mut conn, tenant, id, false)
-            .await?
-            .into_dto(None),
-    ))
+    Ok(Json(load_node(&mut conn, tenant, id, false).await?.into_dto(None)))
 }
 
 /// Sets a node's availability (`active`, `pause`, `drain`) or replaces its labels; the job applies it.
@@ -500,9 +396,7 @@ pub async fn update_node(
         for key in labels.keys() {
             let ok = !key.is_empty()
                 && key.len() <= 128
-                && key
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'));
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'));
             if !ok {
                 return Err(ApiError::invalid_field(
                     &format!("labels.{key}"),
@@ -521,11 +415,7 @@ pub async fn update_node(
     .bind(sqlx::types::Json(req.labels.unwrap_or(node.labels.0)))
     .fetch_one(&mut *tx)
     .await?;
-    let target = Target {
-        tenant_id: Some(tenant),
-        kind: "node",
-        id,
-    };
+    let target = Target { tenant_id: Some(tenant), kind: "node", id };
     let job = jobs::enqueue(&mut tx, target, "node.update", json!({})).await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))

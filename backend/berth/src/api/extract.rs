@@ -35,9 +35,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 "send the body as JSON with `Content-Type: application/json`",
             ));
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(body_rejection)?;
+        let bytes = Bytes::from_request(req, state).await.map_err(body_rejection)?;
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -49,22 +47,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let inner = e.into_inner();
         use serde_json::error::Category;
         match inner.classify() {
-            Category::Syntax | Category::Eof | Category::Io => ApiError::bad_request(
-                "malformed-json",
-                format!("the body is not valid JSON: {inner}"),
-            ),
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::bad_request("malformed-json", format!("the body is not valid JSON: {inner}"))
+            }
             Category::Data => {
                 let message = strip_position(&inner.to_string());
                 // serde reports a missing field at the enclosing object; name the field itself. (An unknown
                 // field's path already ends with it.)
                 let field = field_from_message(&message)
-                    .map(|f| {
-                        if path == "." {
-                            f.to_owned()
-                        } else {
-                            format!("{path}.{f}")
-                        }
-                    })
+                    .map(|f| if path == "." { f.to_owned() } else { format!("{path}.{f}") })
                     .unwrap_or_else(|| if path == "." { "body".to_owned() } else { path });
                 ApiError::invalid_field(&field, message)
             }
@@ -80,17 +71,12 @@ fn strip_position(msg: &str) -> String {
 }
 
 fn field_from_message(msg: &str) -> Option<&str> {
-    msg.strip_prefix("missing field `")
-        .and_then(|rest| rest.split('`').next())
+    msg.strip_prefix("missing field `").and_then(|rest| rest.split('`').next())
 }
 
 fn body_rejection(e: BytesRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload-too-large",
-            "the request body is larger than the server accepts",
-        )
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "the request body is larger than the server accepts")
     } else {
         ApiError::bad_request("unreadable-body", e.body_text())
     }
@@ -106,12 +92,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| ApiPath(p.0))
-            .map_err(|e: PathRejection| {
-                ApiError::bad_request(
-                    "invalid-id",
-                    format!("invalid path parameter: {}", e.body_text()),
-                )
-            })
+            .map_err(|e: PathRejection| ApiError::bad_request("invalid-id", format!("invalid path parameter: {}", e.body_text())))
     }
 }
 
@@ -149,13 +130,7 @@ mod tests {
 
     fn field(body: &str) -> (u16, String) {
         let e = parse_json::<Body>(body.as_bytes()).unwrap_err();
-        (
-            e.status.as_u16(),
-            e.errors
-                .first()
-                .map(|f| f.field.clone())
-                .unwrap_or_default(),
-        )
+        (e.status.as_u16(), e.errors.first().map(|f| f.field.clone()).unwrap_or_default())
     }
 
     #[test]
@@ -163,14 +138,8 @@ mod tests {
         assert_eq!(field(r#"{"name": 5}"#), (422, "name".into()));
         assert_eq!(field(r#"{}"#), (422, "name".into()));
         assert_eq!(field(r#"{"name":"a","extra":1}"#), (422, "extra".into()));
-        assert_eq!(
-            field(r#"{"name":"a","inner":{"count":"x"}}"#),
-            (422, "inner.count".into())
-        );
-        assert_eq!(
-            field(r#"{"name":"a","inner":{}}"#),
-            (422, "inner.count".into())
-        );
+        assert_eq!(field(r#"{"name":"a","inner":{"count":"x"}}"#), (422, "inner.count".into()));
+        assert_eq!(field(r#"{"name":"a","inner":{}}"#), (422, "inner.count".into()));
         assert_eq!(field(r#"{"name":"#).0, 400);
     }
 }

@@ -25,11 +25,8 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     let key = match key.to_str() {
         Ok(k) if !k.is_empty() && k.len() <= 255 => k.to_owned(),
         _ => {
-            return ApiError::bad_request(
-                "invalid-idempotency-key",
-                "Idempotency-Key must be 1–255 visible ASCII characters",
-            )
-            .into_response();
+            return ApiError::bad_request("invalid-idempotency-key", "Idempotency-Key must be 1–255 visible ASCII characters")
+                .into_response();
         }
     };
     // Unauthenticated requests carry on to the handler, which answers 401 as usual.
@@ -42,23 +39,11 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     }
 }
 
-async fn run(
-    state: &AppState,
-    principal: String,
-    key: String,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+async fn run(state: &AppState, principal: String, key: String, req: Request, next: Next) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, state.max_body_bytes)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "the request body is larger than the server accepts",
-            )
-        })?;
+    let bytes = axum::body::to_bytes(body, state.max_body_bytes).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "the request body is larger than the server accepts")
+    })?;
     let path = parts.uri.path().to_owned();
     let mut h = Sha256::new();
     h.update(path.as_bytes());
@@ -106,25 +91,15 @@ async fn run(
         };
         let status = StatusCode::from_u16(status as u16).map_err(anyhow::Error::from)?;
         let mut resp = (status, body.unwrap_or_default()).into_response();
-        let content_type = if status.is_client_error() {
-            "application/problem+json"
-        } else {
-            "application/json"
-        };
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        resp.headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        let content_type = if status.is_client_error() { "application/problem+json" } else { "application/json" };
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
         return Ok(resp);
     }
 
-    let resp = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
+    let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
     let (resp_parts, resp_body) = resp.into_parts();
-    let resp_bytes = axum::body::to_bytes(resp_body, usize::MAX)
-        .await
-        .map_err(|e| anyhow::anyhow!("buffering response: {e}"))?;
+    let resp_bytes = axum::body::to_bytes(resp_body, usize::MAX).await.map_err(|e| anyhow::anyhow!("buffering response: {e}"))?;
     if resp_parts.status.is_server_error() {
         // Nothing was done (or nothing we can vouch for): let the client retry with the same key.
         sqlx::query("DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2")

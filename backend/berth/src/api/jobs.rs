@@ -49,15 +49,12 @@ impl From<JobRow> for Job {
     }
 }
 
-const JOB_COLUMNS: &str = "id, kind, target_type, target_id, state, step, percent, attempts, last_error, created_at, updated_at, finished_at";
+const JOB_COLUMNS: &str =
+    "id, kind, target_type, target_id, state, step, percent, attempts, last_error, created_at, updated_at, finished_at";
 
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(PageParams),
     responses((status = 200, body = Page<Job>), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn list(
-    State(state): State<AppState>,
-    me: Principal,
-    ApiQuery(q): ApiQuery<PageParams>,
-) -> ApiResult<Json<Page<Job>>> {
+pub async fn list(State(state): State<AppState>, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<Job>>> {
     let tenant = me.tenant()?;
     let limit = q.limit()?;
     let rows: Vec<JobRow> = sqlx::query_as(&format!(
@@ -74,28 +71,16 @@ pub async fn list(
 /// A job with its whole log.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = Uuid, Path)),
     responses((status = 200, body = Job), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get(
-    State(state): State<AppState>,
-    me: Principal,
-    ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<Json<Job>> {
+pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Job>> {
     let tenant = me.tenant()?;
-    let row: Option<JobRow> = sqlx::query_as(&format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND id = $2"
-    ))
-    .bind(tenant)
-    .bind(id)
-    .fetch_optional(&state.db)
-    .await?;
+    let row: Option<JobRow> = sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND id = $2"))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&state.db)
+        .await?;
     let mut job: Job = row.ok_or_else(|| ApiError::not_found("job"))?.into();
     let logs: Vec<(DateTime<Utc>, String)> =
-        sqlx::query_as("SELECT at, line FROM job_logs WHERE job_id = $1 ORDER BY id")
-            .bind(id)
-            .fetch_all(&state.db)
-            .await?;
-    job.logs = logs
-        .into_iter()
-        .map(|(at, line)| JobLogLine { at, line })
-        .collect();
+        sqlx::query_as("SELECT at, line FROM job_logs WHERE job_id = $1 ORDER BY id").bind(id).fetch_all(&state.db).await?;
+    job.logs = logs.into_iter().map(|(at, line)| JobLogLine { at, line }).collect();
     Ok(Json(job))
 }

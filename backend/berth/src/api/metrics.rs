@@ -13,9 +13,7 @@ use axum::response::Response;
 use crate::state::AppState;
 
 /// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
+const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 #[derive(Default)]
 struct Series {
@@ -32,9 +30,7 @@ pub struct Metrics {
 impl Metrics {
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
         let mut map = self.requests.lock().expect("metrics lock");
-        let s = map
-            .entry((method.to_owned(), route.to_owned(), status))
-            .or_default();
+        let s = map.entry((method.to_owned(), route.to_owned(), status)).or_default();
         s.count += 1;
         s.sum += seconds;
         for (i, bound) in BUCKETS.iter().enumerate() {
@@ -61,26 +57,11 @@ impl Metrics {
         for ((method, route, status), s) in map.iter() {
             let labels = format!("method=\"{method}\",route=\"{route}\",status=\"{status}\"");
             for (bound, n) in BUCKETS.iter().zip(s.buckets) {
-                let _ = writeln!(
-                    out,
-                    "berth_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {n}"
-                );
+                let _ = writeln!(out, "berth_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {n}");
             }
-            let _ = writeln!(
-                out,
-                "berth_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                s.count
-            );
-            let _ = writeln!(
-                out,
-                "berth_http_request_duration_seconds_sum{{{labels}}} {}",
-                s.sum
-            );
-            let _ = writeln!(
-                out,
-                "berth_http_request_duration_seconds_count{{{labels}}} {}",
-                s.count
-            );
+            let _ = writeln!(out, "berth_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", s.count);
+            let _ = writeln!(out, "berth_http_request_duration_seconds_sum{{{labels}}} {}", s.sum);
+            let _ = writeln!(out, "berth_http_request_duration_seconds_count{{{labels}}} {}", s.count);
         }
     }
 }
@@ -89,17 +70,8 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     let start = Instant::now();
     let method = req.method().as_str().to_owned();
     // Unmatched paths share one label value, so scanners cannot grow the series without bound.
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
     let resp = next.run(req).await;
-    state.metrics.observe(
-        &method,
-        &route,
-        resp.status().as_u16(),
-        start.elapsed().as_secs_f64(),
-    );
+    state.metrics.observe(&method, &route, resp.status().as_u16(), start.elapsed().as_secs_f64());
     resp
 }

@@ -75,9 +75,7 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some(
-                        "An access token from /api/v1/auth/login, or an API token (`berth_...`)",
-                    ))
+                    .description(Some("An access token from /api/v1/auth/login, or an API token (`berth_...`)"))
                     .build(),
             ),
         );
@@ -109,11 +107,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(clusters::list_nodes))
         .routes(routes!(clusters::get_node, clusters::update_node))
         .routes(routes!(templates::create, templates::list))
-        .routes(routes!(
-            templates::get,
-            templates::update,
-            templates::delete
-        ))
+        .routes(routes!(templates::get, templates::update, templates::delete))
         .routes(routes!(templates::versions))
         .routes(routes!(templates::version))
         .routes(routes!(registries::create, registries::list))
@@ -121,17 +115,10 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(registries::create_image, registries::list_images))
         .routes(routes!(registries::get_image, registries::delete_image))
         .routes(routes!(applications::create, applications::list))
-        .routes(routes!(
-            applications::get,
-            applications::update,
-            applications::delete
-        ))
+        .routes(routes!(applications::get, applications::update, applications::delete))
         .routes(routes!(applications::revisions))
         .routes(routes!(applications::list_services))
-        .routes(routes!(
-            applications::get_service,
-            applications::update_service
-        ))
+        .routes(routes!(applications::get_service, applications::update_service))
         .routes(routes!(applications::list_containers))
         .routes(routes!(jobs::list))
         .routes(routes!(jobs::get))
@@ -152,7 +139,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(|| async { Redirect::temporary("/api/docs/") }))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no-such-route", "there is no such route").into_response() })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this route does not accept that method").into_response()
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this route does not accept that method")
+                .into_response()
         })
         // Layers run outside-in in reverse order of these calls: the idempotency check sits innermost,
         // around the handler, and the audit entry is written after it (replays included).

@@ -50,19 +50,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         Err(e) => tracing::warn!(error = %e, "could not count jobs for /metrics"),
     }
     let pool = &state.db;
-    let _ = writeln!(
-        out,
-        "# HELP berth_db_connections Database pool connections.\n# TYPE berth_db_connections gauge"
-    );
-    let _ = writeln!(
-        out,
-        "berth_db_connections{{state=\"open\"}} {}",
-        pool.size()
-    );
-    let _ = writeln!(
-        out,
-        "berth_db_connections{{state=\"idle\"}} {}",
-        pool.num_idle()
-    );
+    let _ = writeln!(out, "# HELP berth_db_connections Database pool connections.\n# TYPE berth_db_connections gauge");
+    let _ = writeln!(out, "berth_db_connections{{state=\"open\"}} {}", pool.size());
+    let _ = writeln!(out, "berth_db_connections{{state=\"idle\"}} {}", pool.num_idle());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

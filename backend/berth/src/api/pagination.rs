@@ -28,10 +28,7 @@ impl PageParams {
         match self.limit {
             None => Ok(DEFAULT_LIMIT),
             Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::invalid_field(
-                "limit",
-                format!("must be between 1 and {MAX_LIMIT}"),
-            )),
+            Some(_) => Err(ApiError::invalid_field("limit", format!("must be between 1 and {MAX_LIMIT}"))),
         }
     }
 
@@ -40,8 +37,7 @@ impl PageParams {
         let Some(c) = &self.cursor else {
             return Ok(None);
         };
-        let invalid =
-            || ApiError::bad_request("invalid-cursor", "the cursor is not one this list returned");
+        let invalid = || ApiError::bad_request("invalid-cursor", "the cursor is not one this list returned");
         let bytes = URL_SAFE_NO_PAD.decode(c).map_err(|_| invalid())?;
         let text = String::from_utf8(bytes).map_err(|_| invalid())?;
         text.parse().map(Some).map_err(|_| invalid())
@@ -50,22 +46,9 @@ impl PageParams {
 
 /// Builds a page from up to `limit + 1` rows fetched in key order: the extra row only tells whether
 /// there is a next page.
-pub fn page<R, T, K: ToString>(
-    mut rows: Vec<R>,
-    limit: i64,
-    key: impl Fn(&R) -> K,
-    map: impl Fn(R) -> T,
-) -> Page<T> {
+pub fn page<R, T, K: ToString>(mut rows: Vec<R>, limit: i64, key: impl Fn(&R) -> K, map: impl Fn(R) -> T) -> Page<T> {
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    let next_cursor = if more {
-        rows.last()
-            .map(|r| URL_SAFE_NO_PAD.encode(key(r).to_string()))
-    } else {
-        None
-    };
-    Page {
-        items: rows.into_iter().map(map).collect(),
-        next_cursor,
-    }
+    let next_cursor = if more { rows.last().map(|r| URL_SAFE_NO_PAD.encode(key(r).to_string())) } else { None };
+    Page { items: rows.into_iter().map(map).collect(), next_cursor }
 }

@@ -39,8 +39,7 @@ impl From<RegistryRow> for Registry {
     }
 }
 
-const REGISTRY_COLUMNS: &str =
-    "id, name, address, username, password_encrypted IS NOT NULL AS has_password, created_at";
+const REGISTRY_COLUMNS: &str = "id, name, address, username, password_encrypted IS NOT NULL AS has_password, created_at";
 
 /// `host[:port]`, as Docker accepts a registry address.
 fn check_address(address: &str) -> ApiResult<()> {
@@ -50,19 +49,12 @@ fn check_address(address: &str) -> ApiResult<()> {
     };
     let host_ok = !host.is_empty()
         && host.len() <= 253
-        && host.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        });
+        && host.split('.').all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
     if host_ok && port_ok {
         Ok(())
     } else {
-        Err(ApiError::invalid_field(
-            "address",
-            "must be `host` or `host:port`, without a scheme",
-        ))
+        Err(ApiError::invalid_field("address", "must be `host` or `host:port`, without a scheme"))
     }
 }
 
@@ -80,15 +72,9 @@ pub async fn create(
     validate::dns_name("name", &req.name)?;
     check_address(&req.address)?;
     if req.password.is_some() && req.username.is_none() {
-        return Err(ApiError::invalid_field(
-            "username",
-            "a password needs a username",
-        ));
+        return Err(ApiError::invalid_field("username", "a password needs a username"));
     }
-    let sealed = req
-        .password
-        .as_deref()
-        .map(|p| state.keys.seal(p.as_bytes()));
+    let sealed = req.password.as_deref().map(|p| state.keys.seal(p.as_bytes()));
     let row: RegistryRow = sqlx::query_as(&format!(
         "INSERT INTO registries (id, tenant_id, name, address, username, password_encrypted) VALUES ($1, $2, $3, $4, $5, $6)
          RETURNING {REGISTRY_COLUMNS}"
@@ -128,21 +114,15 @@ pub async fn list(
 
 #[utoipa::path(get, path = "/api/v1/registries/{id}", tag = "registries", params(("id" = Uuid, Path)),
     responses((status = 200, body = Registry), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get(
-    State(state): State<AppState>,
-    me: Principal,
-    ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<Json<Registry>> {
+pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Registry>> {
     let tenant = me.tenant()?;
-    let row: Option<RegistryRow> = sqlx::query_as(&format!(
-        "SELECT {REGISTRY_COLUMNS} FROM registries WHERE tenant_id = $1 AND id = $2"
-    ))
-    .bind(tenant)
-    .bind(id)
-    .fetch_optional(&state.db)
-    .await?;
-    row.map(|r| Json(r.into()))
-        .ok_or_else(|| ApiError::not_found("registry"))
+    let row: Option<RegistryRow> =
+        sqlx::query_as(&format!("SELECT {REGISTRY_COLUMNS} FROM registries WHERE tenant_id = $1 AND id = $2"))
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&state.db)
+            .await?;
+    row.map(|r| Json(r.into())).ok_or_else(|| ApiError::not_found("registry"))
 }
 
 /// Removes a registry and the images recorded under it.
@@ -156,11 +136,8 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let tenant = me.tenant_with(Role::Admin)?;
     audit.record("registry.delete", "registry", id);
-    let done = sqlx::query("DELETE FROM registries WHERE tenant_id = $1 AND id = $2")
-        .bind(tenant)
-        .bind(id)
-        .execute(&state.db)
-        .await?;
+    let done =
+        sqlx::query("DELETE FROM registries WHERE tenant_id = $1 AND id = $2").bind(tenant).bind(id).execute(&state.db).await?;
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found("registry"));
     }
@@ -202,24 +179,11 @@ fn check_image(req: &CreateImage) -> ApiResult<()> {
     let parts: Vec<&str> = req.repository.split('/').collect();
     let is_host = |p: &str| p.contains('.') || p.contains(':') || p == "localhost";
     let path_ok = |p: &str| {
-        !p.is_empty()
-            && p.chars().all(|c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
-            })
+        !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
     };
-    let host_ok = |p: &str| {
-        !p.is_empty()
-            && p.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
-    };
+    let host_ok = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
     let repo_ok = req.repository.len() <= 255
-        && parts.iter().enumerate().all(|(i, p)| {
-            if i == 0 && parts.len() > 1 && is_host(p) {
-                host_ok(p)
-            } else {
-                path_ok(p)
-            }
-        });
+        && parts.iter().enumerate().all(|(i, p)| if i == 0 && parts.len() > 1 && is_host(p) { host_ok(p) } else { path_ok(p) });
     if !repo_ok {
         return Err(ApiError::invalid_field(
             "repository",
@@ -228,32 +192,17 @@ fn check_image(req: &CreateImage) -> ApiResult<()> {
     }
     let tag_ok = !req.tag.is_empty()
         && req.tag.len() <= 128
-        && req
-            .tag
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && req
-            .tag
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        && req.tag.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && req.tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if !tag_ok {
-        return Err(ApiError::invalid_field(
-            "tag",
-            "must be 1–128 letters, digits, `.`, `_` or `-`",
-        ));
+        return Err(ApiError::invalid_field("tag", "must be 1–128 letters, digits, `.`, `_` or `-`"));
     }
     if let Some(d) = &req.digest {
-        let ok = d.strip_prefix("sha256:").is_some_and(|h| {
-            h.len() == 64
-                && h.chars()
-                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-        });
+        let ok = d
+            .strip_prefix("sha256:")
+            .is_some_and(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         if !ok {
-            return Err(ApiError::invalid_field(
-                "digest",
-                "must be `sha256:` followed by 64 lowercase hex digits",
-            ));
+            return Err(ApiError::invalid_field("digest", "must be `sha256:` followed by 64 lowercase hex digits"));
         }
     }
     Ok(())
@@ -272,12 +221,11 @@ pub async fn create_image(
     check_image(&req)?;
     let mut tx = state.db.begin().await?;
     if let Some(reg) = req.registry_id {
-        let found: Option<Uuid> =
-            sqlx::query_scalar("SELECT id FROM registries WHERE tenant_id = $1 AND id = $2")
-                .bind(tenant)
-                .bind(reg)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let found: Option<Uuid> = sqlx::query_scalar("SELECT id FROM registries WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant)
+            .bind(reg)
+            .fetch_optional(&mut *tx)
+            .await?;
         found.ok_or_else(|| ApiError::invalid_field("registry_id", "no such registry"))?;
     }
     let row: ImageRow = sqlx::query_as(&format!(
@@ -319,21 +267,14 @@ pub async fn list_images(
 
 #[utoipa::path(get, path = "/api/v1/images/{id}", tag = "images", params(("id" = Uuid, Path)),
     responses((status = 200, body = Image), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get_image(
-    State(state): State<AppState>,
-    me: Principal,
-    ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<Json<Image>> {
+pub async fn get_image(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Image>> {
     let tenant = me.tenant()?;
-    let row: Option<ImageRow> = sqlx::query_as(&format!(
-        "SELECT {IMAGE_COLUMNS} FROM images WHERE tenant_id = $1 AND id = $2"
-    ))
-    .bind(tenant)
-    .bind(id)
-    .fetch_optional(&state.db)
-    .await?;
-    row.map(|r| Json(r.into()))
-        .ok_or_else(|| ApiError::not_found("image"))
+    let row: Option<ImageRow> = sqlx::query_as(&format!("SELECT {IMAGE_COLUMNS} FROM images WHERE tenant_id = $1 AND id = $2"))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&state.db)
+        .await?;
+    row.map(|r| Json(r.into())).ok_or_else(|| ApiError::not_found("image"))
 }
 
 #[utoipa::path(delete, path = "/api/v1/images/{id}", tag = "images", params(("id" = Uuid, Path)),
@@ -346,11 +287,8 @@ pub async fn delete_image(
 ) -> ApiResult<StatusCode> {
     let tenant = me.tenant_with(Role::Developer)?;
     audit.record("image.delete", "image", id);
-    let done = sqlx::query("DELETE FROM images WHERE tenant_id = $1 AND id = $2")
-        .bind(tenant)
-        .bind(id)
-        .execute(&state.db)
-        .await?;
+    let done =
+        sqlx::query("DELETE FROM images WHERE tenant_id = $1 AND id = $2").bind(tenant).bind(id).execute(&state.db).await?;
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found("image"));
     }

@@ -49,19 +49,17 @@ impl From<TemplateRow> for Template {
 }
 
 /// A template with its latest version's text.
-const SELECT_TEMPLATE: &str = "SELECT t.id, t.name, t.description, t.latest_version, v.compose, v.variables, v.services, t.created_at, t.updated_at
+const SELECT_TEMPLATE: &str =
+    "SELECT t.id, t.name, t.description, t.latest_version, v.compose, v.variables, v.services, t.created_at, t.updated_at
        FROM templates t JOIN template_versions v ON v.template_id = t.id AND v.version = t.latest_version";
 
 pub async fn load(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> ApiResult<Template> {
-    let row: Option<TemplateRow> = sqlx::query_as(&format!(
-        "{SELECT_TEMPLATE} WHERE t.tenant_id = $1 AND t.id = $2"
-    ))
-    .bind(tenant)
-    .bind(id)
-    .fetch_optional(conn)
-    .await?;
-    row.map(Into::into)
-        .ok_or_else(|| ApiError::not_found("template"))
+    let row: Option<TemplateRow> = sqlx::query_as(&format!("{SELECT_TEMPLATE} WHERE t.tenant_id = $1 AND t.id = $2"))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    row.map(Into::into).ok_or_else(|| ApiError::not_found("template"))
 }
 
 /// Stores a version of already-validated text, with the variables and services it declares.
@@ -103,10 +101,7 @@ pub async fn create(
     let tenant = me.tenant_with(Role::Developer)?;
     validate::dns_name("name", &req.name)?;
     if req.description.chars().count() > 1000 {
-        return Err(ApiError::invalid_field(
-            "description",
-            "must be at most 1000 characters",
-        ));
+        return Err(ApiError::invalid_field("description", "must be at most 1000 characters"));
     }
     compose::validate("compose", &req.compose)?;
     let id = Uuid::now_v7();
@@ -148,11 +143,7 @@ pub async fn list(
 
 #[utoipa::path(get, path = "/api/v1/templates/{id}", tag = "templates", params(("id" = Uuid, Path)),
     responses((status = 200, body = Template), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get(
-    State(state): State<AppState>,
-    me: Principal,
-    ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<Json<Template>> {
+pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Template>> {
     let tenant = me.tenant()?;
     let mut conn = state.db.acquire().await?;
     Ok(Json(load(&mut conn, tenant, id).await?))
@@ -177,31 +168,29 @@ pub async fn update(
     if let Some(d) = &req.description
         && d.chars().count() > 1000
     {
-        return Err(ApiError::invalid_field(
-            "description",
-            "must be at most 1000 characters",
-        ));
+        return Err(ApiError::invalid_field("description", "must be at most 1000 characters"));
     }
     let mut tx = state.db.begin().await?;
-    let current: Option<i32> = sqlx::query_scalar(
-        "SELECT latest_version FROM templates WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
-    )
-    .bind(tenant)
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let current: Option<i32> =
+        sqlx::query_scalar("SELECT latest_version FROM templates WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
     let current = current.ok_or_else(|| ApiError::not_found("template"))?;
     let mut version = current;
     if let Some(text) = &req.compose {
         version += 1;
         insert_version(&mut tx, tenant, id, version, text, me.user_id()).await?;
     }
-    sqlx::query("UPDATE templates SET latest_version = $2, description = coalesce($3, description), updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(version)
-        .bind(&req.description)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE templates SET latest_version = $2, description = coalesce($3, description), updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(version)
+    .bind(&req.description)
+    .execute(&mut *tx)
+    .await?;
     let t = load(&mut tx, tenant, id).await?;
     tx.commit().await?;
     Ok(Json(t))
@@ -220,27 +209,18 @@ pub async fn delete(
     let tenant = me.tenant_with(Role::Developer)?;
     audit.record("template.delete", "template", id);
     let mut tx = state.db.begin().await?;
-    let exists: Option<Uuid> =
-        sqlx::query_scalar("SELECT id FROM templates WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
-            .bind(tenant)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let exists: Option<Uuid> = sqlx::query_scalar("SELECT id FROM templates WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
     exists.ok_or_else(|| ApiError::not_found("template"))?;
-    let used: i64 = sqlx::query_scalar("SELECT count(*) FROM applications WHERE template_id = $1")
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let used: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM applications WHERE template_id = $1").bind(id).fetch_one(&mut *tx).await?;
     if used > 0 {
-        return Err(ApiError::conflict(
-            "template-in-use",
-            format!("{used} application(s) use this template; delete them first"),
-        ));
+        return Err(ApiError::conflict("template-in-use", format!("{used} application(s) use this template; delete them first")));
     }
-    sqlx::query("DELETE FROM templates WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("DELETE FROM templates WHERE id = $1").bind(id).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -305,12 +285,7 @@ pub async fn version(
     load_version(&mut conn, tenant, id, version).await.map(Json)
 }
 
-pub async fn load_version(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    id: Uuid,
-    version: i32,
-) -> ApiResult<TemplateVersion> {
+pub async fn load_version(conn: &mut PgConnection, tenant: Uuid, id: Uuid, version: i32) -> ApiResult<TemplateVersion> {
     let row: Option<VersionRow> = sqlx::query_as(
         "SELECT template_id, version, compose, variables, created_at FROM template_versions WHERE tenant_id = $1 AND template_id = $2 AND version = $3",
     )
@@ -319,6 +294,5 @@ pub async fn load_version(
     .bind(version)
     .fetch_optional(conn)
     .await?;
-    row.map(Into::into)
-        .ok_or_else(|| ApiError::not_found("template version"))
+    row.map(Into::into).ok_or_else(|| ApiError::not_found("template version"))
 }

@@ -3,9 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use berth_types::{
-    CreateTenant, CreatedTenant, Page, Problem, QuotaReport, Quotas, Role, Tenant, TenantStatus,
-};
+use berth_types::{CreateTenant, CreatedTenant, Page, Problem, QuotaReport, Quotas, Role, Tenant, TenantStatus};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -31,27 +29,16 @@ pub struct TenantRow {
 
 impl From<TenantRow> for Tenant {
     fn from(r: TenantRow) -> Self {
-        Tenant {
-            id: r.id,
-            name: r.name,
-            slug: r.slug,
-            status: r.status,
-            created_at: r.created_at,
-        }
+        Tenant { id: r.id, name: r.name, slug: r.slug, status: r.status, created_at: r.created_at }
     }
 }
 
 const TENANT_COLUMNS: &str = "id, name, slug, status, created_at";
 
 pub async fn load_tenant(db: &PgPool, id: Uuid) -> ApiResult<Tenant> {
-    let row: Option<TenantRow> = sqlx::query_as(&format!(
-        "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(db)
-    .await?;
-    row.map(Into::into)
-        .ok_or_else(|| ApiError::not_found("tenant"))
+    let row: Option<TenantRow> =
+        sqlx::query_as(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1")).bind(id).fetch_optional(db).await?;
+    row.map(Into::into).ok_or_else(|| ApiError::not_found("tenant"))
 }
 
 /// Creates a tenant and its owner. The slug is derived from the name and made unique with a numeric
@@ -73,45 +60,28 @@ pub async fn create(
     let base = validate::slugify(&req.name);
 
     let mut tx = state.db.begin().await?;
-    let taken: Vec<String> =
-        sqlx::query_scalar("SELECT slug FROM tenants WHERE slug = $1 OR slug LIKE $1 || '-%'")
-            .bind(&base)
-            .fetch_all(&mut *tx)
-            .await?;
+    let taken: Vec<String> = sqlx::query_scalar("SELECT slug FROM tenants WHERE slug = $1 OR slug LIKE $1 || '-%'")
+        .bind(&base)
+        .fetch_all(&mut *tx)
+        .await?;
     let slug = (1..)
-        .map(|n| {
-            if n == 1 {
-                base.clone()
-            } else {
-                format!("{base}-{n}")
-            }
-        })
+        .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
         .find(|s| !taken.contains(s))
         .expect("an unused suffix exists");
     let id = Uuid::now_v7();
-    let row: TenantRow = sqlx::query_as(&format!(
-        "INSERT INTO tenants (id, name, slug) VALUES ($1, $2, $3) RETURNING {TENANT_COLUMNS}"
-    ))
-    .bind(id)
-    .bind(req.name.trim())
-    .bind(&slug)
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query("INSERT INTO quotas (tenant_id) VALUES ($1)")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    let row: TenantRow =
+        sqlx::query_as(&format!("INSERT INTO tenants (id, name, slug) VALUES ($1, $2, $3) RETURNING {TENANT_COLUMNS}"))
+            .bind(id)
+            .bind(req.name.trim())
+            .bind(&slug)
+            .fetch_one(&mut *tx)
+            .await?;
+    sqlx::query("INSERT INTO quotas (tenant_id) VALUES ($1)").bind(id).execute(&mut *tx).await?;
     let owner = insert_user(&mut tx, Some(id), &req.owner_email, &hash, Role::Owner).await?;
     tx.commit().await?;
     audit.record("tenant.create", "tenant", id);
     audit.tenant(id);
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedTenant {
-            tenant: row.into(),
-            owner,
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(CreatedTenant { tenant: row.into(), owner })))
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/tenants", tag = "admin", params(PageParams),
@@ -123,42 +93,34 @@ pub async fn list(
 ) -> ApiResult<Json<Page<Tenant>>> {
     me.require_platform_admin()?;
     let limit = q.limit()?;
-    let rows: Vec<TenantRow> = sqlx::query_as(&format!(
-        "SELECT {TENANT_COLUMNS} FROM tenants WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2"
-    ))
-    .bind(q.after::<Uuid>()?)
-    .bind(limit + 1)
-    .fetch_all(&state.db)
-    .await?;
+    let rows: Vec<TenantRow> =
+        sqlx::query_as(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2"))
+            .bind(q.after::<Uuid>()?)
+            .bind(limit + 1)
+            .fetch_all(&state.db)
+            .await?;
     Ok(Json(page(rows, limit, |r| r.id, Into::into)))
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/tenants/{id}", tag = "admin", params(("id" = Uuid, Path)),
     responses((status = 200, body = Tenant), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get(
-    State(state): State<AppState>,
-    me: Principal,
-    ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<Json<Tenant>> {
+pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Tenant>> {
     me.require_platform_admin()?;
     Ok(Json(load_tenant(&state.db, id).await?))
 }
 
 async fn set_status(state: &AppState, id: Uuid, status: TenantStatus) -> ApiResult<Tenant> {
     let mut tx = state.db.begin().await?;
-    let row: Option<TenantRow> = sqlx::query_as(&format!(
-        "UPDATE tenants SET status = $2, updated_at = now() WHERE id = $1 RETURNING {TENANT_COLUMNS}"
-    ))
-    .bind(id)
-    .bind(status.as_str())
-    .fetch_optional(&mut *tx)
-    .await?;
+    let row: Option<TenantRow> =
+        sqlx::query_as(&format!("UPDATE tenants SET status = $2, updated_at = now() WHERE id = $1 RETURNING {TENANT_COLUMNS}"))
+            .bind(id)
+            .bind(status.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
     let row = row.ok_or_else(|| ApiError::not_found("tenant"))?;
     if status == TenantStatus::Suspended {
-        let users: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE tenant_id = $1")
-            .bind(id)
-            .fetch_all(&mut *tx)
-            .await?;
+        let users: Vec<Uuid> =
+            sqlx::query_scalar("SELECT id FROM users WHERE tenant_id = $1").bind(id).fetch_all(&mut *tx).await?;
         crate::api::auth::revoke_sessions_of(&mut tx, &users).await?;
     }
     tx.commit().await?;
@@ -213,25 +175,17 @@ pub async fn delete(
     audit.tenant(id);
     let mut tx = state.db.begin().await?;
     let exists: Option<Uuid> =
-        sqlx::query_scalar("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        sqlx::query_scalar("SELECT id FROM tenants WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(&mut *tx).await?;
     exists.ok_or_else(|| ApiError::not_found("tenant"))?;
-    let clusters: i64 = sqlx::query_scalar("SELECT count(*) FROM clusters WHERE tenant_id = $1")
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let clusters: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM clusters WHERE tenant_id = $1").bind(id).fetch_one(&mut *tx).await?;
     if clusters > 0 {
         return Err(ApiError::conflict(
             "tenant-has-clusters",
             format!("the tenant still has {clusters} cluster(s); delete them first"),
         ));
     }
-    sqlx::query("DELETE FROM tenants WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("DELETE FROM tenants WHERE id = $1").bind(id).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -304,10 +258,7 @@ pub async fn get_quotas(
 /// The caller's own tenant's quotas and current usage.
 #[utoipa::path(get, path = "/api/v1/quotas", tag = "tenant",
     responses((status = 200, body = QuotaReport), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn my_quotas(
-    State(state): State<AppState>,
-    me: Principal,
-) -> ApiResult<Json<QuotaReport>> {
+pub async fn my_quotas(State(state): State<AppState>, me: Principal) -> ApiResult<Json<QuotaReport>> {
     let tenant = me.tenant()?;
     report(&state, tenant).await.map(Json)
 }

@@ -56,9 +56,7 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateApiToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedApiToken>)> {
     let Actor::User { user_id } = me.actor else {
-        return Err(ApiError::forbidden(
-            "API tokens cannot create API tokens; log in as a user",
-        ));
+        return Err(ApiError::forbidden("API tokens cannot create API tokens; log in as a user"));
     };
     validate::display_name("name", &req.name)?;
     if req.role == Role::PlatformAdmin && me.role != Role::PlatformAdmin
@@ -66,25 +64,16 @@ pub async fn create(
     {
         return Err(ApiError::invalid_field(
             "role",
-            format!(
-                "a token of yours can have role `{}` or lower tenant roles of your tenant",
-                me.role
-            ),
+            format!("a token of yours can have role `{}` or lower tenant roles of your tenant", me.role),
         ));
     }
     if !me.role.at_least(req.role) {
-        return Err(ApiError::forbidden(format!(
-            "a token cannot have a role (`{}`) above yours (`{}`)",
-            req.role, me.role
-        )));
+        return Err(ApiError::forbidden(format!("a token cannot have a role (`{}`) above yours (`{}`)", req.role, me.role)));
     }
     if let Some(at) = req.expires_at
         && at <= Utc::now()
     {
-        return Err(ApiError::invalid_field(
-            "expires_at",
-            "must be in the future",
-        ));
+        return Err(ApiError::invalid_field("expires_at", "must be in the future"));
     }
     let secret = format!("{API_TOKEN_PREFIX}{}", random_token(32));
     let row: TokenRow = sqlx::query_as(&format!(
@@ -101,13 +90,7 @@ pub async fn create(
     .fetch_one(&state.db)
     .await?;
     audit.record("token.create", "api_token", row.id);
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedApiToken {
-            meta: row.into(),
-            token: secret,
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(CreatedApiToken { meta: row.into(), token: secret })))
 }
 
 /// Lists live (unrevoked) tokens: all of the tenant's for owners and admins, one's own for others.

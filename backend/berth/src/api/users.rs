@@ -31,26 +31,14 @@ pub struct UserRow {
 
 impl From<UserRow> for User {
     fn from(r: UserRow) -> Self {
-        User {
-            id: r.id,
-            email: r.email,
-            role: r.role,
-            tenant_id: r.tenant_id,
-            created_at: r.created_at,
-        }
+        User { id: r.id, email: r.email, role: r.role, tenant_id: r.tenant_id, created_at: r.created_at }
     }
 }
 
 const USER_COLUMNS: &str = "id, email, role, tenant_id, created_at";
 
 /// Inserts a user; an e-mail already in use anywhere on the platform is a 409.
-pub async fn insert_user(
-    tx: &mut PgConnection,
-    tenant: Option<Uuid>,
-    email: &str,
-    hash: &str,
-    role: Role,
-) -> ApiResult<User> {
+pub async fn insert_user(tx: &mut PgConnection, tenant: Option<Uuid>, email: &str, hash: &str, role: Role) -> ApiResult<User> {
     let row: Result<UserRow, sqlx::Error> = sqlx::query_as(&format!(
         "INSERT INTO users (id, tenant_id, email, password_hash, role) VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLUMNS}"
     ))
@@ -63,25 +51,19 @@ pub async fn insert_user(
     .await;
     match row {
         Ok(r) => Ok(r.into()),
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(ApiError::conflict(
-            "email-taken",
-            "a user with this e-mail address already exists",
-        )),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(ApiError::conflict("email-taken", "a user with this e-mail address already exists"))
+        }
         Err(e) => Err(e.into()),
     }
 }
 
 fn check_grant(me: &Principal, role: Role) -> ApiResult<()> {
     if role == Role::PlatformAdmin {
-        return Err(ApiError::invalid_field(
-            "role",
-            "must be one of owner, admin, developer, viewer",
-        ));
+        return Err(ApiError::invalid_field("role", "must be one of owner, admin, developer, viewer"));
     }
     if !me.role.at_least(role) {
-        return Err(ApiError::forbidden(format!(
-            "you cannot grant `{role}`, which is above your own role"
-        )));
+        return Err(ApiError::forbidden(format!("you cannot grant `{role}`, which is above your own role")));
     }
     if role == Role::Owner && me.role != Role::Owner {
         return Err(ApiError::forbidden("only owners can make owners"));
@@ -131,27 +113,16 @@ pub async fn list(
 }
 
 async fn load(conn: &mut PgConnection, tenant: Uuid, id: Uuid, lock: bool) -> ApiResult<User> {
-    let sql = format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2{}",
-        if lock { " FOR UPDATE" } else { "" }
-    );
-    let row: Option<UserRow> = sqlx::query_as(&sql)
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
-    row.map(Into::into)
-        .ok_or_else(|| ApiError::not_found("user"))
+    let sql =
+        format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2{}", if lock { " FOR UPDATE" } else { "" });
+    let row: Option<UserRow> = sqlx::query_as(&sql).bind(tenant).bind(id).fetch_optional(conn).await?;
+    row.map(Into::into).ok_or_else(|| ApiError::not_found("user"))
 }
 
 /// Owners and admins see any user of their tenant; everyone sees themselves.
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)),
     responses((status = 200, body = User), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get(
-    State(state): State<AppState>,
-    me: Principal,
-    ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<Json<User>> {
+pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<User>> {
     let tenant = me.tenant()?;
     if id != me.user_id() {
         me.require(Role::Admin)?;
@@ -162,17 +133,12 @@ pub async fn get(
 
 /// Locks the tenant's owners and fails if removing `leaving` would leave none.
 async fn keep_an_owner(tx: &mut PgConnection, tenant: Uuid, leaving: Uuid) -> ApiResult<()> {
-    let owners: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM users WHERE tenant_id = $1 AND role = 'owner' FOR UPDATE",
-    )
-    .bind(tenant)
-    .fetch_all(tx)
-    .await?;
+    let owners: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE tenant_id = $1 AND role = 'owner' FOR UPDATE")
+        .bind(tenant)
+        .fetch_all(tx)
+        .await?;
     if owners.iter().all(|o| *o == leaving) {
-        return Err(ApiError::conflict(
-            "last-owner",
-            "a tenant must keep at least one owner",
-        ));
+        return Err(ApiError::conflict("last-owner", "a tenant must keep at least one owner"));
     }
     Ok(())
 }
@@ -250,10 +216,7 @@ pub async fn delete(
         }
         keep_an_owner(&mut tx, tenant, id).await?;
     }
-    sqlx::query("DELETE FROM users WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

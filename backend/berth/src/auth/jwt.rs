@@ -23,27 +23,10 @@ pub struct Claims {
 
 const AUDIENCE: &str = "berth-api";
 
-pub fn issue(
-    key: &[u8],
-    user: Uuid,
-    tenant: Option<Uuid>,
-    role: Role,
-    ttl_secs: u64,
-) -> anyhow::Result<String> {
+pub fn issue(key: &[u8], user: Uuid, tenant: Option<Uuid>, role: Role, ttl_secs: u64) -> anyhow::Result<String> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let claims = Claims {
-        sub: user,
-        tid: tenant,
-        role,
-        iat: now,
-        exp: now + ttl_secs,
-        aud: AUDIENCE.to_owned(),
-    };
-    Ok(jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(key),
-    )?)
+    let claims = Claims { sub: user, tid: tenant, role, iat: now, exp: now + ttl_secs, aud: AUDIENCE.to_owned() };
+    Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(key))?)
 }
 
 /// Verifies signature, algorithm (only HS256: no `none`, no key confusion), expiry and audience.
@@ -67,20 +50,8 @@ mod tests {
         assert_eq!(verify(key, &t).unwrap().sub, user);
         assert!(verify(b"another key entirely, 32 bytes!!", &t).is_err());
         let expired = {
-            let claims = Claims {
-                sub: user,
-                tid: None,
-                role: Role::Viewer,
-                iat: 1,
-                exp: 2,
-                aud: AUDIENCE.into(),
-            };
-            jsonwebtoken::encode(
-                &Header::new(Algorithm::HS256),
-                &claims,
-                &EncodingKey::from_secret(key),
-            )
-            .unwrap()
+            let claims = Claims { sub: user, tid: None, role: Role::Viewer, iat: 1, exp: 2, aud: AUDIENCE.into() };
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(key)).unwrap()
         };
         assert!(verify(key, &expired).is_err());
     }

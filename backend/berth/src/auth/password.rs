@@ -5,14 +5,11 @@ use std::sync::LazyLock;
 
 use anyhow::Context;
 use argon2::Argon2;
-use argon2::password_hash::{
-    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
-};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 
 /// Hashed once so that a login for an unknown e-mail costs as much as one for a known e-mail, and
 /// response time does not reveal which addresses have accounts.
-static DUMMY_HASH: LazyLock<String> =
-    LazyLock::new(|| hash_blocking("not a real password").expect("hashing works"));
+static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| hash_blocking("not a real password").expect("hashing works"));
 
 fn hash_blocking(password: &str) -> anyhow::Result<String> {
     let salt = SaltString::generate(&mut OsRng);
@@ -23,9 +20,7 @@ fn hash_blocking(password: &str) -> anyhow::Result<String> {
 }
 
 pub async fn hash(password: String) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || hash_blocking(&password))
-        .await
-        .context("hash task")?
+    tokio::task::spawn_blocking(move || hash_blocking(&password)).await.context("hash task")?
 }
 
 /// Checks `password` against `stored`, or against a dummy hash when there is no such user.
@@ -36,10 +31,7 @@ pub async fn verify(password: String, stored: Option<String>) -> bool {
         let Ok(parsed) = PasswordHash::new(&stored) else {
             return false;
         };
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-            && known
+        Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok() && known
     })
     .await
     .unwrap_or(false)

@@ -52,19 +52,12 @@ impl Principal {
         if self.role.at_least(min) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!(
-                "this needs the `{min}` role or higher; you have `{}`",
-                self.role
-            )))
+            Err(ApiError::forbidden(format!("this needs the `{min}` role or higher; you have `{}`", self.role)))
         }
     }
 
     pub fn require_platform_admin(&self) -> ApiResult<()> {
-        if self.role == Role::PlatformAdmin {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden("only platform admins may do this"))
-        }
+        if self.role == Role::PlatformAdmin { Ok(()) } else { Err(ApiError::forbidden("only platform admins may do this")) }
     }
 
     pub fn user_id(&self) -> Uuid {
@@ -85,10 +78,7 @@ impl Principal {
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let principal = authenticate(state, &parts.headers).await?;
         if let Some(slot) = parts.extensions.get::<AuditSlot>() {
             slot.set_principal(&principal);
@@ -100,22 +90,16 @@ impl FromRequestParts<AppState> for Principal {
 /// Resolves the bearer credential in `headers` to a principal. Also used by middleware that needs the
 /// caller before the handler runs (idempotency keys).
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Principal> {
-    let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
-        ApiError::unauthorized("missing Authorization header; send `Authorization: Bearer <token>`")
-    })?;
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization header; send `Authorization: Bearer <token>`"))?;
+    let value = value.to_str().map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
     let token = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?
         .trim();
-    if token.starts_with(API_TOKEN_PREFIX) {
-        from_api_token(state, token).await
-    } else {
-        from_jwt(state, token).await
-    }
+    if token.starts_with(API_TOKEN_PREFIX) { from_api_token(state, token).await } else { from_jwt(state, token).await }
 }
 
 #[derive(sqlx::FromRow)]
@@ -129,9 +113,7 @@ struct LiveUser {
 
 async fn from_jwt(state: &AppState, token: &str) -> ApiResult<Principal> {
     let claims = jwt::verify(&state.keys.jwt, token).map_err(|e| match e.kind() {
-        jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-            ApiError::unauthorized("the access token has expired; refresh it")
-        }
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => ApiError::unauthorized("the access token has expired; refresh it"),
         _ => ApiError::unauthorized("invalid access token"),
     })?;
     // The token proves who the caller was when it was issued. The user's current row decides the rest, so
@@ -144,17 +126,9 @@ async fn from_jwt(state: &AppState, token: &str) -> ApiResult<Principal> {
     .bind(claims.sub)
     .fetch_optional(&state.db)
     .await?;
-    let user =
-        user.ok_or_else(|| ApiError::unauthorized("the user of this token no longer exists"))?;
+    let user = user.ok_or_else(|| ApiError::unauthorized("the user of this token no longer exists"))?;
     check_tenant_active(user.tenant_status.as_deref())?;
-    Ok(Principal {
-        actor: Actor::User {
-            user_id: claims.sub,
-        },
-        tenant_id: user.tenant_id,
-        role: user.role,
-        label: user.email,
-    })
+    Ok(Principal { actor: Actor::User { user_id: claims.sub }, tenant_id: user.tenant_id, role: user.role, label: user.email })
 }
 
 #[derive(sqlx::FromRow)]
@@ -195,11 +169,7 @@ async fn from_api_token(state: &AppState, token: &str) -> ApiResult<Principal> {
     }
     check_tenant_active(row.tenant_status.as_deref())?;
     // A token never acts above its creator's *current* role: demoting a user demotes their tokens.
-    let role = if row.creator_role.at_least(row.role) {
-        row.role
-    } else {
-        row.creator_role
-    };
+    let role = if row.creator_role.at_least(row.role) { row.role } else { row.creator_role };
     // Recording use at most once a minute keeps authentication from being a write on every request.
     sqlx::query(
         "UPDATE api_tokens SET last_used_at = now()
@@ -209,10 +179,7 @@ async fn from_api_token(state: &AppState, token: &str) -> ApiResult<Principal> {
     .execute(&state.db)
     .await?;
     Ok(Principal {
-        actor: Actor::Token {
-            token_id: row.id,
-            user_id: row.created_by,
-        },
+        actor: Actor::Token { token_id: row.id, user_id: row.created_by },
         tenant_id: row.tenant_id,
         role,
         label: format!("token:{}", row.name),

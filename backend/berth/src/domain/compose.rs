@@ -26,24 +26,17 @@ pub struct ServicePlan {
 /// name an `image`. Variables are left as they are: a template is validated before it is filled in.
 pub fn validate(field: &str, text: &str) -> Result<Vec<String>, ApiError> {
     if text.len() > MAX_COMPOSE_BYTES {
-        return Err(ApiError::invalid_field(
-            field,
-            format!("must be at most {MAX_COMPOSE_BYTES} bytes"),
-        ));
+        return Err(ApiError::invalid_field(field, format!("must be at most {MAX_COMPOSE_BYTES} bytes")));
     }
     let doc = parse(text)?;
     let services = services_of(&doc)?;
     let mut names = Vec::new();
     for (name, svc) in services {
-        let svc = svc
-            .as_mapping()
-            .ok_or_else(|| invalid(format!("service `{name}` must be a mapping")))?;
+        let svc = svc.as_mapping().ok_or_else(|| invalid(format!("service `{name}` must be a mapping")))?;
         match svc.get("image") {
             Some(Value::String(s)) if !s.trim().is_empty() => {}
             _ => {
-                return Err(invalid(format!(
-                    "service `{name}` needs an `image` (Swarm cannot build images)"
-                )));
+                return Err(invalid(format!("service `{name}` needs an `image` (Swarm cannot build images)")));
             }
         }
         names.push(name);
@@ -66,17 +59,11 @@ fn parse(text: &str) -> Result<Value, ApiError> {
 }
 
 fn invalid(detail: String) -> ApiError {
-    ApiError::new(
-        axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid-compose",
-        detail,
-    )
+    ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "invalid-compose", detail)
 }
 
 fn services_of(doc: &Value) -> Result<Vec<(String, &Value)>, ApiError> {
-    let top = doc
-        .as_mapping()
-        .ok_or_else(|| invalid("the Compose file must be a mapping with `services`".into()))?;
+    let top = doc.as_mapping().ok_or_else(|| invalid("the Compose file must be a mapping with `services`".into()))?;
     let services = top
         .get("services")
         .and_then(Value::as_mapping)
@@ -86,22 +73,13 @@ fn services_of(doc: &Value) -> Result<Vec<(String, &Value)>, ApiError> {
     }
     let mut out = Vec::new();
     for (k, v) in services {
-        let name = k
-            .as_str()
-            .ok_or_else(|| invalid("service names must be strings".into()))?;
+        let name = k.as_str().ok_or_else(|| invalid("service names must be strings".into()))?;
         let ok = !name.is_empty()
             && name.len() <= 63
-            && name
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphanumeric())
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !ok {
-            return Err(invalid(format!(
-                "service name `{name}` must be letters, digits, `-`, `_` or `.`, at most 63"
-            )));
+            return Err(invalid(format!("service name `{name}` must be letters, digits, `-`, `_` or `.`, at most 63")));
         }
         out.push((name.to_owned(), v));
     }
@@ -134,10 +112,7 @@ pub fn interpolate(text: &str, values: &BTreeMap<String, String>) -> Result<Stri
         }
     });
     if let Some(name) = missing.first() {
-        return Err(ApiError::invalid_field(
-            &format!("variables.{name}"),
-            "the template needs a value for this variable",
-        ));
+        return Err(ApiError::invalid_field(&format!("variables.{name}"), "the template needs a value for this variable"));
     }
     Ok(out)
 }
@@ -175,9 +150,7 @@ fn for_each_reference(text: &str, mut f: impl FnMut(&str, Option<&str>) -> Strin
                 }
             }
         } else {
-            let len = after
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(after.len());
+            let len = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
             if len == 0 {
                 out.push('$');
             } else {
@@ -197,11 +170,7 @@ pub fn plan(text: &str, nodes: i32) -> Result<Vec<ServicePlan>, ApiError> {
     let doc = parse(text)?;
     let mut plans = Vec::new();
     for (name, svc) in services_of(&doc)? {
-        let image = svc
-            .get("image")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let image = svc.get("image").and_then(Value::as_str).unwrap_or_default().to_owned();
         let deploy = svc.get("deploy");
         let global = deploy.and_then(|d| d.get("mode")).and_then(Value::as_str) == Some("global");
         let replicas = match deploy.and_then(|d| d.get("replicas")) {
@@ -210,38 +179,21 @@ pub fn plan(text: &str, nodes: i32) -> Result<Vec<ServicePlan>, ApiError> {
             Some(v) => v
                 .as_i64()
                 .filter(|n| (0..=1000).contains(n))
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "service `{name}`: deploy.replicas must be a whole number 0–1000"
-                    ))
-                })? as i32,
+                .ok_or_else(|| invalid(format!("service `{name}`: deploy.replicas must be a whole number 0–1000")))?
+                as i32,
         };
-        let reservations = deploy
-            .and_then(|d| d.get("resources"))
-            .and_then(|r| r.get("reservations"));
+        let reservations = deploy.and_then(|d| d.get("resources")).and_then(|r| r.get("reservations"));
         let cpu_reservation = match reservations.and_then(|r| r.get("cpus")) {
             None => 0.0,
-            Some(v) => parse_cpus(v).ok_or_else(|| {
-                invalid(format!(
-                    "service `{name}`: reservations.cpus must be a number of CPUs like 0.5"
-                ))
-            })?,
+            Some(v) => parse_cpus(v)
+                .ok_or_else(|| invalid(format!("service `{name}`: reservations.cpus must be a number of CPUs like 0.5")))?,
         };
         let memory_reservation_mb = match reservations.and_then(|r| r.get("memory")) {
             None => 0,
-            Some(v) => parse_memory_mb(v).ok_or_else(|| {
-                invalid(format!(
-                    "service `{name}`: reservations.memory must be a size like 512M or 1G"
-                ))
-            })?,
+            Some(v) => parse_memory_mb(v)
+                .ok_or_else(|| invalid(format!("service `{name}`: reservations.memory must be a size like 512M or 1G")))?,
         };
-        plans.push(ServicePlan {
-            name,
-            image,
-            replicas,
-            cpu_reservation,
-            memory_reservation_mb,
-        });
+        plans.push(ServicePlan { name, image, replicas, cpu_reservation, memory_reservation_mb });
     }
     Ok(plans)
 }
@@ -293,10 +245,7 @@ mod tests {
     fn services_need_images() {
         assert!(validate("c", "services:\n  web:\n    build: .\n").is_err());
         assert!(validate("c", "version: '3'\n").is_err());
-        assert_eq!(
-            validate("c", "services:\n  web:\n    image: nginx\n").unwrap(),
-            vec!["web"]
-        );
+        assert_eq!(validate("c", "services:\n  web:\n    image: nginx\n").unwrap(), vec!["web"]);
     }
 
     #[test]
@@ -309,11 +258,7 @@ mod tests {
         assert!(!vars.contains_key("HOME"));
         let err = interpolate(text, &BTreeMap::new()).unwrap_err();
         assert_eq!(err.errors[0].field, "variables.TAG");
-        let out = interpolate(
-            text,
-            &BTreeMap::from([("TAG".to_owned(), "1.2".to_owned())]),
-        )
-        .unwrap();
+        let out = interpolate(text, &BTreeMap::from([("TAG".to_owned(), "1.2".to_owned())])).unwrap();
         assert!(out.contains("image: busybox:1.2"));
         assert!(out.contains("A=$HOME"));
     }
@@ -345,12 +290,6 @@ mod tests {
         );
         assert_eq!((p[1].replicas, p[1].memory_reservation_mb), (4, 1024));
         assert_eq!((p[2].replicas, p[2].cpu_reservation), (1, 0.0));
-        assert!(
-            plan(
-                "services:\n  a:\n    image: a\n    deploy: {replicas: -1}\n",
-                1
-            )
-            .is_err()
-        );
+        assert!(plan("services:\n  a:\n    image: a\n    deploy: {replicas: -1}\n", 1).is_err());
     }
 }

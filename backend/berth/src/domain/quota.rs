@@ -41,13 +41,11 @@ impl From<QuotaRow> for Quotas {
     }
 }
 
-const SELECT_QUOTAS: &str = "SELECT max_clusters, max_nodes, max_applications, max_services, max_cpus, max_memory_mb FROM quotas WHERE tenant_id = $1";
+const SELECT_QUOTAS: &str =
+    "SELECT max_clusters, max_nodes, max_applications, max_services, max_cpus, max_memory_mb FROM quotas WHERE tenant_id = $1";
 
 pub async fn get(conn: &mut PgConnection, tenant: Uuid) -> sqlx::Result<Quotas> {
-    let row: Option<QuotaRow> = sqlx::query_as(SELECT_QUOTAS)
-        .bind(tenant)
-        .fetch_optional(conn)
-        .await?;
+    let row: Option<QuotaRow> = sqlx::query_as(SELECT_QUOTAS).bind(tenant).fetch_optional(conn).await?;
     Ok(row.map(Into::into).unwrap_or_default())
 }
 
@@ -63,24 +61,15 @@ pub async fn usage(conn: &mut PgConnection, tenant: Uuid) -> sqlx::Result<Usage>
     .bind(tenant)
     .fetch_one(conn)
     .await?;
-    Ok(Usage {
-        clusters,
-        nodes,
-        applications,
-        services,
-        cpus,
-        memory_mb,
-    })
+    Ok(Usage { clusters, nodes, applications, services, cpus, memory_mb })
 }
 
 /// Locks the tenant's quotas for the rest of the transaction and checks that `delta` fits. Only the
 /// resources that grow are checked: shrinking is always allowed, even for a tenant already over a
 /// quota lowered after the fact.
 pub async fn reserve(tx: &mut PgConnection, tenant: Uuid, delta: Delta) -> Result<(), ApiError> {
-    let row: Option<QuotaRow> = sqlx::query_as(&format!("{SELECT_QUOTAS} FOR UPDATE"))
-        .bind(tenant)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let row: Option<QuotaRow> =
+        sqlx::query_as(&format!("{SELECT_QUOTAS} FOR UPDATE")).bind(tenant).fetch_optional(&mut *tx).await?;
     let quotas: Quotas = row.map(Into::into).unwrap_or_default();
     let used = usage(tx, tenant).await?;
     check(&quotas, &used, &delta)
@@ -88,59 +77,21 @@ pub async fn reserve(tx: &mut PgConnection, tenant: Uuid, delta: Delta) -> Resul
 
 /// The pure rule behind [`reserve`].
 pub fn check(q: &Quotas, used: &Usage, d: &Delta) -> Result<(), ApiError> {
-    fn over(
-        name: &str,
-        limit: Option<f64>,
-        used: f64,
-        delta: f64,
-        unit: &str,
-    ) -> Result<(), ApiError> {
+    fn over(name: &str, limit: Option<f64>, used: f64, delta: f64, unit: &str) -> Result<(), ApiError> {
         match limit {
             Some(max) if delta > 0.0 && used + delta > max + 1e-9 => Err(ApiError::quota_exceeded(
                 name,
-                format!(
-                    "quota {name} is {max}{unit}: {used}{unit} in use, this would add {delta}{unit}"
-                ),
+                format!("quota {name} is {max}{unit}: {used}{unit} in use, this would add {delta}{unit}"),
             )),
             _ => Ok(()),
         }
     }
-    over(
-        "max_clusters",
-        q.max_clusters.map(f64::from),
-        used.clusters as f64,
-        d.clusters as f64,
-        "",
-    )?;
-    over(
-        "max_nodes",
-        q.max_nodes.map(f64::from),
-        used.nodes as f64,
-        d.nodes as f64,
-        "",
-    )?;
-    over(
-        "max_applications",
-        q.max_applications.map(f64::from),
-        used.applications as f64,
-        d.applications as f64,
-        "",
-    )?;
-    over(
-        "max_services",
-        q.max_services.map(f64::from),
-        used.services as f64,
-        d.services as f64,
-        "",
-    )?;
+    over("max_clusters", q.max_clusters.map(f64::from), used.clusters as f64, d.clusters as f64, "")?;
+    over("max_nodes", q.max_nodes.map(f64::from), used.nodes as f64, d.nodes as f64, "")?;
+    over("max_applications", q.max_applications.map(f64::from), used.applications as f64, d.applications as f64, "")?;
+    over("max_services", q.max_services.map(f64::from), used.services as f64, d.services as f64, "")?;
     over("max_cpus", q.max_cpus, used.cpus, d.cpus, " CPUs")?;
-    over(
-        "max_memory_mb",
-        q.max_memory_mb.map(|m| m as f64),
-        used.memory_mb as f64,
-        d.memory_mb as f64,
-        " MiB",
-    )?;
+    over("max_memory_mb", q.max_memory_mb.map(|m| m as f64), used.memory_mb as f64, d.memory_mb as f64, " MiB")?;
     Ok(())
 }
 
@@ -149,111 +100,26 @@ mod tests {
     use super::*;
 
     fn used() -> Usage {
-        Usage {
-            clusters: 1,
-            nodes: 3,
-            applications: 0,
-            services: 0,
-            cpus: 1.5,
-            memory_mb: 512,
-        }
+        Usage { clusters: 1, nodes: 3, applications: 0, services: 0, cpus: 1.5, memory_mb: 512 }
     }
 
     #[test]
     fn zero_forbids_and_none_is_unlimited() {
-        let q = Quotas {
-            max_applications: Some(0),
-            ..Default::default()
-        };
-        let e = check(
-            &q,
-            &used(),
-            &Delta {
-                applications: 1,
-                ..Default::default()
-            },
-        )
-        .unwrap_err();
+        let q = Quotas { max_applications: Some(0), ..Default::default() };
+        let e = check(&q, &used(), &Delta { applications: 1, ..Default::default() }).unwrap_err();
         assert!(e.kind.ends_with("quota-exceeded"));
         assert_eq!(e.errors[0].field, "max_applications");
-        assert!(
-            check(
-                &Quotas::default(),
-                &used(),
-                &Delta {
-                    clusters: 100,
-                    ..Default::default()
-                }
-            )
-            .is_ok()
-        );
+        assert!(check(&Quotas::default(), &used(), &Delta { clusters: 100, ..Default::default() }).is_ok());
     }
 
     #[test]
     fn limits_are_inclusive_and_shrinking_is_allowed() {
-        let q = Quotas {
-            max_nodes: Some(5),
-            max_cpus: Some(2.0),
-            ..Default::default()
-        };
-        assert!(
-            check(
-                &q,
-                &used(),
-                &Delta {
-                    nodes: 2,
-                    ..Default::default()
-                }
-            )
-            .is_ok()
-        );
-        assert!(
-            check(
-                &q,
-                &used(),
-                &Delta {
-                    nodes: 3,
-                    ..Default::default()
-                }
-            )
-            .is_err()
-        );
-        assert!(
-            check(
-                &q,
-                &used(),
-                &Delta {
-                    cpus: 0.5,
-                    ..Default::default()
-                }
-            )
-            .is_ok()
-        );
-        assert!(
-            check(
-                &q,
-                &used(),
-                &Delta {
-                    cpus: 0.75,
-                    ..Default::default()
-                }
-            )
-            .is_err()
-        );
-        let tight = Quotas {
-            max_nodes: Some(1),
-            ..Default::default()
-        };
-        assert!(
-            check(
-                &tight,
-                &used(),
-                &Delta {
-                    nodes: -1,
-                    ..Default::default()
-                }
-            )
-            .is_ok()
-        );
+        let q = Quotas { max_nodes: Some(5), max_cpus: Some(2.0), ..Default::default() };
+        assert!(check(&q, &used(), &Delta { nodes: 2, ..Default::default() }).is_ok());
+        assert!(check(&q, &used(), &Delta { nodes: 3, ..Default::default() }).is_err());
+        assert!(check(&q, &used(), &Delta { cpus: 0.5, ..Default::default() }).is_ok());
+        assert!(check(&q, &used(), &Delta { cpus: 0.75, ..Default::default() }).is_err());
+        let tight = Quotas { max_nodes: Some(1), ..Default::default() };
+        assert!(check(&tight, &used(), &Delta { nodes: -1, ..Default::default() }).is_ok());
     }
 }

@@ -6,9 +6,7 @@ use crate::error::ApiError;
 pub fn dns_name(field: &str, value: &str) -> Result<(), ApiError> {
     let ok = !value.is_empty()
         && value.len() <= 63
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !value.starts_with('-')
         && !value.ends_with('-');
     if ok {
@@ -25,10 +23,7 @@ pub fn dns_name(field: &str, value: &str) -> Result<(), ApiError> {
 pub fn display_name(field: &str, value: &str) -> Result<(), ApiError> {
     let len = value.chars().count();
     if value.trim().is_empty() || len > 100 || value.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field(
-            field,
-            "must be 1–100 printable characters",
-        ));
+        return Err(ApiError::invalid_field(field, "must be 1–100 printable characters"));
     }
     Ok(())
 }
@@ -38,11 +33,7 @@ pub fn email(field: &str, value: &str) -> Result<(), ApiError> {
         && !value.chars().any(|c| c.is_whitespace() || c.is_control())
         && matches!(value.split_once('@'), Some((local, domain))
             if !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.') && !domain.contains('@'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid_field(field, "must be an e-mail address"))
-    }
+    if ok { Ok(()) } else { Err(ApiError::invalid_field(field, "must be an e-mail address")) }
 }
 
 pub fn password(field: &str, value: &str) -> Result<(), ApiError> {
@@ -65,11 +56,7 @@ pub fn slugify(name: &str) -> String {
     }
     let mut slug: String = slug.trim_end_matches('-').chars().take(50).collect();
     slug = slug.trim_end_matches('-').to_owned();
-    if slug.is_empty() {
-        "tenant".to_owned()
-    } else {
-        slug
-    }
+    if slug.is_empty() { "tenant".to_owned() } else { slug }
 }
 
 #[cfg(test)]

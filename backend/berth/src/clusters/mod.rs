@@ -1,0 +1,58 @@
+//! Running clusters for real: the jobs that provision nodes and form, scale and delete Swarms, and what
+//! they share — the worker's environment and access to a cluster's engines.
+//!
+//! Every step is "make it so": it looks at what exists (node rows, the provider's view, each engine's
+//! Swarm membership) and does only what is missing. A job killed at any point and run again converges.
+
+pub mod access;
+pub mod lifecycle;
+pub mod observe;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::crypto::Keys;
+use crate::jobs::runner::{Handler, Handlers, JobCtx};
+use crate::providers::local::LocalProvider;
+
+/// What cluster jobs and reconcilers need besides the database.
+pub struct WorkerEnv {
+    pub keys: Keys,
+    pub data_dir: PathBuf,
+    pub local: LocalProvider,
+}
+
+impl WorkerEnv {
+    pub fn new(keys: Keys, data_dir: PathBuf) -> Arc<Self> {
+        let data_dir = std::fs::canonicalize(&data_dir).unwrap_or(data_dir);
+        Arc::new(WorkerEnv { local: LocalProvider::new(&data_dir), keys, data_dir })
+    }
+}
+
+/// The job kinds this module carries out.
+pub fn handlers(env: Arc<WorkerEnv>) -> Handlers {
+    let mut h = Handlers::default();
+    let converge = |env: Arc<WorkerEnv>| Handler {
+        run: Box::new(move |ctx: JobCtx| Box::pin(lifecycle::converge(ctx, env.clone()))),
+        failed: Box::new(|ctx: JobCtx, error: String| Box::pin(lifecycle::mark_failed(ctx, error))),
+    };
+    h.add("cluster.create", converge(env.clone()));
+    h.add("cluster.scale", converge(env.clone()));
+    let e = env.clone();
+    h.add(
+        "cluster.delete",
+        Handler {
+            run: Box::new(move |ctx: JobCtx| Box::pin(lifecycle::delete(ctx, e.clone()))),
+            failed: Box::new(|ctx: JobCtx, error: String| Box::pin(lifecycle::mark_failed(ctx, error))),
+        },
+    );
+    let e = env;
+    h.add(
+        "node.update",
+        Handler {
+            run: Box::new(move |ctx: JobCtx| Box::pin(lifecycle::update_node(ctx, e.clone()))),
+            failed: Box::new(|_, _| Box::pin(async { Ok(()) })),
+        },
+    );
+    h
+}
