@@ -1,7 +1,9 @@
-//! Job workers: the job runner with every job kind this version handles. `berth worker` runs only
-//! this; `berth serve` runs it beside the API.
+//! Job workers and cluster reconcilers: the job runner with every job kind this version handles, and
+//! the supervisor that keeps one reconciler per running cluster. `berth worker` runs only these;
+//! `berth serve` runs them beside the API.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -9,9 +11,20 @@ use tokio::sync::watch;
 use crate::clusters::{self, WorkerEnv};
 use crate::jobs::runner::Runner;
 
-/// Runs jobs until `shutdown` turns true.
+/// Runs jobs and reconcilers until `shutdown` turns true.
 pub async fn run(db: PgPool, env: Arc<WorkerEnv>, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     crate::db::wait_for_migrations(&db).await?;
-    let runner = Runner::new(db, clusters::handlers(env));
-    runner.run(shutdown).await
+    let mut runner = Runner::new(db.clone(), clusters::handlers(env.clone()));
+    // Shorter leases make a crashed worker's jobs resume sooner (tests use a few seconds).
+    if let Some(secs) = std::env::var("BERTH_JOB_LEASE_SECS").ok().and_then(|s| s.parse::<u64>().ok()) {
+        runner.lease = Duration::from_secs(secs.max(1));
+    }
+    let reconcilers = tokio::spawn(clusters::reconciler::supervise(db, env, runner.id.clone(), shutdown.clone()));
+    let result = runner.run(shutdown).await;
+    match reconcilers.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "reconcilers stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "reconcilers panicked"),
+        Ok(Ok(())) => {}
+    }
+    result
 }

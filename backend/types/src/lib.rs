@@ -255,6 +255,17 @@ pub struct Node {
     pub job_id: Option<Uuid>,
 }
 
+/// What the Docker CLI needs to talk to a cluster: `docker --tlsverify --tlscacert ca.pem --tlscert
+/// cert.pem --tlskey key.pem -H <endpoint> node ls`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClusterCredentials {
+    /// A manager's Engine API, e.g. `tcp://10.213.0.10:2376`.
+    pub endpoint: String,
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateNode {

@@ -74,11 +74,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Audit {
     }
 }
 
-/// Records one entry per mutating request, after the response is known.
+/// Records one entry per mutating request, after the response is known, and one per read whose handler
+/// asked for it (reading secrets, such as cluster credentials).
 pub async fn middleware(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        return next.run(req).await;
-    }
+    let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let slot = AuditSlot::default();
     req.extensions_mut().insert(slot.clone());
     let method = req.method().clone();
@@ -90,6 +89,9 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
 
     let status = resp.status();
     let info = std::mem::take(&mut *slot.0.lock().expect("audit slot"));
+    if read && info.action.is_none() {
+        return resp;
+    }
     let (actor_type, actor_id, label, caller_tenant) = match &info.principal {
         Some(p) => match p.actor {
             Actor::User { user_id } => ("user", Some(user_id), p.label.clone(), p.tenant_id),

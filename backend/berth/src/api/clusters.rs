@@ -7,8 +7,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use berth_types::{
-    Availability, Cluster, ClusterStatus, CreateCluster, Node, NodeRole, NodeState, Page, Problem, Provider, Role, UpdateCluster,
-    UpdateNode,
+    Availability, Cluster, ClusterCredentials, ClusterStatus, CreateCluster, Node, NodeRole, NodeState, Page, Problem, Provider,
+    Role, UpdateCluster, UpdateNode,
 };
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -419,4 +419,63 @@ pub async fn update_node(
     let job = jobs::enqueue(&mut tx, target, "node.update", json!({})).await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
+}
+
+/// Starts a node's engine again after it stopped (crashed or was killed), like rebooting a machine.
+#[utoipa::path(post, path = "/api/v1/nodes/{id}/restart", tag = "clusters", params(("id" = Uuid, Path)),
+    responses((status = 202, body = Node), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn restart_node(
+    State(state): State<AppState>,
+    me: Principal,
+    audit: Audit,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<(StatusCode, Json<Node>)> {
+    let tenant = me.tenant_with(Role::Admin)?;
+    audit.record("node.restart", "node", id);
+    let mut tx = state.db.begin().await?;
+    let node = load_node(&mut tx, tenant, id, true).await?;
+    let target = Target { tenant_id: Some(tenant), kind: "node", id };
+    let job = jobs::enqueue(&mut tx, target, "node.restart", json!({})).await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(node.into_dto(Some(job)))))
+}
+
+/// TLS client credentials for the cluster's engines, for the Docker CLI. Owners and admins only; every
+/// fetch is audited.
+#[utoipa::path(get, path = "/api/v1/clusters/{id}/credentials", tag = "clusters", params(("id" = Uuid, Path)),
+    responses((status = 200, body = ClusterCredentials), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, body = Problem)), security(("bearer" = [])))]
+pub async fn credentials(
+    State(state): State<AppState>,
+    me: Principal,
+    audit: Audit,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<ClusterCredentials>> {
+    let tenant = me.tenant_with(Role::Admin)?;
+    audit.record("cluster.credentials", "cluster", id);
+    let mut conn = state.db.acquire().await?;
+    load_cluster(&mut conn, tenant, id, false).await?;
+    let secrets: Option<(String, String, Vec<u8>)> =
+        sqlx::query_as("SELECT ca_cert_pem, client_cert_pem, client_key_sealed FROM cluster_secrets WHERE cluster_id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let manager: Option<String> = sqlx::query_scalar(
+        "SELECT address FROM nodes WHERE cluster_id = $1 AND role = 'manager' AND address IS NOT NULL AND state <> 'removing'
+          ORDER BY leader DESC, name LIMIT 1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (Some((ca_pem, cert_pem, key_sealed)), Some(manager)) = (secrets, manager) else {
+        return Err(ApiError::conflict("cluster-not-provisioned", "the cluster has no engines yet; wait until it is ready"));
+    };
+    let key_pem = String::from_utf8(state.keys.open(&key_sealed)?).map_err(anyhow::Error::from)?;
+    Ok(Json(ClusterCredentials {
+        endpoint: format!("tcp://{manager}:{}", crate::providers::local::ENGINE_PORT),
+        ca_pem,
+        cert_pem,
+        key_pem,
+    }))
 }

@@ -106,6 +106,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(clusters::get, clusters::update, clusters::delete))
         .routes(routes!(clusters::list_nodes))
         .routes(routes!(clusters::get_node, clusters::update_node))
+        .routes(routes!(clusters::restart_node))
+        .routes(routes!(clusters::credentials))
         .routes(routes!(templates::create, templates::list))
         .routes(routes!(templates::get, templates::update, templates::delete))
         .routes(routes!(templates::versions))

@@ -266,6 +266,24 @@ pub async fn update_node(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()>
     manager.update_node(&swarm_id, Some(&availability), Some(labels.0)).await
 }
 
+/// Starts a node's engine again (after a crash, or after it was killed), like rebooting a machine.
+pub async fn restart_node(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> {
+    let row: Option<(Uuid, i32)> = sqlx::query_as(
+        "SELECT n.cluster_id, c.local_network FROM nodes n JOIN clusters c ON c.id = n.cluster_id
+          WHERE n.id = $1 AND c.provider = 'local' AND c.local_network IS NOT NULL",
+    )
+    .bind(ctx.job.target_id)
+    .fetch_optional(&ctx.db)
+    .await?;
+    let Some((cluster, network)) = row else { return ctx.log("the node is not a provisioned local node").await };
+    let node = load_nodes(&ctx.db, cluster).await?.into_iter().find(|n| n.id == ctx.job.target_id).context("node gone")?;
+    let access = ClusterAccess::ensure(&ctx.db, &env, cluster).await?;
+    ctx.progress(&format!("starting the engine of {}", node.name), 30).await?;
+    let tls = access.engine_tls(&node.name, address(&node)?)?;
+    env.local.start_node(&spec(cluster, network, &node), &tls).await?;
+    ctx.log("the engine is running; the reconciler reports the node ready once the swarm sees it").await
+}
+
 /// A cluster job failed for good: the cluster is `failed` (unless it is being deleted).
 pub async fn mark_failed(ctx: JobCtx, error: String) -> anyhow::Result<()> {
     let tenant: Option<Uuid> = sqlx::query_scalar(

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod lifecycle;
 pub mod observe;
+pub mod reconciler;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +45,14 @@ pub fn handlers(env: Arc<WorkerEnv>) -> Handlers {
         Handler {
             run: Box::new(move |ctx: JobCtx| Box::pin(lifecycle::delete(ctx, e.clone()))),
             failed: Box::new(|ctx: JobCtx, error: String| Box::pin(lifecycle::mark_failed(ctx, error))),
+        },
+    );
+    let e = env.clone();
+    h.add(
+        "node.restart",
+        Handler {
+            run: Box::new(move |ctx: JobCtx| Box::pin(lifecycle::restart_node(ctx, e.clone()))),
+            failed: Box::new(|_, _| Box::pin(async { Ok(()) })),
         },
     );
     let e = env;

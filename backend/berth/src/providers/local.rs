@@ -274,6 +274,10 @@ impl NodeProvider for LocalProvider {
             if processes_in(&netns).iter().any(|(_, init, comm)| *init && comm == "dockerd") {
                 return Ok(());
             }
+            // The exec root is runtime state; after a crash its PID file and sockets only stop dockerd
+            // from starting again.
+            std::fs::remove_dir_all(&exec).ok();
+            std::fs::create_dir_all(&exec)?;
             let d = dir.display();
             let script = format!(
                 "hostname {name} && mount --bind {d}/resolv.conf /etc/resolv.conf && exec dockerd \

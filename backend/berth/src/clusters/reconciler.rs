@@ -1,0 +1,173 @@
+//! Reconcilers: one per cluster across all Berth processes, keeping each node row's observed state
+//! (ready/down, availability, leader, engine, resources) and the cluster's status true to what its
+//! managers report.
+//!
+//! Every process runs a supervisor that tries, every couple of seconds, to take the lease of each
+//! cluster that has no live reconciler (`clusters.reconciler_owner` / `reconciler_lease_until`). The
+//! holder renews the lease on every pass; if it dies, the lease runs out within seconds and another
+//! process's supervisor takes the cluster over. A pass runs on a timer and at once when the engine's
+//! event stream reports a node event; it reads the whole node list, never reacting to one event alone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use sqlx::PgPool;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::WorkerEnv;
+use super::access::ClusterAccess;
+use super::observe;
+use crate::swarm::Engine;
+
+/// How long a lease lasts without renewal: the takeover time when a holder dies.
+const LEASE: Duration = Duration::from_secs(6);
+/// The timer between full passes.
+const PASS_EVERY: Duration = Duration::from_secs(2);
+
+/// Takes and runs reconcilers for every running cluster until `shutdown`.
+pub async fn supervise(
+    db: PgPool,
+    env: Arc<WorkerEnv>,
+    owner: String,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut held: HashMap<Uuid, JoinHandle<()>> = HashMap::new();
+    loop {
+        held.retain(|_, task| !task.is_finished());
+        let claimable: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE clusters SET reconciler_owner = $1, reconciler_lease_until = now() + make_interval(secs => $2)
+              WHERE status IN ('ready', 'degraded')
+                AND (reconciler_owner IS NULL OR reconciler_owner = $1 OR reconciler_lease_until < now())
+                AND NOT (id = ANY($3))
+          RETURNING id",
+        )
+        .bind(&owner)
+        .bind(LEASE.as_secs_f64())
+        .bind(held.keys().copied().collect::<Vec<_>>())
+        .fetch_all(&db)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not look for clusters to reconcile");
+            Vec::new()
+        });
+        for cluster in claimable {
+            tracing::info!(%cluster, %owner, "reconciling cluster");
+            let task = tokio::spawn(reconcile(db.clone(), env.clone(), owner.clone(), cluster, shutdown.clone()));
+            held.insert(cluster, task);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PASS_EVERY) => {}
+            changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { break },
+        }
+    }
+    for (_, task) in held {
+        let _ = task.await;
+    }
+    // Hand the clusters over at once rather than after the lease runs out.
+    sqlx::query("UPDATE clusters SET reconciler_owner = NULL, reconciler_lease_until = NULL WHERE reconciler_owner = $1")
+        .bind(&owner)
+        .execute(&db)
+        .await?;
+    Ok(())
+}
+
+/// Keeps one cluster reconciled while this process holds its lease.
+async fn reconcile(db: PgPool, env: Arc<WorkerEnv>, owner: String, cluster: Uuid, mut shutdown: watch::Receiver<bool>) {
+    let wake = Arc::new(Notify::new());
+    let mut events: Option<JoinHandle<()>> = None;
+    loop {
+        let renewed = sqlx::query(
+            "UPDATE clusters SET reconciler_lease_until = now() + make_interval(secs => $3)
+              WHERE id = $1 AND reconciler_owner = $2 AND status IN ('ready', 'degraded')",
+        )
+        .bind(cluster)
+        .bind(&owner)
+        .bind(LEASE.as_secs_f64())
+        .execute(&db)
+        .await;
+        match renewed {
+            Ok(r) if r.rows_affected() == 1 => {}
+            Ok(_) => break, // lost the lease, or the cluster is being deleted or reprovisioned
+            Err(e) => tracing::warn!(%cluster, error = %e, "could not renew the reconciler lease"),
+        }
+        match pass(&db, &env, cluster).await {
+            Ok(manager) => {
+                if events.as_ref().is_none_or(|t| t.is_finished()) {
+                    events = Some(tokio::spawn(watch_events(manager, wake.clone())));
+                }
+            }
+            Err(e) => tracing::debug!(%cluster, error = %e, "reconcile pass failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PASS_EVERY) => {}
+            _ = wake.notified() => {}
+            changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { break },
+        }
+    }
+    if let Some(t) = events {
+        t.abort();
+    }
+}
+
+/// One full pass: ask a reachable manager for every node, write what it says. Returns that manager,
+/// for the event stream.
+async fn pass(db: &PgPool, env: &WorkerEnv, cluster: Uuid) -> anyhow::Result<Engine> {
+    let tenant: Uuid = sqlx::query_scalar("SELECT tenant_id FROM clusters WHERE id = $1").bind(cluster).fetch_one(db).await?;
+    let access = ClusterAccess::ensure(db, env, cluster).await?;
+    let managers: Vec<String> = sqlx::query_scalar(
+        "SELECT address FROM nodes WHERE cluster_id = $1 AND role = 'manager' AND address IS NOT NULL AND state <> 'removing'
+          ORDER BY leader DESC, name",
+    )
+    .bind(cluster)
+    .fetch_all(db)
+    .await?;
+    let mut last_error = anyhow::anyhow!("the cluster has no manager with an address");
+    for address in managers {
+        let Ok(addr) = address.parse() else { continue };
+        let engine = match tokio::time::timeout(Duration::from_secs(3), access.engine(addr)).await {
+            Ok(Ok(e)) => e,
+            Ok(Err(e)) => {
+                last_error = e;
+                continue;
+            }
+            Err(_) => {
+                last_error = anyhow::anyhow!("manager {addr} did not answer");
+                continue;
+            }
+        };
+        match observe::list(&engine).await {
+            Ok(observed) => {
+                observe::record(db, tenant, cluster, &observed).await?;
+                return Ok(engine);
+            }
+            Err(e) => last_error = e,
+        }
+    }
+    // No manager answers: every node is unreachable as far as Berth can tell.
+    sqlx::query("UPDATE nodes SET state = 'down', leader = false, updated_at = now() WHERE cluster_id = $1 AND state = 'ready'")
+        .bind(cluster)
+        .execute(db)
+        .await?;
+    sqlx::query("UPDATE clusters SET status = 'degraded', observed_at = now() WHERE id = $1 AND status = 'ready'")
+        .bind(cluster)
+        .execute(db)
+        .await?;
+    Err(last_error)
+}
+
+/// Wakes the reconciler on every node event the manager reports; ends when the stream does.
+async fn watch_events(manager: Engine, wake: Arc<Notify>) {
+    let filters = HashMap::from([("type".to_owned(), vec!["node".to_owned()])]);
+    let options = bollard::query_parameters::EventsOptions { filters: Some(filters), ..Default::default() };
+    let mut stream = manager.docker.events(Some(options));
+    while let Some(event) = stream.next().await {
+        if event.is_err() {
+            break;
+        }
+        wake.notify_one();
+    }
+}
