@@ -10,6 +10,11 @@ need=()
 have_pg() { ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; }
 have_pg || need+=(postgresql)
 command -v curl >/dev/null || need+=(curl)
+# Local clusters: a dockerd per node (docker.io), namespaces and bridges (iproute2), DOCKER-USER rules.
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v ip >/dev/null || need+=(iproute2)
+command -v iptables >/dev/null || need+=(iptables)
+command -v nsenter >/dev/null || need+=(util-linux)
 command -v cc >/dev/null || need+=(gcc)
 [ -e /usr/include/stdio.h ] || need+=(libc6-dev)
 if [ "${1:-}" = bench ]; then
@@ -25,7 +30,7 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  # Debian starts a system cluster on install; Berth runs its own, so leave the machine as it was.
+  # Debian starts services on install where it can; Berth runs its own, so leave the machine as it was.
   if [ -d /etc/postgresql ] && command -v pg_lsclusters >/dev/null; then
     pg_lsclusters --no-header 2>/dev/null | awk '$4=="online"{print $1, $2}' | while read -r v c; do
       pg_ctlcluster "$v" "$c" stop || true

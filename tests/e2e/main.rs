@@ -2,6 +2,7 @@
 
 mod auth;
 mod bad_input;
+mod clusters;
 mod cross_tenant;
 mod embedded;
 mod fixtures;

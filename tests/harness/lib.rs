@@ -124,8 +124,41 @@ async fn connect_admin() -> sqlx::PgConnection {
 pub struct TestApp {
     pub base: String,
     pub db: PgPool,
+    /// The database's name on the shared test server (for worker processes to connect to).
+    pub db_name: String,
     pub http: reqwest::Client,
     pub admin: String,
+    /// In-process job workers and reconcilers, when started with [`TestApp::spawn_with_workers`].
+    workers: Option<InProcessWorkers>,
+}
+
+struct InProcessWorkers {
+    stop: tokio::sync::watch::Sender<bool>,
+    data_dir: PathBuf,
+}
+
+impl Drop for TestApp {
+    /// Whatever the test did or failed to do, nothing it provisioned outlives it.
+    fn drop(&mut self) {
+        if let Some(w) = &self.workers {
+            let _ = w.stop.send(true);
+            berth::providers::local::LocalProvider::new(&w.data_dir).destroy_all_blocking();
+            let _ = std::fs::remove_dir_all(&w.data_dir);
+        }
+    }
+}
+
+/// A fresh directory for a test's Berth state, reachable by every process of the test.
+pub fn temp_data_dir(prefix: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// The URL of a test database, for processes started by a test.
+pub fn database_url(db_name: &str) -> String {
+    format!("postgres://berth@localhost/{db_name}?host={}", server().socket_dir.display())
 }
 
 pub fn serve_config(max_body: usize) -> ServeConfig {
@@ -144,8 +177,20 @@ impl TestApp {
         Self::spawn_with(serve_config(64 * 1024)).await
     }
 
+    /// An app that also runs job workers and reconcilers in-process, as `berth serve` does.
+    pub async fn spawn_with_workers() -> TestApp {
+        let mut app = Self::spawn().await;
+        let data_dir = temp_data_dir("berth-workers");
+        let keys = berth::crypto::Keys::from_secret(SECRET).unwrap();
+        let env = berth::clusters::WorkerEnv::new(keys, data_dir.clone());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(berth::worker::run(app.db.clone(), env, stopped));
+        app.workers = Some(InProcessWorkers { stop, data_dir });
+        app
+    }
+
     pub async fn spawn_with(cfg: ServeConfig) -> TestApp {
-        let (_, pool) = fresh_database().await;
+        let (db_name, pool) = fresh_database().await;
         let state = berth::serve::prepare(pool.clone(), &cfg).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -153,7 +198,7 @@ impl TestApp {
             axum::serve(listener, berth::api::router(state)).await.unwrap();
         });
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        let mut app = TestApp { base: format!("http://{addr}"), db: pool, http, admin: String::new() };
+        let mut app = TestApp { base: format!("http://{addr}"), db: pool, db_name, http, admin: String::new(), workers: None };
         app.admin = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
         app
     }
@@ -249,6 +294,136 @@ impl TestApp {
             out.push((table.to_owned(), n));
         }
         out
+    }
+    /// Polls a job until it has finished, and returns its final JSON.
+    pub async fn wait_job(&self, token: &str, job: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let r = self.get(&format!("/api/v1/jobs/{job}"), token).await;
+            let state = r.body["state"].as_str().unwrap_or_default().to_owned();
+            if state == "succeeded" || state == "failed" {
+                return r.body;
+            }
+            assert!(Instant::now() < deadline, "job {job} still {state} after {limit:?}: {}", r.text);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Polls until `check` holds for the JSON at `path`, and returns that JSON.
+    pub async fn wait_for(&self, token: &str, path: &str, limit: Duration, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let r = self.get(path, token).await;
+            if check(&r.body) {
+                return r.body;
+            }
+            assert!(Instant::now() < deadline, "{path} did not reach the expected state within {limit:?}: {}", r.text);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// What Berth could leave behind on the host: namespaces, bridges, dockerd processes, runtime dirs.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HostSnapshot {
+    pub namespaces: Vec<String>,
+    pub bridges: Vec<String>,
+    pub dockerds: Vec<i32>,
+    pub run_dirs: Vec<String>,
+}
+
+fn names_in(dir: &str) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+/// Host state restricted to what belongs to the given clusters (by the last 8 hex digits of their id,
+/// which name their namespaces) — other tests may be running clusters of their own.
+pub fn host_snapshot(clusters: &[Uuid]) -> HostSnapshot {
+    let tags: Vec<String> = clusters
+        .iter()
+        .map(|c| {
+            let s = c.simple().to_string();
+            format!("berth-{}-", &s[s.len() - 8..])
+        })
+        .collect();
+    let mine = |n: &String| tags.iter().any(|t| n.starts_with(t.as_str()));
+    let namespaces: Vec<String> = names_in("/run/netns").into_iter().filter(|n| mine(n)).collect();
+    let run_dirs: Vec<String> = names_in("/run/berth").into_iter().filter(|n| mine(n)).collect();
+    let bridges = {
+        let out = Command::new("ip").args(["-o", "link", "show", "type", "bridge"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut v: Vec<String> = text
+            .lines()
+            .filter(|l| clusters.iter().any(|c| l.contains(&format!("alias {c}"))))
+            .filter_map(|l| l.split(": ").nth(1).map(|s| s.to_owned()))
+            .collect();
+        v.sort();
+        v
+    };
+    let dockerds = {
+        let mut v: Vec<i32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                let cmd =
+                    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).into_owned();
+                cmd.starts_with("dockerd") && tags.iter().any(|t| cmd.contains(t.as_str()))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    HostSnapshot { namespaces, bridges, dockerds, run_dirs }
+}
+
+/// The host PID of a node's dockerd (the first process of its PID namespace), found through its
+/// network namespace.
+pub fn node_dockerd(netns: &str) -> Option<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = std::fs::metadata(format!("/run/netns/{netns}")).ok()?;
+    std::fs::read_dir("/proc").ok()?.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()).find(|pid| {
+        let same = std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ns.ino() && m.dev() == ns.dev());
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        same && comm.trim() == "dockerd"
+    })
+}
+
+/// A `berth worker` process on a test database, killed (and its nodes left to the test) on drop.
+pub struct WorkerProcess {
+    pub child: std::process::Child,
+}
+
+impl WorkerProcess {
+    pub fn start(db_name: &str, data_dir: &std::path::Path, lease_secs: u64) -> WorkerProcess {
+        let exe = std::env::current_exe().unwrap();
+        let bin = exe.parent().unwrap().parent().unwrap().join("berth");
+        let child = Command::new(bin)
+            .arg("worker")
+            .env("BERTH_DATABASE_URL", database_url(db_name))
+            .env("BERTH_DATA_DIR", data_dir)
+            .env("BERTH_SECRET", SECRET)
+            .env("BERTH_JOB_LEASE_SECS", lease_secs.to_string())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("worker.log")).unwrap())
+            .spawn()
+            .expect("starting berth worker (build it first: cargo build -p berth)");
+        WorkerProcess { child }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill9();
     }
 }
 

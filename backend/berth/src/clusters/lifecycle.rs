@@ -58,14 +58,21 @@ async fn load_nodes(db: &PgPool, cluster: Uuid) -> anyhow::Result<Vec<NodeRow>> 
 }
 
 /// Gives the cluster a local network number: the lowest that no cluster of this Berth uses and no
-/// bridge on the host already has (another Berth may share the host).
+/// bridge on the host already has (another Berth may share the host). A number whose bridge turns out
+/// to belong to another cluster (two Berths choosing at once) is given up and another one chosen.
 async fn ensure_network_number(db: &PgPool, cluster: Uuid, current: Option<i32>) -> anyhow::Result<i32> {
-    if let Some(n) = current {
-        return Ok(n);
-    }
+    let mut current = current;
     for _ in 0..10 {
+        if let Some(n) = current {
+            match crate::providers::local::network_owner(n).await {
+                Some(owner) if owner != cluster.to_string() => {
+                    sqlx::query("UPDATE clusters SET local_network = NULL WHERE id = $1").bind(cluster).execute(db).await?;
+                }
+                _ => return Ok(n),
+            }
+        }
         let busy = crate::providers::local::networks_in_use().await?;
-        let n: Option<i32> = sqlx::query_scalar(
+        current = sqlx::query_scalar(
             "UPDATE clusters SET local_network = (
                     SELECT min(n) FROM generate_series(0, 255) AS n
                      WHERE n NOT IN (SELECT local_network FROM clusters WHERE local_network IS NOT NULL)
@@ -78,17 +85,13 @@ async fn ensure_network_number(db: &PgPool, cluster: Uuid, current: Option<i32>)
         .fetch_optional(db)
         .await
         .or_else(|e| match &e {
-            // Another cluster took the same number at the same moment: pick again.
+            // Another cluster of this Berth took the same number at the same moment: choose again.
             sqlx::Error::Database(d) if d.is_unique_violation() => Ok(None),
             _ => Err(e),
-        })?;
-        if let Some(n) = n {
-            return Ok(n);
-        }
-        let now: Option<i32> =
-            sqlx::query_scalar("SELECT local_network FROM clusters WHERE id = $1").bind(cluster).fetch_one(db).await?;
-        if let Some(n) = now {
-            return Ok(n);
+        })?
+        .flatten();
+        if current.is_none() {
+            current = sqlx::query_scalar("SELECT local_network FROM clusters WHERE id = $1").bind(cluster).fetch_one(db).await?;
         }
     }
     bail!("no free local network for the cluster")

@@ -125,6 +125,11 @@ async fn bridge_owner(bridge: &str) -> Option<String> {
     Some(out.split(" alias ").nth(1).map(|a| a.trim().to_owned()).unwrap_or_default())
 }
 
+/// The cluster that owns network `n`'s bridge on this host, if the bridge exists.
+pub async fn network_owner(n: i32) -> Option<String> {
+    bridge_owner(&LocalProvider::bridge(n)).await
+}
+
 /// Network numbers whose bridge already exists on this host (made by any Berth).
 pub async fn networks_in_use() -> anyhow::Result<Vec<i32>> {
     let out = run("ip", &["-o", "link", "show", "type", "bridge"]).await?;
