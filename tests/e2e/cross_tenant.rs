@@ -23,6 +23,8 @@ async fn another_tenants_objects_are_404_on_every_verb_and_nothing_changes() {
         (M::DELETE, format!("/api/v1/clusters/{}", o.cluster), None),
         (M::GET, format!("/api/v1/clusters/{}/nodes", o.cluster), None),
         (M::GET, format!("/api/v1/nodes/{}", o.node), None),
+        (M::POST, format!("/api/v1/nodes/{}/restart", o.node), Some(json!({}))),
+        (M::GET, format!("/api/v1/clusters/{}/credentials", o.cluster), None),
         (M::PATCH, format!("/api/v1/nodes/{}", o.node), Some(json!({"availability": "drain"}))),
         (M::GET, format!("/api/v1/templates/{}", o.template), None),
         (M::PATCH, format!("/api/v1/templates/{}", o.template), Some(json!({"compose": fixtures::COMPOSE}))),

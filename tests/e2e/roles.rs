@@ -21,6 +21,7 @@ enum Fresh {
     User,
     Token,
     Tenant,
+    Node,
 }
 
 struct Case {
@@ -147,6 +148,8 @@ fn cases() -> Vec<Case> {
         case(M::GET, "/api/v1/jobs", READ),
         case(M::GET, "/api/v1/jobs/{job}", READ),
         case(M::GET, "/api/v1/audit", [401, 403, 403, 200, 200, 403, 200]),
+        with_body(M::GET, "/api/v1/clusters/{cluster}/credentials", none, [401, 403, 403, 409, 409, 403, 403]),
+        fresh(M::POST, "/api/v1/nodes/{fresh}/restart", Fresh::Node, ADMIN_WRITE_202),
         // platform administration
         case(M::GET, "/api/v1/admin/tenants", PLATFORM),
         with_body(
@@ -179,6 +182,7 @@ async fn make_fresh(app: &TestApp, owner: &str, objects: &Objects, kind: Fresh) 
         Fresh::User => fixtures::tenant_user(app, owner).await,
         Fresh::Token => app.post("/api/v1/tokens", owner, json!({"name": "doomed", "role": "viewer"})).await.id(),
         Fresh::Tenant => app.tenant("Doomed").await.id,
+        Fresh::Node => objects.node,
     }
 }
 

@@ -487,6 +487,19 @@ pub struct Accepted {
     pub status: String,
 }
 
+/// One change in the tenant's change feed (`GET /api/v1/events`, Server-Sent Events).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    /// Increasing; pass the last one seen as `Last-Event-ID` (or `?after=`) to resume.
+    pub id: i64,
+    /// What happened, e.g. `job.succeeded`, `node.state`, `cluster.status`.
+    pub kind: String,
+    pub target_type: String,
+    pub target_id: Option<Uuid>,
+    pub data: serde_json::Value,
+    pub at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AuditEntry {
     pub id: i64,

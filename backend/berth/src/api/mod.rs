@@ -25,6 +25,7 @@ pub mod applications;
 pub mod audit;
 pub mod auth;
 pub mod clusters;
+pub mod events;
 pub mod extract;
 pub mod idempotency;
 pub mod jobs;
@@ -59,6 +60,7 @@ pub mod users;
         (name = "images", description = "Images known to the tenant"),
         (name = "applications", description = "Applications, their revisions, services and containers"),
         (name = "jobs", description = "Queued work and its progress"),
+        (name = "events", description = "The tenant's change feed (Server-Sent Events)"),
         (name = "audit", description = "Who did what"),
         (name = "ops", description = "Probes and metrics"),
     )
@@ -124,6 +126,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(applications::list_containers))
         .routes(routes!(jobs::list))
         .routes(routes!(jobs::get))
+        .routes(routes!(events::stream))
         .routes(routes!(audit::list))
 }
 
