@@ -5,8 +5,9 @@
 CREATE TABLE cluster_secrets (
     cluster_id          uuid PRIMARY KEY REFERENCES clusters (id) ON DELETE CASCADE,
     -- The per-cluster CA that signs every engine's server certificate and Berth's client certificate.
+    -- For an adopted (`existing`) cluster: the user's CA and client certificate, and no CA key.
     ca_cert_pem         text NOT NULL,
-    ca_key_sealed       bytea NOT NULL,
+    ca_key_sealed       bytea,
     client_cert_pem     text NOT NULL,
     client_key_sealed   bytea NOT NULL,
     manager_token_sealed bytea,

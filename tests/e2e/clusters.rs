@@ -102,6 +102,36 @@ async fn a_local_cluster_is_a_real_swarm_from_create_through_node_loss_to_delete
     assert_ne!(curl(false), "200", "the engine answered without a client certificate");
     std::fs::remove_dir_all(&dir).unwrap();
 
+    // Another tenant can adopt the same swarm as an `existing` cluster through its TLS endpoint: Berth
+    // records its nodes without provisioning anything, and deleting the adopted cluster only forgets it.
+    let other = app.tenant("Other").await;
+    let adopted = app
+        .post(
+            "/api/v1/clusters",
+            &other.owner,
+            json!({"name": "adopted", "provider": "existing", "endpoint": creds.body["endpoint"],
+                   "ca_pem": creds.body["ca_pem"], "cert_pem": creds.body["cert_pem"], "key_pem": creds.body["key_pem"]}),
+        )
+        .await;
+    adopted.expect(StatusCode::ACCEPTED);
+    let job = app.wait_job(&other.owner, adopted.body["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let adopted_nodes = app.get(&format!("/api/v1/clusters/{}/nodes", adopted.id()), &other.owner).await;
+    assert_eq!(nodes_of(&adopted_nodes.body), expected("prod", "ready"));
+    let adopted_cluster = app.get(&format!("/api/v1/clusters/{}", adopted.id()), &other.owner).await;
+    assert_eq!(
+        (
+            adopted_cluster.body["status"].as_str(),
+            adopted_cluster.body["managers"].as_i64(),
+            adopted_cluster.body["workers"].as_i64()
+        ),
+        (Some("ready"), Some(1), Some(2))
+    );
+    let forget = app.delete(&format!("/api/v1/clusters/{}", adopted.id()), &other.owner).await;
+    let job = app.wait_job(&other.owner, forget.body["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(host_snapshot(&[id]).dockerds.len(), 3, "forgetting an adopted cluster destroyed its machines");
+
     // Node loss: kill a worker's dockerd; the API reports it down within 15 s, then ready after a restart.
     let worker = nodes.body["items"].as_array().unwrap().iter().find(|n| n["name"] == "prod-worker-1").unwrap().clone();
     let netns =

@@ -169,6 +169,7 @@ pub fn serve_config(max_body: usize) -> ServeConfig {
         admin_password: Some(ADMIN_PASSWORD.to_owned()),
         security: SecurityConfig { secret: Some(SECRET.to_owned()), access_token_ttl_secs: 900, refresh_token_ttl_secs: 3600 },
         max_body_bytes: max_body,
+        existing_socket_dirs: vec![std::env::temp_dir()],
     }
 }
 

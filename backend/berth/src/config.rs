@@ -63,6 +63,12 @@ pub struct ServeConfig {
     /// Largest request body accepted, in bytes; larger bodies get 413.
     #[arg(long, env = "BERTH_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Directories (comma-separated) under which tenants may register `existing` clusters by unix
+    /// socket. Empty by default: a socket on the Berth host is root on the Berth host, so only the
+    /// operator can decide which sockets tenants may reach.
+    #[arg(long, env = "BERTH_EXISTING_SOCKET_DIRS", value_delimiter = ',')]
+    pub existing_socket_dirs: Vec<std::path::PathBuf>,
 }
 
 /// Settings of `berth worker`.

@@ -19,7 +19,7 @@ pub async fn prepare(pool: sqlx::PgPool, cfg: &ServeConfig) -> anyhow::Result<Ap
     crate::bootstrap::ensure_platform_admin(&pool, cfg.admin_email.as_deref(), cfg.admin_password.as_deref()).await?;
     let secret = load_or_create_secret(cfg.security.secret.as_deref(), &cfg.db.data_dir)?;
     let keys = Keys::from_secret(&secret)?;
-    Ok(AppState::new(pool, keys, cfg.security.clone(), cfg.max_body_bytes))
+    Ok(AppState::new(pool, keys, cfg.security.clone(), cfg.max_body_bytes, cfg.existing_socket_dirs.clone()))
 }
 
 pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {

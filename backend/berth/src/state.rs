@@ -17,11 +17,19 @@ pub struct Inner {
     pub security: SecurityConfig,
     pub metrics: Metrics,
     pub max_body_bytes: usize,
+    /// Where `existing` clusters may be registered by unix socket (see `BERTH_EXISTING_SOCKET_DIRS`).
+    pub existing_socket_dirs: Vec<std::path::PathBuf>,
 }
 
 impl AppState {
-    pub fn new(db: PgPool, keys: Keys, security: SecurityConfig, max_body_bytes: usize) -> Self {
-        AppState(Arc::new(Inner { db, keys, security, metrics: Metrics::default(), max_body_bytes }))
+    pub fn new(
+        db: PgPool,
+        keys: Keys,
+        security: SecurityConfig,
+        max_body_bytes: usize,
+        existing_socket_dirs: Vec<std::path::PathBuf>,
+    ) -> Self {
+        AppState(Arc::new(Inner { db, keys, security, metrics: Metrics::default(), max_body_bytes, existing_socket_dirs }))
     }
 }
 

@@ -47,7 +47,8 @@ impl ClientCerts {
 /// One engine of a cluster.
 pub struct Engine {
     pub docker: Docker,
-    pub address: IpAddr,
+    /// The engine's address on the cluster network, when Berth provisioned it (what it advertises).
+    pub address: Option<IpAddr>,
 }
 
 /// What an engine says about its own Swarm membership.
@@ -59,8 +60,15 @@ pub struct Membership {
 }
 
 impl Engine {
+    /// A Berth-provisioned engine at `address`.
     pub async fn connect(certs: &ClientCerts, address: IpAddr) -> anyhow::Result<Engine> {
-        let endpoint = format!("tcp://{address}:{ENGINE_PORT}");
+        let mut engine = Self::connect_tls(certs, &format!("tcp://{address}:{ENGINE_PORT}")).await?;
+        engine.address = Some(address);
+        Ok(engine)
+    }
+
+    /// Any engine reachable over TLS at `endpoint` (`tcp://host:port`).
+    pub async fn connect_tls(certs: &ClientCerts, endpoint: &str) -> anyhow::Result<Engine> {
         let docker = Docker::connect_with_ssl(
             &endpoint,
             &certs.dir.join("key.pem"),
@@ -72,7 +80,19 @@ impl Engine {
         .with_context(|| format!("connecting to the engine at {endpoint}"))?;
         // Debian's dockerd speaks API 1.41: agree on a version both sides know.
         let docker = docker.negotiate_version().await.with_context(|| format!("reaching the engine at {endpoint}"))?;
-        Ok(Engine { docker, address })
+        Ok(Engine { docker, address: None })
+    }
+
+    /// An engine on a unix socket of this host (`unix:///path`).
+    pub async fn connect_unix(endpoint: &str) -> anyhow::Result<Engine> {
+        let docker = Docker::connect_with_socket(endpoint, 30, bollard::API_DEFAULT_VERSION)
+            .with_context(|| format!("connecting to the engine at {endpoint}"))?;
+        let docker = docker.negotiate_version().await.with_context(|| format!("reaching the engine at {endpoint}"))?;
+        Ok(Engine { docker, address: None })
+    }
+
+    fn advertise(&self) -> anyhow::Result<IpAddr> {
+        self.address.context("this engine's cluster address is unknown (not provisioned by Berth)")
     }
 
     pub async fn membership(&self) -> anyhow::Result<Membership> {
@@ -89,7 +109,7 @@ impl Engine {
     pub async fn init_swarm(&self) -> anyhow::Result<()> {
         let request = SwarmInitRequest {
             listen_addr: Some(format!("0.0.0.0:{SWARM_PORT}")),
-            advertise_addr: Some(self.address.to_string()),
+            advertise_addr: Some(self.advertise()?.to_string()),
             default_addr_pool: Some(vec![OVERLAY_POOL.to_owned()]),
             subnet_size: Some(24),
             spec: Some(SwarmSpec {
@@ -112,7 +132,7 @@ impl Engine {
     pub async fn join_swarm(&self, manager: IpAddr, token: &str) -> anyhow::Result<()> {
         let request = SwarmJoinRequest {
             listen_addr: Some(format!("0.0.0.0:{SWARM_PORT}")),
-            advertise_addr: Some(self.address.to_string()),
+            advertise_addr: Some(self.advertise()?.to_string()),
             remote_addrs: Some(vec![format!("{manager}:{SWARM_PORT}")]),
             join_token: Some(token.to_owned()),
             ..Default::default()

@@ -204,12 +204,19 @@ pub struct CreateCluster {
     pub name: String,
     #[serde(default)]
     pub provider: Provider,
-    /// Number of Swarm managers (1–7).
-    pub managers: i32,
-    /// Number of Swarm workers (0–100).
-    pub workers: i32,
-    /// For `provider: existing`: the manager's Engine API endpoint (`unix:///...` or `tcp://host:port`).
+    /// Number of Swarm managers (1–7). Required for `local`; an `existing` cluster's nodes are adopted.
+    pub managers: Option<i32>,
+    /// Number of Swarm workers (0–100). Required for `local`.
+    pub workers: Option<i32>,
+    /// For `provider: existing`: a manager's Engine API endpoint, `tcp://host:port` (TLS) or
+    /// `unix:///path` (only under socket directories the operator allows).
     pub endpoint: Option<String>,
+    /// For a `tcp://` endpoint: the CA that signed the engine's certificate (PEM).
+    pub ca_pem: Option<String>,
+    /// For a `tcp://` endpoint: the client certificate Berth connects with (PEM).
+    pub cert_pem: Option<String>,
+    /// For a `tcp://` endpoint: the client certificate's key (PEM); stored encrypted, never returned.
+    pub key_pem: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

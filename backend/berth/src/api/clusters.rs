@@ -85,20 +85,58 @@ fn check_shape(managers: Option<i32>, workers: Option<i32>) -> ApiResult<()> {
     Ok(())
 }
 
-fn check_endpoint(provider: Provider, endpoint: Option<&str>) -> ApiResult<()> {
-    match (provider, endpoint) {
-        (Provider::Local, Some(_)) => Err(ApiError::invalid_field("endpoint", "only `existing` clusters take an endpoint")),
-        (Provider::Existing, None) => {
-            Err(ApiError::invalid_field("endpoint", "an `existing` cluster needs its manager's endpoint"))
-        }
-        (Provider::Existing, Some(e)) => {
-            let ok = e.strip_prefix("unix:///").is_some_and(|p| !p.is_empty())
-                || e.strip_prefix("tcp://")
-                    .is_some_and(|hp| hp.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()));
-            if ok { Ok(()) } else { Err(ApiError::invalid_field("endpoint", "must be `unix:///path` or `tcp://host:port`")) }
-        }
-        (Provider::Local, None) => Ok(()),
+/// What an `existing` cluster is reached through, checked.
+enum Registration {
+    Tls { endpoint: String, ca_pem: String, cert_pem: String, key_pem: String },
+    Unix { endpoint: String },
+}
+
+fn check_existing(state: &AppState, req: &CreateCluster) -> ApiResult<Registration> {
+    if req.managers.is_some() || req.workers.is_some() {
+        let field = if req.managers.is_some() { "managers" } else { "workers" };
+        return Err(ApiError::invalid_field(field, "an `existing` cluster's nodes are adopted from its swarm, not provisioned"));
     }
+    let Some(endpoint) = req.endpoint.clone() else {
+        return Err(ApiError::invalid_field("endpoint", "an `existing` cluster needs a manager's endpoint"));
+    };
+    if let Some(path) = endpoint.strip_prefix("unix://") {
+        let path = std::path::Path::new(path);
+        let allowed = path.is_absolute()
+            && !path.components().any(|c| c == std::path::Component::ParentDir)
+            && state.existing_socket_dirs.iter().any(|dir| path.starts_with(dir));
+        if !allowed {
+            return Err(ApiError::invalid_field(
+                "endpoint",
+                "unix sockets are accepted only under the directories this Berth's operator allows (BERTH_EXISTING_SOCKET_DIRS)",
+            ));
+        }
+        if req.ca_pem.is_some() || req.cert_pem.is_some() || req.key_pem.is_some() {
+            return Err(ApiError::invalid_field("ca_pem", "a unix socket endpoint takes no TLS material"));
+        }
+        return Ok(Registration::Unix { endpoint });
+    }
+    let valid_tcp = endpoint
+        .strip_prefix("tcp://")
+        .and_then(|hp| hp.rsplit_once(':'))
+        .is_some_and(|(h, p)| !h.is_empty() && !h.contains('/') && p.parse::<u16>().is_ok_and(|p| p > 0));
+    if !valid_tcp {
+        return Err(ApiError::invalid_field("endpoint", "must be `tcp://host:port` or `unix:///path`"));
+    }
+    let pem = |field: &str, value: &Option<String>, marker: &str| -> ApiResult<String> {
+        match value {
+            Some(v) if v.contains(marker) => Ok(v.clone()),
+            Some(_) => Err(ApiError::invalid_field(field, format!("must be PEM ({marker})"))),
+            None => {
+                Err(ApiError::invalid_field(field, "a tcp endpoint is reached over TLS: give the CA, client certificate and key"))
+            }
+        }
+    };
+    Ok(Registration::Tls {
+        endpoint,
+        ca_pem: pem("ca_pem", &req.ca_pem, "BEGIN CERTIFICATE")?,
+        cert_pem: pem("cert_pem", &req.cert_pem, "BEGIN CERTIFICATE")?,
+        key_pem: pem("key_pem", &req.key_pem, "PRIVATE KEY")?,
+    })
 }
 
 /// Node names are stable and predictable (`<cluster>-manager-1`, `<cluster>-worker-3`), which is what lets
@@ -136,14 +174,25 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Cluster>)> {
     let tenant = me.tenant_with(Role::Admin)?;
     validate::dns_name("name", &req.name)?;
-    check_shape(Some(req.managers), Some(req.workers))?;
-    check_endpoint(req.provider, req.endpoint.as_deref())?;
+    let (managers, workers, registration) = match req.provider {
+        Provider::Local => {
+            if req.endpoint.is_some() || req.ca_pem.is_some() || req.cert_pem.is_some() || req.key_pem.is_some() {
+                return Err(ApiError::invalid_field("endpoint", "only `existing` clusters take an endpoint"));
+            }
+            let managers = req.managers.ok_or_else(|| ApiError::invalid_field("managers", "required for a `local` cluster"))?;
+            let workers = req.workers.ok_or_else(|| ApiError::invalid_field("workers", "required for a `local` cluster"))?;
+            check_shape(Some(managers), Some(workers))?;
+            (managers, workers, None)
+        }
+        // Adopted nodes are counted against the node quota when the job finds them.
+        Provider::Existing => (1, 0, Some(check_existing(&state, &req)?)),
+    };
 
     let mut tx = state.db.begin().await?;
-    quota::reserve(&mut tx, tenant, Delta { clusters: 1, nodes: i64::from(req.managers + req.workers), ..Default::default() })
-        .await?;
-    let settings = match &req.endpoint {
-        Some(e) => json!({ "endpoint": e }),
+    let new_nodes = if registration.is_some() { 0 } else { i64::from(managers + workers) };
+    quota::reserve(&mut tx, tenant, Delta { clusters: 1, nodes: new_nodes, ..Default::default() }).await?;
+    let settings = match &registration {
+        Some(Registration::Tls { endpoint, .. } | Registration::Unix { endpoint }) => json!({ "endpoint": endpoint }),
         None => json!({}),
     };
     let row: Result<ClusterRow, sqlx::Error> = sqlx::query_as(&format!(
@@ -154,14 +203,30 @@ pub async fn create(
     .bind(tenant)
     .bind(&req.name)
     .bind(req.provider.as_str())
-    .bind(req.managers)
-    .bind(req.workers)
+    .bind(managers)
+    .bind(workers)
     .bind(settings)
     .fetch_one(&mut *tx)
     .await;
     let row = row.map_err(|e| name_taken(e, "cluster"))?;
-    add_nodes(&mut tx, tenant, &row, NodeRole::Manager, 1, req.managers).await?;
-    add_nodes(&mut tx, tenant, &row, NodeRole::Worker, 1, req.workers).await?;
+    match &registration {
+        None => {
+            add_nodes(&mut tx, tenant, &row, NodeRole::Manager, 1, managers).await?;
+            add_nodes(&mut tx, tenant, &row, NodeRole::Worker, 1, workers).await?;
+        }
+        Some(Registration::Tls { ca_pem, cert_pem, key_pem, .. }) => {
+            sqlx::query(
+                "INSERT INTO cluster_secrets (cluster_id, ca_cert_pem, client_cert_pem, client_key_sealed) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(row.id)
+            .bind(ca_pem)
+            .bind(cert_pem)
+            .bind(state.keys.seal(key_pem.as_bytes()))
+            .execute(&mut *tx)
+            .await?;
+        }
+        Some(Registration::Unix { .. }) => {}
+    }
     let target = Target { tenant_id: Some(tenant), kind: "cluster", id: row.id };
     let job = jobs::enqueue(&mut tx, target, "cluster.create", json!({})).await?;
     tx.commit().await?;
@@ -455,7 +520,7 @@ pub async fn credentials(
     let tenant = me.tenant_with(Role::Admin)?;
     audit.record("cluster.credentials", "cluster", id);
     let mut conn = state.db.acquire().await?;
-    load_cluster(&mut conn, tenant, id, false).await?;
+    let cluster = load_cluster(&mut conn, tenant, id, false).await?;
     let secrets: Option<(String, String, Vec<u8>)> =
         sqlx::query_as("SELECT ca_cert_pem, client_cert_pem, client_key_sealed FROM cluster_secrets WHERE cluster_id = $1")
             .bind(id)
@@ -468,14 +533,18 @@ pub async fn credentials(
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?;
-    let (Some((ca_pem, cert_pem, key_sealed)), Some(manager)) = (secrets, manager) else {
-        return Err(ApiError::conflict("cluster-not-provisioned", "the cluster has no engines yet; wait until it is ready"));
+    let registered = cluster.settings.get("endpoint").and_then(|e| e.as_str()).map(str::to_owned);
+    let endpoint = match (cluster.provider, registered, manager) {
+        (Provider::Existing, Some(e), _) => e,
+        (Provider::Local, _, Some(m)) => format!("tcp://{m}:{}", crate::providers::local::ENGINE_PORT),
+        _ => return Err(ApiError::conflict("cluster-not-provisioned", "the cluster has no engines yet; wait until it is ready")),
+    };
+    let Some((ca_pem, cert_pem, key_sealed)) = secrets else {
+        return Err(ApiError::conflict(
+            "no-tls-credentials",
+            "this cluster is reached without TLS credentials (a unix socket), or is not provisioned yet",
+        ));
     };
     let key_pem = String::from_utf8(state.keys.open(&key_sealed)?).map_err(anyhow::Error::from)?;
-    Ok(Json(ClusterCredentials {
-        endpoint: format!("tcp://{manager}:{}", crate::providers::local::ENGINE_PORT),
-        ca_pem,
-        cert_pem,
-        key_pem,
-    }))
+    Ok(Json(ClusterCredentials { endpoint, ca_pem, cert_pem, key_pem }))
 }

@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::WorkerEnv;
-use super::access::ClusterAccess;
+use super::access::{ClusterAccess, connect_manager};
 use super::observe;
 use crate::jobs::runner::JobCtx;
 use crate::jobs::{Target, emit};
@@ -113,8 +113,8 @@ pub async fn converge(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> {
     if cluster.status == "deleting" {
         return ctx.log("the cluster is being deleted; nothing to do").await;
     }
-    if cluster.provider != "local" {
-        bail!("provider `{}` cannot provision nodes yet", cluster.provider);
+    if cluster.provider == "existing" {
+        return adopt(&ctx, &env, id, cluster.tenant_id).await;
     }
     let provider = &env.local;
     ctx.progress("preparing the cluster's certificates and network", 5).await?;
@@ -190,6 +190,28 @@ pub async fn converge(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> {
     ctx.log("the cluster is ready").await
 }
 
+/// Adopts a swarm the user already runs: checks that the endpoint is a manager, records its nodes
+/// (within the tenant's node quota) and their state. Berth never provisions or destroys its machines.
+async fn adopt(ctx: &JobCtx, env: &WorkerEnv, cluster: Uuid, tenant: Uuid) -> anyhow::Result<()> {
+    ctx.progress("connecting to the registered manager", 20).await?;
+    let manager = connect_manager(&ctx.db, env, cluster).await?;
+    let membership = manager.membership().await?;
+    if !membership.active || !membership.manager {
+        bail!("the endpoint is not a manager of an active swarm (run `docker swarm init` there, or give a manager's endpoint)");
+    }
+    let observed = observe::list(&manager).await?;
+    ctx.progress(&format!("adopting {} node(s)", observed.len()), 60).await?;
+    let mut tx = ctx.db.begin().await?;
+    let known: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM nodes WHERE cluster_id = $1").bind(cluster).fetch_one(&mut *tx).await?;
+    let delta = crate::domain::quota::Delta { nodes: observed.len() as i64 - known, ..Default::default() };
+    crate::domain::quota::reserve(&mut tx, tenant, delta).await.map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+    tx.commit().await?;
+    observe::adopt(&ctx.db, tenant, cluster, &observed).await?;
+    let status = observe::record(&ctx.db, tenant, cluster, &observed).await?;
+    ctx.log(&format!("adopted the swarm; the cluster is {status}")).await
+}
+
 /// Drains, demotes and removes a node from the swarm, destroys it, and deletes its row.
 async fn remove_node(
     ctx: &JobCtx,
@@ -223,6 +245,7 @@ pub async fn delete(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> {
         return ctx.log("the cluster is already gone").await;
     };
     let nodes = load_nodes(&ctx.db, id).await?;
+    // An adopted cluster's machines are the user's: deleting it in Berth only forgets it.
     if cluster.provider == "local" {
         let provider = &env.local;
         let network = cluster.local_network;
@@ -261,10 +284,7 @@ pub async fn update_node(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()>
     let Some((cluster, Some(swarm_id), availability, labels)) = row else {
         return ctx.log("the node is not in a swarm (yet); the cluster job applies its settings when it joins").await;
     };
-    let access = ClusterAccess::ensure(&ctx.db, &env, cluster).await?;
-    let nodes = load_nodes(&ctx.db, cluster).await?;
-    let first = nodes.iter().find(|n| n.role == "manager" && n.state != "removing").context("the cluster has no manager")?;
-    let manager = access.engine(address(first)?).await?;
+    let manager = connect_manager(&ctx.db, &env, cluster).await?;
     ctx.progress(&format!("setting availability {availability} and {} label(s)", labels.0.len()), 50).await?;
     manager.update_node(&swarm_id, Some(&availability), Some(labels.0)).await
 }

@@ -13,6 +13,7 @@ use crate::swarm::Engine;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observed {
     pub hostname: String,
+    pub role: &'static str,
     pub swarm_node_id: String,
     pub state: &'static str,
     pub availability: &'static str,
@@ -35,6 +36,7 @@ pub async fn list(manager: &Engine) -> anyhow::Result<Vec<Observed>> {
             let resources = description.resources.unwrap_or_default();
             Some(Observed {
                 hostname: description.hostname?,
+                role: if spec.role == Some(bollard::models::NodeSpecRoleEnum::MANAGER) { "manager" } else { "worker" },
                 swarm_node_id: n.id?,
                 state: match status.state {
                     Some(NodeState::READY) => "ready",
@@ -112,4 +114,52 @@ pub async fn record(db: &PgPool, tenant: Uuid, cluster: Uuid, observed: &[Observ
     }
     tx.commit().await?;
     Ok(status)
+}
+
+/// For an adopted (`existing`) cluster, the swarm is the source of truth for which nodes exist: adds a
+/// row for every node Berth has not seen, removes rows of nodes that left, and keeps the cluster's
+/// manager and worker counts. Returns how many rows were added.
+pub async fn adopt(db: &PgPool, tenant: Uuid, cluster: Uuid, observed: &[Observed]) -> anyhow::Result<usize> {
+    let mut tx = db.begin().await?;
+    let known: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM nodes WHERE cluster_id = $1").bind(cluster).fetch_all(&mut *tx).await?;
+    let names: Vec<&str> = observed.iter().map(|o| o.hostname.as_str()).collect();
+    sqlx::query("DELETE FROM nodes WHERE cluster_id = $1 AND NOT (name = ANY($2))")
+        .bind(cluster)
+        .bind(&names)
+        .execute(&mut *tx)
+        .await?;
+    let mut added = 0;
+    for o in observed.iter().filter(|o| !known.contains(&o.hostname)) {
+        sqlx::query(
+            "INSERT INTO nodes (id, tenant_id, cluster_id, name, role, address, swarm_node_id) VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (cluster_id, name) DO NOTHING",
+        )
+        .bind(Uuid::now_v7())
+        .bind(tenant)
+        .bind(cluster)
+        .bind(&o.hostname)
+        .bind(o.role)
+        .bind(&o.address)
+        .bind(&o.swarm_node_id)
+        .execute(&mut *tx)
+        .await?;
+        added += 1;
+    }
+    let managers = observed.iter().filter(|o| o.role == "manager").count().max(1) as i32;
+    let workers = observed.iter().filter(|o| o.role == "worker").count() as i32;
+    sqlx::query("UPDATE clusters SET desired_managers = $2, desired_workers = $3 WHERE id = $1")
+        .bind(cluster)
+        .bind(managers)
+        .bind(workers)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE nodes n SET role = o.role FROM unnest($2::text[], $3::text[]) AS o(name, role) WHERE n.cluster_id = $1 AND n.name = o.name")
+        .bind(cluster)
+        .bind(&names)
+        .bind(observed.iter().map(|o| o.role).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(added)
 }

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::WorkerEnv;
-use super::access::ClusterAccess;
+use super::access::connect_manager;
 use super::observe;
 use crate::swarm::Engine;
 
@@ -116,47 +116,31 @@ async fn reconcile(db: PgPool, env: Arc<WorkerEnv>, owner: String, cluster: Uuid
 /// One full pass: ask a reachable manager for every node, write what it says. Returns that manager,
 /// for the event stream.
 async fn pass(db: &PgPool, env: &WorkerEnv, cluster: Uuid) -> anyhow::Result<Engine> {
-    let tenant: Uuid = sqlx::query_scalar("SELECT tenant_id FROM clusters WHERE id = $1").bind(cluster).fetch_one(db).await?;
-    let access = ClusterAccess::ensure(db, env, cluster).await?;
-    let managers: Vec<String> = sqlx::query_scalar(
-        "SELECT address FROM nodes WHERE cluster_id = $1 AND role = 'manager' AND address IS NOT NULL AND state <> 'removing'
-          ORDER BY leader DESC, name",
-    )
-    .bind(cluster)
-    .fetch_all(db)
-    .await?;
-    let mut last_error = anyhow::anyhow!("the cluster has no manager with an address");
-    for address in managers {
-        let Ok(addr) = address.parse() else { continue };
-        let engine = match tokio::time::timeout(Duration::from_secs(3), access.engine(addr)).await {
-            Ok(Ok(e)) => e,
-            Ok(Err(e)) => {
-                last_error = e;
-                continue;
-            }
-            Err(_) => {
-                last_error = anyhow::anyhow!("manager {addr} did not answer");
-                continue;
-            }
-        };
-        match observe::list(&engine).await {
-            Ok(observed) => {
-                observe::record(db, tenant, cluster, &observed).await?;
-                return Ok(engine);
-            }
-            Err(e) => last_error = e,
+    let (tenant, provider): (Uuid, String) =
+        sqlx::query_as("SELECT tenant_id, provider FROM clusters WHERE id = $1").bind(cluster).fetch_one(db).await?;
+    let manager = match connect_manager(db, env, cluster).await {
+        Ok(m) => m,
+        Err(e) => {
+            // No manager answers: every node is unreachable as far as Berth can tell.
+            sqlx::query(
+                "UPDATE nodes SET state = 'down', leader = false, updated_at = now() WHERE cluster_id = $1 AND state = 'ready'",
+            )
+            .bind(cluster)
+            .execute(db)
+            .await?;
+            sqlx::query("UPDATE clusters SET status = 'degraded', observed_at = now() WHERE id = $1 AND status = 'ready'")
+                .bind(cluster)
+                .execute(db)
+                .await?;
+            return Err(e);
         }
+    };
+    let observed = observe::list(&manager).await?;
+    if provider == "existing" {
+        observe::adopt(db, tenant, cluster, &observed).await?;
     }
-    // No manager answers: every node is unreachable as far as Berth can tell.
-    sqlx::query("UPDATE nodes SET state = 'down', leader = false, updated_at = now() WHERE cluster_id = $1 AND state = 'ready'")
-        .bind(cluster)
-        .execute(db)
-        .await?;
-    sqlx::query("UPDATE clusters SET status = 'degraded', observed_at = now() WHERE id = $1 AND status = 'ready'")
-        .bind(cluster)
-        .execute(db)
-        .await?;
-    Err(last_error)
+    observe::record(db, tenant, cluster, &observed).await?;
+    Ok(manager)
 }
 
 /// Wakes the reconciler on every node event the manager reports; ends when the stream does.
