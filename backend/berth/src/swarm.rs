@@ -70,7 +70,7 @@ impl Engine {
     /// Any engine reachable over TLS at `endpoint` (`tcp://host:port`).
     pub async fn connect_tls(certs: &ClientCerts, endpoint: &str) -> anyhow::Result<Engine> {
         let docker = Docker::connect_with_ssl(
-            &endpoint,
+            endpoint,
             &certs.dir.join("key.pem"),
             &certs.dir.join("cert.pem"),
             &certs.dir.join("ca.pem"),
