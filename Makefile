@@ -7,7 +7,7 @@ BERTH_LISTEN ?= 127.0.0.1:8080
 BERTH_ADMIN_EMAIL ?= admin@berth.localhost
 export BERTH_DATA_DIR BERTH_LISTEN BERTH_ADMIN_EMAIL
 
-.PHONY: run test deps build openapi bench fmt lint ci
+.PHONY: run test deps build openapi bench bench-clusters fmt lint ci
 
 deps:
 	@scripts/install-deps.sh
@@ -34,6 +34,10 @@ openapi:
 bench:
 	@scripts/install-deps.sh bench
 	scripts/bench.sh
+
+bench-clusters:
+	@scripts/install-deps.sh bench
+	scripts/bench-clusters.sh
 
 fmt:
 	cargo fmt --all

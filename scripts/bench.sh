@@ -26,6 +26,7 @@ cleanup() {
   rm -rf "$DATA"
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 
 cargo build --release -q -p berth
 BERTH_DATA_DIR="$DATA" BERTH_LISTEN="127.0.0.1:$PORT" BERTH_ADMIN_EMAIL=bench@berth.test \

@@ -192,14 +192,14 @@ async fn a_killed_worker_s_job_resumes_elsewhere_and_two_workers_share_the_queue
     app.wait_for(&t.owner, &format!("/api/v1/jobs/{job_id}"), Duration::from_secs(60), |j| {
         j["logs"]
             .as_array()
-            .is_some_and(|l| l.iter().any(|x| x["line"].as_str().is_some_and(|s| s.starts_with("starting node crash-worker-1"))))
+            .is_some_and(|l| l.iter().any(|x| x["line"].as_str().is_some_and(|s| s.starts_with("starting nodes crash-manager-1"))))
     })
     .await;
     a.kill9();
 
     // Workers B and C share the queue; one of them resumes the job once A's lease has run out.
-    let _b = WorkerProcess::start(&app.db_name, &data_dir, 3);
-    let _c = WorkerProcess::start(&app.db_name, &data_dir, 3);
+    let mut b = WorkerProcess::start(&app.db_name, &data_dir, 3);
+    let mut c = WorkerProcess::start(&app.db_name, &data_dir, 3);
     let job = app.wait_job(&t.owner, &job_id, Duration::from_secs(120)).await;
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["attempts"], 2, "run once by A (killed), once more to completion");
@@ -234,6 +234,22 @@ async fn a_killed_worker_s_job_resumes_elsewhere_and_two_workers_share_the_queue
     let owners_after: Vec<Option<String>> =
         sqlx::query_scalar("SELECT reconciler_owner FROM clusters ORDER BY id").fetch_all(&app.db).await.unwrap();
     assert_eq!(owners_before, owners_after, "a live reconciler keeps its cluster");
+
+    // The holder of a cluster's reconciler dies: another process takes the cluster over within seconds.
+    let holder: u32 = owners_after[0].as_ref().unwrap().split(':').nth(1).unwrap().parse().unwrap();
+    let (dead, alive) = if b.child.id() == holder { (&mut b, &c) } else { (&mut c, &b) };
+    assert_eq!(dead.child.id(), holder, "the holder is one of the two workers");
+    dead.kill9();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let owners: Vec<Option<String>> = sqlx::query_scalar("SELECT reconciler_owner FROM clusters").fetch_all(&app.db).await.unwrap();
+        let survivor = format!(":{}:", alive.child.id());
+        if owners.iter().all(|o| o.as_deref().is_some_and(|o| o.contains(&survivor))) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no takeover within 15 s: {owners:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     for c in &all {
         let d = app.delete(&format!("/api/v1/clusters/{c}"), &t.owner).await;

@@ -44,7 +44,8 @@ impl ClientCerts {
     }
 }
 
-/// One engine of a cluster.
+/// One engine of a cluster. Cloning shares the connection pool.
+#[derive(Clone)]
 pub struct Engine {
     pub docker: Docker,
     /// The engine's address on the cluster network, when Berth provisioned it (what it advertises).
@@ -181,6 +182,26 @@ impl Engine {
         spec.role = Some(NodeSpecRoleEnum::WORKER);
         self.docker.update_node(node_id, spec, UpdateNodeOptions { version }).await?;
         Ok(())
+    }
+
+    /// How many tasks the swarm still wants running on a node (asked of a manager).
+    pub async fn running_tasks_on(&self, node_id: &str) -> anyhow::Result<usize> {
+        let filters = HashMap::from([("node".to_owned(), vec![node_id.to_owned()]), ("desired-state".to_owned(), vec!["running".to_owned()])]);
+        let tasks = self.docker.list_tasks(Some(bollard::query_parameters::ListTasksOptions { filters: Some(filters) })).await?;
+        Ok(tasks.len())
+    }
+
+    /// The swarm's managers: (node id, reachable).
+    pub async fn managers(&self) -> anyhow::Result<Vec<(String, bool)>> {
+        Ok(self
+            .nodes()
+            .await?
+            .into_iter()
+            .filter_map(|n| {
+                let status = n.manager_status?;
+                Some((n.id?, status.reachability == Some(bollard::models::Reachability::REACHABLE)))
+            })
+            .collect())
     }
 
     pub async fn remove_node(&self, node_id: &str) -> anyhow::Result<()> {

@@ -143,12 +143,17 @@ pub async fn converge(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> {
     }
 
     let (wanted, leaving): (Vec<NodeRow>, Vec<NodeRow>) = nodes.into_iter().partition(|n| n.state != "removing");
-    let total = wanted.len().max(1) as i32;
-    for (i, node) in wanted.iter().enumerate() {
-        ctx.progress(&format!("starting node {}", node.name), 10 + 40 * i as i32 / total).await?;
-        let tls = access.engine_tls(&node.name, address(node)?)?;
-        provider.start_node(&spec(id, network, node), &tls).await?;
-    }
+    // Nodes are independent machines: start them all at once, as a person would start three VMs.
+    let names: Vec<&str> = wanted.iter().map(|n| n.name.as_str()).collect();
+    ctx.progress(&format!("starting nodes {}", names.join(", ")), 10).await?;
+    let starts = wanted.iter().map(|node| {
+        let access = &access;
+        async move {
+            let tls = access.engine_tls(&node.name, address(node)?)?;
+            provider.start_node(&spec(id, network, node), &tls).await
+        }
+    });
+    futures_util::future::try_join_all(starts).await?;
 
     let first = wanted.iter().find(|n| n.role == "manager").context("the cluster has no manager")?;
     let first_addr = address(first)?;
@@ -156,17 +161,36 @@ pub async fn converge(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> {
     if !manager.membership().await?.active {
         ctx.progress(&format!("initialising the swarm on {}", first.name), 55).await?;
         manager.init_swarm().await?;
+        ctx.log("swarm initialised").await?;
     }
     let (manager_token, worker_token) = manager.join_tokens().await?;
     access.store_tokens(&ctx.db, &env, &manager_token, &worker_token).await?;
-    for node in wanted.iter().filter(|n| n.id != first.id) {
-        let engine = access.engine(address(node)?).await?;
-        if engine.membership().await?.active {
-            continue;
+    let others = wanted.iter().filter(|n| n.id != first.id).map(|node| {
+        let access = &access;
+        async move {
+            let engine = access.engine(address(node)?).await?;
+            let active = engine.membership().await?.active;
+            anyhow::Ok((node, engine, active))
         }
-        ctx.progress(&format!("joining {} as a {}", node.name, node.role), 65).await?;
-        let token = if node.role == "manager" { &manager_token } else { &worker_token };
-        engine.join_swarm(first_addr, token).await?;
+    });
+    let joining: Vec<_> = futures_util::future::try_join_all(others)
+        .await?
+        .into_iter()
+        .filter(|(_, _, active)| !active)
+        .map(|(node, engine, _)| (node, engine))
+        .collect();
+    if !joining.is_empty() {
+        let names: Vec<&str> = joining.iter().map(|(n, _)| n.name.as_str()).collect();
+        ctx.progress(&format!("joining {}", names.join(", ")), 65).await?;
+        // Managers join one at a time (each changes the Raft membership); workers all at once.
+        for (node, engine) in joining.iter().filter(|(n, _)| n.role == "manager") {
+            engine.join_swarm(first_addr, &manager_token).await.with_context(|| format!("joining {}", node.name))?;
+        }
+        let workers = joining.iter().filter(|(n, _)| n.role != "manager").map(|(node, engine)| {
+            let token = &worker_token;
+            async move { engine.join_swarm(first_addr, token).await.with_context(|| format!("joining {}", node.name)) }
+        });
+        futures_util::future::try_join_all(workers).await?;
     }
 
     for node in &leaving {
@@ -185,7 +209,7 @@ pub async fn converge(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> {
         if Instant::now() > deadline {
             bail!("the swarm did not report every node ready within 90 s");
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     ctx.log("the cluster is ready").await
 }
@@ -223,16 +247,36 @@ async fn remove_node(
     node: &NodeRow,
 ) -> anyhow::Result<()> {
     if let Some(swarm_id) = &node.swarm_node_id {
-        // Best effort on a live node; a node that is already gone has nothing left to drain.
-        if manager.update_node(swarm_id, Some("drain"), None).await.is_ok() && node.role == "manager" {
-            manager.demote(swarm_id).await.ok();
+        let in_swarm = manager.nodes().await?.iter().any(|n| n.id.as_deref() == Some(swarm_id));
+        if in_swarm {
+            if node.role == "manager" {
+                // Quorum: the managers that stay, and are reachable, must still be a majority of those that stay.
+                let managers = manager.managers().await?;
+                let staying: Vec<&(String, bool)> = managers.iter().filter(|(id, _)| id != swarm_id).collect();
+                let reachable = staying.iter().filter(|(_, r)| *r).count();
+                if staying.is_empty() || reachable * 2 <= staying.len() {
+                    bail!("removing manager {} now would leave the swarm without a quorum of managers", node.name);
+                }
+            }
+            // Drain first, so the node's tasks are rescheduled before it goes.
+            manager.update_node(swarm_id, Some("drain"), None).await?;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while manager.running_tasks_on(swarm_id).await? > 0 {
+                if Instant::now() > deadline {
+                    bail!("node {} still runs tasks 60 s after being drained", node.name);
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            if node.role == "manager" {
+                manager.demote(swarm_id).await?;
+            }
+            if let Some(addr) = node.provider_state.0.address
+                && let Ok(engine) = access.engine(addr).await
+            {
+                engine.leave_swarm(true).await.ok();
+            }
+            manager.remove_node(swarm_id).await?;
         }
-        if let Some(addr) = node.provider_state.0.address
-            && let Ok(engine) = access.engine(addr).await
-        {
-            engine.leave_swarm(true).await.ok();
-        }
-        manager.remove_node(swarm_id).await.ok();
     }
     provider.destroy_node(&spec(cluster, network, node)).await?;
     sqlx::query("DELETE FROM nodes WHERE id = $1").bind(node.id).execute(&ctx.db).await?;

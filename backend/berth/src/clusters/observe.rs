@@ -76,10 +76,13 @@ pub async fn record(db: &PgPool, tenant: Uuid, cluster: Uuid, observed: &[Observ
         if o.state != "ready" {
             all_ready = false;
         }
+        // Written only when something changed: an idle cluster costs the database nothing per pass.
         sqlx::query(
             "UPDATE nodes SET state = $2, availability = $3, leader = $4, engine_version = $5, cpus = $6, memory_bytes = $7,
                     swarm_node_id = $8, updated_at = now()
-              WHERE id = $1",
+              WHERE id = $1
+                AND (state, availability, leader, engine_version, cpus, memory_bytes, swarm_node_id)
+                    IS DISTINCT FROM ($2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(id)
         .bind(o.state)
@@ -98,8 +101,8 @@ pub async fn record(db: &PgPool, tenant: Uuid, cluster: Uuid, observed: &[Observ
     }
     let status = if all_ready { "ready" } else { "degraded" };
     let changed: Option<String> = sqlx::query_scalar(
-        "UPDATE clusters c SET status = $2, observed_at = now(), updated_at = CASE WHEN c.status <> $2 THEN now() ELSE c.updated_at END
-          WHERE id = $1 AND status IN ('provisioning', 'ready', 'degraded')
+        "UPDATE clusters c SET status = $2, observed_at = now(), updated_at = now()
+          WHERE id = $1 AND status IN ('provisioning', 'ready', 'degraded') AND status <> $2
       RETURNING (SELECT status FROM clusters WHERE id = $1)",
     )
     .bind(cluster)

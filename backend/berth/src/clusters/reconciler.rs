@@ -79,6 +79,8 @@ pub async fn supervise(
 async fn reconcile(db: PgPool, env: Arc<WorkerEnv>, owner: String, cluster: Uuid, mut shutdown: watch::Receiver<bool>) {
     let wake = Arc::new(Notify::new());
     let mut events: Option<JoinHandle<()>> = None;
+    // The connection to a manager is kept between passes and made again only after a failure.
+    let mut manager: Option<Engine> = None;
     loop {
         let renewed = sqlx::query(
             "UPDATE clusters SET reconciler_lease_until = now() + make_interval(secs => $3)
@@ -94,13 +96,18 @@ async fn reconcile(db: PgPool, env: Arc<WorkerEnv>, owner: String, cluster: Uuid
             Ok(_) => break, // lost the lease, or the cluster is being deleted or reprovisioned
             Err(e) => tracing::warn!(%cluster, error = %e, "could not renew the reconciler lease"),
         }
-        match pass(&db, &env, cluster).await {
-            Ok(manager) => {
-                if events.as_ref().is_none_or(|t| t.is_finished()) {
-                    events = Some(tokio::spawn(watch_events(manager, wake.clone())));
+        match pass(&db, &env, cluster, &mut manager).await {
+            Ok(()) => {
+                if events.as_ref().is_none_or(|t| t.is_finished())
+                    && let Some(m) = &manager
+                {
+                    events = Some(tokio::spawn(watch_events(m.clone(), wake.clone())));
                 }
             }
-            Err(e) => tracing::debug!(%cluster, error = %e, "reconcile pass failed"),
+            Err(e) => {
+                manager = None;
+                tracing::debug!(%cluster, error = %e, "reconcile pass failed");
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(PASS_EVERY) => {}
@@ -113,34 +120,35 @@ async fn reconcile(db: PgPool, env: Arc<WorkerEnv>, owner: String, cluster: Uuid
     }
 }
 
-/// One full pass: ask a reachable manager for every node, write what it says. Returns that manager,
-/// for the event stream.
-async fn pass(db: &PgPool, env: &WorkerEnv, cluster: Uuid) -> anyhow::Result<Engine> {
+/// One full pass: ask a reachable manager (the one from the last pass, or a newly connected one) for
+/// every node, and write what it says.
+async fn pass(db: &PgPool, env: &WorkerEnv, cluster: Uuid, manager: &mut Option<Engine>) -> anyhow::Result<()> {
     let (tenant, provider): (Uuid, String) =
         sqlx::query_as("SELECT tenant_id, provider FROM clusters WHERE id = $1").bind(cluster).fetch_one(db).await?;
-    let manager = match connect_manager(db, env, cluster).await {
-        Ok(m) => m,
-        Err(e) => {
-            // No manager answers: every node is unreachable as far as Berth can tell.
-            sqlx::query(
-                "UPDATE nodes SET state = 'down', leader = false, updated_at = now() WHERE cluster_id = $1 AND state = 'ready'",
-            )
-            .bind(cluster)
-            .execute(db)
-            .await?;
-            sqlx::query("UPDATE clusters SET status = 'degraded', observed_at = now() WHERE id = $1 AND status = 'ready'")
-                .bind(cluster)
-                .execute(db)
-                .await?;
-            return Err(e);
+    if manager.is_none() {
+        match connect_manager(db, env, cluster).await {
+            Ok(m) => *manager = Some(m),
+            Err(e) => {
+                // No manager answers: every node is unreachable as far as Berth can tell.
+                sqlx::query("UPDATE nodes SET state = 'down', leader = false, updated_at = now() WHERE cluster_id = $1 AND state = 'ready'")
+                    .bind(cluster)
+                    .execute(db)
+                    .await?;
+                sqlx::query("UPDATE clusters SET status = 'degraded', observed_at = now() WHERE id = $1 AND status = 'ready'")
+                    .bind(cluster)
+                    .execute(db)
+                    .await?;
+                return Err(e);
+            }
         }
-    };
-    let observed = observe::list(&manager).await?;
+    }
+    let engine = manager.as_ref().expect("connected above");
+    let observed = observe::list(engine).await?;
     if provider == "existing" {
         observe::adopt(db, tenant, cluster, &observed).await?;
     }
     observe::record(db, tenant, cluster, &observed).await?;
-    Ok(manager)
+    Ok(())
 }
 
 /// Wakes the reconciler on every node event the manager reports; ends when the stream does.

@@ -36,6 +36,8 @@ pub async fn enqueue(tx: &mut PgConnection, target: Target<'_>, kind: &str, payl
         .execute(&mut *tx)
         .await?;
     emit(tx, &target, "job.queued", serde_json::json!({ "job_id": id, "kind": kind })).await?;
+    // Wakes idle runners as soon as the transaction commits (and not before).
+    sqlx::query("SELECT pg_notify('berth_jobs', $1)").bind(id.to_string()).execute(&mut *tx).await?;
     Ok(id)
 }
 

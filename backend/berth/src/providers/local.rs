@@ -330,7 +330,7 @@ impl NodeProvider for LocalProvider {
                     let tail: Vec<&str> = log.lines().rev().take(3).collect();
                     bail!("dockerd of node {} did not come up: {}", spec.name, tail.join(" | "));
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
     }
