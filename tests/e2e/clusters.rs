@@ -156,9 +156,26 @@ async fn a_local_cluster_is_a_real_swarm_from_create_through_node_loss_to_delete
     );
     assert_eq!(inspected.trim(), "drain a");
 
+    // Scale up, then down: new workers join; the highest-numbered leave (drained first) and are destroyed.
+    let up = app.patch(&format!("/api/v1/clusters/{id}"), &t.owner, json!({"workers": 3})).await;
+    let job = app.wait_job(&t.owner, up.body["job_id"].as_str().unwrap(), Duration::from_secs(90)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let listed = docker_cli(&creds.body, &["node", "ls", "--format", "{{.Hostname}} {{.Status}}"]);
+    assert_eq!(listed.lines().filter(|l| l.ends_with("Ready")).count(), 4, "{listed}");
+    let down = app.patch(&format!("/api/v1/clusters/{id}"), &t.owner, json!({"workers": 1})).await;
+    let job = app.wait_job(&t.owner, down.body["job_id"].as_str().unwrap(), Duration::from_secs(90)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let nodes = app.get(&format!("/api/v1/clusters/{id}/nodes"), &t.owner).await;
+    let names: Vec<&str> = nodes.body["items"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["prod-manager-1", "prod-worker-1"]);
+    let listed = docker_cli(&creds.body, &["node", "ls", "--format", "{{.Hostname}}"]);
+    let mut hosts: Vec<&str> = listed.lines().collect();
+    hosts.sort();
+    assert_eq!(hosts, ["prod-manager-1", "prod-worker-1"]);
+
     // Delete: nothing of the cluster remains on the host.
     let during = host_snapshot(&[id]);
-    assert_eq!((during.namespaces.len(), during.dockerds.len(), during.bridges.len()), (3, 3, 1), "{during:?}");
+    assert_eq!((during.namespaces.len(), during.dockerds.len(), during.bridges.len()), (2, 2, 1), "{during:?}");
     let deleted = app.delete(&format!("/api/v1/clusters/{id}"), &t.owner).await;
     deleted.expect(StatusCode::ACCEPTED);
     let job = app.wait_job(&t.owner, deleted.body["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
@@ -190,9 +207,9 @@ async fn a_killed_worker_s_job_resumes_elsewhere_and_two_workers_share_the_queue
     let id = created.id();
     let job_id = created.body["job_id"].as_str().unwrap().to_owned();
     app.wait_for(&t.owner, &format!("/api/v1/jobs/{job_id}"), Duration::from_secs(60), |j| {
-        j["logs"]
-            .as_array()
-            .is_some_and(|l| l.iter().any(|x| x["line"].as_str().is_some_and(|s| s.starts_with("starting nodes crash-manager-1"))))
+        j["logs"].as_array().is_some_and(|l| {
+            l.iter().any(|x| x["line"].as_str().is_some_and(|s| s.starts_with("starting nodes crash-manager-1")))
+        })
     })
     .await;
     a.kill9();
@@ -242,7 +259,8 @@ async fn a_killed_worker_s_job_resumes_elsewhere_and_two_workers_share_the_queue
     dead.kill9();
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let owners: Vec<Option<String>> = sqlx::query_scalar("SELECT reconciler_owner FROM clusters").fetch_all(&app.db).await.unwrap();
+        let owners: Vec<Option<String>> =
+            sqlx::query_scalar("SELECT reconciler_owner FROM clusters").fetch_all(&app.db).await.unwrap();
         let survivor = format!(":{}:", alive.child.id());
         if owners.iter().all(|o| o.as_deref().is_some_and(|o| o.contains(&survivor))) {
             break;

@@ -186,7 +186,10 @@ impl Engine {
 
     /// How many tasks the swarm still wants running on a node (asked of a manager).
     pub async fn running_tasks_on(&self, node_id: &str) -> anyhow::Result<usize> {
-        let filters = HashMap::from([("node".to_owned(), vec![node_id.to_owned()]), ("desired-state".to_owned(), vec!["running".to_owned()])]);
+        let filters = HashMap::from([
+            ("node".to_owned(), vec![node_id.to_owned()]),
+            ("desired-state".to_owned(), vec!["running".to_owned()]),
+        ]);
         let tasks = self.docker.list_tasks(Some(bollard::query_parameters::ListTasksOptions { filters: Some(filters) })).await?;
         Ok(tasks.len())
     }
