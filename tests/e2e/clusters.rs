@@ -279,3 +279,131 @@ async fn a_killed_worker_s_job_resumes_elsewhere_and_two_workers_share_the_queue
         berth_tests::HostSnapshot { namespaces: vec![], bridges: vec![], dockerds: vec![], run_dirs: vec![] }
     );
 }
+
+/// A swarm someone runs outside Berth: one dockerd in its own network namespace, on a unix socket.
+struct ExternalSwarm {
+    netns: String,
+    dir: std::path::PathBuf,
+    exec: std::path::PathBuf,
+}
+
+impl ExternalSwarm {
+    fn start() -> ExternalSwarm {
+        let tag = &Uuid::new_v4().simple().to_string()[..8];
+        let netns = format!("berth-ext-{tag}");
+        let dir = temp_data_dir("berth-ext");
+        let exec = std::path::PathBuf::from(format!("/run/berth-ext-{tag}"));
+        let swarm = ExternalSwarm { netns: netns.clone(), dir: dir.clone(), exec: exec.clone() };
+        let run = |args: &[&str]| {
+            let s = std::process::Command::new(args[0]).args(&args[1..]).status().unwrap();
+            assert!(s.success(), "{args:?}");
+        };
+        run(&["ip", "netns", "add", &netns]);
+        run(&["ip", "-n", &netns, "link", "set", "lo", "up"]);
+        std::fs::create_dir_all(&exec).unwrap();
+        std::fs::write(dir.join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
+        let d = dir.display();
+        let script = format!(
+            "hostname ext-node && mount --bind {d}/resolv.conf /etc/resolv.conf && exec dockerd --data-root {d}/data \
+             --exec-root {exec} --pidfile {exec}/docker.pid -H unix://{d}/docker.sock",
+            exec = exec.display()
+        );
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        run_detached(&netns, &script, log);
+        let docker = |args: &[&str]| {
+            std::process::Command::new("/usr/bin/docker")
+                .arg("-H")
+                .arg(format!("unix://{d}/docker.sock"))
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !docker(&["info"]).status.success() {
+            assert!(std::time::Instant::now() < deadline, "the external dockerd did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let init = docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+        assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+        swarm
+    }
+
+    fn socket(&self) -> String {
+        format!("unix://{}/docker.sock", self.dir.display())
+    }
+
+    fn running(&self) -> bool {
+        node_dockerd(&self.netns).is_some()
+    }
+}
+
+fn run_detached(netns: &str, script: &str, log: std::fs::File) {
+    let status = std::process::Command::new("setsid")
+        .args([
+            "-f",
+            "nsenter",
+            &format!("--net=/run/netns/{netns}"),
+            "unshare",
+            "--mount",
+            "--uts",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+        ])
+        .args(["sh", "-c", script])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+impl Drop for ExternalSwarm {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            match node_dockerd(&self.netns) {
+                Some(pid) => {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                None => break,
+            }
+        }
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.netns]).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.exec);
+    }
+}
+
+#[tokio::test]
+async fn an_existing_swarm_is_adopted_through_an_allowed_unix_socket_and_only_forgotten_on_delete() {
+    let app = TestApp::spawn_with_workers().await;
+    let t = app.tenant("Acme").await;
+    let external = ExternalSwarm::start();
+    let r = app
+        .post("/api/v1/clusters", &t.owner, json!({"name": "theirs", "provider": "existing", "endpoint": external.socket()}))
+        .await;
+    r.expect(StatusCode::ACCEPTED);
+    assert_eq!(r.body["endpoint"], external.socket());
+    let job = app.wait_job(&t.owner, r.body["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let nodes = app.get(&format!("/api/v1/clusters/{}/nodes", r.id()), &t.owner).await;
+    let items = nodes.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        (items[0]["name"].as_str(), items[0]["role"].as_str(), items[0]["state"].as_str()),
+        (Some("ext-node"), Some("manager"), Some("ready"))
+    );
+    assert_eq!(items[0]["leader"], true);
+    // No TLS material to hand out for a socket; scaling is not Berth's to do.
+    app.get(&format!("/api/v1/clusters/{}/credentials", r.id()), &t.owner)
+        .await
+        .problem(StatusCode::CONFLICT, "no-tls-credentials");
+    app.patch(&format!("/api/v1/clusters/{}", r.id()), &t.owner, json!({"workers": 2}))
+        .await
+        .problem(StatusCode::CONFLICT, "not-provisioned-by-berth");
+    let d = app.delete(&format!("/api/v1/clusters/{}", r.id()), &t.owner).await;
+    let job = app.wait_job(&t.owner, d.body["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert!(external.running(), "deleting an adopted cluster must not touch its machines");
+}
