@@ -407,3 +407,36 @@ async fn an_existing_swarm_is_adopted_through_an_allowed_unix_socket_and_only_fo
     assert_eq!(job["state"], "succeeded", "{job}");
     assert!(external.running(), "deleting an adopted cluster must not touch its machines");
 }
+
+#[tokio::test]
+async fn a_job_that_keeps_failing_is_retried_with_backoff_then_failed_with_its_error() {
+    let app = TestApp::spawn_with_workers().await;
+    let t = app.tenant("Acme").await;
+    // A socket that does not exist (in an allowed directory): adoption fails on every attempt.
+    let missing = std::env::temp_dir().join(format!("berth-missing-{}.sock", Uuid::new_v4().simple()));
+    let r = app
+        .post(
+            "/api/v1/clusters",
+            &t.owner,
+            json!({"name": "nowhere", "provider": "existing", "endpoint": format!("unix://{}", missing.display())}),
+        )
+        .await;
+    r.expect(StatusCode::ACCEPTED);
+    let job_id = r.body["job_id"].as_str().unwrap();
+    // Two attempts instead of five keep the test short; the backoff between them is 2 s.
+    sqlx::query("UPDATE jobs SET max_attempts = 2 WHERE id = $1::uuid").bind(job_id).execute(&app.db).await.unwrap();
+    let job = app.wait_job(&t.owner, job_id, Duration::from_secs(60)).await;
+    assert_eq!((job["state"].as_str(), job["attempts"].as_i64()), (Some("failed"), Some(2)), "{job}");
+    assert!(job["last_error"].as_str().unwrap().contains("berth-missing"), "{job}");
+    let created = chrono::DateTime::parse_from_rfc3339(job["created_at"].as_str().unwrap()).unwrap();
+    let finished = chrono::DateTime::parse_from_rfc3339(job["finished_at"].as_str().unwrap()).unwrap();
+    assert!(finished - created >= chrono::Duration::seconds(2), "the retry waited for its backoff: {job}");
+    let cluster = app.get(&format!("/api/v1/clusters/{}", r.id()), &t.owner).await;
+    assert_eq!(cluster.body["status"], "failed");
+    let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM events WHERE target_id = $1 ORDER BY id")
+        .bind(r.id())
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert!(kinds.contains(&"job.failed".to_owned()) && kinds.contains(&"cluster.failed".to_owned()), "{kinds:?}");
+}

@@ -113,6 +113,13 @@ pub async fn converge(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> {
     if cluster.status == "deleting" {
         return ctx.log("the cluster is being deleted; nothing to do").await;
     }
+    if cluster.status == "failed" {
+        // A new job on a failed cluster is another try at making it: it is provisioning again.
+        sqlx::query("UPDATE clusters SET status = 'provisioning', updated_at = now() WHERE id = $1 AND status = 'failed'")
+            .bind(id)
+            .execute(&ctx.db)
+            .await?;
+    }
     if cluster.provider == "existing" {
         return adopt(&ctx, &env, id, cluster.tenant_id).await;
     }
@@ -310,6 +317,8 @@ pub async fn delete(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     let mut tx = ctx.db.begin().await?;
+    // The cluster's applications went with its machines (their services and containers cascade).
+    sqlx::query("DELETE FROM applications WHERE cluster_id = $1").bind(id).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM clusters WHERE id = $1").bind(id).execute(&mut *tx).await?;
     let target = Target { tenant_id: Some(cluster.tenant_id), kind: "cluster", id };
     emit(&mut tx, &target, "cluster.deleted", json!({})).await?;

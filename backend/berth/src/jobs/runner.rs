@@ -118,16 +118,24 @@ impl Runner {
                     tracing::error!(error = %e, "job task panicked");
                 }
             }
-            if running.len() < self.concurrency
-                && let Some(job) = self.claim(&kinds).await?
-            {
-                let ctx = JobCtx { db: self.db.clone(), job, runner: self.id.clone() };
-                running.spawn(execute(ctx, self.handlers.clone(), self.lease));
-                continue;
+            if running.len() < self.concurrency {
+                match self.claim(&kinds).await {
+                    Ok(Some(job)) => {
+                        let ctx = JobCtx { db: self.db.clone(), job, runner: self.id.clone() };
+                        running.spawn(execute(ctx, self.handlers.clone(), self.lease));
+                        continue;
+                    }
+                    Ok(None) => {}
+                    // The database may be restarting: keep the runner alive and try again shortly.
+                    Err(e) => tracing::warn!(error = %e, "could not claim a job"),
+                }
             }
             // Idle (or full): wait for a notification, a finished job, a tick, or shutdown.
             tokio::select! {
-                _ = listener.recv() => {}
+                notified = listener.recv() => if notified.is_err() {
+                    // The listener reconnects on its next use; do not spin while the database is away.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                },
                 Some(_) = running.join_next(), if !running.is_empty() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 changed = shutdown.changed() => if changed.is_err() { break },
