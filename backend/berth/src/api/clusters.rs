@@ -488,8 +488,8 @@ pub async fn update_node(
 
 /// Starts a node's engine again after it stopped (crashed or was killed), like rebooting a machine.
 #[utoipa::path(post, path = "/api/v1/nodes/{id}/restart", tag = "clusters", params(("id" = Uuid, Path)),
-    responses((status = 202, body = Node), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
-    security(("bearer" = [])))]
+    responses((status = 202, body = Node), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, body = Problem)), security(("bearer" = [])))]
 pub async fn restart_node(
     State(state): State<AppState>,
     me: Principal,
@@ -500,6 +500,14 @@ pub async fn restart_node(
     audit.record("node.restart", "node", id);
     let mut tx = state.db.begin().await?;
     let node = load_node(&mut tx, tenant, id, true).await?;
+    let provider: String =
+        sqlx::query_scalar("SELECT provider FROM clusters WHERE id = $1").bind(node.cluster_id).fetch_one(&mut *tx).await?;
+    if provider != Provider::Local.as_str() {
+        return Err(ApiError::conflict(
+            "not-provisioned-by-berth",
+            "an `existing` cluster's machines are not Berth's to restart",
+        ));
+    }
     let target = Target { tenant_id: Some(tenant), kind: "node", id };
     let job = jobs::enqueue(&mut tx, target, "node.restart", json!({})).await?;
     tx.commit().await?;

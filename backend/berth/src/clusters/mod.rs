@@ -25,6 +25,8 @@ pub struct WorkerEnv {
 
 impl WorkerEnv {
     pub fn new(keys: Keys, data_dir: PathBuf) -> Arc<Self> {
+        // Node directories are handed to processes started elsewhere: make the path absolute.
+        let _ = std::fs::create_dir_all(&data_dir);
         let data_dir = std::fs::canonicalize(&data_dir).unwrap_or(data_dir);
         Arc::new(WorkerEnv { local: LocalProvider::new(&data_dir), keys, data_dir })
     }
