@@ -10,6 +10,7 @@ need=()
 have_pg() { ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; }
 have_pg || need+=(postgresql)
 command -v curl >/dev/null || need+=(curl)
+command -v jq >/dev/null || need+=(jq)   # the README's tour uses it
 # Local clusters: a dockerd per node (docker.io), namespaces and bridges (iproute2), DOCKER-USER rules.
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v ip >/dev/null || need+=(iproute2)
