@@ -147,16 +147,7 @@ impl LocalProvider {
         use std::process::Command as StdCommand;
         for entry in std::fs::read_dir(&self.nodes_root).into_iter().flatten().flatten() {
             let netns = entry.file_name().to_string_lossy().into_owned();
-            for _ in 0..50 {
-                let procs = processes_in(&netns);
-                if procs.is_empty() {
-                    break;
-                }
-                for (pid, _, _) in procs {
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            kill_node_processes(&netns);
             let _ = StdCommand::new("ip").args(["netns", "del", &netns]).status();
             let _ = std::fs::remove_dir_all(entry.path());
             let _ = std::fs::remove_dir_all(self.run_root.join(&netns));
@@ -167,6 +158,30 @@ impl LocalProvider {
             let _ = std::fs::remove_file(entry.path());
         }
     }
+}
+
+/// Whether the node's dockerd — the first process of its PID namespace — is running.
+fn engine_running(netns: &str) -> bool {
+    processes_in(netns).iter().any(|(_, init, comm)| *init && comm == "dockerd")
+}
+
+/// Ends every process of a node and waits (at most 10 s) until none is left. Killing the PID
+/// namespace's first process ends the rest of the node at once; anything still in the network
+/// namespace after a second (a stray `nsenter`) is killed too. Blocking; returns whether none remain.
+fn kill_node_processes(netns: &str) -> bool {
+    for attempt in 0..100 {
+        let procs = processes_in(netns);
+        if procs.is_empty() {
+            return true;
+        }
+        for (pid, init, _) in &procs {
+            if *init || attempt > 10 {
+                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    processes_in(netns).is_empty()
 }
 
 fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
@@ -276,7 +291,7 @@ impl NodeProvider for LocalProvider {
             // Nothing resolves inside a node: answer "no" at once instead of after a 20 s timeout.
             std::fs::write(dir.join("resolv.conf"), "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")?;
 
-            if processes_in(&netns).iter().any(|(_, init, comm)| *init && comm == "dockerd") {
+            if engine_running(&netns) {
                 return Ok(());
             }
             // The exec root is runtime state; after a crash its PID file and sockets only stop dockerd
@@ -338,20 +353,8 @@ impl NodeProvider for LocalProvider {
     fn destroy_node<'a>(&'a self, spec: &'a NodeSpec) -> BoxFut<'a, ()> {
         Box::pin(async move {
             let Ok((_, host, netns)) = Self::host_of(spec) else { return Ok(()) };
-            // Killing the PID namespace's first process ends all of the node at once.
-            for attempt in 0..100 {
-                let procs = processes_in(&netns);
-                if procs.is_empty() {
-                    break;
-                }
-                for (pid, init, _) in &procs {
-                    if *init || attempt > 10 {
-                        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            if !processes_in(&netns).is_empty() {
+            let ns = netns.clone();
+            if !tokio::task::spawn_blocking(move || kill_node_processes(&ns)).await? {
                 bail!("processes of node {} would not exit", spec.name);
             }
             if Path::new(&format!("/run/netns/{netns}")).exists() {
@@ -376,8 +379,7 @@ impl NodeProvider for LocalProvider {
             if !Path::new(&format!("/run/netns/{netns}")).exists() {
                 return Ok(Presence::Absent);
             }
-            let running = processes_in(&netns).iter().any(|(_, init, comm)| *init && comm == "dockerd");
-            Ok(if running { Presence::Running } else { Presence::Stopped })
+            Ok(if engine_running(&netns) { Presence::Running } else { Presence::Stopped })
         })
     }
 }
