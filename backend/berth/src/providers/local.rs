@@ -331,7 +331,8 @@ impl NodeProvider for LocalProvider {
                 bail!("could not start dockerd for node {}", spec.name);
             }
             // The engine is up when its TLS port accepts connections.
-            let deadline = Instant::now() + Duration::from_secs(60);
+            let started = Instant::now();
+            let deadline = started + Duration::from_secs(60);
             let target = std::net::SocketAddr::new(IpAddr::V4(addr), ENGINE_PORT);
             loop {
                 if tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(target))
@@ -340,7 +341,9 @@ impl NodeProvider for LocalProvider {
                 {
                     return Ok(());
                 }
-                if Instant::now() > deadline {
+                // A dockerd that exited (bad flags, a stale lock) will not come up: say why now, not in 60 s.
+                let exited = started.elapsed() > Duration::from_secs(3) && !engine_running(&netns);
+                if exited || Instant::now() > deadline {
                     let log = std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default();
                     let tail: Vec<&str> = log.lines().rev().take(3).collect();
                     bail!("dockerd of node {} did not come up: {}", spec.name, tail.join(" | "));
