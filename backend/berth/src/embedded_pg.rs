@@ -15,6 +15,10 @@ use nix::unistd::{Pid, Uid, User, chown};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::data_dir::DataDirLock;
 
 const DATABASE: &str = "berth";
 const SUPERUSER: &str = "berth";
@@ -23,14 +27,29 @@ const SUPERUSER: &str = "berth";
 const INSTALL_HINT: &str = "PostgreSQL server binaries (initdb, postgres) not found: install them \
      (`apt-get install postgresql`) or set BERTH_DATABASE_URL to an existing server";
 
-/// A running private PostgreSQL server. Call [`EmbeddedPostgres::stop`] to shut it down cleanly.
+/// A private PostgreSQL server under supervision: if it dies while Berth runs, it is started again, so
+/// requests recover on their own. Call [`EmbeddedPostgres::stop`] to shut it down cleanly.
 pub struct EmbeddedPostgres {
-    child: Child,
     socket_dir: PathBuf,
+    stop: watch::Sender<bool>,
+    supervisor: JoinHandle<()>,
+    /// Held for as long as the server may run: no other Berth may start or stop a server in this data
+    /// directory meanwhile.
+    _lock: DataDirLock,
+}
+
+/// How to start the server, kept for restarts.
+struct Launch {
+    bin: PathBuf,
+    run_as: RunAs,
+    pgdata: PathBuf,
+    socket_dir: PathBuf,
+    log_path: PathBuf,
 }
 
 impl EmbeddedPostgres {
-    /// Initialises the cluster on first use, starts the server and waits until it accepts connections.
+    /// Takes the data directory's lock, initialises the cluster on first use, starts the server and
+    /// waits until it accepts connections.
     pub async fn start(data_dir: &Path, bin_dir: Option<&Path>) -> anyhow::Result<Self> {
         let bin = match bin_dir {
             Some(dir) => dir.to_path_buf(),
@@ -41,7 +60,8 @@ impl EmbeddedPostgres {
                 bail!("{INSTALL_HINT} (looked in {})", bin.display());
             }
         }
-        std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+        // Before anything else: a live Berth on this directory owns its server, and we must not touch it.
+        let lock = DataDirLock::acquire(data_dir)?;
         let run_as = RunAs::detect()?;
         let data_dir = run_as.reachable_home(&data_dir.canonicalize()?)?;
         let pgdata = data_dir.join("postgres");
@@ -67,19 +87,117 @@ impl EmbeddedPostgres {
             }
         }
 
-        // A previous Berth that was killed (not stopped) leaves its server running: stop it first, since
-        // only one postmaster may own a data directory.
+        // We hold the data directory's lock, so a server still running on it belongs to a Berth that
+        // died without stopping it. Only one postmaster may own a data directory: stop that one first.
         stop_stale_postmaster(&pgdata).await;
 
         let log_path = data_dir.join("postgres.log");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
         run_as.own(&log_path)?;
-        let child = run_as
-            .command(bin.join("postgres"))
+        let launch = Launch { bin, run_as, pgdata, socket_dir: socket_dir.clone(), log_path };
+        let mut child = launch.spawn()?;
+        if let Err(e) = launch.wait_ready(&mut child).await {
+            shut_down(&mut child).await;
+            return Err(e);
+        }
+        let (stop, stopping) = watch::channel(false);
+        let supervisor = tokio::spawn(supervise(launch, child, stopping));
+        Ok(EmbeddedPostgres { socket_dir, stop, supervisor, _lock: lock })
+    }
+
+    /// Connection options for the `berth` database of this server.
+    pub fn connect_options(&self) -> PgConnectOptions {
+        options_for(&self.socket_dir, DATABASE)
+    }
+
+    /// Fast shutdown: disconnects clients, checkpoints, exits. Waits for the server to be gone.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.supervisor.await;
+    }
+}
+
+fn options_for(socket_dir: &Path, database: &str) -> PgConnectOptions {
+    PgConnectOptions::new().socket(socket_dir).username(SUPERUSER).database(database).disable_statement_logging()
+}
+
+/// Watches the server until Berth stops it. A server that exits on its own (crashed, killed, OOM) is
+/// started again with a growing pause between attempts; meanwhile requests fail with 503/500 and the
+/// pool reconnects once it is back.
+async fn supervise(launch: Launch, mut child: Child, mut stopping: watch::Receiver<bool>) {
+    let mut pause = Duration::from_millis(200);
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                tracing::error!(%status, log = %launch.log_path.display(), "the embedded postgres exited; starting it again");
+            }
+            _ = stopped(&mut stopping) => {
+                shut_down(&mut child).await;
+                return;
+            }
+        }
+        // Start it again until it accepts connections or Berth stops.
+        loop {
+            let attempt = async {
+                let mut child = launch.spawn()?;
+                match launch.wait_ready(&mut child).await {
+                    Ok(()) => Ok(child),
+                    Err(e) => {
+                        shut_down(&mut child).await;
+                        Err(e)
+                    }
+                }
+            };
+            let outcome = tokio::select! {
+                outcome = attempt => outcome,
+                _ = stopped(&mut stopping) => return,
+            };
+            match outcome {
+                Ok(restarted) => {
+                    tracing::info!("the embedded postgres is running again");
+                    child = restarted;
+                    pause = Duration::from_millis(200);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), retry_in = ?pause, "restarting the embedded postgres failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        _ = stopped(&mut stopping) => return,
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once Berth asks the server to stop (the guard `wait_for` returns must not be held across
+/// an await, so it is dropped here).
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|s| *s).await;
+}
+
+/// Asks the server for a fast shutdown and waits for it; kills it if it takes longer than 30 s.
+async fn shut_down(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
+    }
+    if tokio::time::timeout(Duration::from_secs(30), child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+}
+
+impl Launch {
+    fn spawn(&self) -> anyhow::Result<Child> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path)?;
+        self.run_as
+            .command(self.bin.join("postgres"))
             .arg("-D")
-            .arg(&pgdata)
+            .arg(&self.pgdata)
             .arg("-k")
-            .arg(&socket_dir)
+            .arg(&self.socket_dir)
             .args(["-c", "listen_addresses=", "-c", "unix_socket_permissions=0700"])
             .args(["-c", "max_connections=200", "-c", "fsync=on"])
             .stdin(Stdio::null())
@@ -87,34 +205,19 @@ impl EmbeddedPostgres {
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .context("starting postgres")?;
-
-        let mut pg = EmbeddedPostgres { child, socket_dir };
-        if let Err(e) = pg.wait_ready(&log_path).await {
-            pg.stop().await;
-            return Err(e);
-        }
-        Ok(pg)
+            .context("starting postgres")
     }
 
-    /// Connection options for the `berth` database of this server.
-    pub fn connect_options(&self) -> PgConnectOptions {
-        self.options_for(DATABASE)
-    }
-
-    fn options_for(&self, database: &str) -> PgConnectOptions {
-        PgConnectOptions::new().socket(&self.socket_dir).username(SUPERUSER).database(database).disable_statement_logging()
-    }
-
-    async fn wait_ready(&mut self, log_path: &Path) -> anyhow::Result<()> {
+    /// Waits until the server accepts connections (creating Berth's database on first start).
+    async fn wait_ready(&self, child: &mut Child) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(status) = self.child.try_wait()? {
-                let log = std::fs::read_to_string(log_path).unwrap_or_default();
+            if let Some(status) = child.try_wait()? {
+                let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect();
                 bail!("embedded postgres exited ({status}): {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "));
             }
-            if let Ok(mut conn) = sqlx::PgConnection::connect_with(&self.options_for("postgres")).await {
+            if let Ok(mut conn) = sqlx::PgConnection::connect_with(&options_for(&self.socket_dir, "postgres")).await {
                 let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
                     .bind(DATABASE)
                     .fetch_one(&mut conn)
@@ -127,19 +230,9 @@ impl EmbeddedPostgres {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("embedded postgres did not accept connections within 60 s (see {})", log_path.display());
+                bail!("embedded postgres did not accept connections within 60 s (see {})", self.log_path.display());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Fast shutdown: disconnects clients, checkpoints, exits. Waits for the server to be gone.
-    pub async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
-        }
-        if tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.is_err() {
-            let _ = self.child.kill().await;
         }
     }
 }
@@ -179,7 +272,7 @@ async fn stop_stale_postmaster(pgdata: &Path) {
     if !cmdline.contains("postgres") || !cmdline.contains(&*pgdata.to_string_lossy()) {
         return;
     }
-    tracing::warn!(pid, "stopping a postgres left running by an earlier Berth");
+    tracing::warn!(pid, "stopping a postgres left running by an earlier Berth that is gone");
     let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
     for _ in 0..300 {
         if kill(Pid::from_raw(pid), None).is_err() {
