@@ -52,7 +52,7 @@ async fn malformed_mistyped_and_unknown_input_is_refused_without_writing() {
         ("/api/v1/clusters", json!({"name": "ok", "provider": "existing"}), "endpoint"),
         ("/api/v1/clusters", json!({"name": "ok", "provider": "existing", "managers": 1, "endpoint": "tcp://h:1"}), "managers"),
         ("/api/v1/clusters", json!({"name": "ok", "provider": "existing", "endpoint": "http://x"}), "endpoint"),
-        ("/api/v1/clusters", json!({"name": "ok", "provider": "existing", "endpoint": "tcp://10.1.2.3:2376"}), "ca_pem"),
+        ("/api/v1/clusters", json!({"name": "ok", "provider": "existing", "endpoint": "tcp://10.213.1.2:2376"}), "ca_pem"),
         (
             "/api/v1/clusters",
             json!({"name": "ok", "provider": "existing", "endpoint": "unix:///var/run/docker.sock"}),

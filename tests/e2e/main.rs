@@ -10,3 +10,4 @@ mod openapi;
 mod quotas;
 mod resources;
 mod roles;
+mod security;

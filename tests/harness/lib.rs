@@ -167,11 +167,28 @@ pub fn serve_config(max_body: usize) -> ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_email: Some(ADMIN_EMAIL.to_owned()),
         admin_password: Some(ADMIN_PASSWORD.to_owned()),
-        security: SecurityConfig { secret: Some(SECRET.to_owned()), access_token_ttl_secs: 900, refresh_token_ttl_secs: 3600 },
+        security: SecurityConfig {
+            secret: Some(SECRET.to_owned()),
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_secs: 3600,
+            throttle: Default::default(),
+        },
         max_body_bytes: max_body,
-        existing_socket_dirs: vec![std::env::temp_dir()],
+        existing: test_existing_policy(),
     }
 }
+
+/// Tests may adopt swarms through sockets under the temporary directory and over TCP only inside the
+/// local provider's node networks, which the tests themselves create.
+pub fn test_existing_policy() -> berth::config::ExistingPolicy {
+    berth::config::ExistingPolicy {
+        existing_socket_dirs: vec![std::env::temp_dir()],
+        existing_allowed_networks: vec![LOCAL_NODE_NETWORKS.parse().unwrap()],
+    }
+}
+
+/// Where the local provider puts its nodes (see `providers/local.rs`).
+pub const LOCAL_NODE_NETWORKS: &str = "10.213.0.0/16";
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
@@ -183,7 +200,7 @@ impl TestApp {
         let mut app = Self::spawn().await;
         let data_dir = temp_data_dir("berth-workers");
         let keys = berth::crypto::Keys::from_secret(SECRET).unwrap();
-        let env = berth::clusters::WorkerEnv::new(keys, data_dir.clone());
+        let env = berth::clusters::WorkerEnv::new(keys, data_dir.clone(), test_existing_policy());
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(berth::worker::run(app.db.clone(), env, stopped));
         app.workers = Some(InProcessWorkers { stop, data_dir });
@@ -196,7 +213,8 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
-            axum::serve(listener, berth::api::router(state)).await.unwrap();
+            let app = berth::api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, app).await.unwrap();
         });
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
         let mut app = TestApp { base: format!("http://{addr}"), db: pool, db_name, http, admin: String::new(), workers: None };
@@ -408,6 +426,7 @@ impl WorkerProcess {
             .env("BERTH_DATA_DIR", data_dir)
             .env("BERTH_SECRET", SECRET)
             .env("BERTH_JOB_LEASE_SECS", lease_secs.to_string())
+            .env("BERTH_EXISTING_ALLOWED_NETWORKS", LOCAL_NODE_NETWORKS)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("worker.log")).unwrap())

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+pub use crate::auth::throttle::ThrottleConfig;
+pub use crate::clusters::existing_policy::ExistingPolicy;
+
 /// Settings shared by every subcommand that talks to the database.
 #[derive(Debug, Clone, Args)]
 pub struct DbConfig {
@@ -64,11 +67,8 @@ pub struct ServeConfig {
     #[arg(long, env = "BERTH_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
 
-    /// Directories (comma-separated) under which tenants may register `existing` clusters by unix
-    /// socket. Empty by default: a socket on the Berth host is root on the Berth host, so only the
-    /// operator can decide which sockets tenants may reach.
-    #[arg(long, env = "BERTH_EXISTING_SOCKET_DIRS", value_delimiter = ',')]
-    pub existing_socket_dirs: Vec<std::path::PathBuf>,
+    #[command(flatten)]
+    pub existing: ExistingPolicy,
 }
 
 /// Settings of `berth worker`.
@@ -80,6 +80,9 @@ pub struct WorkerConfig {
     /// The master secret (the same as the API servers'), to open cluster keys and tokens.
     #[arg(long, env = "BERTH_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+
+    #[command(flatten)]
+    pub existing: ExistingPolicy,
 }
 
 /// Secrets and token lifetimes.
@@ -97,6 +100,9 @@ pub struct SecurityConfig {
     /// Lifetime of refresh tokens, in seconds.
     #[arg(long, env = "BERTH_REFRESH_TOKEN_TTL", default_value_t = 30 * 24 * 3600)]
     pub refresh_token_ttl_secs: u64,
+
+    #[command(flatten)]
+    pub throttle: ThrottleConfig,
 }
 
 impl SecurityConfig {

@@ -17,6 +17,8 @@ pub struct ApiError {
     pub detail: String,
     pub errors: Vec<FieldError>,
     pub location: Option<(u64, u64)>,
+    /// Seconds a throttled (429) or unavailable (503) caller should wait: the `Retry-After` header.
+    pub retry_after: Option<u64>,
     /// The cause of a 5xx, for the log only.
     source: Option<anyhow::Error>,
 }
@@ -25,7 +27,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
-        ApiError { status, kind, detail: detail.into(), errors: Vec::new(), location: None, source: None }
+        ApiError { status, kind, detail: detail.into(), errors: Vec::new(), location: None, retry_after: None, source: None }
     }
 
     pub fn unauthorized(detail: impl Into<String>) -> Self {
@@ -79,6 +81,11 @@ impl ApiError {
         self
     }
 
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
     fn title(&self) -> &'static str {
         self.status.canonical_reason().unwrap_or("Error")
     }
@@ -102,7 +109,11 @@ impl IntoResponse for ApiError {
         if let Some(source) = &self.source {
             tracing::error!(error = ?source, "request failed");
         }
-        problem_response(self.status, &self.to_problem())
+        let mut resp = problem_response(self.status, &self.to_problem());
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
     }
 }
 

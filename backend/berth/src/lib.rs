@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub mod clusters;
 pub mod config;
 pub mod crypto;
+pub mod data_dir;
 pub mod db;
 pub mod domain;
 pub mod embedded_pg;

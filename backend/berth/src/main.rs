@@ -55,7 +55,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let secret = berth::crypto::load_or_create_secret(cfg.secret.as_deref(), &cfg.db.data_dir)?;
             let keys = berth::crypto::Keys::from_secret(&secret)?;
             let database = Database::open(&cfg.db).await?;
-            let env = berth::clusters::WorkerEnv::new(keys, cfg.db.data_dir.clone());
+            let env = berth::clusters::WorkerEnv::new(keys, cfg.db.data_dir.clone(), cfg.existing.clone());
             let (stop, stopped) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
                 berth::serve::shutdown_signal().await;

@@ -19,7 +19,7 @@ pub async fn prepare(pool: sqlx::PgPool, cfg: &ServeConfig) -> anyhow::Result<Ap
     crate::bootstrap::ensure_platform_admin(&pool, cfg.admin_email.as_deref(), cfg.admin_password.as_deref()).await?;
     let secret = load_or_create_secret(cfg.security.secret.as_deref(), &cfg.db.data_dir)?;
     let keys = Keys::from_secret(&secret)?;
-    Ok(AppState::new(pool, keys, cfg.security.clone(), cfg.max_body_bytes, cfg.existing_socket_dirs.clone()))
+    Ok(AppState::new(pool, keys, cfg.security.clone(), cfg.max_body_bytes, cfg.existing.clone()))
 }
 
 pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
@@ -35,11 +35,12 @@ async fn serve(database: &Database, cfg: &ServeConfig) -> anyhow::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
     // One stop signal for the API and the job workers beside it.
     let (stop, stopped) = watch::channel(false);
-    let env = WorkerEnv::new(state.keys.clone(), cfg.db.data_dir.clone());
+    let env = WorkerEnv::new(state.keys.clone(), cfg.db.data_dir.clone(), cfg.existing.clone());
     let workers = tokio::spawn(crate::worker::run(database.pool.clone(), env, stopped.clone()));
     tracing::info!(%addr, "Berth is serving: API at http://{addr}/api/v1, docs at http://{addr}/api/docs/");
     println!("Berth is up: http://{addr}/  (API docs: http://{addr}/api/docs/)");
-    let app = crate::api::router(state);
+    // The peer address is the client's address for throttling (see `auth::throttle`).
+    let app = crate::api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let mut on_stop = stopped;
     let served = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = on_stop.wait_for(|s| *s).await;

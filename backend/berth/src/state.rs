@@ -5,7 +5,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use crate::api::metrics::Metrics;
-use crate::config::SecurityConfig;
+use crate::config::{ExistingPolicy, SecurityConfig};
 use crate::crypto::Keys;
 
 #[derive(Clone)]
@@ -17,19 +17,13 @@ pub struct Inner {
     pub security: SecurityConfig,
     pub metrics: Metrics,
     pub max_body_bytes: usize,
-    /// Where `existing` clusters may be registered by unix socket (see `BERTH_EXISTING_SOCKET_DIRS`).
-    pub existing_socket_dirs: Vec<std::path::PathBuf>,
+    /// Which `existing` swarms tenants may register.
+    pub existing: ExistingPolicy,
 }
 
 impl AppState {
-    pub fn new(
-        db: PgPool,
-        keys: Keys,
-        security: SecurityConfig,
-        max_body_bytes: usize,
-        existing_socket_dirs: Vec<std::path::PathBuf>,
-    ) -> Self {
-        AppState(Arc::new(Inner { db, keys, security, metrics: Metrics::default(), max_body_bytes, existing_socket_dirs }))
+    pub fn new(db: PgPool, keys: Keys, security: SecurityConfig, max_body_bytes: usize, existing: ExistingPolicy) -> Self {
+        AppState(Arc::new(Inner { db, keys, security, metrics: Metrics::default(), max_body_bytes, existing }))
     }
 }
 

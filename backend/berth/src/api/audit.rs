@@ -101,7 +101,7 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
     };
     let outcome = if status.is_success() || status.is_redirection() {
         "success"
-    } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+    } else if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS) {
         "denied"
     } else {
         "failure"

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::api::audit::Audit;
 use crate::api::extract::ApiJson;
 use crate::api::tenants::load_tenant;
+use crate::auth::throttle::{self, Attempt, ClientAddr};
 use crate::auth::{Actor, Principal, jwt, password};
 use crate::crypto::{random_token, token_hash};
 use crate::error::{ApiError, ApiResult};
@@ -39,9 +40,13 @@ fn invalid_credentials() -> ApiError {
 pub async fn login(
     State(state): State<AppState>,
     audit: Audit,
+    ClientAddr(addr): ClientAddr,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
     audit.actor_label(&req.email);
+    audit.record("auth.login", "user", "");
+    let attempt = Attempt::Login { email: req.email.clone(), addr };
+    throttle::attempt(&state.db, &state.security.throttle, &attempt).await?;
     let row: Option<LoginRow> = sqlx::query_as(
         "SELECT u.id, u.password_hash, u.role, u.tenant_id, t.status AS tenant_status
            FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id
@@ -56,6 +61,7 @@ pub async fn login(
         return Err(invalid_credentials());
     }
     let row = row.ok_or_else(invalid_credentials)?;
+    throttle::succeeded(&state.db, &attempt, &state.security.throttle).await?;
     audit.record("auth.login", "user", row.id);
     audit.principal(&Principal {
         actor: Actor::User { user_id: row.id },
@@ -120,8 +126,12 @@ struct RefreshRow {
 pub async fn refresh(
     State(state): State<AppState>,
     audit: Audit,
+    ClientAddr(addr): ClientAddr,
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
+    audit.record("auth.refresh", "user", "");
+    let attempt = Attempt::Refresh { addr };
+    throttle::attempt(&state.db, &state.security.throttle, &attempt).await?;
     let mut tx = state.db.begin().await?;
     let row: Option<RefreshRow> = sqlx::query_as(
         "SELECT r.id, r.user_id, r.family_id, r.used_at IS NOT NULL AS used, r.revoked_at IS NOT NULL AS revoked,
@@ -136,6 +146,8 @@ pub async fn refresh(
     .fetch_optional(&mut *tx)
     .await?;
     let row = row.ok_or_else(|| ApiError::unauthorized("invalid refresh token"))?;
+    // A token that exists was not guessed, whatever else is wrong with it.
+    throttle::succeeded(&state.db, &attempt, &state.security.throttle).await?;
     audit.record("auth.refresh", "user", row.user_id);
     if row.revoked {
         return Err(ApiError::unauthorized("this refresh token has been revoked; log in again"));

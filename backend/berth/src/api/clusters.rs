@@ -19,6 +19,7 @@ use crate::api::audit::Audit;
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::api::pagination::{PageParams, page};
 use crate::auth::Principal;
+use crate::clusters::existing_policy::Endpoint;
 use crate::domain::quota::{self, Delta};
 use crate::domain::validate;
 use crate::error::{ApiError, ApiResult};
@@ -99,28 +100,12 @@ fn check_existing(state: &AppState, req: &CreateCluster) -> ApiResult<Registrati
     let Some(endpoint) = req.endpoint.clone() else {
         return Err(ApiError::invalid_field("endpoint", "an `existing` cluster needs a manager's endpoint"));
     };
-    if let Some(path) = endpoint.strip_prefix("unix://") {
-        let path = std::path::Path::new(path);
-        let allowed = path.is_absolute()
-            && !path.components().any(|c| c == std::path::Component::ParentDir)
-            && state.existing_socket_dirs.iter().any(|dir| path.starts_with(dir));
-        if !allowed {
-            return Err(ApiError::invalid_field(
-                "endpoint",
-                "unix sockets are accepted only under the directories this Berth's operator allows (BERTH_EXISTING_SOCKET_DIRS)",
-            ));
-        }
+    let checked = state.existing.check(&endpoint).map_err(|rule| ApiError::invalid_field("endpoint", rule))?;
+    if let Endpoint::Unix(_) = checked {
         if req.ca_pem.is_some() || req.cert_pem.is_some() || req.key_pem.is_some() {
             return Err(ApiError::invalid_field("ca_pem", "a unix socket endpoint takes no TLS material"));
         }
         return Ok(Registration::Unix { endpoint });
-    }
-    let valid_tcp = endpoint
-        .strip_prefix("tcp://")
-        .and_then(|hp| hp.rsplit_once(':'))
-        .is_some_and(|(h, p)| !h.is_empty() && !h.contains('/') && p.parse::<u16>().is_ok_and(|p| p > 0));
-    if !valid_tcp {
-        return Err(ApiError::invalid_field("endpoint", "must be `tcp://host:port` or `unix:///path`"));
     }
     let pem = |field: &str, value: &Option<String>, marker: &str| -> ApiResult<String> {
         match value {

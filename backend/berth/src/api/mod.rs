@@ -27,6 +27,7 @@ pub mod auth;
 pub mod clusters;
 pub mod events;
 pub mod extract;
+pub mod headers;
 pub mod idempotency;
 pub mod jobs;
 pub mod metrics;
@@ -167,6 +168,7 @@ pub fn router(state: AppState) -> Router {
                         .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
                 )
                 .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(axum::middleware::from_fn(headers::middleware))
                 .layer(CatchPanicLayer::custom(|_| panic_response())),
         )
 }

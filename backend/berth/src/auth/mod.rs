@@ -4,5 +4,6 @@
 pub mod jwt;
 pub mod password;
 pub mod principal;
+pub mod throttle;
 
 pub use principal::{Actor, Principal};

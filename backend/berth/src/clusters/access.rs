@@ -115,6 +115,9 @@ pub async fn connect_manager(db: &PgPool, env: &WorkerEnv, cluster: Uuid) -> any
         sqlx::query_as("SELECT provider, settings->>'endpoint' FROM clusters WHERE id = $1").bind(cluster).fetch_one(db).await?;
     if provider == "existing" {
         let endpoint = endpoint.context("an existing cluster without an endpoint")?;
+        // The operator's rules may have narrowed since the cluster was registered: check them again here,
+        // right before connecting.
+        env.existing.check(&endpoint).map_err(|rule| anyhow::anyhow!("refusing to connect to {endpoint}: {rule}"))?;
         return match ClusterAccess::load(db, env, cluster).await? {
             Some(access) => Engine::connect_tls(&access.certs, &endpoint).await,
             None => Engine::connect_unix(&endpoint).await,

@@ -5,6 +5,7 @@
 //! Swarm membership) and does only what is missing. A job killed at any point and run again converges.
 
 pub mod access;
+pub mod existing_policy;
 pub mod lifecycle;
 pub mod observe;
 pub mod reconciler;
@@ -12,6 +13,7 @@ pub mod reconciler;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::clusters::existing_policy::ExistingPolicy;
 use crate::crypto::Keys;
 use crate::jobs::runner::{Handler, Handlers, JobCtx};
 use crate::providers::local::LocalProvider;
@@ -21,14 +23,16 @@ pub struct WorkerEnv {
     pub keys: Keys,
     pub data_dir: PathBuf,
     pub local: LocalProvider,
+    /// Checked again at every connection to an adopted swarm.
+    pub existing: ExistingPolicy,
 }
 
 impl WorkerEnv {
-    pub fn new(keys: Keys, data_dir: PathBuf) -> Arc<Self> {
+    pub fn new(keys: Keys, data_dir: PathBuf, existing: ExistingPolicy) -> Arc<Self> {
         // Node directories are handed to processes started elsewhere: make the path absolute.
         let _ = std::fs::create_dir_all(&data_dir);
         let data_dir = std::fs::canonicalize(&data_dir).unwrap_or(data_dir);
-        Arc::new(WorkerEnv { local: LocalProvider::new(&data_dir), keys, data_dir })
+        Arc::new(WorkerEnv { local: LocalProvider::new(&data_dir), keys, data_dir, existing })
     }
 }
 
