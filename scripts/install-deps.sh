@@ -18,6 +18,9 @@ command -v iptables >/dev/null || need+=(iptables)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v cc >/dev/null || need+=(gcc)
 [ -e /usr/include/stdio.h ] || need+=(libc6-dev)
+# The API conformance test runs schemathesis (PyPI) from a virtualenv under target/.
+command -v python3 >/dev/null || need+=(python3)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if [ "${1:-}" = bench ]; then
   command -v wrk >/dev/null || need+=(wrk)
 fi
@@ -42,4 +45,14 @@ fi
 if ! command -v cargo >/dev/null; then
   echo "Berth builds with Rust: install it from https://rustup.rs and run this again" >&2
   exit 1
+fi
+
+# schemathesis, pinned, in its own virtualenv (Debian's Python refuses system-wide pip installs).
+SCHEMATHESIS_VERSION=4.32.5
+venv="$(cd "$(dirname "$0")/.." && pwd)/target/tools/schemathesis"
+if [ "$("$venv/bin/st" --version 2>/dev/null | awk '{print $NF}')" != "$SCHEMATHESIS_VERSION" ]; then
+  echo "installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi

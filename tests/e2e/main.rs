@@ -3,6 +3,7 @@
 mod auth;
 mod bad_input;
 mod clusters;
+mod conformance;
 mod cross_tenant;
 mod embedded;
 mod fixtures;

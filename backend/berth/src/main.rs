@@ -74,7 +74,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Openapi => {
-            println!("{}", berth::api::openapi().to_pretty_json()?);
+            println!("{}", serde_json::to_string_pretty(&berth::api::openapi())?);
             Ok(())
         }
     }

@@ -8,9 +8,13 @@ use utoipa::ToSchema;
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
+        // The wire spelling is the variant's name in snake_case, written here (not per variant) because
+        // utoipa cannot read a `rename` whose value comes from a macro argument, and would then document
+        // `"Owner"` while serde sends `"owner"`. The test below holds `$text` and serde together.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        #[serde(rename_all = "snake_case")]
         pub enum $name {
-            $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
+            $($(#[$vmeta])* $variant),+
         }
 
         impl $name {
@@ -153,5 +157,35 @@ string_enum! {
         Succeeded => "succeeded",
         Failed => "failed",
         Cancelled => "cancelled",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::PartialSchema;
+
+    /// The spelling in `as_str` (the database's), serde's (the wire's) and the OpenAPI schema's agree.
+    fn check<T: Serialize + PartialSchema + Copy + std::fmt::Display>(all: &[T]) {
+        let schema = serde_json::to_value(T::schema()).unwrap();
+        let documented: Vec<String> = schema["enum"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+        let wire: Vec<String> = all.iter().map(|v| serde_json::to_value(v).unwrap().as_str().unwrap().to_owned()).collect();
+        let text: Vec<String> = all.iter().map(ToString::to_string).collect();
+        assert_eq!(wire, text);
+        assert_eq!(documented, text);
+    }
+
+    #[test]
+    fn wire_database_and_schema_spellings_agree() {
+        check(Role::ALL);
+        check(TenantStatus::ALL);
+        check(Provider::ALL);
+        check(ClusterStatus::ALL);
+        check(NodeRole::ALL);
+        check(Availability::ALL);
+        check(NodeState::ALL);
+        check(ApplicationStatus::ALL);
+        check(ServiceStatus::ALL);
+        check(JobState::ALL);
     }
 }

@@ -36,7 +36,8 @@ fn invalid_credentials() -> ApiError {
 
 /// Exchanges an e-mail and password for an access token and a refresh token.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = TokenResponse), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = TokenResponse), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem),
+              (status = 429, body = Problem, description = "Too many failed logins for this account from this address (or from everywhere); see `Retry-After`.")))]
 pub async fn login(
     State(state): State<AppState>,
     audit: Audit,
@@ -122,7 +123,8 @@ struct RefreshRow {
 /// Exchanges a refresh token for a new access token and a new refresh token. Each refresh token works
 /// once; presenting one that was already used revokes every token of that login (it was likely stolen).
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
-    responses((status = 200, body = TokenResponse), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = TokenResponse), (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 429, body = Problem, description = "Too many invalid refresh tokens from this address; see `Retry-After`.")))]
 pub async fn refresh(
     State(state): State<AppState>,
     audit: Audit,

@@ -41,6 +41,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every request body is an object. serde would also fill a struct from an array of its fields in
+    // order (`[null, "x"]`), which no client means and the API description does not allow.
+    if let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace())
+        && *first != b'{'
+        && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+    {
+        return Err(ApiError::invalid_field("body", "must be a JSON object"));
+    }
+    // PostgreSQL text cannot hold NUL characters, and no name, e-mail or password needs one.
+    if bytes.windows(6).any(|w| w == br"\u0000")
+        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes)
+        && let Some(field) = string_with_nul(&value, "")
+    {
+        return Err(ApiError::invalid_field(if field.is_empty() { "body" } else { &field }, "must not contain NUL characters"));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -61,6 +76,20 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             }
         }
     })
+}
+
+/// The JSON path of the first string (or object key) holding a NUL character.
+fn string_with_nul(value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.contains('\0').then(|| path.to_owned()),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| string_with_nul(v, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let here = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            if k.contains('\0') { Some(here) } else { string_with_nul(v, &here) }
+        }),
+        _ => None,
+    }
 }
 
 fn strip_position(msg: &str) -> String {
@@ -141,5 +170,11 @@ mod tests {
         assert_eq!(field(r#"{"name":"a","inner":{"count":"x"}}"#), (422, "inner.count".into()));
         assert_eq!(field(r#"{"name":"a","inner":{}}"#), (422, "inner.count".into()));
         assert_eq!(field(r#"{"name":"#).0, 400);
+        assert_eq!(field(r#"[null, null]"#), (422, "body".into()));
+        assert_eq!(field(r#"["a"]"#), (422, "body".into()));
+        assert_eq!(field(r#"{"name":"a\u0000b"}"#), (422, "name".into()));
+        assert_eq!(field(r#"{"name":"a","inner":{"count":1,"x":["\u0000"]}}"#), (422, "inner.x[0]".into()));
+        // An escaped backslash before `u0000` is not a NUL.
+        assert_eq!(parse_json::<Body>(br#"{"name":"a\\u0000"}"#).unwrap().name, "a\\u0000");
     }
 }

@@ -12,8 +12,7 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
@@ -31,6 +30,7 @@ pub mod headers;
 pub mod idempotency;
 pub mod jobs;
 pub mod metrics;
+pub mod openapi;
 pub mod ops;
 pub mod pagination;
 pub mod registries;
@@ -39,55 +39,9 @@ pub mod tenants;
 pub mod tokens;
 pub mod users;
 
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Berth API",
-        description = "Multi-tenant Containers-as-a-Service on Docker Swarm. Errors are RFC 9457 problems \
-            (`application/problem+json`) with a stable `type`; lists page with `limit`/`cursor`; POST accepts \
-            `Idempotency-Key`.",
-        license(name = "Apache-2.0", identifier = "Apache-2.0")
-    ),
-    modifiers(&BearerAuth),
-    tags(
-        (name = "auth", description = "Logging in and tokens of a session"),
-        (name = "admin", description = "Platform administration of tenants and quotas"),
-        (name = "tenant", description = "The caller's tenant"),
-        (name = "users", description = "A tenant's users and their roles"),
-        (name = "tokens", description = "API tokens for integrators"),
-        (name = "clusters", description = "Swarm clusters and their nodes"),
-        (name = "templates", description = "Versioned Compose templates"),
-        (name = "registries", description = "Image registries"),
-        (name = "images", description = "Images known to the tenant"),
-        (name = "applications", description = "Applications, their revisions, services and containers"),
-        (name = "jobs", description = "Queued work and its progress"),
-        (name = "events", description = "The tenant's change feed (Server-Sent Events)"),
-        (name = "audit", description = "Who did what"),
-        (name = "ops", description = "Probes and metrics"),
-    )
-)]
-struct ApiDoc;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An access token from /api/v1/auth/login, or an API token (`berth_...`)"))
-                    .build(),
-            ),
-        );
-    }
-}
-
 /// Every documented route. Handlers that share a path must share a `routes!` call.
 fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
@@ -132,13 +86,14 @@ fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// The OpenAPI document, as `berth openapi` prints it and `/api/openapi.json` serves it.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().split_for_parts().1
+pub fn openapi() -> serde_json::Value {
+    openapi::complete(routes().split_for_parts().1)
 }
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     let (api_routes, spec) = routes().split_for_parts();
+    let spec = openapi::complete(spec);
     let request_id = HeaderName::from_static("x-request-id");
 
     api_routes
@@ -155,7 +110,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::middleware))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state)
-        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", spec))
+        .merge(SwaggerUi::new("/api/docs").external_urls_from_iter_unchecked([("/api/openapi.json", spec)]))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
