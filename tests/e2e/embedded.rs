@@ -48,12 +48,29 @@ impl Served {
 
     async fn start(prefix: &str) -> Served {
         let dir = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
+        Self::start_in(dir, free_port(), &[]).await
+    }
+
+    async fn start_in(dir: PathBuf, port: u16, env: &[(&str, &str)]) -> Served {
         std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
-        let child = Self::command(&dir, port).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("serve.log")).unwrap();
+        let child = Self::command(&dir, port).envs(env.iter().copied()).stdout(Stdio::null()).stderr(log).spawn().unwrap();
         let mut served = Served { child, base: format!("http://127.0.0.1:{port}"), dir };
         served.wait_ready(Duration::from_secs(90)).await;
         served
+    }
+
+    async fn token(&self, email: &str, password: &str) -> String {
+        let r: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/api/v1/auth/login", self.base))
+            .json(&serde_json::json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["access_token"].as_str().unwrap_or_else(|| panic!("login failed: {r}")).to_owned()
     }
 
     async fn wait_ready(&mut self, limit: Duration) {
@@ -198,4 +215,100 @@ fn a_missing_postgres_is_one_clear_line() {
     let last = err.trim().lines().last().unwrap();
     assert!(last.contains("apt-get install postgresql") && last.contains("BERTH_DATABASE_URL"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// SIGTERM: event streams end with a retry hint, a job in hand is handed back (queued again, its attempt
+/// not counted) instead of waiting out its lease, and the process and its database stop within bounds.
+#[tokio::test]
+async fn sigterm_ends_streams_hands_running_jobs_back_and_stops() {
+    use futures_util::StreamExt;
+
+    let dir = std::env::temp_dir().join(format!("berth-sigterm-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // An engine socket that accepts connections and never answers: adopting it keeps a job running.
+    let socket = dir.join("silent-engine.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let port = free_port();
+    let dirs = dir.to_string_lossy().into_owned();
+    let mut served = Served::start_in(dir.clone(), port, &[("BERTH_EXISTING_SOCKET_DIRS", &dirs)]).await;
+    let http = reqwest::Client::new();
+    let admin = served.token("root@example.test", "root-password").await;
+    let created = http
+        .post(format!("{}/api/v1/admin/tenants", served.base))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"name": "Acme", "owner_email": "owner@acme.test", "owner_password": "owner-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let owner = served.token("owner@acme.test", "owner-password").await;
+
+    let stream = http.get(format!("{}/api/v1/events?after=0", served.base)).bearer_auth(&owner).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut body = stream.bytes_stream();
+
+    let cluster: serde_json::Value = http
+        .post(format!("{}/api/v1/clusters", served.base))
+        .bearer_auth(&owner)
+        .json(&serde_json::json!({"name": "silent", "provider": "existing", "endpoint": format!("unix://{}", socket.display())}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job = cluster["job_id"].as_str().unwrap_or_else(|| panic!("{cluster}")).to_owned();
+    let job_url = format!("{}/api/v1/jobs/{job}", served.base);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j: serde_json::Value = http.get(&job_url).bearer_auth(&owner).send().await.unwrap().json().await.unwrap();
+        if j["state"] == "running" {
+            assert_eq!(j["attempts"], 1);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job never ran: {j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let stopping = Instant::now();
+    served.terminate();
+    // The stream ends on its own, with a retry hint, rather than being cut or left hanging.
+    let mut seen = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(bytes) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+                Err(e) => panic!("the stream was cut instead of ended: {e}"),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the event stream did not end on SIGTERM; got: {seen}");
+    assert!(seen.contains("job.running") && seen.contains("retry: 1000"), "{seen}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while served.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "berth serve did not stop within 30 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = stopping.elapsed();
+    assert!(served.child.try_wait().unwrap().unwrap().success(), "a clean stop exits 0");
+    assert!(postgres_pids(&dir).is_empty(), "postgres outlived berth serve");
+    eprintln!("stopped {took:?} after SIGTERM");
+
+    // The job was handed back, not left to its lease: the next Berth runs it as attempt 1 again, and its
+    // log says what happened.
+    served.dir = std::env::temp_dir().join("berth-not-this-one");
+    drop(served);
+    let served = Served::start_in(dir.clone(), port, &[("BERTH_EXISTING_SOCKET_DIRS", &dirs)]).await;
+    let owner = served.token("owner@acme.test", "owner-password").await;
+    let j: serde_json::Value = http.get(&job_url).bearer_auth(&owner).send().await.unwrap().json().await.unwrap();
+    assert!(j["attempts"].as_i64().unwrap() <= 1, "the handed-back attempt was not counted: {j}");
+    let logs = j["logs"].to_string();
+    assert!(logs.contains("handed back by"), "{j}");
 }

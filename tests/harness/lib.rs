@@ -175,6 +175,7 @@ pub fn serve_config(max_body: usize) -> ServeConfig {
         },
         max_body_bytes: max_body,
         existing: test_existing_policy(),
+        event_delivery: Default::default(),
     }
 }
 

@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 
 pub use crate::auth::throttle::ThrottleConfig;
 pub use crate::clusters::existing_policy::ExistingPolicy;
+pub use crate::events::Delivery;
 
 /// Settings shared by every subcommand that talks to the database.
 #[derive(Debug, Clone, Args)]
@@ -69,6 +70,11 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub existing: ExistingPolicy,
+
+    /// How event streams learn of new events: `listen` (one LISTEN per process, the default) or `poll`
+    /// (each stream polls the table; only for comparing the two in the benchmark).
+    #[arg(long, env = "BERTH_EVENT_DELIVERY", value_enum, default_value_t = Delivery::Listen, hide = true)]
+    pub event_delivery: Delivery,
 }
 
 /// Settings of `berth worker`.

@@ -12,6 +12,7 @@ pub mod db;
 pub mod domain;
 pub mod embedded_pg;
 pub mod error;
+pub mod events;
 pub mod jobs;
 pub mod pki;
 pub mod providers;

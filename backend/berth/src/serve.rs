@@ -19,7 +19,7 @@ pub async fn prepare(pool: sqlx::PgPool, cfg: &ServeConfig) -> anyhow::Result<Ap
     crate::bootstrap::ensure_platform_admin(&pool, cfg.admin_email.as_deref(), cfg.admin_password.as_deref()).await?;
     let secret = load_or_create_secret(cfg.security.secret.as_deref(), &cfg.db.data_dir)?;
     let keys = Keys::from_secret(&secret)?;
-    Ok(AppState::new(pool, keys, cfg.security.clone(), cfg.max_body_bytes, cfg.existing.clone()))
+    Ok(AppState::new(pool, keys, cfg.security.clone(), cfg.max_body_bytes, cfg.existing.clone(), cfg.event_delivery))
 }
 
 pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
@@ -40,26 +40,43 @@ async fn serve(database: &Database, cfg: &ServeConfig) -> anyhow::Result<()> {
     tracing::info!(%addr, "Berth is serving: API at http://{addr}/api/v1, docs at http://{addr}/api/docs/");
     println!("Berth is up: http://{addr}/  (API docs: http://{addr}/api/docs/)");
     // The peer address is the client's address for throttling (see `auth::throttle`).
-    let app = crate::api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = crate::api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let mut on_stop = stopped;
-    let served = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = on_stop.wait_for(|s| *s).await;
+    let mut server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = on_stop.wait_for(|s| *s).await;
+            })
+            .await
     });
-    let signal = async {
-        shutdown_signal().await;
-        let _ = stop.send(true);
-        std::future::pending::<()>().await
-    };
     tokio::select! {
-        r = served => r?,
-        () = signal => {}
+        served = &mut server => {
+            // The server ended on its own: that is a failure. Stop the workers before reporting it.
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(crate::api::SHUTDOWN_GRACE, workers).await;
+            return served?.map_err(Into::into);
+        }
+        () = shutdown_signal() => {}
     }
-    tracing::info!("shutting down");
+    // Stop accepting, end event streams (with a retry hint), let requests in flight finish, and hand
+    // running jobs and reconcilers over to other processes; then `run` stops the embedded database.
+    tracing::info!("shutting down: finishing requests in flight and handing work over");
+    state.begin_shutdown();
+    let _ = stop.send(true);
+    match tokio::time::timeout(crate::api::SHUTDOWN_GRACE, &mut server).await {
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "the server stopped with an error"),
+        Err(_) => {
+            tracing::warn!("requests still in flight after {:?}; closing them", crate::api::SHUTDOWN_GRACE);
+            server.abort();
+        }
+        _ => {}
+    }
     match tokio::time::timeout(crate::api::SHUTDOWN_GRACE, workers).await {
         Ok(Ok(Err(e))) => tracing::error!(error = %e, "workers stopped with an error"),
         Err(_) => tracing::warn!("workers did not stop in time"),
         _ => {}
     }
+    tracing::info!("stopped");
     Ok(())
 }
 

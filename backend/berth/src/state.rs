@@ -3,10 +3,12 @@
 use std::sync::Arc;
 
 use sqlx::PgPool;
+use tokio::sync::watch;
 
 use crate::api::metrics::Metrics;
 use crate::config::{ExistingPolicy, SecurityConfig};
 use crate::crypto::Keys;
+use crate::events::{Delivery, EventHub};
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -19,11 +21,44 @@ pub struct Inner {
     pub max_body_bytes: usize,
     /// Which `existing` swarms tenants may register.
     pub existing: ExistingPolicy,
+    /// New events for the open event streams.
+    pub events: Arc<EventHub>,
+    /// Turns true when the server begins to shut down: long-lived responses (event streams) end.
+    shutdown: watch::Sender<bool>,
 }
 
 impl AppState {
-    pub fn new(db: PgPool, keys: Keys, security: SecurityConfig, max_body_bytes: usize, existing: ExistingPolicy) -> Self {
-        AppState(Arc::new(Inner { db, keys, security, metrics: Metrics::default(), max_body_bytes, existing }))
+    /// Builds the state; starts the event hub's listener on the current runtime.
+    pub fn new(
+        db: PgPool,
+        keys: Keys,
+        security: SecurityConfig,
+        max_body_bytes: usize,
+        existing: ExistingPolicy,
+        delivery: Delivery,
+    ) -> Self {
+        let events = EventHub::start(db.clone(), delivery);
+        AppState(Arc::new(Inner {
+            db,
+            keys,
+            security,
+            metrics: Metrics::default(),
+            max_body_bytes,
+            existing,
+            events,
+            shutdown: watch::Sender::new(false),
+        }))
+    }
+
+    /// Tells long-lived responses that the server is stopping.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves when the server begins to shut down.
+    pub async fn shutting_down(&self) {
+        let mut rx = self.shutdown.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
     }
 }
 

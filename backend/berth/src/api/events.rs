@@ -1,7 +1,9 @@
 //! The tenant's change feed as Server-Sent Events: jobs queued, running and finished, node and cluster
 //! state changes. Each event carries its id, so a client that reconnects with `Last-Event-ID` misses
-//! nothing; events are read from Postgres, so every Berth process serves the same feed.
+//! nothing; events are read from Postgres, so every Berth process serves the same feed. New events
+//! arrive through the process's [`crate::events::EventHub`].
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -9,19 +11,27 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use berth_types::{Event, Problem};
-use chrono::{DateTime, Utc};
 use futures_util::Stream;
 use serde::Deserialize;
+use tokio::sync::broadcast;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::api::extract::ApiQuery;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
+use crate::events::{Delivery, Subscription};
 use crate::state::AppState;
 
-/// How often an open stream looks for new events.
+/// How often a stream polls the table with [`Delivery::Poll`].
 const POLL: Duration = Duration::from_millis(500);
+/// With [`Delivery::Listen`], how often a quiet stream reads the table anyway, in case an announcement
+/// was lost without the listener noticing.
+const SAFETY_NET: Duration = Duration::from_secs(30);
+/// Rows read per catch-up query.
+const PAGE: i64 = 100;
+/// How long clients wait before reconnecting when the server closes their stream to shut down.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -30,17 +40,8 @@ pub struct EventParams {
     pub after: Option<i64>,
 }
 
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    id: i64,
-    kind: String,
-    target_type: String,
-    target_id: Option<Uuid>,
-    data: serde_json::Value,
-    at: DateTime<Utc>,
-}
-
-/// Streams the caller's tenant's events as `text/event-stream`; each SSE `data` is an [`Event`].
+/// Streams the caller's tenant's events as `text/event-stream`; each SSE `data` is an [`Event`]. When the
+/// server shuts down, the stream ends with a `retry` hint; reconnect with `Last-Event-ID` to miss nothing.
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventParams),
     responses((status = 200, description = "A stream of Server-Sent Events whose data are `Event` objects", content_type = "text/event-stream", body = Event),
               (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
@@ -52,6 +53,8 @@ pub async fn stream(
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let tenant = me.tenant()?;
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(|v| v.parse::<i64>());
+    // Subscribe before the first read of the table, so nothing committed in between is missed.
+    let subscription = state.events.subscribe(tenant);
     let after = match (resume, q.after) {
         (Some(Ok(id)), _) => id,
         (Some(Err(_)), _) => return Err(ApiError::bad_request("invalid-last-event-id", "Last-Event-ID must be an event id")),
@@ -63,46 +66,77 @@ pub async fn stream(
                 .await?
         }
     };
-    let db = state.db.clone();
-    let events = futures_util::stream::unfold(
-        (db, after, Vec::<EventRow>::new()),
-        move |(db, mut after, mut pending)| async move {
-            loop {
-                if !pending.is_empty() {
-                    let row = pending.remove(0);
-                    after = row.id;
-                    let event = Event {
-                        id: row.id,
-                        kind: row.kind,
-                        target_type: row.target_type,
-                        target_id: row.target_id,
-                        data: row.data,
-                        at: row.at,
-                    };
-                    let sse = SseEvent::default()
-                        .id(event.id.to_string())
-                        .event(event.kind.clone())
-                        .json_data(&event)
-                        .unwrap_or_default();
-                    return Some((Ok(sse), (db, after, pending)));
-                }
-                let rows: Result<Vec<EventRow>, _> = sqlx::query_as(
-                "SELECT id, kind, target_type, target_id, data, at FROM events WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT 100",
-            )
-            .bind(tenant)
-            .bind(after)
-            .fetch_all(&db)
-            .await;
-                match rows {
-                    Ok(rows) if !rows.is_empty() => pending = rows,
-                    Ok(_) => tokio::time::sleep(POLL).await,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "event stream query failed");
-                        tokio::time::sleep(POLL * 4).await;
-                    }
-                }
-            }
-        },
-    );
+    let feed = Feed { state, tenant, after, pending: VecDeque::new(), more: true, subscription, done: false };
+    let events = futures_util::stream::unfold(feed, |mut feed| async move { feed.next().await.map(|e| (Ok(e), feed)) });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// One open stream: the last event sent, what is ready to send, and where new events come from.
+struct Feed {
+    state: AppState,
+    tenant: Uuid,
+    after: i64,
+    pending: VecDeque<Event>,
+    /// The table may hold more events after `after` than the last catch-up read.
+    more: bool,
+    subscription: Subscription,
+    done: bool,
+}
+
+impl Feed {
+    async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if let Some(event) = self.pending.pop_front() {
+                // Broadcasts and catch-up reads overlap; each event goes out once, in id order.
+                if event.id <= self.after {
+                    continue;
+                }
+                self.after = event.id;
+                return Some(to_sse(&event));
+            }
+            if self.more {
+                self.catch_up().await;
+                continue;
+            }
+            let poll = self.state.events.delivery == Delivery::Poll;
+            let wait = if poll { POLL } else { SAFETY_NET };
+            tokio::select! {
+                () = self.state.shutting_down() => {
+                    self.done = true;
+                    return Some(SseEvent::default().retry(RECONNECT_AFTER).comment("Berth is shutting down; reconnect"));
+                }
+                received = self.subscription.events.recv(), if !poll => match received {
+                    Ok(event) => self.pending.push_back((*event).clone()),
+                    // Fell behind the buffer: read the table instead.
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.more = true,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                changed = self.subscription.resync.changed(), if !poll => match changed {
+                    Ok(()) => self.more = true,
+                    Err(_) => return None,
+                },
+                () = tokio::time::sleep(wait) => self.more = true,
+            }
+        }
+    }
+
+    async fn catch_up(&mut self) {
+        match crate::events::after(&self.state.db, self.tenant, self.after, PAGE).await {
+            Ok(rows) => {
+                self.more = rows.len() as i64 == PAGE;
+                self.pending.extend(rows);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "event stream query failed");
+                self.more = false;
+            }
+        }
+    }
+}
+
+fn to_sse(event: &Event) -> SseEvent {
+    SseEvent::default().id(event.id.to_string()).event(event.kind.clone()).json_data(event).unwrap_or_default()
 }

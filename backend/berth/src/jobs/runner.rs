@@ -25,6 +25,9 @@ use uuid::Uuid;
 
 use crate::jobs::{Target, emit};
 
+/// How long jobs in hand may run on after shutdown begins before they are stopped and handed back.
+pub const HANDBACK_GRACE: Duration = Duration::from_secs(3);
+
 /// A job as claimed by a runner.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claimed {
@@ -102,7 +105,10 @@ impl Runner {
         Runner { db, id, handlers: Arc::new(handlers), lease: Duration::from_secs(30), concurrency: 4 }
     }
 
-    /// Claims and runs jobs until `shutdown` turns true; then waits for the jobs in hand.
+    /// Claims and runs jobs until `shutdown` turns true. Jobs in hand then get [`HANDBACK_GRACE`] to
+    /// finish; the rest are stopped and handed back (queued again, their attempt not counted) so that
+    /// another runner takes them at once instead of waiting for the lease to run out. Stopping a job
+    /// half-way is safe: every job step converges when run again.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let kinds = self.handlers.kinds();
         let mut listener = PgListener::connect_with(&self.db).await?;
@@ -141,8 +147,49 @@ impl Runner {
                 changed = shutdown.changed() => if changed.is_err() { break },
             }
         }
-        while running.join_next().await.is_some() {}
+        let grace = tokio::time::sleep(HANDBACK_GRACE);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                next = running.join_next() => if next.is_none() { break },
+                () = &mut grace => {
+                    running.abort_all();
+                    while running.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+        self.hand_back().await;
         Ok(())
+    }
+
+    /// Queues this runner's unfinished jobs again and wakes the other runners.
+    async fn hand_back(&self) {
+        let handed: Result<Vec<Uuid>, _> = sqlx::query_scalar(
+            "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, run_after = now(),
+                    attempts = greatest(attempts - 1, 0), updated_at = now()
+              WHERE lease_owner = $1 AND state = 'running'
+          RETURNING id",
+        )
+        .bind(&self.id)
+        .fetch_all(&self.db)
+        .await;
+        match handed {
+            Ok(ids) if !ids.is_empty() => {
+                for id in &ids {
+                    let line = format!("handed back by {} on shutdown; another runner takes it over", self.id);
+                    let _ = sqlx::query("INSERT INTO job_logs (job_id, line) VALUES ($1, $2)")
+                        .bind(id)
+                        .bind(line)
+                        .execute(&self.db)
+                        .await;
+                }
+                let _ = sqlx::query("SELECT pg_notify('berth_jobs', '')").execute(&self.db).await;
+                tracing::info!(jobs = ids.len(), "handed unfinished jobs back");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not hand jobs back; they resume when their leases run out"),
+        }
     }
 
     async fn claim(&self, kinds: &[String]) -> anyhow::Result<Option<Claimed>> {
