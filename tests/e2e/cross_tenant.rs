@@ -4,6 +4,7 @@
 use berth_tests::TestApp;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use uuid::Uuid;
 
 use crate::fixtures;
 
@@ -111,4 +112,65 @@ async fn another_tenants_objects_are_404_on_every_verb_and_nothing_changes() {
     let r = app.post("/api/v1/images", &b.owner, json!({"repository": "x", "registry_id": o.registry})).await;
     r.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
     assert_eq!(app.row_counts().await, before);
+}
+
+/// Row-level security, the second wall: a deliberately unscoped query (no tenant filter at all) through
+/// the tenant pool sees only the scoped tenant's rows, writes to another tenant's rows are refused by
+/// the database itself, and every table with a `tenant_id` is covered.
+#[tokio::test]
+async fn row_level_security_holds_an_unscoped_query_to_the_callers_tenant() {
+    let app = TestApp::spawn().await;
+    let a = app.tenant("Alpha").await;
+    let b = app.tenant("Beta").await;
+    let compose = "services:\n  web:\n    image: busybox\n";
+    app.post("/api/v1/templates", &a.owner, json!({"name": "alpha-web", "compose": compose})).await.expect(StatusCode::CREATED);
+    app.post("/api/v1/templates", &b.owner, json!({"name": "beta-web", "compose": compose})).await.expect(StatusCode::CREATED);
+
+    let pools = berth::db::Pools::lazy(berth_tests::connect_options(&app.db_name), 2);
+    let unscoped = "SELECT name FROM templates ORDER BY name";
+    let seen: Vec<String> = berth::db::scoped(Some(a.id), sqlx::query_scalar(unscoped).fetch_all(&pools.tenant)).await.unwrap();
+    assert_eq!(seen, ["alpha-web"], "scoped to Alpha, the tenant pool shows only Alpha's rows");
+    let seen: Vec<String> = sqlx::query_scalar(unscoped).fetch_all(&pools.tenant).await.unwrap();
+    assert!(seen.is_empty(), "outside any scope the tenant pool shows no tenant rows: {seen:?}");
+    let seen: Vec<String> = sqlx::query_scalar(unscoped).fetch_all(&pools.system).await.unwrap();
+    assert_eq!(seen, ["alpha-web", "beta-web"], "the system pool is the visible exception");
+
+    // Writing Beta's rows from Alpha's scope: updates find nothing, inserts are refused.
+    let updated = berth::db::scoped(
+        Some(a.id),
+        sqlx::query("UPDATE templates SET name = 'stolen' WHERE tenant_id = $1").bind(b.id).execute(&pools.tenant),
+    )
+    .await
+    .unwrap();
+    assert_eq!(updated.rows_affected(), 0);
+    let inserted = berth::db::scoped(
+        Some(a.id),
+        sqlx::query("INSERT INTO templates (id, tenant_id, name) VALUES ($1, $2, 'planted')")
+            .bind(Uuid::now_v7())
+            .bind(b.id)
+            .execute(&pools.tenant),
+    )
+    .await;
+    let err = inserted.expect_err("the database refuses a row for another tenant").to_string();
+    assert!(err.contains("row-level security"), "{err}");
+
+    // The scope is set on every connection taken, so a connection used for Beta and handed back is
+    // scoped afresh for the next taker.
+    let seen: Vec<String> = berth::db::scoped(Some(b.id), sqlx::query_scalar(unscoped).fetch_all(&pools.tenant)).await.unwrap();
+    assert_eq!(seen, ["beta-web"]);
+    let seen: Vec<String> = berth::db::scoped(Some(a.id), sqlx::query_scalar(unscoped).fetch_all(&pools.tenant)).await.unwrap();
+    assert_eq!(seen, ["alpha-web"]);
+
+    // Every table holding tenants' rows has a forced policy.
+    let uncovered: Vec<String> = sqlx::query_scalar(
+        "SELECT c.table_name::text FROM information_schema.columns c
+           JOIN pg_class t ON t.relname = c.table_name AND t.relkind = 'r'
+          WHERE c.table_schema = 'public' AND c.column_name = 'tenant_id'
+            AND NOT (t.relrowsecurity AND t.relforcerowsecurity)",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert!(uncovered.is_empty(), "tables with tenant rows but no row-level security: {uncovered:?}");
+    pools.close().await;
 }

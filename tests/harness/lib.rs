@@ -210,7 +210,8 @@ impl TestApp {
 
     pub async fn spawn_with(cfg: ServeConfig) -> TestApp {
         let (db_name, pool) = fresh_database().await;
-        let state = berth::serve::prepare(pool.clone(), &cfg).await.unwrap();
+        let pools = berth::db::Pools::lazy(connect_options(&db_name), 10);
+        let state = berth::serve::prepare(pools, &cfg).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {

@@ -1,23 +1,117 @@
-//! Connecting to Postgres (configured or embedded) and running migrations.
+//! Connecting to Postgres (configured or embedded), the two pools and their tenant scoping, and
+//! running migrations.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool};
+use sqlx::{ConnectOptions, Connection, PgPool};
 
 use crate::config::DbConfig;
+use uuid::Uuid;
+
 use crate::embedded_pg::EmbeddedPostgres;
 
 /// The schema, embedded at build time from `migrations/`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
+tokio::task_local! {
+    /// The tenant whose rows the tenant pool may show in this task; see [`scoped`].
+    static TENANT: Option<Uuid>;
+}
+
+/// Runs `work` with the tenant pool scoped to `tenant`: every connection it takes from
+/// [`Pools::tenant`] sees and writes only that tenant's rows (row-level security, see the migration
+/// `row_level_security`). With `None`, or outside any scope, the tenant pool shows no tenant rows at all.
+pub async fn scoped<F: Future>(tenant: Option<Uuid>, work: F) -> F::Output {
+    TENANT.scope(tenant, work).await
+}
+
+fn current_tenant() -> Option<Uuid> {
+    TENANT.try_with(|t| *t).ok().flatten()
+}
+
+/// Connections older than this idle are checked before use; busier ones are trusted (a failed query on
+/// a dead connection drops it). Checking every time cost a round trip per query.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(5);
+
+/// Berth's two connection pools.
+///
+/// Architecture invariant: request handlers working on a tenant's objects use `tenant`, whose
+/// connections are scoped to the caller's tenant each time one is taken, so the database itself
+/// refuses to show or write another tenant's rows. Only paths that work across tenants use `system`,
+/// whose connections bypass row-level security: authentication, platform administration, audit, jobs,
+/// reconcilers and the event hub. Using `system` is the visible exception.
+#[derive(Clone)]
+pub struct Pools {
+    pub tenant: PgPool,
+    pub system: PgPool,
+}
+
+impl Pools {
+    /// Creates both pools without connecting yet.
+    pub fn lazy(options: PgConnectOptions, size: u32) -> Pools {
+        let tenant = PgPoolOptions::new()
+            .max_connections(size)
+            .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // Superusers ignore row-level security: act as the unprivileged role instead.
+                    let superuser: bool = sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    if superuser {
+                        sqlx::query("SET ROLE berth_tenant").execute(&mut *conn).await?;
+                    }
+                    set_tenant(conn).await
+                })
+            })
+            // Every time a connection is taken: scope it to the taking task's tenant. The statement also
+            // proves the connection alive, in place of sqlx's ping.
+            .before_acquire(|conn, _| Box::pin(async move { set_tenant(conn).await.map(|()| true) }))
+            .connect_lazy_with(options.clone());
+        let system = PgPoolOptions::new()
+            .max_connections(size)
+            .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("SELECT set_config('berth.rls_bypass', 'on', false)").execute(conn).await?;
+                    Ok(())
+                })
+            })
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_IF_IDLE_FOR {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .connect_lazy_with(options);
+        Pools { tenant, system }
+    }
+
+    pub async fn close(&self) {
+        self.tenant.close().await;
+        self.system.close().await;
+    }
+}
+
+async fn set_tenant(conn: &mut sqlx::PgConnection) -> sqlx::Result<()> {
+    let tenant = current_tenant().map(|t| t.to_string()).unwrap_or_default();
+    sqlx::query("SELECT set_config('berth.tenant_id', $1, false)").bind(tenant).execute(conn).await?;
+    Ok(())
+}
+
 /// A database connection plus, in the embedded default, the server process behind it.
 pub struct Database {
-    pub pool: PgPool,
+    pub pools: Pools,
     embedded: Option<EmbeddedPostgres>,
 }
 
@@ -34,34 +128,24 @@ impl Database {
                 (pg.connect_options(), Some(pg))
             }
         };
-        let pool = match connect(options, cfg.pool_size()).await {
-            Ok(pool) => pool,
-            Err(e) => {
-                if let Some(pg) = embedded {
-                    pg.stop().await;
-                }
-                return Err(e);
+        let pools = Pools::lazy(options, cfg.pool_size());
+        // Fail now, with one clear line, rather than on the first request.
+        if let Err(e) = pools.system.acquire().await.context("connecting to Postgres") {
+            if let Some(pg) = embedded {
+                pg.stop().await;
             }
-        };
-        Ok(Database { pool, embedded })
+            return Err(e);
+        }
+        Ok(Database { pools, embedded })
     }
 
-    /// Closes the pool and stops the embedded server, if any.
+    /// Closes the pools and stops the embedded server, if any.
     pub async fn close(self) {
-        self.pool.close().await;
+        self.pools.close().await;
         if let Some(pg) = self.embedded {
             pg.stop().await;
         }
     }
-}
-
-pub async fn connect(options: PgConnectOptions, size: u32) -> anyhow::Result<PgPool> {
-    PgPoolOptions::new()
-        .max_connections(size)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options)
-        .await
-        .context("connecting to Postgres")
 }
 
 /// Applies pending migrations. sqlx takes a Postgres advisory lock around this, so several Berth

@@ -61,13 +61,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 berth::serve::shutdown_signal().await;
                 let _ = stop.send(true);
             });
-            let result = berth::worker::run(database.pool.clone(), env, stopped).await;
+            let result = berth::worker::run(database.pools.system.clone(), env, stopped).await;
             database.close().await;
             result
         }
         Command::Migrate(cfg) => {
             let database = Database::open(&cfg).await?;
-            let result = berth::db::migrate(&database.pool).await;
+            let result = berth::db::migrate(&database.pools.system).await;
             database.close().await;
             result?;
             println!("migrations applied");

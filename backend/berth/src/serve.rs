@@ -10,16 +10,16 @@ use tokio::sync::watch;
 use crate::clusters::WorkerEnv;
 use crate::config::ServeConfig;
 use crate::crypto::{Keys, load_or_create_secret};
-use crate::db::{self, Database};
+use crate::db::{self, Database, Pools};
 use crate::state::AppState;
 
 /// Builds the request state over an open pool: migrations applied, first admin ensured.
-pub async fn prepare(pool: sqlx::PgPool, cfg: &ServeConfig) -> anyhow::Result<AppState> {
-    db::migrate(&pool).await?;
-    crate::bootstrap::ensure_platform_admin(&pool, cfg.admin_email.as_deref(), cfg.admin_password.as_deref()).await?;
+pub async fn prepare(pools: Pools, cfg: &ServeConfig) -> anyhow::Result<AppState> {
+    db::migrate(&pools.system).await?;
+    crate::bootstrap::ensure_platform_admin(&pools.system, cfg.admin_email.as_deref(), cfg.admin_password.as_deref()).await?;
     let secret = load_or_create_secret(cfg.security.secret.as_deref(), &cfg.db.data_dir)?;
     let keys = Keys::from_secret(&secret)?;
-    Ok(AppState::new(pool, keys, cfg.security.clone(), cfg.max_body_bytes, cfg.existing.clone(), cfg.event_delivery))
+    Ok(AppState::new(pools, keys, cfg.security.clone(), cfg.max_body_bytes, cfg.existing.clone(), cfg.event_delivery))
 }
 
 pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
@@ -30,13 +30,13 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
 }
 
 async fn serve(database: &Database, cfg: &ServeConfig) -> anyhow::Result<()> {
-    let state = prepare(database.pool.clone(), cfg).await?;
+    let state = prepare(database.pools.clone(), cfg).await?;
     let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
     let addr: SocketAddr = listener.local_addr()?;
     // One stop signal for the API and the job workers beside it.
     let (stop, stopped) = watch::channel(false);
     let env = WorkerEnv::new(state.keys.clone(), cfg.db.data_dir.clone(), cfg.existing.clone());
-    let workers = tokio::spawn(crate::worker::run(database.pool.clone(), env, stopped.clone()));
+    let workers = tokio::spawn(crate::worker::run(database.pools.system.clone(), env, stopped.clone()));
     tracing::info!(%addr, "Berth is serving: API at http://{addr}/api/v1, docs at http://{addr}/api/docs/");
     println!("Berth is up: http://{addr}/  (API docs: http://{addr}/api/docs/)");
     // The peer address is the client's address for throttling (see `auth::throttle`).

@@ -8,13 +8,17 @@ use tokio::sync::watch;
 use crate::api::metrics::Metrics;
 use crate::config::{ExistingPolicy, SecurityConfig};
 use crate::crypto::Keys;
+use crate::db::Pools;
 use crate::events::{Delivery, EventHub};
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
+    /// The tenant pool: scoped to the caller's tenant in every request (see [`crate::db::Pools`]).
     pub db: PgPool,
+    /// The system pool, which bypasses row-level security: only for work across tenants.
+    pub system: PgPool,
     pub keys: Keys,
     pub security: SecurityConfig,
     pub metrics: Metrics,
@@ -30,16 +34,17 @@ pub struct Inner {
 impl AppState {
     /// Builds the state; starts the event hub's listener on the current runtime.
     pub fn new(
-        db: PgPool,
+        pools: Pools,
         keys: Keys,
         security: SecurityConfig,
         max_body_bytes: usize,
         existing: ExistingPolicy,
         delivery: Delivery,
     ) -> Self {
-        let events = EventHub::start(db.clone(), delivery);
+        let events = EventHub::start(pools.system.clone(), delivery);
         AppState(Arc::new(Inner {
-            db,
+            db: pools.tenant,
+            system: pools.system,
             keys,
             security,
             metrics: Metrics::default(),
@@ -48,6 +53,12 @@ impl AppState {
             events,
             shutdown: watch::Sender::new(false),
         }))
+    }
+
+    /// The pool for a caller's own objects: the tenant pool for a tenant's users, the system pool for
+    /// platform admins, who belong to no tenant and work across tenants.
+    pub fn pool_for(&self, me: &crate::auth::Principal) -> &PgPool {
+        if me.tenant_id.is_some() { &self.db } else { &self.system }
     }
 
     /// Tells long-lived responses that the server is stopping.

@@ -122,7 +122,7 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
     .bind(outcome)
     .bind(status.as_u16() as i32)
     .bind(request_id)
-    .execute(&state.db)
+    .execute(&state.system)
     .await;
     if let Err(e) = result {
         // The action has happened; failing the response now would make the client retry it.
@@ -149,7 +149,8 @@ struct AuditRow {
 
 /// The audit log, newest entries last. Owners and admins see their tenant's; platform admins see all.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(PageParams),
-    responses((status = 200, body = Page<AuditEntry>), (status = 401, body = berth_types::Problem), (status = 403, body = berth_types::Problem)))]
+    responses((status = 200, body = Page<AuditEntry>), (status = 401, body = berth_types::Problem), (status = 403, body = berth_types::Problem)),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     me: Principal,
@@ -167,7 +168,7 @@ pub async fn list(
     .bind(scope)
     .bind(q.after::<i64>()?)
     .bind(limit + 1)
-    .fetch_all(&state.db)
+    .fetch_all(state.pool_for(&me))
     .await?;
     Ok(axum::Json(page(
         rows,

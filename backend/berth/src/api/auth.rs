@@ -47,14 +47,14 @@ pub async fn login(
     audit.actor_label(&req.email);
     audit.record("auth.login", "user", "");
     let attempt = Attempt::Login { email: req.email.clone(), addr };
-    throttle::attempt(&state.db, &state.security.throttle, &attempt).await?;
+    throttle::attempt(&state.system, &state.security.throttle, &attempt).await?;
     let row: Option<LoginRow> = sqlx::query_as(
         "SELECT u.id, u.password_hash, u.role, u.tenant_id, t.status AS tenant_status
            FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id
           WHERE lower(u.email) = lower($1)",
     )
     .bind(&req.email)
-    .fetch_optional(&state.db)
+    .fetch_optional(&state.system)
     .await?;
     let stored = row.as_ref().map(|r| r.password_hash.clone());
     if !password::verify(req.password, stored).await {
@@ -62,7 +62,7 @@ pub async fn login(
         return Err(invalid_credentials());
     }
     let row = row.ok_or_else(invalid_credentials)?;
-    throttle::succeeded(&state.db, &attempt, &state.security.throttle).await?;
+    throttle::succeeded(&state.system, &attempt, &state.security.throttle).await?;
     audit.record("auth.login", "user", row.id);
     audit.principal(&Principal {
         actor: Actor::User { user_id: row.id },
@@ -77,7 +77,7 @@ pub async fn login(
             "this tenant is suspended; contact the platform administrator",
         ));
     }
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.system.begin().await?;
     let tokens = issue_tokens(&state, &mut tx, row.id, row.tenant_id, row.role, Uuid::now_v7()).await?;
     tx.commit().await?;
     Ok(Json(tokens))
@@ -133,8 +133,8 @@ pub async fn refresh(
 ) -> ApiResult<Json<TokenResponse>> {
     audit.record("auth.refresh", "user", "");
     let attempt = Attempt::Refresh { addr };
-    throttle::attempt(&state.db, &state.security.throttle, &attempt).await?;
-    let mut tx = state.db.begin().await?;
+    throttle::attempt(&state.system, &state.security.throttle, &attempt).await?;
+    let mut tx = state.system.begin().await?;
     let row: Option<RefreshRow> = sqlx::query_as(
         "SELECT r.id, r.user_id, r.family_id, r.used_at IS NOT NULL AS used, r.revoked_at IS NOT NULL AS revoked,
                 r.expires_at <= now() AS expired, u.role, u.tenant_id, t.status AS tenant_status
@@ -149,7 +149,7 @@ pub async fn refresh(
     .await?;
     let row = row.ok_or_else(|| ApiError::unauthorized("invalid refresh token"))?;
     // A token that exists was not guessed, whatever else is wrong with it.
-    throttle::succeeded(&state.db, &attempt, &state.security.throttle).await?;
+    throttle::succeeded(&state.system, &attempt, &state.security.throttle).await?;
     audit.record("auth.refresh", "user", row.user_id);
     if row.revoked {
         return Err(ApiError::unauthorized("this refresh token has been revoked; log in again"));
@@ -188,7 +188,7 @@ async fn revoke_family(tx: &mut PgConnection, family: Uuid) -> sqlx::Result<()> 
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
     responses((status = 204, description = "Logged out"), (status = 401, body = Problem)))]
 pub async fn logout(State(state): State<AppState>, audit: Audit, ApiJson(req): ApiJson<RefreshRequest>) -> ApiResult<StatusCode> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.system.begin().await?;
     let row: Option<(Uuid, Uuid)> = sqlx::query_as("SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = $1")
         .bind(token_hash(&req.refresh_token))
         .fetch_optional(&mut *tx)
@@ -214,9 +214,9 @@ pub async fn revoke_sessions_of(tx: &mut PgConnection, users: &[Uuid]) -> sqlx::
     responses((status = 200, body = Me), (status = 401, body = Problem)), security(("bearer" = [])))]
 pub async fn me(State(state): State<AppState>, me: Principal) -> ApiResult<Json<Me>> {
     let email: String =
-        sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(me.user_id()).fetch_one(&state.db).await?;
+        sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(me.user_id()).fetch_one(&state.system).await?;
     let tenant = match me.tenant_id {
-        Some(id) => Some(load_tenant(&state.db, id).await?),
+        Some(id) => Some(load_tenant(&state.system, id).await?),
         None => None,
     };
     let via = match me.actor {

@@ -124,7 +124,10 @@ impl Feed {
     }
 
     async fn catch_up(&mut self) {
-        match crate::events::after(&self.state.db, self.tenant, self.after, PAGE).await {
+        // The stream is polled after the handler returned, outside the request's tenant scope: scope
+        // the read explicitly.
+        let read = crate::db::scoped(Some(self.tenant), crate::events::after(&self.state.db, self.tenant, self.after, PAGE));
+        match read.await {
             Ok(rows) => {
                 self.more = rows.len() as i64 == PAGE;
                 self.pending.extend(rows);

@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
-use crate::auth::principal::authenticate;
+use crate::auth::principal::Authentication;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -30,7 +30,7 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
         }
     };
     // Unauthenticated requests carry on to the handler, which answers 401 as usual.
-    let Ok(principal) = authenticate(&state, req.headers()).await else {
+    let Some(principal) = req.extensions().get::<Authentication>().and_then(Authentication::principal) else {
         return next.run(req).await;
     };
     match run(&state, principal.key(), key, req, next).await {
@@ -54,7 +54,7 @@ async fn run(state: &AppState, principal: String, key: String, req: Request, nex
     sqlx::query("DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2 AND created_at < now() - interval '24 hours'")
         .bind(&principal)
         .bind(&key)
-        .execute(&state.db)
+        .execute(&state.system)
         .await?;
     let claimed = sqlx::query(
         "INSERT INTO idempotency_keys (principal, key, method, path, request_hash) VALUES ($1, $2, 'POST', $3, $4)
@@ -64,7 +64,7 @@ async fn run(state: &AppState, principal: String, key: String, req: Request, nex
     .bind(&key)
     .bind(&path)
     .bind(&hash)
-    .execute(&state.db)
+    .execute(&state.system)
     .await?
     .rows_affected()
         == 1;
@@ -75,7 +75,7 @@ async fn run(state: &AppState, principal: String, key: String, req: Request, nex
         )
         .bind(&principal)
         .bind(&key)
-        .fetch_one(&state.db)
+        .fetch_one(&state.system)
         .await?;
         if stored_hash != hash {
             return Err(ApiError::invalid_field(
@@ -105,7 +105,7 @@ async fn run(state: &AppState, principal: String, key: String, req: Request, nex
         sqlx::query("DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2")
             .bind(&principal)
             .bind(&key)
-            .execute(&state.db)
+            .execute(&state.system)
             .await?;
     } else {
         sqlx::query("UPDATE idempotency_keys SET status_code = $3, response_body = $4 WHERE principal = $1 AND key = $2")
@@ -113,7 +113,7 @@ async fn run(state: &AppState, principal: String, key: String, req: Request, nex
             .bind(&key)
             .bind(resp_parts.status.as_u16() as i32)
             .bind(resp_bytes.to_vec())
-            .execute(&state.db)
+            .execute(&state.system)
             .await?;
     }
     Ok(Response::from_parts(resp_parts, Body::from(resp_bytes)))

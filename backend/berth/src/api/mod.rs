@@ -104,8 +104,10 @@ pub fn router(state: AppState) -> Router {
                 .into_response()
         })
         // Layers run outside-in in reverse order of these calls: the idempotency check sits innermost,
-        // around the handler, and the audit entry is written after it (replays included).
+        // around the handler; outside it the caller is authenticated once and the rest of the request is
+        // scoped to the caller's tenant; the audit entry is written after all of it (replays included).
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::middleware))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::principal::middleware))
         .layer(axum::middleware::from_fn_with_state(state.clone(), audit::middleware))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::middleware))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))

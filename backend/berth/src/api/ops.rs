@@ -19,7 +19,7 @@ pub async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, description = "Ready", body = String), (status = 503, description = "Not ready", body = String)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match crate::db::migrations_done(&state.db).await {
+    match crate::db::migrations_done(&state.system).await {
         Ok(true) => (StatusCode::OK, "ready").into_response(),
         Ok(false) => (StatusCode::SERVICE_UNAVAILABLE, "migrations pending").into_response(),
         Err(e) => {
@@ -39,7 +39,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "SELECT s.state, count(j.id) FROM unnest(ARRAY['queued','running','failed']) AS s(state)
            LEFT JOIN jobs j ON j.state = s.state GROUP BY s.state ORDER BY s.state",
     )
-    .fetch_all(&state.db)
+    .fetch_all(&state.system)
     .await;
     match counts {
         Ok(rows) => {
@@ -49,7 +49,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "could not count jobs for /metrics"),
     }
-    let pool = &state.db;
+    let pool = &state.system;
     let _ = writeln!(out, "# HELP berth_db_connections Database pool connections.\n# TYPE berth_db_connections gauge");
     let _ = writeln!(out, "berth_db_connections{{state=\"open\"}} {}", pool.size());
     let _ = writeln!(out, "berth_db_connections{{state=\"idle\"}} {}", pool.num_idle());

@@ -59,7 +59,7 @@ pub async fn create(
     let hash = crate::auth::password::hash(req.owner_password.clone()).await?;
     let base = validate::slugify(&req.name);
 
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.system.begin().await?;
     let taken: Vec<String> = sqlx::query_scalar("SELECT slug FROM tenants WHERE slug = $1 OR slug LIKE $1 || '-%'")
         .bind(&base)
         .fetch_all(&mut *tx)
@@ -97,7 +97,7 @@ pub async fn list(
         sqlx::query_as(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2"))
             .bind(q.after::<Uuid>()?)
             .bind(limit + 1)
-            .fetch_all(&state.db)
+            .fetch_all(&state.system)
             .await?;
     Ok(Json(page(rows, limit, |r| r.id, Into::into)))
 }
@@ -106,11 +106,11 @@ pub async fn list(
     responses((status = 200, body = Tenant), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Tenant>> {
     me.require_platform_admin()?;
-    Ok(Json(load_tenant(&state.db, id).await?))
+    Ok(Json(load_tenant(&state.system, id).await?))
 }
 
 async fn set_status(state: &AppState, id: Uuid, status: TenantStatus) -> ApiResult<Tenant> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.system.begin().await?;
     let row: Option<TenantRow> =
         sqlx::query_as(&format!("UPDATE tenants SET status = $2, updated_at = now() WHERE id = $1 RETURNING {TENANT_COLUMNS}"))
             .bind(id)
@@ -173,7 +173,7 @@ pub async fn delete(
     me.require_platform_admin()?;
     audit.record("tenant.delete", "tenant", id);
     audit.tenant(id);
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.system.begin().await?;
     let exists: Option<Uuid> =
         sqlx::query_scalar("SELECT id FROM tenants WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(&mut *tx).await?;
     exists.ok_or_else(|| ApiError::not_found("tenant"))?;
@@ -235,7 +235,7 @@ pub async fn set_quotas(
     .bind(q.max_services)
     .bind(q.max_cpus)
     .bind(q.max_memory_mb)
-    .execute(&state.db)
+    .execute(&state.system)
     .await?;
     if updated.rows_affected() == 0 {
         return Err(ApiError::not_found("tenant"));
@@ -251,7 +251,7 @@ pub async fn get_quotas(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<QuotaReport>> {
     me.require_platform_admin()?;
-    load_tenant(&state.db, id).await?;
+    load_tenant(&state.system, id).await?;
     report(&state, id).await.map(Json)
 }
 

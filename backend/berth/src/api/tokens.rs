@@ -87,7 +87,7 @@ pub async fn create(
     .bind(req.role.as_str())
     .bind(token_hash(&secret))
     .bind(req.expires_at)
-    .fetch_one(&state.db)
+    .fetch_one(state.pool_for(&me))
     .await?;
     audit.record("token.create", "api_token", row.id);
     Ok((StatusCode::CREATED, Json(CreatedApiToken { meta: row.into(), token: secret })))
@@ -116,7 +116,7 @@ pub async fn list(
     .bind(me.user_id())
     .bind(q.after::<Uuid>()?)
     .bind(limit + 1)
-    .fetch_all(&state.db)
+    .fetch_all(state.pool_for(&me))
     .await?;
     Ok(Json(page(rows, limit, |r| r.id, Into::into)))
 }
@@ -140,7 +140,7 @@ pub async fn revoke(
     .bind(me.tenant_id)
     .bind(all_of_tenant)
     .bind(me.user_id())
-    .execute(&state.db)
+    .execute(state.pool_for(&me))
     .await?;
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found("API token"));

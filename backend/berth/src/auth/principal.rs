@@ -3,9 +3,13 @@
 //! Architecture invariant: tenant scoping happens here and only here. Handlers get the tenant id from
 //! [`Principal::tenant`] and pass it to every store function; an id from the URL is never trusted alone.
 
-use axum::extract::FromRequestParts;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::Response;
 use berth_types::{Role, TenantStatus};
 use uuid::Uuid;
 
@@ -75,11 +79,44 @@ impl Principal {
     }
 }
 
+/// The outcome of authenticating a request, resolved once by [`middleware`] and handed to the
+/// [`Principal`] extractor and to the idempotency check.
+#[derive(Clone)]
+pub struct Authentication(Arc<Mutex<Option<ApiResult<Principal>>>>);
+
+impl Authentication {
+    /// The caller, if the request authenticated (without consuming the outcome).
+    pub fn principal(&self) -> Option<Principal> {
+        match &*self.0.lock().expect("authentication slot") {
+            Some(Ok(p)) => Some(p.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Authenticates each request that carries credentials, once, before the idempotency check and the
+/// handler, and runs the rest of the request scoped to the caller's tenant: every connection the
+/// handler takes from the tenant pool then shows only that tenant's rows (row-level security).
+/// Platform admins and anonymous callers run unscoped, so the tenant pool shows them no tenant rows.
+pub async fn middleware(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    if !req.headers().contains_key(header::AUTHORIZATION) {
+        return crate::db::scoped(None, next.run(req)).await;
+    }
+    let outcome = authenticate(&state, req.headers()).await;
+    let tenant = outcome.as_ref().ok().and_then(|p| p.tenant_id);
+    req.extensions_mut().insert(Authentication(Arc::new(Mutex::new(Some(outcome)))));
+    crate::db::scoped(tenant, next.run(req)).await
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let principal = authenticate(state, &parts.headers).await?;
+        let resolved = parts.extensions.get::<Authentication>().and_then(|a| a.0.lock().expect("authentication slot").take());
+        let principal = match resolved {
+            Some(outcome) => outcome?,
+            None => authenticate(state, &parts.headers).await?,
+        };
         if let Some(slot) = parts.extensions.get::<AuditSlot>() {
             slot.set_principal(&principal);
         }
@@ -124,7 +161,7 @@ async fn from_jwt(state: &AppState, token: &str) -> ApiResult<Principal> {
           WHERE u.id = $1",
     )
     .bind(claims.sub)
-    .fetch_optional(&state.db)
+    .fetch_optional(&state.system)
     .await?;
     let user = user.ok_or_else(|| ApiError::unauthorized("the user of this token no longer exists"))?;
     check_tenant_active(user.tenant_status.as_deref())?;
@@ -158,7 +195,7 @@ async fn from_api_token(state: &AppState, token: &str) -> ApiResult<Principal> {
           WHERE k.token_hash = $1",
     )
     .bind(token_hash(token))
-    .fetch_optional(&state.db)
+    .fetch_optional(&state.system)
     .await?;
     let row = row.ok_or_else(|| ApiError::unauthorized("invalid API token"))?;
     if row.revoked {
@@ -176,7 +213,7 @@ async fn from_api_token(state: &AppState, token: &str) -> ApiResult<Principal> {
           WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
     )
     .bind(row.id)
-    .execute(&state.db)
+    .execute(&state.system)
     .await?;
     Ok(Principal {
         actor: Actor::Token { token_id: row.id, user_id: row.created_by },
