@@ -7,7 +7,8 @@
 #   GET /api/v1/templates?limit=100     authenticated list returning 100 rows
 #   GET /api/v1/me                      authentication alone (one indexed lookup), to split the cost
 #   POST /api/v1/templates              authenticated create (2 rows + an audit entry per request)
-# Every run is bounded (BENCH_SECONDS each, default 5). Prints a Markdown table and the server's peak RSS.
+# Every run is bounded (BENCH_SECONDS each, default 5). Prints a Markdown table and the server's peak RSS,
+# then the read path against pgbench running the same statements (see the end of this script).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -101,6 +102,31 @@ for c in 1 16 64; do
   run "GET /api/v1/me (auth only)" "$c" "$DATA/list.lua" "$BASE/api/v1/me"
   run "GET /api/v1/templates (100)" "$c" "$DATA/list.lua" "$BASE/api/v1/templates?limit=100"
 done
+# The read path against the database's own ceiling, measured before the create runs grow the table:
+# pgbench runs the statements an authenticated 100-row list sends (the caller's row, then the page) on
+# the same embedded server, at the same concurrency, prepared, with no HTTP in between. A second pair of runs prices row-level security:
+# the page alone as Berth's tenant role under the policies (with the tenant set per transaction, as
+# the tenant pool does per connection taken) against the page alone as the table owner.
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
+PSQL="$PGBIN/psql -h $DATA/run -U berth -d berth -Atq"
+read -r USER_ID TENANT_ID <<<"$($PSQL -F ' ' -c "SELECT id, tenant_id FROM users WHERE email = 'owner@bench.test'")"
+cat >"$DATA/read-path.sql" <<SQL
+SELECT u.email, u.role, u.tenant_id, t.status AS tenant_status FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id WHERE u.id = '$USER_ID';
+SELECT t.id, t.name, t.description, t.latest_version, v.compose, v.variables, v.services, t.created_at, t.updated_at
+  FROM templates t JOIN template_versions v ON v.template_id = t.id AND v.version = t.latest_version
+ WHERE t.tenant_id = '$TENANT_ID' AND (NULL::uuid IS NULL OR t.id > NULL::uuid) ORDER BY t.id LIMIT 101;
+SQL
+sed -n '2,$p' "$DATA/read-path.sql" >"$DATA/page.sql"
+{ echo "SELECT set_config('berth.tenant_id', '$TENANT_ID', false);"; cat "$DATA/page.sql"; } >"$DATA/page-rls.sql"
+pgb() { # script [PGOPTIONS]
+  PGOPTIONS="${2:-}" "$PGBIN/pgbench" -h "$DATA/run" -U berth -n -M prepared -c 16 -j 2 -T "$SECS" -f "$1" berth 2>/dev/null |
+    awk '/^tps/ {print int($3)}'
+}
+PG_TPS=$(pgb "$DATA/read-path.sql")
+PAGE_OWNER=$(pgb "$DATA/page.sql")
+PAGE_RLS=$(pgb "$DATA/page-rls.sql" "-c role=berth_tenant")
+LIST16=$(awk '$2=="/api/v1/templates" && $3=="(100)" && $4==16 {print $5}' "$DATA/rps")
+
 for c in 1 16 64; do
   sed "s/b-[0-9]*-/b-c$c-/" "$DATA/create.lua" >"$DATA/create-$c.lua"
   run "POST /api/v1/templates" "$c" "$DATA/create-$c.lua" "$BASE/api/v1/templates"
@@ -112,3 +138,11 @@ for c in 1 16 64; do
   python3 -c "print(f'list / healthz at c=$c: {$l/$h:.1%}')"
 done
 echo "server peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER_PID/status)"
+echo
+echo "| read path at 16 clients                          | per second |"
+echo "|--------------------------------------------------|------------|"
+printf '| %-48s | %10s |\n' "pgbench: caller's row + 100-row page (tx/s)" "$PG_TPS"
+printf '| %-48s | %10s |\n' "berth: GET /api/v1/templates?limit=100 (req/s)" "$LIST16"
+printf '| %-48s | %10s |\n' "pgbench: page alone, table owner (tx/s)" "$PAGE_OWNER"
+printf '| %-48s | %10s |\n' "pgbench: page alone, tenant role under RLS (tx/s)" "$PAGE_RLS"
+python3 -c "print(f'berth list / pgbench read path: {$LIST16/$PG_TPS:.2f}'); print(f'page under RLS / page as owner: {$PAGE_RLS/$PAGE_OWNER:.2f}')"
