@@ -96,3 +96,20 @@ async fn concurrent_creates_cannot_overshoot_a_quota() {
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM clusters").fetch_one(&app.db).await.unwrap();
     assert_eq!(n, 3);
 }
+
+/// The platform admin's view of a tenant's quotas and usage reads across tenants (the system pool), and
+/// shows what the tenant's own view shows.
+#[tokio::test]
+async fn the_platform_admin_sees_a_tenants_real_quotas_and_usage() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("Acme").await;
+    app.put(&format!("/api/v1/admin/tenants/{}/quotas", t.id), &app.admin, json!({"max_clusters": 2, "max_nodes": 5}))
+        .await
+        .expect(StatusCode::OK);
+    let admin_view = app.get(&format!("/api/v1/admin/tenants/{}/quotas", t.id), &app.admin).await;
+    admin_view.expect(StatusCode::OK);
+    let own_view = app.get("/api/v1/quotas", &t.owner).await;
+    own_view.expect(StatusCode::OK);
+    assert_eq!(admin_view.body, own_view.body);
+    assert_eq!(admin_view.body["quotas"]["max_nodes"], 5, "{}", admin_view.body);
+}

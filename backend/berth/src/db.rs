@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::{ConnectOptions, Connection, PgPool, Postgres};
 
 use crate::config::DbConfig;
 use uuid::Uuid;
@@ -19,20 +20,36 @@ use crate::embedded_pg::EmbeddedPostgres;
 /// The schema, embedded at build time from `migrations/`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
+/// What the tenant pool does with a connection it hands out in the current task.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    /// Scope it to this tenant (`None`: to no tenant at all).
+    Tenant(Option<Uuid>),
+    /// Leave it: the taker's very next statement scopes it (see [`acquire_for_authentication`]).
+    Deferred,
+}
+
 tokio::task_local! {
     /// The tenant whose rows the tenant pool may show in this task; see [`scoped`].
-    static TENANT: Option<Uuid>;
+    static SCOPE: Scope;
 }
 
 /// Runs `work` with the tenant pool scoped to `tenant`: every connection it takes from
 /// [`Pools::tenant`] sees and writes only that tenant's rows (row-level security, see the migration
 /// `row_level_security`). With `None`, or outside any scope, the tenant pool shows no tenant rows at all.
 pub async fn scoped<F: Future>(tenant: Option<Uuid>, work: F) -> F::Output {
-    TENANT.scope(tenant, work).await
+    SCOPE.scope(Scope::Tenant(tenant), work).await
 }
 
-fn current_tenant() -> Option<Uuid> {
-    TENANT.try_with(|t| *t).ok().flatten()
+/// Takes a tenant-pool connection without scoping it, for the one statement that authenticates a user
+/// and scopes the connection in the same round trip (`berth_authenticate_user`). Nothing else may run
+/// on it first.
+pub async fn acquire_for_authentication(pool: &PgPool) -> sqlx::Result<PoolConnection<Postgres>> {
+    SCOPE.scope(Scope::Deferred, pool.acquire()).await
+}
+
+fn current_scope() -> Scope {
+    SCOPE.try_with(|s| *s).unwrap_or(Scope::Tenant(None))
 }
 
 /// Connections older than this idle are checked before use; busier ones are trusted (a failed query on
@@ -55,8 +72,9 @@ pub struct Pools {
 impl Pools {
     /// Creates both pools without connecting yet.
     pub fn lazy(options: PgConnectOptions, size: u32) -> Pools {
+        // Requests hold their tenant connection for the whole handler, so this pool is the larger.
         let tenant = PgPoolOptions::new()
-            .max_connections(size)
+            .max_connections(size * 2)
             .acquire_timeout(Duration::from_secs(10))
             .test_before_acquire(false)
             .after_connect(|conn, _| {
@@ -68,6 +86,8 @@ impl Pools {
                     if superuser {
                         sqlx::query("SET ROLE berth_tenant").execute(&mut *conn).await?;
                     }
+                    // A new connection starts with no tenant, whatever the taker does next.
+                    sqlx::query("SELECT set_config('berth.tenant_id', '', false)").execute(&mut *conn).await?;
                     set_tenant(conn).await
                 })
             })
@@ -104,7 +124,10 @@ impl Pools {
 }
 
 async fn set_tenant(conn: &mut sqlx::PgConnection) -> sqlx::Result<()> {
-    let tenant = current_tenant().map(|t| t.to_string()).unwrap_or_default();
+    let tenant = match current_scope() {
+        Scope::Deferred => return Ok(()),
+        Scope::Tenant(tenant) => tenant.map(|t| t.to_string()).unwrap_or_default(),
+    };
     sqlx::query("SELECT set_config('berth.tenant_id', $1, false)").bind(tenant).execute(conn).await?;
     Ok(())
 }
@@ -177,5 +200,49 @@ pub async fn wait_for_migrations(pool: &PgPool) -> anyhow::Result<()> {
             logged = true;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A handler's connection to the tenant pool, scoped to the caller's tenant: the one the request was
+/// authenticated on when there is one (saving a round trip), otherwise a fresh one. Handlers run all
+/// their tenant queries on it, one after another.
+pub struct TenantDb(PoolConnection<Postgres>);
+
+/// The connection a request was authenticated on, waiting for the handler.
+#[derive(Clone)]
+pub struct AuthenticatedConnection(pub std::sync::Arc<std::sync::Mutex<Option<PoolConnection<Postgres>>>>);
+
+impl axum::extract::FromRequestParts<crate::state::AppState> for TenantDb {
+    type Rejection = crate::error::ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &crate::state::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let ready = parts.extensions.get::<AuthenticatedConnection>().and_then(|c| c.0.lock().expect("connection slot").take());
+        match ready {
+            Some(conn) => Ok(TenantDb(conn)),
+            None => Ok(TenantDb(state.db.acquire().await?)),
+        }
+    }
+}
+
+impl TenantDb {
+    /// Starts a transaction on this connection (the tenant scope holds inside it).
+    pub async fn begin(&mut self) -> sqlx::Result<sqlx::Transaction<'_, Postgres>> {
+        Connection::begin(&mut *self.0).await
+    }
+}
+
+impl std::ops::Deref for TenantDb {
+    type Target = sqlx::PgConnection;
+    fn deref(&self) -> &sqlx::PgConnection {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for TenantDb {
+    fn deref_mut(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.0
     }
 }

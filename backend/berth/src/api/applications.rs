@@ -22,6 +22,7 @@ use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::api::pagination::{PageParams, page};
 use crate::api::templates::load_version;
 use crate::auth::Principal;
+use crate::db::TenantDb;
 use crate::domain::compose::{self, ServicePlan};
 use crate::domain::quota::{self, Delta};
 use crate::domain::validate;
@@ -171,14 +172,14 @@ async fn insert_revision(
     responses((status = 202, body = Application), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 pub async fn create(
-    State(state): State<AppState>,
+    mut db: TenantDb,
     me: Principal,
     audit: Audit,
     ApiJson(req): ApiJson<CreateApplication>,
 ) -> ApiResult<(StatusCode, Json<Application>)> {
     let tenant = me.tenant_with(Role::Developer)?;
     validate::dns_name("name", &req.name)?;
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     let latest: Option<i32> = sqlx::query_scalar("SELECT latest_version FROM templates WHERE tenant_id = $1 AND id = $2")
         .bind(tenant)
         .bind(req.template_id)
@@ -216,11 +217,7 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/api/v1/applications", tag = "applications", params(PageParams),
     responses((status = 200, body = Page<Application>), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn list(
-    State(state): State<AppState>,
-    me: Principal,
-    ApiQuery(q): ApiQuery<PageParams>,
-) -> ApiResult<Json<Page<Application>>> {
+pub async fn list(mut db: TenantDb, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<Application>>> {
     let tenant = me.tenant()?;
     let limit = q.limit()?;
     let rows: Vec<AppRow> = sqlx::query_as(&format!(
@@ -229,16 +226,16 @@ pub async fn list(
     .bind(tenant)
     .bind(q.after::<Uuid>()?)
     .bind(limit + 1)
-    .fetch_all(&state.db)
+    .fetch_all(&mut *db)
     .await?;
     Ok(Json(page(rows, limit, |r| r.id, |r| r.into_dto(None))))
 }
 
 #[utoipa::path(get, path = "/api/v1/applications/{id}", tag = "applications", params(("id" = Uuid, Path)),
     responses((status = 200, body = Application), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Application>> {
+pub async fn get(db: TenantDb, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Application>> {
     let tenant = me.tenant()?;
-    let mut conn = state.db.acquire().await?;
+    let mut conn = db;
     Ok(Json(load_app(&mut conn, tenant, id, false).await?.into_dto(None)))
 }
 
@@ -248,7 +245,7 @@ pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiP
     responses((status = 202, body = Application), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
               (status = 409, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
 pub async fn update(
-    State(state): State<AppState>,
+    mut db: TenantDb,
     me: Principal,
     audit: Audit,
     ApiPath(id): ApiPath<Uuid>,
@@ -256,7 +253,7 @@ pub async fn update(
 ) -> ApiResult<(StatusCode, Json<Application>)> {
     let tenant = me.tenant_with(Role::Developer)?;
     audit.record("application.update", "application", id);
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     let app = load_app(&mut tx, tenant, id, true).await?;
     if app.status == ApplicationStatus::Deleting {
         return Err(ApiError::conflict("application-deleting", "the application is being deleted"));
@@ -306,14 +303,14 @@ pub async fn update(
 #[utoipa::path(delete, path = "/api/v1/applications/{id}", tag = "applications", params(("id" = Uuid, Path)),
     responses((status = 202, body = Application), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn delete(
-    State(state): State<AppState>,
+    mut db: TenantDb,
     me: Principal,
     audit: Audit,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<(StatusCode, Json<Application>)> {
     let tenant = me.tenant_with(Role::Developer)?;
     audit.record("application.delete", "application", id);
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     load_app(&mut tx, tenant, id, true).await?;
     let row: AppRow = sqlx::query_as(&format!(
         "UPDATE applications SET status = 'deleting', updated_at = now() WHERE id = $1 RETURNING {APP_COLUMNS}"
@@ -339,14 +336,14 @@ struct RevisionRow {
     responses((status = 200, body = Page<ApplicationRevision>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 pub async fn revisions(
-    State(state): State<AppState>,
+    db: TenantDb,
     me: Principal,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(q): ApiQuery<PageParams>,
 ) -> ApiResult<Json<Page<ApplicationRevision>>> {
     let tenant = me.tenant()?;
     let limit = q.limit()?;
-    let mut conn = state.db.acquire().await?;
+    let mut conn = db;
     load_app(&mut conn, tenant, id, false).await?;
     let rows: Vec<RevisionRow> = sqlx::query_as(
         "SELECT revision, template_version, variables, created_at FROM application_revisions
@@ -421,14 +418,14 @@ async fn load_service(conn: &mut PgConnection, tenant: Uuid, id: Uuid, lock: boo
 #[utoipa::path(get, path = "/api/v1/applications/{id}/services", tag = "applications", params(("id" = Uuid, Path), PageParams),
     responses((status = 200, body = Page<Service>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn list_services(
-    State(state): State<AppState>,
+    db: TenantDb,
     me: Principal,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(q): ApiQuery<PageParams>,
 ) -> ApiResult<Json<Page<Service>>> {
     let tenant = me.tenant()?;
     let limit = q.limit()?;
-    let mut conn = state.db.acquire().await?;
+    let mut conn = db;
     load_app(&mut conn, tenant, id, false).await?;
     let rows: Vec<ServiceRow> = sqlx::query_as(&format!(
         "SELECT {SERVICE_COLUMNS} FROM services WHERE tenant_id = $1 AND application_id = $2 AND ($3::uuid IS NULL OR id > $3) ORDER BY id LIMIT $4"
@@ -444,9 +441,9 @@ pub async fn list_services(
 
 #[utoipa::path(get, path = "/api/v1/services/{id}", tag = "applications", params(("id" = Uuid, Path)),
     responses((status = 200, body = Service), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get_service(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Service>> {
+pub async fn get_service(db: TenantDb, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Service>> {
     let tenant = me.tenant()?;
-    let mut conn = state.db.acquire().await?;
+    let mut conn = db;
     Ok(Json(load_service(&mut conn, tenant, id, false).await?.into_dto(None)))
 }
 
@@ -455,7 +452,7 @@ pub async fn get_service(State(state): State<AppState>, me: Principal, ApiPath(i
     responses((status = 202, body = Service), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 pub async fn update_service(
-    State(state): State<AppState>,
+    mut db: TenantDb,
     me: Principal,
     audit: Audit,
     ApiPath(id): ApiPath<Uuid>,
@@ -466,7 +463,7 @@ pub async fn update_service(
     if !(0..=1000).contains(&req.replicas) {
         return Err(ApiError::invalid_field("replicas", "must be between 0 and 1000"));
     }
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     let svc = load_service(&mut tx, tenant, id, true).await?;
     let more = f64::from(req.replicas - svc.replicas);
     let delta = Delta {
@@ -506,14 +503,15 @@ struct ContainerRow {
 #[utoipa::path(get, path = "/api/v1/services/{id}/containers", tag = "applications", params(("id" = Uuid, Path), PageParams),
     responses((status = 200, body = Page<Container>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn list_containers(
-    State(state): State<AppState>,
+    State(_state): State<AppState>,
+    db: TenantDb,
     me: Principal,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(q): ApiQuery<PageParams>,
 ) -> ApiResult<Json<Page<Container>>> {
     let tenant = me.tenant()?;
     let limit = q.limit()?;
-    let mut conn = state.db.acquire().await?;
+    let mut conn = db;
     load_service(&mut conn, tenant, id, false).await?;
     let rows: Vec<ContainerRow> = sqlx::query_as(
         "SELECT id, service_id, node_id, swarm_task_id, container_id, slot, state, desired_state, message, updated_at

@@ -20,6 +20,7 @@ use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::api::pagination::{PageParams, page};
 use crate::auth::Principal;
 use crate::clusters::existing_policy::Endpoint;
+use crate::db::TenantDb;
 use crate::domain::quota::{self, Delta};
 use crate::domain::validate;
 use crate::error::{ApiError, ApiResult};
@@ -153,6 +154,7 @@ async fn add_nodes(
               (status = 409, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
+    mut db: TenantDb,
     me: Principal,
     audit: Audit,
     ApiJson(req): ApiJson<CreateCluster>,
@@ -173,7 +175,7 @@ pub async fn create(
         Provider::Existing => (1, 0, Some(check_existing(&state, &req)?)),
     };
 
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     let new_nodes = if registration.is_some() { 0 } else { i64::from(managers + workers) };
     quota::reserve(&mut tx, tenant, Delta { clusters: 1, nodes: new_nodes, ..Default::default() }).await?;
     let settings = match &registration {
@@ -231,11 +233,7 @@ pub fn name_taken(e: sqlx::Error, what: &str) -> ApiError {
 
 #[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", params(PageParams),
     responses((status = 200, body = Page<Cluster>), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn list(
-    State(state): State<AppState>,
-    me: Principal,
-    ApiQuery(q): ApiQuery<PageParams>,
-) -> ApiResult<Json<Page<Cluster>>> {
+pub async fn list(mut db: TenantDb, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<Cluster>>> {
     let tenant = me.tenant()?;
     let limit = q.limit()?;
     let rows: Vec<ClusterRow> = sqlx::query_as(&format!(
@@ -244,16 +242,16 @@ pub async fn list(
     .bind(tenant)
     .bind(q.after::<Uuid>()?)
     .bind(limit + 1)
-    .fetch_all(&state.db)
+    .fetch_all(&mut *db)
     .await?;
     Ok(Json(page(rows, limit, |r| r.id, |r| r.into_dto(None))))
 }
 
 #[utoipa::path(get, path = "/api/v1/clusters/{id}", tag = "clusters", params(("id" = Uuid, Path)),
     responses((status = 200, body = Cluster), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Cluster>> {
+pub async fn get(db: TenantDb, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Cluster>> {
     let tenant = me.tenant()?;
-    let mut conn = state.db.acquire().await?;
+    let mut conn = db;
     Ok(Json(load_cluster(&mut conn, tenant, id, false).await?.into_dto(None)))
 }
 
@@ -263,7 +261,8 @@ pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiP
     responses((status = 202, body = Cluster), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
               (status = 409, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
 pub async fn update(
-    State(state): State<AppState>,
+    State(_state): State<AppState>,
+    mut db: TenantDb,
     me: Principal,
     audit: Audit,
     ApiPath(id): ApiPath<Uuid>,
@@ -272,7 +271,7 @@ pub async fn update(
     let tenant = me.tenant_with(Role::Admin)?;
     audit.record("cluster.scale", "cluster", id);
     check_shape(req.managers, req.workers)?;
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     let row = load_cluster(&mut tx, tenant, id, true).await?;
     if row.status == ClusterStatus::Deleting {
         return Err(ApiError::conflict("cluster-deleting", "the cluster is being deleted"));
@@ -322,14 +321,14 @@ pub async fn update(
 #[utoipa::path(delete, path = "/api/v1/clusters/{id}", tag = "clusters", params(("id" = Uuid, Path)),
     responses((status = 202, body = Cluster), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn delete(
-    State(state): State<AppState>,
+    mut db: TenantDb,
     me: Principal,
     audit: Audit,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<(StatusCode, Json<Cluster>)> {
     let tenant = me.tenant_with(Role::Admin)?;
     audit.record("cluster.delete", "cluster", id);
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     load_cluster(&mut tx, tenant, id, true).await?;
     let row: ClusterRow = sqlx::query_as(&format!(
         "UPDATE clusters SET status = 'deleting', updated_at = now() WHERE id = $1 RETURNING {CLUSTER_COLUMNS}"
@@ -393,14 +392,14 @@ const NODE_COLUMNS: &str = "id, cluster_id, name, role, availability, labels, st
 #[utoipa::path(get, path = "/api/v1/clusters/{id}/nodes", tag = "clusters", params(("id" = Uuid, Path), PageParams),
     responses((status = 200, body = Page<Node>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn list_nodes(
-    State(state): State<AppState>,
+    db: TenantDb,
     me: Principal,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(q): ApiQuery<PageParams>,
 ) -> ApiResult<Json<Page<Node>>> {
     let tenant = me.tenant()?;
     let limit = q.limit()?;
-    let mut conn = state.db.acquire().await?;
+    let mut conn = db;
     load_cluster(&mut conn, tenant, id, false).await?;
     let rows: Vec<NodeRow> = sqlx::query_as(&format!(
         "SELECT {NODE_COLUMNS} FROM nodes WHERE tenant_id = $1 AND cluster_id = $2 AND ($3::uuid IS NULL OR id > $3) ORDER BY id LIMIT $4"
@@ -423,9 +422,9 @@ async fn load_node(conn: &mut PgConnection, tenant: Uuid, id: Uuid, lock: bool) 
 
 #[utoipa::path(get, path = "/api/v1/nodes/{id}", tag = "clusters", params(("id" = Uuid, Path)),
     responses((status = 200, body = Node), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get_node(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Node>> {
+pub async fn get_node(db: TenantDb, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Node>> {
     let tenant = me.tenant()?;
-    let mut conn = state.db.acquire().await?;
+    let mut conn = db;
     Ok(Json(load_node(&mut conn, tenant, id, false).await?.into_dto(None)))
 }
 
@@ -434,7 +433,7 @@ pub async fn get_node(State(state): State<AppState>, me: Principal, ApiPath(id):
     responses((status = 202, body = Node), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 pub async fn update_node(
-    State(state): State<AppState>,
+    mut db: TenantDb,
     me: Principal,
     audit: Audit,
     ApiPath(id): ApiPath<Uuid>,
@@ -455,7 +454,7 @@ pub async fn update_node(
             }
         }
     }
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     let node = load_node(&mut tx, tenant, id, true).await?;
     let row: NodeRow = sqlx::query_as(&format!(
         "UPDATE nodes SET availability = $2, labels = $3, updated_at = now() WHERE id = $1 RETURNING {NODE_COLUMNS}"
@@ -476,14 +475,14 @@ pub async fn update_node(
     responses((status = 202, body = Node), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
               (status = 409, body = Problem)), security(("bearer" = [])))]
 pub async fn restart_node(
-    State(state): State<AppState>,
+    mut db: TenantDb,
     me: Principal,
     audit: Audit,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<(StatusCode, Json<Node>)> {
     let tenant = me.tenant_with(Role::Admin)?;
     audit.record("node.restart", "node", id);
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     let node = load_node(&mut tx, tenant, id, true).await?;
     let provider: String =
         sqlx::query_scalar("SELECT provider FROM clusters WHERE id = $1").bind(node.cluster_id).fetch_one(&mut *tx).await?;
@@ -506,13 +505,14 @@ pub async fn restart_node(
               (status = 409, body = Problem)), security(("bearer" = [])))]
 pub async fn credentials(
     State(state): State<AppState>,
+    db: TenantDb,
     me: Principal,
     audit: Audit,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<ClusterCredentials>> {
     let tenant = me.tenant_with(Role::Admin)?;
     audit.record("cluster.credentials", "cluster", id);
-    let mut conn = state.db.acquire().await?;
+    let mut conn = db;
     let cluster = load_cluster(&mut conn, tenant, id, false).await?;
     let secrets: Option<(String, String, Vec<u8>)> =
         sqlx::query_as("SELECT ca_cert_pem, client_cert_pem, client_key_sealed FROM cluster_secrets WHERE cluster_id = $1")

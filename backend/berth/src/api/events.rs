@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::api::extract::ApiQuery;
 use crate::auth::Principal;
+use crate::db::TenantDb;
 use crate::error::{ApiError, ApiResult};
 use crate::events::{Delivery, Subscription};
 use crate::state::AppState;
@@ -47,6 +48,7 @@ pub struct EventParams {
               (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
 pub async fn stream(
     State(state): State<AppState>,
+    mut db: TenantDb,
     me: Principal,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventParams>,
@@ -62,10 +64,12 @@ pub async fn stream(
         (None, None) => {
             sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM events WHERE tenant_id = $1")
                 .bind(tenant)
-                .fetch_one(&state.db)
+                .fetch_one(&mut *db)
                 .await?
         }
     };
+    // The stream outlives the request: give the connection back now.
+    drop(db);
     let feed = Feed { state, tenant, after, pending: VecDeque::new(), more: true, subscription, done: false };
     let events = futures_util::stream::unfold(feed, |mut feed| async move { feed.next().await.map(|e| (Ok(e), feed)) });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))

@@ -1,7 +1,6 @@
 //! Following queued work: a job's state, step, percent and log.
 
 use axum::Json;
-use axum::extract::State;
 use berth_types::{Job, JobLogLine, JobState, Page, Problem};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -9,8 +8,8 @@ use uuid::Uuid;
 use crate::api::extract::{ApiPath, ApiQuery};
 use crate::api::pagination::{PageParams, page};
 use crate::auth::Principal;
+use crate::db::TenantDb;
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
 
 #[derive(sqlx::FromRow)]
 struct JobRow {
@@ -54,7 +53,7 @@ const JOB_COLUMNS: &str =
 
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(PageParams),
     responses((status = 200, body = Page<Job>), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<Job>>> {
+pub async fn list(mut db: TenantDb, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<Job>>> {
     let tenant = me.tenant()?;
     let limit = q.limit()?;
     let rows: Vec<JobRow> = sqlx::query_as(&format!(
@@ -63,7 +62,7 @@ pub async fn list(State(state): State<AppState>, me: Principal, ApiQuery(q): Api
     .bind(tenant)
     .bind(q.after::<Uuid>()?)
     .bind(limit + 1)
-    .fetch_all(&state.db)
+    .fetch_all(&mut *db)
     .await?;
     Ok(Json(page(rows, limit, |r| r.id, Into::into)))
 }
@@ -71,16 +70,16 @@ pub async fn list(State(state): State<AppState>, me: Principal, ApiQuery(q): Api
 /// A job with its whole log.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = Uuid, Path)),
     responses((status = 200, body = Job), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Job>> {
+pub async fn get(mut db: TenantDb, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Job>> {
     let tenant = me.tenant()?;
     let row: Option<JobRow> = sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND id = $2"))
         .bind(tenant)
         .bind(id)
-        .fetch_optional(&state.db)
+        .fetch_optional(&mut *db)
         .await?;
     let mut job: Job = row.ok_or_else(|| ApiError::not_found("job"))?.into();
     let logs: Vec<(DateTime<Utc>, String)> =
-        sqlx::query_as("SELECT at, line FROM job_logs WHERE job_id = $1 ORDER BY id").bind(id).fetch_all(&state.db).await?;
+        sqlx::query_as("SELECT at, line FROM job_logs WHERE job_id = $1 ORDER BY id").bind(id).fetch_all(&mut *db).await?;
     job.logs = logs.into_iter().map(|(at, line)| JobLogLine { at, line }).collect();
     Ok(Json(job))
 }

@@ -12,6 +12,7 @@ use crate::api::clusters::name_taken;
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::api::pagination::{PageParams, page};
 use crate::auth::Principal;
+use crate::db::TenantDb;
 use crate::domain::validate;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -64,6 +65,7 @@ fn check_address(address: &str) -> ApiResult<()> {
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
+    mut db: TenantDb,
     me: Principal,
     audit: Audit,
     ApiJson(req): ApiJson<CreateRegistry>,
@@ -85,7 +87,7 @@ pub async fn create(
     .bind(&req.address)
     .bind(&req.username)
     .bind(sealed)
-    .fetch_one(&state.db)
+    .fetch_one(&mut *db)
     .await
     .map_err(|e| name_taken(e, "registry"))?;
     audit.record("registry.create", "registry", row.id);
@@ -94,11 +96,7 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/api/v1/registries", tag = "registries", params(PageParams),
     responses((status = 200, body = Page<Registry>), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn list(
-    State(state): State<AppState>,
-    me: Principal,
-    ApiQuery(q): ApiQuery<PageParams>,
-) -> ApiResult<Json<Page<Registry>>> {
+pub async fn list(mut db: TenantDb, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<Registry>>> {
     let tenant = me.tenant()?;
     let limit = q.limit()?;
     let rows: Vec<RegistryRow> = sqlx::query_as(&format!(
@@ -107,20 +105,20 @@ pub async fn list(
     .bind(tenant)
     .bind(q.after::<Uuid>()?)
     .bind(limit + 1)
-    .fetch_all(&state.db)
+    .fetch_all(&mut *db)
     .await?;
     Ok(Json(page(rows, limit, |r| r.id, Into::into)))
 }
 
 #[utoipa::path(get, path = "/api/v1/registries/{id}", tag = "registries", params(("id" = Uuid, Path)),
     responses((status = 200, body = Registry), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Registry>> {
+pub async fn get(mut db: TenantDb, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Registry>> {
     let tenant = me.tenant()?;
     let row: Option<RegistryRow> =
         sqlx::query_as(&format!("SELECT {REGISTRY_COLUMNS} FROM registries WHERE tenant_id = $1 AND id = $2"))
             .bind(tenant)
             .bind(id)
-            .fetch_optional(&state.db)
+            .fetch_optional(&mut *db)
             .await?;
     row.map(|r| Json(r.into())).ok_or_else(|| ApiError::not_found("registry"))
 }
@@ -128,16 +126,11 @@ pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiP
 /// Removes a registry and the images recorded under it.
 #[utoipa::path(delete, path = "/api/v1/registries/{id}", tag = "registries", params(("id" = Uuid, Path)),
     responses((status = 204, description = "Deleted"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn delete(
-    State(state): State<AppState>,
-    me: Principal,
-    audit: Audit,
-    ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<StatusCode> {
+pub async fn delete(mut db: TenantDb, me: Principal, audit: Audit, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
     let tenant = me.tenant_with(Role::Admin)?;
     audit.record("registry.delete", "registry", id);
     let done =
-        sqlx::query("DELETE FROM registries WHERE tenant_id = $1 AND id = $2").bind(tenant).bind(id).execute(&state.db).await?;
+        sqlx::query("DELETE FROM registries WHERE tenant_id = $1 AND id = $2").bind(tenant).bind(id).execute(&mut *db).await?;
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found("registry"));
     }
@@ -212,14 +205,14 @@ fn check_image(req: &CreateImage) -> ApiResult<()> {
     responses((status = 201, body = Image), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
               (status = 409, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
 pub async fn create_image(
-    State(state): State<AppState>,
+    mut db: TenantDb,
     me: Principal,
     audit: Audit,
     ApiJson(req): ApiJson<CreateImage>,
 ) -> ApiResult<(StatusCode, Json<Image>)> {
     let tenant = me.tenant_with(Role::Developer)?;
     check_image(&req)?;
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     if let Some(reg) = req.registry_id {
         let found: Option<Uuid> = sqlx::query_scalar("SELECT id FROM registries WHERE tenant_id = $1 AND id = $2")
             .bind(tenant)
@@ -247,11 +240,7 @@ pub async fn create_image(
 
 #[utoipa::path(get, path = "/api/v1/images", tag = "images", params(PageParams),
     responses((status = 200, body = Page<Image>), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn list_images(
-    State(state): State<AppState>,
-    me: Principal,
-    ApiQuery(q): ApiQuery<PageParams>,
-) -> ApiResult<Json<Page<Image>>> {
+pub async fn list_images(mut db: TenantDb, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<Image>>> {
     let tenant = me.tenant()?;
     let limit = q.limit()?;
     let rows: Vec<ImageRow> = sqlx::query_as(&format!(
@@ -260,35 +249,29 @@ pub async fn list_images(
     .bind(tenant)
     .bind(q.after::<Uuid>()?)
     .bind(limit + 1)
-    .fetch_all(&state.db)
+    .fetch_all(&mut *db)
     .await?;
     Ok(Json(page(rows, limit, |r| r.id, Into::into)))
 }
 
 #[utoipa::path(get, path = "/api/v1/images/{id}", tag = "images", params(("id" = Uuid, Path)),
     responses((status = 200, body = Image), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get_image(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Image>> {
+pub async fn get_image(mut db: TenantDb, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Image>> {
     let tenant = me.tenant()?;
     let row: Option<ImageRow> = sqlx::query_as(&format!("SELECT {IMAGE_COLUMNS} FROM images WHERE tenant_id = $1 AND id = $2"))
         .bind(tenant)
         .bind(id)
-        .fetch_optional(&state.db)
+        .fetch_optional(&mut *db)
         .await?;
     row.map(|r| Json(r.into())).ok_or_else(|| ApiError::not_found("image"))
 }
 
 #[utoipa::path(delete, path = "/api/v1/images/{id}", tag = "images", params(("id" = Uuid, Path)),
     responses((status = 204, description = "Deleted"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn delete_image(
-    State(state): State<AppState>,
-    me: Principal,
-    audit: Audit,
-    ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<StatusCode> {
+pub async fn delete_image(mut db: TenantDb, me: Principal, audit: Audit, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
     let tenant = me.tenant_with(Role::Developer)?;
     audit.record("image.delete", "image", id);
-    let done =
-        sqlx::query("DELETE FROM images WHERE tenant_id = $1 AND id = $2").bind(tenant).bind(id).execute(&state.db).await?;
+    let done = sqlx::query("DELETE FROM images WHERE tenant_id = $1 AND id = $2").bind(tenant).bind(id).execute(&mut *db).await?;
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found("image"));
     }

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use berth_types::{CreateTemplate, Page, Problem, Role, Template, TemplateVersion, UpdateTemplate};
 use chrono::{DateTime, Utc};
@@ -15,9 +14,9 @@ use crate::api::clusters::name_taken;
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::api::pagination::{PageParams, page};
 use crate::auth::Principal;
+use crate::db::TenantDb;
 use crate::domain::{compose, validate};
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
 
 #[derive(sqlx::FromRow)]
 struct TemplateRow {
@@ -93,7 +92,7 @@ async fn insert_version(
     responses((status = 201, body = Template), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 pub async fn create(
-    State(state): State<AppState>,
+    mut db: TenantDb,
     me: Principal,
     audit: Audit,
     ApiJson(req): ApiJson<CreateTemplate>,
@@ -105,7 +104,7 @@ pub async fn create(
     }
     compose::validate("compose", &req.compose)?;
     let id = Uuid::now_v7();
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     sqlx::query("INSERT INTO templates (id, tenant_id, name, description) VALUES ($1, $2, $3, $4)")
         .bind(id)
         .bind(tenant)
@@ -123,11 +122,7 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/api/v1/templates", tag = "templates", params(PageParams),
     responses((status = 200, body = Page<Template>), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn list(
-    State(state): State<AppState>,
-    me: Principal,
-    ApiQuery(q): ApiQuery<PageParams>,
-) -> ApiResult<Json<Page<Template>>> {
+pub async fn list(mut db: TenantDb, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<Template>>> {
     let tenant = me.tenant()?;
     let limit = q.limit()?;
     let rows: Vec<TemplateRow> = sqlx::query_as(&format!(
@@ -136,16 +131,16 @@ pub async fn list(
     .bind(tenant)
     .bind(q.after::<Uuid>()?)
     .bind(limit + 1)
-    .fetch_all(&state.db)
+    .fetch_all(&mut *db)
     .await?;
     Ok(Json(page(rows, limit, |r| r.id, Into::into)))
 }
 
 #[utoipa::path(get, path = "/api/v1/templates/{id}", tag = "templates", params(("id" = Uuid, Path)),
     responses((status = 200, body = Template), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Template>> {
+pub async fn get(db: TenantDb, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Template>> {
     let tenant = me.tenant()?;
-    let mut conn = state.db.acquire().await?;
+    let mut conn = db;
     Ok(Json(load(&mut conn, tenant, id).await?))
 }
 
@@ -154,7 +149,7 @@ pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiP
     responses((status = 200, body = Template), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 pub async fn update(
-    State(state): State<AppState>,
+    mut db: TenantDb,
     me: Principal,
     audit: Audit,
     ApiPath(id): ApiPath<Uuid>,
@@ -170,7 +165,7 @@ pub async fn update(
     {
         return Err(ApiError::invalid_field("description", "must be at most 1000 characters"));
     }
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     let current: Option<i32> =
         sqlx::query_scalar("SELECT latest_version FROM templates WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
             .bind(tenant)
@@ -200,15 +195,10 @@ pub async fn update(
 #[utoipa::path(delete, path = "/api/v1/templates/{id}", tag = "templates", params(("id" = Uuid, Path)),
     responses((status = 204, description = "Deleted"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)),
     security(("bearer" = [])))]
-pub async fn delete(
-    State(state): State<AppState>,
-    me: Principal,
-    audit: Audit,
-    ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<StatusCode> {
+pub async fn delete(mut db: TenantDb, me: Principal, audit: Audit, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
     let tenant = me.tenant_with(Role::Developer)?;
     audit.record("template.delete", "template", id);
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     let exists: Option<Uuid> = sqlx::query_scalar("SELECT id FROM templates WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
         .bind(tenant)
         .bind(id)
@@ -250,14 +240,14 @@ impl From<VersionRow> for TemplateVersion {
     responses((status = 200, body = Page<TemplateVersion>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 pub async fn versions(
-    State(state): State<AppState>,
+    db: TenantDb,
     me: Principal,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(q): ApiQuery<PageParams>,
 ) -> ApiResult<Json<Page<TemplateVersion>>> {
     let tenant = me.tenant()?;
     let limit = q.limit()?;
-    let mut conn = state.db.acquire().await?;
+    let mut conn = db;
     load(&mut conn, tenant, id).await?;
     let rows: Vec<VersionRow> = sqlx::query_as(
         "SELECT template_id, version, compose, variables, created_at FROM template_versions
@@ -276,12 +266,12 @@ pub async fn versions(
     responses((status = 200, body = TemplateVersion), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 pub async fn version(
-    State(state): State<AppState>,
+    db: TenantDb,
     me: Principal,
     ApiPath((id, version)): ApiPath<(Uuid, i32)>,
 ) -> ApiResult<Json<TemplateVersion>> {
     let tenant = me.tenant()?;
-    let mut conn = state.db.acquire().await?;
+    let mut conn = db;
     load_version(&mut conn, tenant, id, version).await.map(Json)
 }
 

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use berth_types::{CreateTenant, CreatedTenant, Page, Problem, QuotaReport, Quotas, Role, Tenant, TenantStatus};
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::api::audit::Audit;
@@ -13,6 +13,7 @@ use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::api::pagination::{PageParams, page};
 use crate::api::users::insert_user;
 use crate::auth::Principal;
+use crate::db::TenantDb;
 use crate::domain::{quota, validate};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -252,20 +253,19 @@ pub async fn get_quotas(
 ) -> ApiResult<Json<QuotaReport>> {
     me.require_platform_admin()?;
     load_tenant(&state.system, id).await?;
-    report(&state, id).await.map(Json)
+    report(&mut *state.system.acquire().await?, id).await.map(Json)
 }
 
 /// The caller's own tenant's quotas and current usage.
 #[utoipa::path(get, path = "/api/v1/quotas", tag = "tenant",
     responses((status = 200, body = QuotaReport), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn my_quotas(State(state): State<AppState>, me: Principal) -> ApiResult<Json<QuotaReport>> {
+pub async fn my_quotas(mut db: TenantDb, me: Principal) -> ApiResult<Json<QuotaReport>> {
     let tenant = me.tenant()?;
-    report(&state, tenant).await.map(Json)
+    report(&mut db, tenant).await.map(Json)
 }
 
-async fn report(state: &AppState, tenant: Uuid) -> ApiResult<QuotaReport> {
-    let mut conn = state.db.acquire().await?;
-    let quotas = quota::get(&mut conn, tenant).await?;
-    let usage = quota::usage(&mut conn, tenant).await?;
+async fn report(conn: &mut PgConnection, tenant: Uuid) -> ApiResult<QuotaReport> {
+    let quotas = quota::get(conn, tenant).await?;
+    let usage = quota::usage(conn, tenant).await?;
     Ok(QuotaReport { quotas, usage })
 }

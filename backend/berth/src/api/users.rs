@@ -4,7 +4,6 @@
 //! the tenant's last owner; nobody grants a role above their own.
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use berth_types::{CreateUser, Page, Problem, Role, UpdateUser, User};
 use chrono::{DateTime, Utc};
@@ -15,9 +14,9 @@ use crate::api::audit::Audit;
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::api::pagination::{PageParams, page};
 use crate::auth::Principal;
+use crate::db::TenantDb;
 use crate::domain::validate;
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
 
 #[derive(sqlx::FromRow)]
 pub struct UserRow {
@@ -75,7 +74,7 @@ fn check_grant(me: &Principal, role: Role) -> ApiResult<()> {
     responses((status = 201, body = User), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 pub async fn create(
-    State(state): State<AppState>,
+    mut db: TenantDb,
     me: Principal,
     audit: Audit,
     ApiJson(req): ApiJson<CreateUser>,
@@ -85,7 +84,7 @@ pub async fn create(
     validate::password("password", &req.password)?;
     check_grant(&me, req.role)?;
     let hash = crate::auth::password::hash(req.password).await?;
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     let user = insert_user(&mut tx, Some(tenant), &req.email, &hash, req.role).await?;
     tx.commit().await?;
     audit.record("user.create", "user", user.id);
@@ -94,11 +93,7 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", params(PageParams),
     responses((status = 200, body = Page<User>), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn list(
-    State(state): State<AppState>,
-    me: Principal,
-    ApiQuery(q): ApiQuery<PageParams>,
-) -> ApiResult<Json<Page<User>>> {
+pub async fn list(mut db: TenantDb, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<User>>> {
     let tenant = me.tenant_with(Role::Admin)?;
     let limit = q.limit()?;
     let rows: Vec<UserRow> = sqlx::query_as(&format!(
@@ -107,7 +102,7 @@ pub async fn list(
     .bind(tenant)
     .bind(q.after::<Uuid>()?)
     .bind(limit + 1)
-    .fetch_all(&state.db)
+    .fetch_all(&mut *db)
     .await?;
     Ok(Json(page(rows, limit, |r| r.id, Into::into)))
 }
@@ -122,12 +117,12 @@ async fn load(conn: &mut PgConnection, tenant: Uuid, id: Uuid, lock: bool) -> Ap
 /// Owners and admins see any user of their tenant; everyone sees themselves.
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)),
     responses((status = 200, body = User), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get(State(state): State<AppState>, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<User>> {
+pub async fn get(db: TenantDb, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<User>> {
     let tenant = me.tenant()?;
     if id != me.user_id() {
         me.require(Role::Admin)?;
     }
-    let mut conn = state.db.acquire().await?;
+    let mut conn = db;
     Ok(Json(load(&mut conn, tenant, id, false).await?))
 }
 
@@ -149,7 +144,7 @@ async fn keep_an_owner(tx: &mut PgConnection, tenant: Uuid, leaving: Uuid) -> Ap
     responses((status = 200, body = User), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
                (status = 409, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
 pub async fn update(
-    State(state): State<AppState>,
+    mut db: TenantDb,
     me: Principal,
     audit: Audit,
     ApiPath(id): ApiPath<Uuid>,
@@ -168,7 +163,7 @@ pub async fn update(
         Some(p) => Some(crate::auth::password::hash(p).await?),
         None => None,
     };
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     let user = load(&mut tx, tenant, id, true).await?;
     if user.role == Role::Owner && me.role != Role::Owner {
         return Err(ApiError::forbidden("only owners can change owners"));
@@ -200,15 +195,10 @@ pub async fn update(
 #[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)),
     responses((status = 204, description = "Deleted"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)),
     security(("bearer" = [])))]
-pub async fn delete(
-    State(state): State<AppState>,
-    me: Principal,
-    audit: Audit,
-    ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<StatusCode> {
+pub async fn delete(mut db: TenantDb, me: Principal, audit: Audit, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
     let tenant = me.tenant_with(Role::Admin)?;
     audit.record("user.delete", "user", id);
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     let user = load(&mut tx, tenant, id, true).await?;
     if user.role == Role::Owner {
         if me.role != Role::Owner {

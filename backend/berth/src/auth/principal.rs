@@ -11,11 +11,14 @@ use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use berth_types::{Role, TenantStatus};
+use sqlx::Postgres;
+use sqlx::pool::PoolConnection;
 use uuid::Uuid;
 
 use crate::api::audit::AuditSlot;
 use crate::auth::jwt;
 use crate::crypto::{API_TOKEN_PREFIX, token_hash};
+use crate::db::AuthenticatedConnection;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -98,11 +101,23 @@ impl Authentication {
 /// handler, and runs the rest of the request scoped to the caller's tenant: every connection the
 /// handler takes from the tenant pool then shows only that tenant's rows (row-level security).
 /// Platform admins and anonymous callers run unscoped, so the tenant pool shows them no tenant rows.
+///
+/// A logged-in user (JWT) is looked up on the tenant-pool connection the handler will use, by a
+/// statement that also scopes that connection: one round trip for authentication and scoping together.
 pub async fn middleware(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     if !req.headers().contains_key(header::AUTHORIZATION) {
         return crate::db::scoped(None, next.run(req)).await;
     }
-    let outcome = authenticate(&state, req.headers()).await;
+    let outcome = match bearer(req.headers()) {
+        Ok(token) if !token.starts_with(API_TOKEN_PREFIX) => match user_on_tenant_connection(&state, token).await {
+            Ok((principal, conn)) => {
+                req.extensions_mut().insert(AuthenticatedConnection(Arc::new(Mutex::new(Some(conn)))));
+                Ok(principal)
+            }
+            Err(e) => Err(e),
+        },
+        _ => authenticate(&state, req.headers()).await,
+    };
     let tenant = outcome.as_ref().ok().and_then(|p| p.tenant_id);
     req.extensions_mut().insert(Authentication(Arc::new(Mutex::new(Some(outcome)))));
     crate::db::scoped(tenant, next.run(req)).await
@@ -127,16 +142,20 @@ impl FromRequestParts<AppState> for Principal {
 /// Resolves the bearer credential in `headers` to a principal. Also used by middleware that needs the
 /// caller before the handler runs (idempotency keys).
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Principal> {
+    let token = bearer(headers)?;
+    if token.starts_with(API_TOKEN_PREFIX) { from_api_token(state, token).await } else { from_jwt(state, token).await }
+}
+
+fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthorized("missing Authorization header; send `Authorization: Bearer <token>`"))?;
     let value = value.to_str().map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
-    let token = value
+    Ok(value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?
-        .trim();
-    if token.starts_with(API_TOKEN_PREFIX) { from_api_token(state, token).await } else { from_jwt(state, token).await }
+        .trim())
 }
 
 #[derive(sqlx::FromRow)]
@@ -148,11 +167,34 @@ struct LiveUser {
     tenant_status: Option<String>,
 }
 
-async fn from_jwt(state: &AppState, token: &str) -> ApiResult<Principal> {
+fn verify_jwt(state: &AppState, token: &str) -> ApiResult<Uuid> {
     let claims = jwt::verify(&state.keys.jwt, token).map_err(|e| match e.kind() {
         jsonwebtoken::errors::ErrorKind::ExpiredSignature => ApiError::unauthorized("the access token has expired; refresh it"),
         _ => ApiError::unauthorized("invalid access token"),
     })?;
+    Ok(claims.sub)
+}
+
+/// The user of a JWT, read on a tenant-pool connection that the same statement scopes to the user's
+/// tenant; the connection goes on to the handler.
+async fn user_on_tenant_connection(state: &AppState, token: &str) -> ApiResult<(Principal, PoolConnection<Postgres>)> {
+    let user_id = verify_jwt(state, token)?;
+    let mut conn = crate::db::acquire_for_authentication(&state.db).await?;
+    let user: Option<LiveUser> = sqlx::query_as("SELECT email, role, tenant_id, tenant_status FROM berth_authenticate_user($1)")
+        .bind(user_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok((live_user(user_id, user)?, conn))
+}
+
+fn live_user(user_id: Uuid, user: Option<LiveUser>) -> ApiResult<Principal> {
+    let user = user.ok_or_else(|| ApiError::unauthorized("the user of this token no longer exists"))?;
+    check_tenant_active(user.tenant_status.as_deref())?;
+    Ok(Principal { actor: Actor::User { user_id }, tenant_id: user.tenant_id, role: user.role, label: user.email })
+}
+
+async fn from_jwt(state: &AppState, token: &str) -> ApiResult<Principal> {
+    let user_id = verify_jwt(state, token)?;
     // The token proves who the caller was when it was issued. The user's current row decides the rest, so
     // a deleted user, a changed role or a suspended tenant takes effect at once, not when the token expires.
     let user: Option<LiveUser> = sqlx::query_as(
@@ -160,12 +202,10 @@ async fn from_jwt(state: &AppState, token: &str) -> ApiResult<Principal> {
            FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id
           WHERE u.id = $1",
     )
-    .bind(claims.sub)
+    .bind(user_id)
     .fetch_optional(&state.system)
     .await?;
-    let user = user.ok_or_else(|| ApiError::unauthorized("the user of this token no longer exists"))?;
-    check_tenant_active(user.tenant_status.as_deref())?;
-    Ok(Principal { actor: Actor::User { user_id: claims.sub }, tenant_id: user.tenant_id, role: user.role, label: user.email })
+    live_user(user_id, user)
 }
 
 #[derive(sqlx::FromRow)]
