@@ -65,26 +65,3 @@ ALTER TABLE tenants FORCE ROW LEVEL SECURITY;
 CREATE POLICY own_tenant ON tenants USING (berth_rls_bypassed() OR id = berth_current_tenant())
     WITH CHECK (berth_rls_bypassed() OR id = berth_current_tenant());
 
--- Authenticating a logged-in user on a tenant-pool connection, in one round trip: returns what the
--- user's current row says (so role changes, deletion and suspension apply at once) and scopes the
--- connection to the user's tenant (or to none). It reads across tenants, so it runs as its owner with
--- the bypass switched on for its own duration only (the SET clause is undone when it returns).
-CREATE FUNCTION berth_authenticate_user(p_user uuid)
-RETURNS TABLE (email text, role text, tenant_id uuid, tenant_status text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public SET berth.rls_bypass = 'on' AS $$
-DECLARE
-    r record;
-    scope text := '';
-BEGIN
-    FOR r IN SELECT u.email, u.role, u.tenant_id, t.status FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id
-              WHERE u.id = p_user LOOP
-        email := r.email;
-        role := r.role;
-        tenant_id := r.tenant_id;
-        tenant_status := r.status;
-        scope := coalesce(r.tenant_id::text, '');
-        RETURN NEXT;
-    END LOOP;
-    PERFORM set_config('berth.tenant_id', scope, false);
-END
-$$;

@@ -20,36 +20,20 @@ use crate::embedded_pg::EmbeddedPostgres;
 /// The schema, embedded at build time from `migrations/`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
-/// What the tenant pool does with a connection it hands out in the current task.
-#[derive(Debug, Clone, Copy)]
-enum Scope {
-    /// Scope it to this tenant (`None`: to no tenant at all).
-    Tenant(Option<Uuid>),
-    /// Leave it: the taker's very next statement scopes it (see [`acquire_for_authentication`]).
-    Deferred,
-}
-
 tokio::task_local! {
     /// The tenant whose rows the tenant pool may show in this task; see [`scoped`].
-    static SCOPE: Scope;
+    static TENANT: Option<Uuid>;
 }
 
 /// Runs `work` with the tenant pool scoped to `tenant`: every connection it takes from
 /// [`Pools::tenant`] sees and writes only that tenant's rows (row-level security, see the migration
 /// `row_level_security`). With `None`, or outside any scope, the tenant pool shows no tenant rows at all.
 pub async fn scoped<F: Future>(tenant: Option<Uuid>, work: F) -> F::Output {
-    SCOPE.scope(Scope::Tenant(tenant), work).await
+    TENANT.scope(tenant, work).await
 }
 
-/// Takes a tenant-pool connection without scoping it, for the one statement that authenticates a user
-/// and scopes the connection in the same round trip (`berth_authenticate_user`). Nothing else may run
-/// on it first.
-pub async fn acquire_for_authentication(pool: &PgPool) -> sqlx::Result<PoolConnection<Postgres>> {
-    SCOPE.scope(Scope::Deferred, pool.acquire()).await
-}
-
-fn current_scope() -> Scope {
-    SCOPE.try_with(|s| *s).unwrap_or(Scope::Tenant(None))
+fn current_tenant() -> Option<Uuid> {
+    TENANT.try_with(|t| *t).ok().flatten()
 }
 
 /// Connections older than this idle are checked before use; busier ones are trusted (a failed query on
@@ -86,8 +70,6 @@ impl Pools {
                     if superuser {
                         sqlx::query("SET ROLE berth_tenant").execute(&mut *conn).await?;
                     }
-                    // A new connection starts with no tenant, whatever the taker does next.
-                    sqlx::query("SELECT set_config('berth.tenant_id', '', false)").execute(&mut *conn).await?;
                     set_tenant(conn).await
                 })
             })
@@ -124,10 +106,7 @@ impl Pools {
 }
 
 async fn set_tenant(conn: &mut sqlx::PgConnection) -> sqlx::Result<()> {
-    let tenant = match current_scope() {
-        Scope::Deferred => return Ok(()),
-        Scope::Tenant(tenant) => tenant.map(|t| t.to_string()).unwrap_or_default(),
-    };
+    let tenant = current_tenant().map(|t| t.to_string()).unwrap_or_default();
     sqlx::query("SELECT set_config('berth.tenant_id', $1, false)").bind(tenant).execute(conn).await?;
     Ok(())
 }
@@ -203,27 +182,19 @@ pub async fn wait_for_migrations(pool: &PgPool) -> anyhow::Result<()> {
     }
 }
 
-/// A handler's connection to the tenant pool, scoped to the caller's tenant: the one the request was
-/// authenticated on when there is one (saving a round trip), otherwise a fresh one. Handlers run all
-/// their tenant queries on it, one after another.
+/// A handler's connection to the tenant pool, scoped to the caller's tenant when it is taken. Handlers
+/// run all their tenant queries on it, one after another: the scope is set once per request rather
+/// than once per query, and a request never waits for a second connection while holding one.
 pub struct TenantDb(PoolConnection<Postgres>);
-
-/// The connection a request was authenticated on, waiting for the handler.
-#[derive(Clone)]
-pub struct AuthenticatedConnection(pub std::sync::Arc<std::sync::Mutex<Option<PoolConnection<Postgres>>>>);
 
 impl axum::extract::FromRequestParts<crate::state::AppState> for TenantDb {
     type Rejection = crate::error::ApiError;
 
     async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
+        _parts: &mut axum::http::request::Parts,
         state: &crate::state::AppState,
     ) -> Result<Self, Self::Rejection> {
-        let ready = parts.extensions.get::<AuthenticatedConnection>().and_then(|c| c.0.lock().expect("connection slot").take());
-        match ready {
-            Some(conn) => Ok(TenantDb(conn)),
-            None => Ok(TenantDb(state.db.acquire().await?)),
-        }
+        Ok(TenantDb(state.db.acquire().await?))
     }
 }
 

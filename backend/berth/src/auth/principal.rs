@@ -11,14 +11,11 @@ use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use berth_types::{Role, TenantStatus};
-use sqlx::Postgres;
-use sqlx::pool::PoolConnection;
 use uuid::Uuid;
 
 use crate::api::audit::AuditSlot;
 use crate::auth::jwt;
 use crate::crypto::{API_TOKEN_PREFIX, token_hash};
-use crate::db::AuthenticatedConnection;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -101,23 +98,11 @@ impl Authentication {
 /// handler, and runs the rest of the request scoped to the caller's tenant: every connection the
 /// handler takes from the tenant pool then shows only that tenant's rows (row-level security).
 /// Platform admins and anonymous callers run unscoped, so the tenant pool shows them no tenant rows.
-///
-/// A logged-in user (JWT) is looked up on the tenant-pool connection the handler will use, by a
-/// statement that also scopes that connection: one round trip for authentication and scoping together.
 pub async fn middleware(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     if !req.headers().contains_key(header::AUTHORIZATION) {
         return crate::db::scoped(None, next.run(req)).await;
     }
-    let outcome = match bearer(req.headers()) {
-        Ok(token) if !token.starts_with(API_TOKEN_PREFIX) => match user_on_tenant_connection(&state, token).await {
-            Ok((principal, conn)) => {
-                req.extensions_mut().insert(AuthenticatedConnection(Arc::new(Mutex::new(Some(conn)))));
-                Ok(principal)
-            }
-            Err(e) => Err(e),
-        },
-        _ => authenticate(&state, req.headers()).await,
-    };
+    let outcome = authenticate(&state, req.headers()).await;
     let tenant = outcome.as_ref().ok().and_then(|p| p.tenant_id);
     req.extensions_mut().insert(Authentication(Arc::new(Mutex::new(Some(outcome)))));
     crate::db::scoped(tenant, next.run(req)).await
@@ -173,18 +158,6 @@ fn verify_jwt(state: &AppState, token: &str) -> ApiResult<Uuid> {
         _ => ApiError::unauthorized("invalid access token"),
     })?;
     Ok(claims.sub)
-}
-
-/// The user of a JWT, read on a tenant-pool connection that the same statement scopes to the user's
-/// tenant; the connection goes on to the handler.
-async fn user_on_tenant_connection(state: &AppState, token: &str) -> ApiResult<(Principal, PoolConnection<Postgres>)> {
-    let user_id = verify_jwt(state, token)?;
-    let mut conn = crate::db::acquire_for_authentication(&state.db).await?;
-    let user: Option<LiveUser> = sqlx::query_as("SELECT email, role, tenant_id, tenant_status FROM berth_authenticate_user($1)")
-        .bind(user_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok((live_user(user_id, user)?, conn))
 }
 
 fn live_user(user_id: Uuid, user: Option<LiveUser>) -> ApiResult<Principal> {
