@@ -116,15 +116,15 @@ SELECT t.id, t.name, t.description, t.latest_version, v.compose, v.variables, v.
   FROM templates t JOIN template_versions v ON v.template_id = t.id AND v.version = t.latest_version
  WHERE t.tenant_id = '$TENANT_ID' AND (NULL::uuid IS NULL OR t.id > NULL::uuid) ORDER BY t.id LIMIT 101;
 SQL
-sed -n '2,$p' "$DATA/read-path.sql" >"$DATA/page.sql"
-{ echo "SELECT set_config('berth.tenant_id', '$TENANT_ID', false);"; cat "$DATA/page.sql"; } >"$DATA/page-rls.sql"
-pgb() { # script [PGOPTIONS]
-  PGOPTIONS="${2:-}" "$PGBIN/pgbench" -h "$DATA/run" -U berth -n -M prepared -c 16 -j 2 -T "$SECS" -f "$1" berth 2>/dev/null |
+{ echo "SELECT set_config('berth.tenant_id', '$TENANT_ID', false);"; sed -n '2,$p' "$DATA/read-path.sql"; } >"$DATA/page.sql"
+pgb() { # protocol script [PGOPTIONS]
+  PGOPTIONS="${3:-}" "$PGBIN/pgbench" -h "$DATA/run" -U berth -n -M "$1" -c 16 -j 2 -T "$SECS" -f "$2" berth 2>/dev/null |
     awk '/^tps/ {print int($3)}'
 }
-PG_TPS=$(pgb "$DATA/read-path.sql")
-PAGE_OWNER=$(pgb "$DATA/page.sql")
-PAGE_RLS=$(pgb "$DATA/page-rls.sql" "-c role=berth_tenant")
+PG_SIMPLE=$(pgb simple "$DATA/read-path.sql")
+PG_PREPARED=$(pgb prepared "$DATA/read-path.sql")
+PAGE_OWNER=$(pgb prepared "$DATA/page.sql")
+PAGE_RLS=$(pgb prepared "$DATA/page.sql" "-c role=berth_tenant")
 LIST16=$(awk '$2=="/api/v1/templates" && $3=="(100)" && $4==16 {print $5}' "$DATA/rps")
 
 for c in 1 16 64; do
@@ -139,10 +139,11 @@ for c in 1 16 64; do
 done
 echo "server peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER_PID/status)"
 echo
-echo "| read path at 16 clients                          | per second |"
-echo "|--------------------------------------------------|------------|"
-printf '| %-48s | %10s |\n' "pgbench: caller's row + 100-row page (tx/s)" "$PG_TPS"
-printf '| %-48s | %10s |\n' "berth: GET /api/v1/templates?limit=100 (req/s)" "$LIST16"
-printf '| %-48s | %10s |\n' "pgbench: page alone, table owner (tx/s)" "$PAGE_OWNER"
-printf '| %-48s | %10s |\n' "pgbench: page alone, tenant role under RLS (tx/s)" "$PAGE_RLS"
-python3 -c "print(f'berth list / pgbench read path: {$LIST16/$PG_TPS:.2f}'); print(f'page under RLS / page as owner: {$PAGE_RLS/$PAGE_OWNER:.2f}')"
+echo "| read path at 16 clients                                  | per second |"
+echo "|----------------------------------------------------------|------------|"
+printf '| %-56s | %10s |\n' "berth: GET /api/v1/templates?limit=100 (req/s)" "$LIST16"
+printf '| %-56s | %10s |\n' "pgbench, caller's row + page, simple protocol (tx/s)" "$PG_SIMPLE"
+printf '| %-56s | %10s |\n' "pgbench, caller's row + page, prepared (tx/s)" "$PG_PREPARED"
+printf '| %-56s | %10s |\n' "pgbench, scope + page as the table owner, no RLS (tx/s)" "$PAGE_OWNER"
+printf '| %-56s | %10s |\n' "pgbench, scope + page as berth_tenant under RLS (tx/s)" "$PAGE_RLS"
+python3 -c "print(f'berth list / pgbench (simple protocol): {$LIST16/$PG_SIMPLE:.2f}'); print(f'berth list / pgbench (prepared): {$LIST16/$PG_PREPARED:.2f}'); print(f'page under RLS / page as owner: {$PAGE_RLS/$PAGE_OWNER:.2f}')"
