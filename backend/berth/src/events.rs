@@ -112,8 +112,13 @@ impl EventHub {
 /// The listener: runs until the hub is dropped, reconnecting when the database connection is lost.
 async fn listen(db: PgPool, hub: std::sync::Weak<EventHub>) {
     loop {
+        // Berth is shutting down: nothing to reconnect for.
+        if db.is_closed() {
+            return;
+        }
         let mut listener = match PgListener::connect_with(&db).await {
             Ok(l) => l,
+            Err(_) if db.is_closed() => return,
             Err(e) => {
                 tracing::warn!(error = %e, "event listener cannot connect; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -139,6 +144,7 @@ async fn listen(db: PgPool, hub: std::sync::Weak<EventHub>) {
                 // `None`: the connection was lost (sqlx reconnects on the next call, but announcements
                 // in between are gone). Start over, which also tells streams to catch up.
                 Ok(None) => break,
+                Err(_) if db.is_closed() => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "event listener lost its connection");
                     tokio::time::sleep(Duration::from_millis(500)).await;
