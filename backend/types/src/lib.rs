@@ -87,8 +87,10 @@ pub struct Me {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     pub owner_email: String,
+    #[schema(min_length = 8, max_length = 256)]
     pub owner_password: String,
 }
 
@@ -146,6 +148,7 @@ pub struct QuotaReport {
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     pub email: String,
+    #[schema(min_length = 8, max_length = 256)]
     pub password: String,
     pub role: Role,
 }
@@ -154,6 +157,7 @@ pub struct CreateUser {
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     pub role: Option<Role>,
+    #[schema(min_length = 8, max_length = 256)]
     pub password: Option<String>,
 }
 
@@ -169,6 +173,7 @@ pub struct User {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiToken {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// At most the creator's own role.
     pub role: Role,
@@ -201,6 +206,7 @@ pub struct CreatedApiToken {
 #[serde(deny_unknown_fields)]
 pub struct CreateCluster {
     /// DNS-safe: lowercase letters, digits and dashes, at most 63 characters.
+    #[schema(min_length = 1, max_length = 63, pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
     pub name: String,
     #[serde(default)]
     pub provider: Provider,
@@ -286,6 +292,7 @@ pub struct UpdateNode {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTemplate {
+    #[schema(min_length = 1, max_length = 63, pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
     pub name: String,
     /// A Compose file, as YAML text.
     pub compose: String,
@@ -332,6 +339,7 @@ pub struct TemplateVersion {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRegistry {
+    #[schema(min_length = 1, max_length = 63, pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
     pub name: String,
     /// Host and optional port, e.g. `registry.example.com` or `127.0.0.1:5000`.
     pub address: String,
@@ -381,6 +389,7 @@ pub struct Image {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApplication {
+    #[schema(min_length = 1, max_length = 63, pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
     pub name: String,
     pub cluster_id: Uuid,
     pub template_id: Uuid,
