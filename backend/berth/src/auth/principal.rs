@@ -124,8 +124,8 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
-/// Resolves the bearer credential in `headers` to a principal. Also used by middleware that needs the
-/// caller before the handler runs (idempotency keys).
+/// Resolves the bearer credential in `headers` to a principal, through the system pool (it reads users
+/// and tokens of every tenant). Called once per request by [`middleware`].
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Principal> {
     let token = bearer(headers)?;
     if token.starts_with(API_TOKEN_PREFIX) { from_api_token(state, token).await } else { from_jwt(state, token).await }
