@@ -33,8 +33,7 @@ trap "exit 130" INT TERM
 
 cargo build --release -q -p berth -p berth-tests --bin berth --bin bench-events
 
-json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
-login() { curl -sf "$BASE/api/v1/auth/login" -H 'content-type: application/json' -d "{\"email\":\"$1\",\"password\":\"$2\"}" | json "['access_token']"; }
+. scripts/bench-common.sh
 
 echo
 echo "$STREAMS streams on one process, $EVENTS events ${GAP_MS} ms apart, $(nproc) cores shared by client, berth and postgres"
@@ -44,14 +43,7 @@ echo "|----------|---------|-----------------|----------|----------|----------|-
 for mode in poll listen; do
   DATA=$(mktemp -d /tmp/berth-bench-events-XXXXXX)
   chmod 755 "$DATA"
-  BERTH_EVENT_DELIVERY=$mode BERTH_DATA_DIR="$DATA" BERTH_LISTEN="127.0.0.1:$PORT" BERTH_ADMIN_EMAIL=bench@berth.test \
-    BERTH_ADMIN_PASSWORD=bench-password RUST_LOG=warn ./target/release/berth serve >"$DATA/server.log" 2>&1 &
-  SERVER_PID=$!
-  for _ in $(seq 1 300); do
-    curl -sf "$BASE/readyz" >/dev/null 2>&1 && break
-    sleep 0.2
-  done
-  curl -sf "$BASE/readyz" >/dev/null || { echo "server did not start"; cat "$DATA/server.log"; exit 1; }
+  start_berth BERTH_EVENT_DELIVERY=$mode
   ADMIN=$(login bench@berth.test bench-password)
   TENANT=$(curl -sf "$BASE/api/v1/admin/tenants" -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
     -d '{"name":"Bench","owner_email":"owner@bench.test","owner_password":"owner-password"}' | json "['id']")

@@ -29,18 +29,9 @@ cleanup() {
 trap cleanup EXIT
 trap "exit 130" INT TERM
 
+. scripts/bench-common.sh
 cargo build --release -q -p berth
-BERTH_DATA_DIR="$DATA" BERTH_LISTEN="127.0.0.1:$PORT" BERTH_ADMIN_EMAIL=bench@berth.test \
-  BERTH_ADMIN_PASSWORD=bench-password RUST_LOG=warn ./target/release/berth serve >"$DATA/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 1 300); do
-  curl -sf "$BASE/readyz" >/dev/null 2>&1 && break
-  sleep 0.2
-done
-curl -sf "$BASE/readyz" >/dev/null || { echo "server did not start"; cat "$DATA/server.log"; exit 1; }
-
-json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
-login() { curl -sf "$BASE/api/v1/auth/login" -H 'content-type: application/json' -d "{\"email\":\"$1\",\"password\":\"$2\"}" | json "['access_token']"; }
+start_berth
 
 ADMIN=$(login bench@berth.test bench-password)
 curl -sf "$BASE/api/v1/admin/tenants" -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
