@@ -195,7 +195,7 @@ async fn a_killed_worker_s_job_resumes_elsewhere_and_two_workers_share_the_queue
     struct Cleanup(std::path::PathBuf);
     impl Drop for Cleanup {
         fn drop(&mut self) {
-            berth::providers::local::LocalProvider::new(&self.0).destroy_all_blocking();
+            berth::providers::local::LocalProvider::new(&self.0, None).destroy_all_blocking();
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }

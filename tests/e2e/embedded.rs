@@ -42,7 +42,8 @@ impl Served {
             .env("BERTH_DATA_DIR", dir)
             .env("BERTH_LISTEN", format!("127.0.0.1:{port}"))
             .env("BERTH_ADMIN_EMAIL", "root@example.test")
-            .env("BERTH_ADMIN_PASSWORD", "root-password");
+            .env("BERTH_ADMIN_PASSWORD", "root-password")
+            .env("BERTH_REGISTRY", "off");
         cmd
     }
 

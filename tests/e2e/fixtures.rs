@@ -23,7 +23,6 @@ pub struct Objects {
     pub node: Uuid,
     pub template: Uuid,
     pub registry: Uuid,
-    pub image: Uuid,
     pub application: Uuid,
     pub service: Uuid,
     pub job: Uuid,
@@ -56,12 +55,6 @@ pub async fn registry(app: &TestApp, token: &str) -> Uuid {
             json!({"name": unique("r"), "address": "127.0.0.1:5000", "username": "u", "password": "p"}),
         )
         .await;
-    r.expect(StatusCode::CREATED);
-    r.id()
-}
-
-pub async fn image(app: &TestApp, token: &str) -> Uuid {
-    let r = app.post("/api/v1/images", token, json!({"repository": unique("img"), "tag": "1.0"})).await;
     r.expect(StatusCode::CREATED);
     r.id()
 }
@@ -102,7 +95,6 @@ pub async fn objects(app: &TestApp, t: &Tenant) -> Objects {
         node,
         template,
         registry: registry(app, &t.owner).await,
-        image: image(app, &t.owner).await,
         application,
         service,
         job,

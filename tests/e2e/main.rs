@@ -9,6 +9,7 @@ mod embedded;
 mod fixtures;
 mod openapi;
 mod quotas;
+mod registry;
 mod resources;
 mod roles;
 mod security;

@@ -292,29 +292,6 @@ async fn tenants_get_unique_dns_safe_slugs_and_can_be_deleted() {
 }
 
 /// Reads Server-Sent Events from `path` until `n` events have arrived (or 10 s pass).
-async fn read_events(app: &TestApp, token: &str, path: &str, n: usize) -> Vec<serde_json::Value> {
-    use futures_util::StreamExt;
-    let resp = app.http.get(app.url(path)).bearer_auth(token).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
-    let mut stream = resp.bytes_stream();
-    let mut buf = String::new();
-    let mut events = Vec::new();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while events.len() < n {
-        let chunk =
-            tokio::time::timeout_at(deadline, stream.next()).await.expect("events did not arrive in time").unwrap().unwrap();
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
-                events.push(serde_json::from_str(data).unwrap());
-            }
-        }
-    }
-    events
-}
-
 #[tokio::test]
 async fn the_event_stream_shows_a_tenant_its_own_changes_only() {
     let app = TestApp::spawn().await;
@@ -323,8 +300,8 @@ async fn the_event_stream_shows_a_tenant_its_own_changes_only() {
     let a_cluster = app.post("/api/v1/clusters", &a.owner, json!({"name": "one", "managers": 1, "workers": 0})).await.id();
     let b_cluster = app.post("/api/v1/clusters", &b.owner, json!({"name": "two", "managers": 1, "workers": 0})).await.id();
     // From the start of the feed: each tenant sees its own cluster's job, and nothing of the other's.
-    let a_events = read_events(&app, &a.owner, "/api/v1/events?after=0", 1).await;
-    let b_events = read_events(&app, &b.owner, "/api/v1/events?after=0", 1).await;
+    let a_events = app.read_events(&a.owner, "/api/v1/events?after=0", 1).await;
+    let b_events = app.read_events(&b.owner, "/api/v1/events?after=0", 1).await;
     assert_eq!(
         (a_events[0]["kind"].as_str(), a_events[0]["target_id"].as_str()),
         (Some("job.queued"), Some(a_cluster.to_string().as_str()))
@@ -336,7 +313,7 @@ async fn the_event_stream_shows_a_tenant_its_own_changes_only() {
     // Resuming after the last seen id delivers only what came later.
     let after = a_events[0]["id"].as_i64().unwrap();
     let later = app.post("/api/v1/clusters", &a.owner, json!({"name": "later", "managers": 1, "workers": 0})).await.id();
-    let next = read_events(&app, &a.owner, &format!("/api/v1/events?after={after}"), 1).await;
+    let next = app.read_events(&a.owner, &format!("/api/v1/events?after={after}"), 1).await;
     assert_eq!(next[0]["target_id"], later.to_string());
     // Platform admins have no tenant feed; the unauthenticated get nothing.
     app.get("/api/v1/events", &app.admin).await.problem(StatusCode::FORBIDDEN, "forbidden");

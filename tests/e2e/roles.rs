@@ -16,7 +16,6 @@ enum Fresh {
     Cluster,
     Template,
     Registry,
-    Image,
     Application,
     User,
     Token,
@@ -131,9 +130,6 @@ fn cases() -> Vec<Case> {
         case(M::GET, "/api/v1/registries/{registry}", READ),
         fresh(M::DELETE, "/api/v1/registries/{fresh}", Fresh::Registry, [401, 403, 403, 204, 204, 403, 403]),
         case(M::GET, "/api/v1/images", READ),
-        with_body(M::POST, "/api/v1/images", |s| Some(json!({"repository": format!("img-{s}")})), DEV_CREATE),
-        case(M::GET, "/api/v1/images/{image}", READ),
-        fresh(M::DELETE, "/api/v1/images/{fresh}", Fresh::Image, DEV_DELETE),
         // applications, services, containers
         case(M::GET, "/api/v1/applications", READ),
         case(M::GET, "/api/v1/applications/{application}", READ),
@@ -177,7 +173,6 @@ async fn make_fresh(app: &TestApp, owner: &str, objects: &Objects, kind: Fresh) 
         Fresh::Cluster => fixtures::cluster(app, owner).await,
         Fresh::Template => fixtures::template(app, owner).await,
         Fresh::Registry => fixtures::registry(app, owner).await,
-        Fresh::Image => fixtures::image(app, owner).await,
         Fresh::Application => fixtures::application(app, owner, objects.cluster, objects.template).await,
         Fresh::User => fixtures::tenant_user(app, owner).await,
         Fresh::Token => app.post("/api/v1/tokens", owner, json!({"name": "doomed", "role": "viewer"})).await.id(),
@@ -192,7 +187,6 @@ fn fill(path: &str, tenant: Uuid, o: &Objects, fresh: Uuid) -> String {
         .replace("{node}", &o.node.to_string())
         .replace("{template}", &o.template.to_string())
         .replace("{registry}", &o.registry.to_string())
-        .replace("{image}", &o.image.to_string())
         .replace("{application}", &o.application.to_string())
         .replace("{service}", &o.service.to_string())
         .replace("{job}", &o.job.to_string())

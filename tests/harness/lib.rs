@@ -130,6 +130,21 @@ pub struct TestApp {
     pub admin: String,
     /// In-process job workers and reconcilers, when started with [`TestApp::spawn_with_workers`].
     workers: Option<InProcessWorkers>,
+    /// The built-in registry, when started with [`TestApp::spawn_with_registry`].
+    pub registry: Option<TestRegistry>,
+    state: Option<berth::state::AppState>,
+}
+
+/// A built-in registry run for one test on its own ports of the platform address.
+pub struct TestRegistry {
+    pub running: berth::registry::Running,
+    /// `10.213.0.1:<port>`.
+    pub address: String,
+    /// The token service's `IP:port`.
+    pub auth_address: String,
+    /// The platform CA (PEM), which the registry's certificate comes from.
+    pub ca_pem: String,
+    data_dir: PathBuf,
 }
 
 struct InProcessWorkers {
@@ -142,8 +157,17 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(w) = &self.workers {
             let _ = w.stop.send(true);
-            berth::providers::local::LocalProvider::new(&w.data_dir).destroy_all_blocking();
+            berth::providers::local::LocalProvider::new(&w.data_dir, None).destroy_all_blocking();
             let _ = std::fs::remove_dir_all(&w.data_dir);
+        }
+        if let Some(r) = &self.registry {
+            // The registry process is also killed when the test's runtime drops its supervisor; do it
+            // now so that its storage can go.
+            let pid = r.running.registry.process.pid();
+            if pid != 0 {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            }
+            let _ = std::fs::remove_dir_all(&r.data_dir);
         }
     }
 }
@@ -175,6 +199,8 @@ pub fn serve_config(max_body: usize) -> ServeConfig {
         },
         max_body_bytes: max_body,
         existing: test_existing_policy(),
+        // Tests that need the registry start their own (see `TestApp::spawn_with_registry`).
+        registry: berth::config::RegistryConfig { mode: berth::config::RegistryMode::Off, ..Default::default() },
         event_delivery: Default::default(),
     }
 }
@@ -198,14 +224,50 @@ impl TestApp {
 
     /// An app that also runs job workers and reconcilers in-process, as `berth serve` does.
     pub async fn spawn_with_workers() -> TestApp {
+        Self::spawn().await.with_workers()
+    }
+
+    /// An app running the built-in registry on free ports of the platform address (`import_max_bytes`
+    /// as given), with in-process workers whose nodes trust it.
+    pub async fn spawn_with_registry(import_max_bytes: u64) -> TestApp {
         let mut app = Self::spawn().await;
+        let state = app.state.clone().expect("spawned apps keep their state");
+        let ip: std::net::IpAddr = "10.213.0.1".parse().unwrap();
+        berth::registry::ensure_local_address(ip).await.expect("adding the platform address (tests run as root)");
+        let free_port = || std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
+        let (port, auth_port) = (free_port(), free_port());
+        let cfg = berth::config::RegistryConfig {
+            mode: berth::config::RegistryMode::Builtin,
+            registry_address: std::net::SocketAddr::new(ip, port),
+            registry_auth_port: Some(auth_port),
+            registry_bin: "docker-registry".into(),
+            import_max_bytes,
+        };
+        let data_dir = temp_data_dir("berth-registry");
+        let running = berth::registry::start(&state, &cfg, &data_dir).await.expect("starting the built-in registry");
+        let ca_pem = running.registry.ca.cert.clone();
+        app.registry = Some(TestRegistry {
+            running,
+            address: cfg.registry_address.to_string(),
+            auth_address: cfg.auth_address().to_string(),
+            ca_pem,
+            data_dir,
+        });
+        app.with_workers()
+    }
+
+    fn with_workers(mut self) -> TestApp {
         let data_dir = temp_data_dir("berth-workers");
         let keys = berth::crypto::Keys::from_secret(SECRET).unwrap();
-        let env = berth::clusters::WorkerEnv::new(keys, data_dir.clone(), test_existing_policy());
+        let trust = self.registry.as_ref().map(|r| berth::registry::RegistryTrust {
+            address: r.address.clone(),
+            ca_pem: r.ca_pem.clone(),
+        });
+        let env = berth::clusters::WorkerEnv::new(keys, data_dir.clone(), test_existing_policy(), trust);
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(berth::worker::run(app.db.clone(), env, stopped));
-        app.workers = Some(InProcessWorkers { stop, data_dir });
-        app
+        tokio::spawn(berth::worker::run(self.db.clone(), env, stopped));
+        self.workers = Some(InProcessWorkers { stop, data_dir });
+        self
     }
 
     pub async fn spawn_with(cfg: ServeConfig) -> TestApp {
@@ -214,12 +276,22 @@ impl TestApp {
         let state = berth::serve::prepare(pools, &cfg).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let kept = state.clone();
         tokio::spawn(async move {
             let app = berth::api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
             axum::serve(listener, app).await.unwrap();
         });
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        let mut app = TestApp { base: format!("http://{addr}"), db: pool, db_name, http, admin: String::new(), workers: None };
+        let mut app = TestApp {
+            base: format!("http://{addr}"),
+            db: pool,
+            db_name,
+            http,
+            admin: String::new(),
+            workers: None,
+            registry: None,
+            state: Some(kept),
+        };
         app.admin = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
         app
     }
@@ -303,7 +375,7 @@ impl TestApp {
             "templates",
             "template_versions",
             "registries",
-            "images",
+            "image_tags",
             "applications",
             "application_revisions",
             "services",
@@ -316,6 +388,35 @@ impl TestApp {
         }
         out
     }
+    /// Reads the first `n` events of an event stream (Server-Sent Events), waiting at most 10 s.
+    pub async fn read_events(&self, token: &str, path: &str, n: usize) -> Vec<Value> {
+        self.read_events_until(token, path, |events| events.len() >= n).await
+    }
+
+    /// Reads an event stream until `done` holds for the events read so far, waiting at most 10 s.
+    pub async fn read_events_until(&self, token: &str, path: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        use futures_util::StreamExt;
+        let resp = self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        let mut stream = resp.bytes_stream();
+        let mut buf = String::new();
+        let mut events = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done(&events) {
+            let chunk =
+                tokio::time::timeout_at(deadline, stream.next()).await.expect("events did not arrive in time").unwrap().unwrap();
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let block: String = buf.drain(..end + 2).collect();
+                if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
+                    events.push(serde_json::from_str(data).unwrap());
+                }
+            }
+        }
+        events
+    }
+
     /// Polls a job until it has finished, and returns its final JSON.
     pub async fn wait_job(&self, token: &str, job: &str, limit: Duration) -> Value {
         let deadline = Instant::now() + limit;
@@ -429,6 +530,7 @@ impl WorkerProcess {
             .env("BERTH_SECRET", SECRET)
             .env("BERTH_JOB_LEASE_SECS", lease_secs.to_string())
             .env("BERTH_EXISTING_ALLOWED_NETWORKS", LOCAL_NODE_NETWORKS)
+            .env("BERTH_REGISTRY", "off")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("worker.log")).unwrap())

@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 pub use crate::auth::throttle::ThrottleConfig;
 pub use crate::clusters::existing_policy::ExistingPolicy;
 pub use crate::events::Delivery;
+pub use crate::registry::{RegistryConfig, RegistryMode};
 
 /// Settings shared by every subcommand that talks to the database.
 #[derive(Debug, Clone, Args)]
@@ -71,6 +72,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub existing: ExistingPolicy,
 
+    #[command(flatten)]
+    pub registry: RegistryConfig,
+
     /// How event streams learn of new events: `listen` (one LISTEN per process, the default) or `poll`
     /// (each stream polls the table; only for comparing the two in the benchmark).
     #[arg(long, env = "BERTH_EVENT_DELIVERY", value_enum, default_value_t = Delivery::Listen, hide = true)]
@@ -89,6 +93,24 @@ pub struct WorkerConfig {
 
     #[command(flatten)]
     pub existing: ExistingPolicy,
+
+    /// The built-in registry nodes should trust (`--registry off`: none).
+    #[command(flatten)]
+    pub registry: RegistryConfig,
+}
+
+/// Settings of `berth registry`: the built-in registry on its own, for operators who run it apart
+/// from the API servers.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryRoleConfig {
+    #[command(flatten)]
+    pub db: DbConfig,
+
+    #[command(flatten)]
+    pub security: SecurityConfig,
+
+    #[command(flatten)]
+    pub registry: RegistryConfig,
 }
 
 /// Secrets and token lifetimes.

@@ -16,6 +16,7 @@ pub mod events;
 pub mod jobs;
 pub mod pki;
 pub mod providers;
+pub mod registry;
 pub mod serve;
 pub mod state;
 pub mod swarm;

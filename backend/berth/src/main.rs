@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use berth::config::{DbConfig, LogFormat, ServeConfig, WorkerConfig};
+use berth::config::{DbConfig, LogFormat, RegistryMode, RegistryRoleConfig, ServeConfig, WorkerConfig};
 use berth::db::Database;
 use clap::{Parser, Subcommand};
 
@@ -28,6 +28,8 @@ enum Command {
     Serve(ServeConfig),
     /// Run only job workers, sharing the queue with other Berth processes.
     Worker(WorkerConfig),
+    /// Run only the built-in registry (with its token service), for operators who run it apart.
+    Registry(RegistryRoleConfig),
     /// Apply database migrations and exit.
     Migrate(DbConfig),
     /// Print the OpenAPI document (JSON) and exit.
@@ -55,7 +57,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let secret = berth::crypto::load_or_create_secret(cfg.secret.as_deref(), &cfg.db.data_dir)?;
             let keys = berth::crypto::Keys::from_secret(&secret)?;
             let database = Database::open(&cfg.db).await?;
-            let env = berth::clusters::WorkerEnv::new(keys, cfg.db.data_dir.clone(), cfg.existing.clone());
+            berth::db::wait_for_migrations(&database.pools.system).await?;
+            let trust = match cfg.registry.mode {
+                RegistryMode::Builtin => {
+                    Some(berth::registry::RegistryTrust::load(&database.pools.system, &keys, &cfg.registry).await?)
+                }
+                RegistryMode::Off => None,
+            };
+            let env = berth::clusters::WorkerEnv::new(keys, cfg.db.data_dir.clone(), cfg.existing.clone(), trust);
             let (stop, stopped) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
                 berth::serve::shutdown_signal().await;
@@ -65,6 +74,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             database.close().await;
             result
         }
+        Command::Registry(cfg) => berth::registry::run_role(cfg).await,
         Command::Migrate(cfg) => {
             let database = Database::open(&cfg).await?;
             let result = berth::db::migrate(&database.pools.system).await;

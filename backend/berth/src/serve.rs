@@ -1,5 +1,6 @@
-//! `berth serve`: database (configured or embedded), migrations, first admin, then the HTTP API until
-//! SIGINT/SIGTERM; on the way out it drains requests and stops the embedded database.
+//! `berth serve`: database (configured or embedded), migrations, first admin, the built-in registry,
+//! then the HTTP API and the job workers until SIGINT/SIGTERM; on the way out it drains requests, then
+//! stops the registry and the embedded database.
 
 use std::net::SocketAddr;
 
@@ -8,7 +9,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::clusters::WorkerEnv;
-use crate::config::ServeConfig;
+use crate::config::{RegistryMode, ServeConfig};
+use crate::registry::RegistryTrust;
 use crate::crypto::{Keys, load_or_create_secret};
 use crate::db::{self, Database, Pools};
 use crate::state::AppState;
@@ -33,12 +35,40 @@ async fn serve(database: &Database, cfg: &ServeConfig) -> anyhow::Result<()> {
     let state = prepare(database.pools.clone(), cfg).await?;
     let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
     let addr: SocketAddr = listener.local_addr()?;
+    let registry = match cfg.registry.mode {
+        RegistryMode::Builtin => Some(
+            crate::registry::start(&state, &cfg.registry, &cfg.db.data_dir).await.context("starting the built-in registry")?,
+        ),
+        RegistryMode::Off => None,
+    };
+    let result = serve_with(state, listener, addr, database, cfg, registry.is_some()).await;
+    if let Some(r) = registry {
+        r.stop().await;
+    }
+    result
+}
+
+async fn serve_with(
+    state: AppState,
+    listener: TcpListener,
+    addr: SocketAddr,
+    database: &Database,
+    cfg: &ServeConfig,
+    with_registry: bool,
+) -> anyhow::Result<()> {
     // One stop signal for the API and the job workers beside it.
     let (stop, stopped) = watch::channel(false);
-    let env = WorkerEnv::new(state.keys.clone(), cfg.db.data_dir.clone(), cfg.existing.clone());
+    let trust = match with_registry {
+        true => Some(RegistryTrust::load(&database.pools.system, &state.keys, &cfg.registry).await?),
+        false => None,
+    };
+    let env = WorkerEnv::new(state.keys.clone(), cfg.db.data_dir.clone(), cfg.existing.clone(), trust);
     let workers = tokio::spawn(crate::worker::run(database.pools.system.clone(), env, stopped.clone()));
     tracing::info!(%addr, "Berth is serving: API at http://{addr}/api/v1, docs at http://{addr}/api/docs/");
     println!("Berth is up: http://{addr}/  (API docs: http://{addr}/api/docs/)");
+    if let Some(reg) = state.registry() {
+        println!("Registry: {}  (docker login {} with your Berth e-mail and password)", reg.address, reg.address);
+    }
     // The peer address is the client's address for throttling (see `auth::throttle`).
     let app = crate::api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let mut on_stop = stopped;

@@ -1,6 +1,6 @@
 //! Everything a request handler needs, passed explicitly (no globals), so tests can build their own.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -10,6 +10,7 @@ use crate::config::{ExistingPolicy, SecurityConfig};
 use crate::crypto::Keys;
 use crate::db::Pools;
 use crate::events::{Delivery, EventHub};
+use crate::registry::Registry;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -29,6 +30,8 @@ pub struct Inner {
     pub events: Arc<EventHub>,
     /// Turns true when the server begins to shut down: long-lived responses (event streams) end.
     shutdown: watch::Sender<bool>,
+    /// The built-in registry, once this process runs it (see [`crate::registry::start`]).
+    registry: OnceLock<Arc<Registry>>,
 }
 
 impl AppState {
@@ -52,6 +55,7 @@ impl AppState {
             existing,
             events,
             shutdown: watch::Sender::new(false),
+            registry: OnceLock::new(),
         }))
     }
 
@@ -59,6 +63,15 @@ impl AppState {
     /// platform admins, who belong to no tenant and work across tenants.
     pub fn pool_for(&self, me: &crate::auth::Principal) -> &PgPool {
         if me.tenant_id.is_some() { &self.db } else { &self.system }
+    }
+
+    /// The built-in registry, when this process runs it.
+    pub fn registry(&self) -> Option<Arc<Registry>> {
+        self.registry.get().cloned()
+    }
+
+    pub fn set_registry(&self, registry: Arc<Registry>) {
+        let _ = self.registry.set(registry);
     }
 
     /// Tells long-lived responses that the server is stopping.

@@ -123,6 +123,8 @@ pub struct Quotas {
     pub max_cpus: Option<f64>,
     /// Total memory reservations in MiB, summed over services × replicas.
     pub max_memory_mb: Option<i64>,
+    /// Image storage in the built-in registry, in MiB. Once reached, pushes are refused.
+    pub max_image_storage_mb: Option<i64>,
 }
 
 /// What a tenant currently uses of each quota.
@@ -134,6 +136,8 @@ pub struct Usage {
     pub services: i64,
     pub cpus: f64,
     pub memory_mb: i64,
+    /// Bytes of images stored in the built-in registry.
+    pub image_storage_bytes: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -350,38 +354,53 @@ pub struct CreateRegistry {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Registry {
+    /// The built-in registry's id is the nil UUID.
     pub id: Uuid,
     pub name: String,
     pub address: String,
+    /// Whether this is the built-in registry (named `builtin`), which every tenant has.
+    pub builtin: bool,
     pub username: Option<String>,
     pub has_password: bool,
     pub created_at: DateTime<Utc>,
 }
 
+/// A repository in the tenant's namespace of the built-in registry.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateImage {
-    /// Repository, e.g. `web` or `127.0.0.1:5000/acme/web`.
-    pub repository: String,
-    #[serde(default = "default_tag")]
-    pub tag: String,
-    pub registry_id: Option<Uuid>,
-    /// A content digest (`sha256:` + 64 hex digits) to pin the tag to.
-    pub digest: Option<String>,
+pub struct ImageRepository {
+    /// The name inside the tenant's namespace, e.g. `web`.
+    pub name: String,
+    /// The full repository as `docker pull` and Compose files name it, e.g. `10.213.0.1:5000/acme/web`.
+    pub reference: String,
+    /// Bytes of the distinct images its tags point at (config plus layers, as the manifests state).
+    pub size_bytes: i64,
+    /// The latest push.
+    pub pushed_at: DateTime<Utc>,
+    /// Newest push first.
+    pub tags: Vec<ImageTag>,
 }
 
-fn default_tag() -> String {
-    "latest".to_owned()
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImageTag {
+    pub tag: String,
+    /// The manifest digest (`sha256:…`) the tag points at.
+    pub digest: String,
+    pub size_bytes: i64,
+    pub pushed_at: DateTime<Utc>,
+}
+
+/// One image stored by an import.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImportedImage {
+    /// `<address>/<tenant-slug>/<name>`: with `:<tag>`, an image reference a Compose file can use.
+    pub repository: String,
+    pub tag: String,
+    pub digest: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Image {
-    pub id: Uuid,
-    pub repository: String,
-    pub tag: String,
-    pub registry_id: Option<Uuid>,
-    pub digest: Option<String>,
-    pub created_at: DateTime<Utc>,
+pub struct ImportResult {
+    pub images: Vec<ImportedImage>,
 }
 
 // ---------------------------------------------------------------- applications, services, containers

@@ -46,41 +46,76 @@ pub async fn login(
 ) -> ApiResult<Json<TokenResponse>> {
     audit.actor_label(&req.email);
     audit.record("auth.login", "user", "");
-    let attempt = Attempt::Login { email: req.email.clone(), addr };
-    throttle::attempt(&state.system, &state.security.throttle, &attempt).await?;
+    let checked = check_password(&state, &req.email, req.password, addr).await;
+    let (principal, user_id) = match checked {
+        Ok(ok) => ok,
+        Err(Refused { user, principal, error }) => {
+            if let Some(user) = user {
+                audit.record("auth.login", "user", user);
+            }
+            if let Some(p) = &principal {
+                audit.principal(p);
+            }
+            return Err(error);
+        }
+    };
+    audit.record("auth.login", "user", user_id);
+    audit.principal(&principal);
+    let mut tx = state.system.begin().await?;
+    let tokens = issue_tokens(&state, &mut tx, user_id, principal.tenant_id, principal.role, Uuid::now_v7()).await?;
+    tx.commit().await?;
+    Ok(Json(tokens))
+}
+
+/// Why a password check failed, and whose account it was (for the audit log) when that is known.
+pub struct Refused {
+    pub user: Option<Uuid>,
+    /// Set when the credentials were right but the account may not act (suspended tenant).
+    pub principal: Option<Principal>,
+    pub error: ApiError,
+}
+
+/// Checks an e-mail and password, throttled (see `auth::throttle`): the login endpoint's rule, shared by
+/// the registry's token endpoint (`docker login`). A suspended tenant's users are refused after the
+/// password is known to be right, so they are told why.
+pub async fn check_password(
+    state: &AppState,
+    email: &str,
+    password: String,
+    addr: std::net::IpAddr,
+) -> Result<(Principal, Uuid), Refused> {
+    let refused = |error: ApiError| Refused { user: None, principal: None, error };
+    let attempt = Attempt::Login { email: email.to_owned(), addr };
+    throttle::attempt(&state.system, &state.security.throttle, &attempt).await.map_err(refused)?;
     let row: Option<LoginRow> = sqlx::query_as(
         "SELECT u.id, u.password_hash, u.role, u.tenant_id, t.status AS tenant_status
            FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id
           WHERE lower(u.email) = lower($1)",
     )
-    .bind(&req.email)
+    .bind(email)
     .fetch_optional(&state.system)
-    .await?;
+    .await
+    .map_err(|e| refused(e.into()))?;
     let stored = row.as_ref().map(|r| r.password_hash.clone());
-    if !password::verify(req.password, stored).await {
-        audit.record("auth.login", "user", row.as_ref().map(|r| r.id.to_string()).unwrap_or_default());
-        return Err(invalid_credentials());
+    if !password::verify(password, stored).await {
+        return Err(Refused { user: row.as_ref().map(|r| r.id), principal: None, error: invalid_credentials() });
     }
-    let row = row.ok_or_else(invalid_credentials)?;
-    throttle::succeeded(&state.system, &attempt, &state.security.throttle).await?;
-    audit.record("auth.login", "user", row.id);
-    audit.principal(&Principal {
-        actor: Actor::User { user_id: row.id },
-        tenant_id: row.tenant_id,
-        role: row.role,
-        label: req.email,
-    });
+    let row = row.ok_or_else(|| refused(invalid_credentials()))?;
+    throttle::succeeded(&state.system, &attempt, &state.security.throttle).await.map_err(refused)?;
+    let principal =
+        Principal { actor: Actor::User { user_id: row.id }, tenant_id: row.tenant_id, role: row.role, label: email.to_owned() };
     if row.tenant_status.as_deref() == Some(TenantStatus::Suspended.as_str()) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "tenant-suspended",
-            "this tenant is suspended; contact the platform administrator",
-        ));
+        return Err(Refused {
+            user: Some(row.id),
+            principal: Some(principal),
+            error: ApiError::new(
+                StatusCode::FORBIDDEN,
+                "tenant-suspended",
+                "this tenant is suspended; contact the platform administrator",
+            ),
+        });
     }
-    let mut tx = state.system.begin().await?;
-    let tokens = issue_tokens(&state, &mut tx, row.id, row.tenant_id, row.role, Uuid::now_v7()).await?;
-    tx.commit().await?;
-    Ok(Json(tokens))
+    Ok((principal, row.id))
 }
 
 async fn issue_tokens(

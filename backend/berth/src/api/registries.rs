@@ -1,9 +1,10 @@
-//! Registries a tenant pulls from, and the images it knows about.
+//! Registries a tenant pulls from: the built-in one (listed first, id nil, not removable) and the
+//! external ones it adds.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use berth_types::{CreateImage, CreateRegistry, Image, Page, Problem, Registry, Role};
+use berth_types::{CreateRegistry, Page, Problem, Registry, Role};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -35,6 +36,7 @@ impl From<RegistryRow> for Registry {
             address: r.address,
             username: r.username,
             has_password: r.has_password,
+            builtin: false,
             created_at: r.created_at,
         }
     }
@@ -96,9 +98,21 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/api/v1/registries", tag = "registries", params(PageParams),
     responses((status = 200, body = Page<Registry>), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn list(mut db: TenantDb, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<Registry>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    mut db: TenantDb,
+    me: Principal,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> ApiResult<Json<Page<Registry>>> {
     let tenant = me.tenant()?;
     let limit = q.limit()?;
+    // The built-in registry has the nil id, so it sorts first and keyset pages stay consistent.
+    let builtin = if q.after::<Uuid>()?.is_none() { builtin(&state) } else { None };
+    let limit = limit - i64::from(builtin.is_some());
+    if limit == 0 {
+        let next_cursor = Some(base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, Uuid::nil().to_string()));
+        return Ok(Json(Page { items: builtin.into_iter().collect(), next_cursor }));
+    }
     let rows: Vec<RegistryRow> = sqlx::query_as(&format!(
         "SELECT {REGISTRY_COLUMNS} FROM registries WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"
     ))
@@ -107,13 +121,36 @@ pub async fn list(mut db: TenantDb, me: Principal, ApiQuery(q): ApiQuery<PagePar
     .bind(limit + 1)
     .fetch_all(&mut *db)
     .await?;
-    Ok(Json(page(rows, limit, |r| r.id, Into::into)))
+    let mut listed = page(rows, limit, |r| r.id, Into::into);
+    if let Some(b) = builtin {
+        listed.items.insert(0, b);
+    }
+    Ok(Json(listed))
+}
+
+/// The built-in registry as a registry entry, when this server runs it.
+fn builtin(state: &AppState) -> Option<Registry> {
+    let reg = state.registry()?;
+    Some(Registry {
+        id: Uuid::nil(),
+        name: "builtin".to_owned(),
+        address: reg.address.clone(),
+        username: None,
+        has_password: false,
+        builtin: true,
+        created_at: DateTime::<Utc>::UNIX_EPOCH,
+    })
 }
 
 #[utoipa::path(get, path = "/api/v1/registries/{id}", tag = "registries", params(("id" = Uuid, Path)),
     responses((status = 200, body = Registry), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get(mut db: TenantDb, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Registry>> {
+pub async fn get(State(state): State<AppState>, mut db: TenantDb, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Registry>> {
     let tenant = me.tenant()?;
+    if id.is_nil()
+        && let Some(b) = builtin(&state)
+    {
+        return Ok(Json(b));
+    }
     let row: Option<RegistryRow> =
         sqlx::query_as(&format!("SELECT {REGISTRY_COLUMNS} FROM registries WHERE tenant_id = $1 AND id = $2"))
             .bind(tenant)
@@ -129,151 +166,13 @@ pub async fn get(mut db: TenantDb, me: Principal, ApiPath(id): ApiPath<Uuid>) ->
 pub async fn delete(mut db: TenantDb, me: Principal, audit: Audit, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
     let tenant = me.tenant_with(Role::Admin)?;
     audit.record("registry.delete", "registry", id);
+    if id.is_nil() {
+        return Err(ApiError::conflict("builtin-registry", "the built-in registry cannot be removed"));
+    }
     let done =
         sqlx::query("DELETE FROM registries WHERE tenant_id = $1 AND id = $2").bind(tenant).bind(id).execute(&mut *db).await?;
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found("registry"));
-    }
-    Ok(StatusCode::NO_CONTENT)
-}
-
-// ------------------------------------------------------------------------------------------- images
-
-#[derive(sqlx::FromRow)]
-struct ImageRow {
-    id: Uuid,
-    repository: String,
-    tag: String,
-    registry_id: Option<Uuid>,
-    digest: Option<String>,
-    created_at: DateTime<Utc>,
-}
-
-impl From<ImageRow> for Image {
-    fn from(r: ImageRow) -> Self {
-        Image {
-            id: r.id,
-            repository: r.repository,
-            tag: r.tag,
-            registry_id: r.registry_id,
-            digest: r.digest,
-            created_at: r.created_at,
-        }
-    }
-}
-
-const IMAGE_COLUMNS: &str = "id, repository, tag, registry_id, digest, created_at";
-
-/// Docker's reference grammar, simplified: path components of lowercase alphanumerics and separators,
-/// optionally led by a registry host[:port].
-fn check_image(req: &CreateImage) -> ApiResult<()> {
-    // As in Docker, a first component is a registry host only if more follow and it looks like a host
-    // (has a dot or a port, or is `localhost`); every other component is lowercase.
-    let parts: Vec<&str> = req.repository.split('/').collect();
-    let is_host = |p: &str| p.contains('.') || p.contains(':') || p == "localhost";
-    let path_ok = |p: &str| {
-        !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
-    };
-    let host_ok = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
-    let repo_ok = req.repository.len() <= 255
-        && parts.iter().enumerate().all(|(i, p)| if i == 0 && parts.len() > 1 && is_host(p) { host_ok(p) } else { path_ok(p) });
-    if !repo_ok {
-        return Err(ApiError::invalid_field(
-            "repository",
-            "must be a Docker repository name such as `web` or `127.0.0.1:5000/acme/web`",
-        ));
-    }
-    let tag_ok = !req.tag.is_empty()
-        && req.tag.len() <= 128
-        && req.tag.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && req.tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !tag_ok {
-        return Err(ApiError::invalid_field("tag", "must be 1–128 letters, digits, `.`, `_` or `-`"));
-    }
-    if let Some(d) = &req.digest {
-        let ok = d
-            .strip_prefix("sha256:")
-            .is_some_and(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
-        if !ok {
-            return Err(ApiError::invalid_field("digest", "must be `sha256:` followed by 64 lowercase hex digits"));
-        }
-    }
-    Ok(())
-}
-
-#[utoipa::path(post, path = "/api/v1/images", tag = "images", request_body = CreateImage,
-    responses((status = 201, body = Image), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
-              (status = 409, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
-pub async fn create_image(
-    mut db: TenantDb,
-    me: Principal,
-    audit: Audit,
-    ApiJson(req): ApiJson<CreateImage>,
-) -> ApiResult<(StatusCode, Json<Image>)> {
-    let tenant = me.tenant_with(Role::Developer)?;
-    check_image(&req)?;
-    let mut tx = db.begin().await?;
-    if let Some(reg) = req.registry_id {
-        let found: Option<Uuid> = sqlx::query_scalar("SELECT id FROM registries WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant)
-            .bind(reg)
-            .fetch_optional(&mut *tx)
-            .await?;
-        found.ok_or_else(|| ApiError::invalid_field("registry_id", "no such registry"))?;
-    }
-    let row: ImageRow = sqlx::query_as(&format!(
-        "INSERT INTO images (id, tenant_id, registry_id, repository, tag, digest) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {IMAGE_COLUMNS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(tenant)
-    .bind(req.registry_id)
-    .bind(&req.repository)
-    .bind(&req.tag)
-    .bind(&req.digest)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(|e| name_taken(e, "image (repository and tag)"))?;
-    tx.commit().await?;
-    audit.record("image.create", "image", row.id);
-    Ok((StatusCode::CREATED, Json(row.into())))
-}
-
-#[utoipa::path(get, path = "/api/v1/images", tag = "images", params(PageParams),
-    responses((status = 200, body = Page<Image>), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn list_images(mut db: TenantDb, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<Image>>> {
-    let tenant = me.tenant()?;
-    let limit = q.limit()?;
-    let rows: Vec<ImageRow> = sqlx::query_as(&format!(
-        "SELECT {IMAGE_COLUMNS} FROM images WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"
-    ))
-    .bind(tenant)
-    .bind(q.after::<Uuid>()?)
-    .bind(limit + 1)
-    .fetch_all(&mut *db)
-    .await?;
-    Ok(Json(page(rows, limit, |r| r.id, Into::into)))
-}
-
-#[utoipa::path(get, path = "/api/v1/images/{id}", tag = "images", params(("id" = Uuid, Path)),
-    responses((status = 200, body = Image), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get_image(mut db: TenantDb, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Image>> {
-    let tenant = me.tenant()?;
-    let row: Option<ImageRow> = sqlx::query_as(&format!("SELECT {IMAGE_COLUMNS} FROM images WHERE tenant_id = $1 AND id = $2"))
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(&mut *db)
-        .await?;
-    row.map(|r| Json(r.into())).ok_or_else(|| ApiError::not_found("image"))
-}
-
-#[utoipa::path(delete, path = "/api/v1/images/{id}", tag = "images", params(("id" = Uuid, Path)),
-    responses((status = 204, description = "Deleted"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn delete_image(mut db: TenantDb, me: Principal, audit: Audit, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
-    let tenant = me.tenant_with(Role::Developer)?;
-    audit.record("image.delete", "image", id);
-    let done = sqlx::query("DELETE FROM images WHERE tenant_id = $1 AND id = $2").bind(tenant).bind(id).execute(&mut *db).await?;
-    if done.rows_affected() == 0 {
-        return Err(ApiError::not_found("image"));
     }
     Ok(StatusCode::NO_CONTENT)
 }

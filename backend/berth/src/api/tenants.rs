@@ -213,6 +213,7 @@ pub async fn set_quotas(
         ("max_services", q.max_services.map(f64::from)),
         ("max_cpus", q.max_cpus),
         ("max_memory_mb", q.max_memory_mb.map(|m| m as f64)),
+        ("max_image_storage_mb", q.max_image_storage_mb.map(|m| m as f64)),
     ]
     .into_iter()
     .filter(|(_, v)| v.is_some_and(|v| !v.is_finite() || v < 0.0))
@@ -226,7 +227,7 @@ pub async fn set_quotas(
     }
     let updated = sqlx::query(
         "UPDATE quotas SET max_clusters = $2, max_nodes = $3, max_applications = $4, max_services = $5,
-                           max_cpus = $6, max_memory_mb = $7, updated_at = now()
+                           max_cpus = $6, max_memory_mb = $7, max_image_storage_mb = $8, updated_at = now()
           WHERE tenant_id = $1",
     )
     .bind(id)
@@ -236,6 +237,7 @@ pub async fn set_quotas(
     .bind(q.max_services)
     .bind(q.max_cpus)
     .bind(q.max_memory_mb)
+    .bind(q.max_image_storage_mb)
     .execute(&state.system)
     .await?;
     if updated.rows_affected() == 0 {

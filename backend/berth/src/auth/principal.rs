@@ -196,7 +196,8 @@ struct LiveToken {
     creator_role: Role,
 }
 
-async fn from_api_token(state: &AppState, token: &str) -> ApiResult<Principal> {
+/// The caller an API token stands for, checked against the token's and its creator's current rows.
+pub async fn from_api_token(state: &AppState, token: &str) -> ApiResult<Principal> {
     let row: Option<LiveToken> = sqlx::query_as(
         "SELECT k.id, k.name, k.created_by, k.role, k.tenant_id,
                 coalesce(k.expires_at <= now(), false) AS expired,

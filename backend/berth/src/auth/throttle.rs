@@ -110,6 +110,8 @@ pub enum Attempt {
     Login { email: String, addr: IpAddr },
     /// A refresh token (no account is known until it matches).
     Refresh { addr: IpAddr },
+    /// An API token given as a password to the registry's token endpoint.
+    ApiToken { addr: IpAddr },
 }
 
 struct Key {
@@ -133,6 +135,9 @@ impl Attempt {
             Attempt::Refresh { addr } => {
                 vec![Key { name: format!("addr:refresh:{addr}"), free: cfg.address_free_attempts, only_if_failed_here: false }]
             }
+            Attempt::ApiToken { addr } => {
+                vec![Key { name: format!("addr:token:{addr}"), free: cfg.address_free_attempts, only_if_failed_here: false }]
+            }
         };
         // Rows are locked in key order, so concurrent attempts never deadlock.
         keys.sort_by(|a, b| a.name.cmp(&b.name));
@@ -143,7 +148,7 @@ impl Attempt {
     fn pair(&self) -> Option<String> {
         match self {
             Attempt::Login { email, addr } => Some(format!("pair:{}|{addr}", email.trim().to_lowercase())),
-            Attempt::Refresh { .. } => None,
+            Attempt::Refresh { .. } | Attempt::ApiToken { .. } => None,
         }
     }
 }

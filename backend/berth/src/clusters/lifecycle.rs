@@ -74,7 +74,7 @@ async fn ensure_network_number(db: &PgPool, cluster: Uuid, current: Option<i32>)
         let busy = crate::providers::local::networks_in_use().await?;
         current = sqlx::query_scalar(
             "UPDATE clusters SET local_network = (
-                    SELECT min(n) FROM generate_series(0, 255) AS n
+                    SELECT min(n) FROM generate_series(1, 255) AS n
                      WHERE n NOT IN (SELECT local_network FROM clusters WHERE local_network IS NOT NULL)
                        AND n <> ALL($2))
               WHERE id = $1 AND local_network IS NULL

@@ -17,6 +17,7 @@ use crate::clusters::existing_policy::ExistingPolicy;
 use crate::crypto::Keys;
 use crate::jobs::runner::{Handler, Handlers, JobCtx};
 use crate::providers::local::LocalProvider;
+use crate::registry::RegistryTrust;
 
 /// What cluster jobs and reconcilers need besides the database.
 pub struct WorkerEnv {
@@ -25,14 +26,16 @@ pub struct WorkerEnv {
     pub local: LocalProvider,
     /// Checked again at every connection to an adopted swarm.
     pub existing: ExistingPolicy,
+    /// The built-in registry, which nodes made by Berth trust.
+    pub registry: Option<RegistryTrust>,
 }
 
 impl WorkerEnv {
-    pub fn new(keys: Keys, data_dir: PathBuf, existing: ExistingPolicy) -> Arc<Self> {
+    pub fn new(keys: Keys, data_dir: PathBuf, existing: ExistingPolicy, registry: Option<RegistryTrust>) -> Arc<Self> {
         // Node directories are handed to processes started elsewhere: make the path absolute.
         let _ = std::fs::create_dir_all(&data_dir);
         let data_dir = std::fs::canonicalize(&data_dir).unwrap_or(data_dir);
-        Arc::new(WorkerEnv { local: LocalProvider::new(&data_dir), keys, data_dir, existing })
+        Arc::new(WorkerEnv { local: LocalProvider::new(&data_dir, registry.clone()), keys, data_dir, existing, registry })
     }
 }
 

@@ -26,6 +26,7 @@ struct QuotaRow {
     max_services: Option<i32>,
     max_cpus: Option<f64>,
     max_memory_mb: Option<i64>,
+    max_image_storage_mb: Option<i64>,
 }
 
 impl From<QuotaRow> for Quotas {
@@ -37,12 +38,13 @@ impl From<QuotaRow> for Quotas {
             max_services: r.max_services,
             max_cpus: r.max_cpus,
             max_memory_mb: r.max_memory_mb,
+            max_image_storage_mb: r.max_image_storage_mb,
         }
     }
 }
 
 const SELECT_QUOTAS: &str =
-    "SELECT max_clusters, max_nodes, max_applications, max_services, max_cpus, max_memory_mb FROM quotas WHERE tenant_id = $1";
+    "SELECT max_clusters, max_nodes, max_applications, max_services, max_cpus, max_memory_mb, max_image_storage_mb FROM quotas WHERE tenant_id = $1";
 
 pub async fn get(conn: &mut PgConnection, tenant: Uuid) -> sqlx::Result<Quotas> {
     let row: Option<QuotaRow> = sqlx::query_as(SELECT_QUOTAS).bind(tenant).fetch_optional(conn).await?;
@@ -59,9 +61,10 @@ pub async fn usage(conn: &mut PgConnection, tenant: Uuid) -> sqlx::Result<Usage>
                 (SELECT coalesce(sum(memory_reservation_mb * replicas), 0)::int8 FROM services WHERE tenant_id = $1)",
     )
     .bind(tenant)
-    .fetch_one(conn)
+    .fetch_one(&mut *conn)
     .await?;
-    Ok(Usage { clusters, nodes, applications, services, cpus, memory_mb })
+    let image_storage_bytes = crate::registry::store::storage_used(conn, tenant).await?;
+    Ok(Usage { clusters, nodes, applications, services, cpus, memory_mb, image_storage_bytes })
 }
 
 /// Locks the tenant's quotas for the rest of the transaction and checks that `delta` fits. Only the
@@ -100,7 +103,7 @@ mod tests {
     use super::*;
 
     fn used() -> Usage {
-        Usage { clusters: 1, nodes: 3, applications: 0, services: 0, cpus: 1.5, memory_mb: 512 }
+        Usage { clusters: 1, nodes: 3, applications: 0, services: 0, cpus: 1.5, memory_mb: 512, image_storage_bytes: 0 }
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! - a network namespace `berth-<cluster>-<host>` joined to the bridge by a veth pair, at `10.213.<N>.<host>`;
 //! - a dockerd started inside it with its own mount, UTS (hostname) and PID namespaces, its own data and
 //!   exec roots, a resolv.conf that fails fast (there is no DNS in the namespace), and its API served
-//!   only on `tcp://<address>:2376` with TLS client-certificate verification.
+//!   only on `tcp://<address>:2376` with TLS client-certificate verification, and its own `/etc/docker`
+//!   that trusts the built-in registry's CA (`certs.d/<registry address>/ca.crt`).
 //!
 //! The dockerd is the first process of its PID namespace, so killing it ends every process of the node
 //! (containerd, shims, containers) and, with them, the private mount namespace and its overlay mounts.
@@ -25,6 +26,7 @@ use tokio::process::Command;
 use uuid::Uuid;
 
 use super::{BoxFut, EngineTls, NodeProvider, NodeSpec, NodeState, Presence};
+use crate::registry::RegistryTrust;
 
 /// The TCP port every engine serves its TLS API on.
 pub const ENGINE_PORT: u16 = 2376;
@@ -37,14 +39,17 @@ pub struct LocalProvider {
     networks_root: PathBuf,
     /// Runtime state (exec roots), kept short because unix socket paths are limited to 107 bytes.
     run_root: PathBuf,
+    /// The built-in registry every node trusts (its address and the platform CA).
+    registry: Option<RegistryTrust>,
 }
 
 impl LocalProvider {
-    pub fn new(data_dir: &Path) -> Self {
+    pub fn new(data_dir: &Path, registry: Option<RegistryTrust>) -> Self {
         LocalProvider {
             nodes_root: data_dir.join("nodes"),
             networks_root: data_dir.join("networks"),
             run_root: PathBuf::from("/run/berth"),
+            registry,
         }
     }
 
@@ -290,6 +295,16 @@ impl NodeProvider for LocalProvider {
             write_secret(&certs.join("server-key.pem"), &tls.server.key)?;
             // Nothing resolves inside a node: answer "no" at once instead of after a 20 s timeout.
             std::fs::write(dir.join("resolv.conf"), "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")?;
+            // The node's own /etc/docker (mounted over the host's in its mount namespace): its own engine
+            // key, and the platform CA as the built-in registry's CA, which is how Docker trusts a
+            // registry without `insecure-registries`.
+            let etc_docker = dir.join("etc-docker");
+            std::fs::create_dir_all(&etc_docker)?;
+            if let Some(trust) = &self.registry {
+                let certs_d = etc_docker.join("certs.d").join(&trust.address);
+                std::fs::create_dir_all(&certs_d)?;
+                std::fs::write(certs_d.join("ca.crt"), &trust.ca_pem)?;
+            }
 
             if engine_running(&netns) {
                 return Ok(());
@@ -300,7 +315,8 @@ impl NodeProvider for LocalProvider {
             std::fs::create_dir_all(&exec)?;
             let d = dir.display();
             let script = format!(
-                "hostname {name} && mount --bind {d}/resolv.conf /etc/resolv.conf && exec dockerd \
+                "hostname {name} && mount --bind {d}/resolv.conf /etc/resolv.conf && mkdir -p /etc/docker && \
+                 mount --bind {d}/etc-docker /etc/docker && exec dockerd \
                  --data-root {d}/data --exec-root {exec} --pidfile {exec}/docker.pid \
                  -H tcp://{addr}:{ENGINE_PORT} --tlsverify --tlscacert {d}/certs/ca.pem \
                  --tlscert {d}/certs/server.pem --tlskey {d}/certs/server-key.pem",

@@ -1,0 +1,295 @@
+//! Berth's own client of the built-in registry (Registry HTTP API v2), over TLS with the platform CA as
+//! the only root. Berth is the registry's token server, so it mints itself a short token for exactly the
+//! repository and actions each call needs instead of logging in.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use futures_util::Stream;
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+
+use super::token::{Access, Signer};
+
+pub const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const MANIFEST_LIST_V2: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Every manifest type Berth reads, for `Accept`.
+const ACCEPT_MANIFESTS: &str = "application/vnd.docker.distribution.manifest.v2+json, \
+     application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, \
+     application/vnd.oci.image.index.v1+json";
+
+#[derive(Clone)]
+pub struct RegistryClient {
+    http: reqwest::Client,
+    base: String,
+    signer: Signer,
+}
+
+/// The parts of a manifest (image manifest or index) Berth looks at.
+#[derive(Debug, Deserialize)]
+pub struct ManifestDoc {
+    #[serde(rename = "mediaType")]
+    pub media_type: Option<String>,
+    pub config: Option<Descriptor>,
+    #[serde(default)]
+    pub layers: Vec<Descriptor>,
+    /// An index's (manifest list's) entries.
+    #[serde(default)]
+    pub manifests: Vec<Descriptor>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Descriptor {
+    pub digest: String,
+    pub size: i64,
+}
+
+impl RegistryClient {
+    pub fn new(address: &str, ca_pem: &str, signer: Signer) -> anyhow::Result<Self> {
+        let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).context("reading the platform CA")?;
+        let http = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(RegistryClient { http, base: format!("https://{address}"), signer })
+    }
+
+    fn request(&self, method: Method, url: &str, repo: &str, actions: &[&str]) -> anyhow::Result<reqwest::RequestBuilder> {
+        let access = vec![Access::repository(repo, actions)];
+        let token = self.signer.mint("berth", access, Duration::from_secs(600))?;
+        Ok(self.http.request(method, url).bearer_auth(token))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Whether the registry answers at all (`GET /v2/` answers 401 without a token: that is alive).
+    pub async fn alive(&self) -> bool {
+        self.http.get(self.url("/v2/")).timeout(Duration::from_secs(2)).send().await.is_ok()
+    }
+
+    pub async fn blob_exists(&self, repo: &str, digest: &str) -> anyhow::Result<bool> {
+        let r = self.request(Method::HEAD, &self.url(&format!("/v2/{repo}/blobs/{digest}")), repo, &["pull"])?.send().await?;
+        Ok(r.status().is_success())
+    }
+
+    /// Uploads a blob from a stream, in one PATCH, and commits it under `digest` if `check` (run once
+    /// the stream is sent) agrees; otherwise the upload is cancelled. The registry checks the digest
+    /// against what it received too, and refuses a mismatch.
+    pub async fn upload_blob_checked<S>(
+        &self,
+        repo: &str,
+        digest: &str,
+        body: S,
+        check: impl FnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<()>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
+    {
+        let actions = ["pull", "push"];
+        let start =
+            self.request(Method::POST, &self.url(&format!("/v2/{repo}/blobs/uploads/")), repo, &actions)?.send().await?;
+        if start.status() != StatusCode::ACCEPTED {
+            bail!("starting an upload to {repo} failed: {}", error_text(start).await);
+        }
+        let location = self.location(&start)?;
+        let patched = self
+            .request(Method::PATCH, &location, repo, &actions)?
+            .header("Content-Type", "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await?;
+        if patched.status() != StatusCode::ACCEPTED {
+            bail!("uploading a blob to {repo} failed: {}", error_text(patched).await);
+        }
+        let location = self.location(&patched)?;
+        if let Err(e) = check() {
+            let _ = self.request(Method::DELETE, &location, repo, &actions)?.send().await;
+            return Err(e);
+        }
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let done = self
+            .request(Method::PUT, &format!("{location}{sep}digest={digest}"), repo, &actions)?
+            .header("Content-Length", "0")
+            .send()
+            .await?;
+        if done.status() != StatusCode::CREATED {
+            bail!("committing blob {digest} to {repo} failed: {}", error_text(done).await);
+        }
+        Ok(())
+    }
+
+    /// Uploads a small blob held in memory, in one request.
+    pub async fn upload_small_blob(&self, repo: &str, digest: &str, data: Vec<u8>) -> anyhow::Result<()> {
+        let actions = ["pull", "push"];
+        let start =
+            self.request(Method::POST, &self.url(&format!("/v2/{repo}/blobs/uploads/")), repo, &actions)?.send().await?;
+        if start.status() != StatusCode::ACCEPTED {
+            bail!("starting an upload to {repo} failed: {}", error_text(start).await);
+        }
+        let location = self.location(&start)?;
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let done = self
+            .request(Method::PUT, &format!("{location}{sep}digest={digest}"), repo, &actions)?
+            .header("Content-Type", "application/octet-stream")
+            .body(data)
+            .send()
+            .await?;
+        if done.status() != StatusCode::CREATED {
+            bail!("uploading blob {digest} to {repo} failed: {}", error_text(done).await);
+        }
+        Ok(())
+    }
+
+    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: Vec<u8>) -> anyhow::Result<()> {
+        let r = self
+            .request(Method::PUT, &self.url(&format!("/v2/{repo}/manifests/{reference}")), repo, &["pull", "push"])?
+            .header("Content-Type", media_type)
+            .body(body)
+            .send()
+            .await?;
+        if r.status() != StatusCode::CREATED {
+            bail!("storing the manifest {repo}:{reference} failed: {}", error_text(r).await);
+        }
+        Ok(())
+    }
+
+    /// A manifest's bytes and media type, or `None` when there is no such manifest.
+    pub async fn get_manifest(&self, repo: &str, reference: &str) -> anyhow::Result<Option<(Vec<u8>, String)>> {
+        let r = self
+            .request(Method::GET, &self.url(&format!("/v2/{repo}/manifests/{reference}")), repo, &["pull"])?
+            .header("Accept", ACCEPT_MANIFESTS)
+            .send()
+            .await?;
+        if r.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !r.status().is_success() {
+            bail!("reading the manifest {repo}:{reference} failed: {}", error_text(r).await);
+        }
+        let media_type =
+            r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or(MANIFEST_V2).to_owned();
+        Ok(Some((r.bytes().await?.to_vec(), media_type)))
+    }
+
+    /// The digest a tag points at (`Docker-Content-Digest` of a HEAD), or `None` when there is no such tag.
+    pub async fn tag_digest(&self, repo: &str, tag: &str) -> anyhow::Result<Option<String>> {
+        let r = self
+            .request(Method::HEAD, &self.url(&format!("/v2/{repo}/manifests/{tag}")), repo, &["pull"])?
+            .header("Accept", ACCEPT_MANIFESTS)
+            .send()
+            .await?;
+        if r.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !r.status().is_success() {
+            bail!("looking up {repo}:{tag} failed: HTTP {}", r.status());
+        }
+        Ok(r.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_owned))
+    }
+
+    /// Deletes a manifest by digest, and with it every tag pointing at it. Gone already is fine.
+    pub async fn delete_manifest(&self, repo: &str, digest: &str) -> anyhow::Result<()> {
+        let r = self
+            .request(Method::DELETE, &self.url(&format!("/v2/{repo}/manifests/{digest}")), repo, &["delete"])?
+            .send()
+            .await?;
+        if !(r.status().is_success() || r.status() == StatusCode::NOT_FOUND) {
+            bail!("deleting {repo}@{digest} failed: {}", error_text(r).await);
+        }
+        Ok(())
+    }
+
+    /// The image's size as its manifest states it: config plus layers; for an index, the sum over the
+    /// images it lists.
+    pub async fn image_size(&self, repo: &str, digest: &str) -> anyhow::Result<i64> {
+        let Some((bytes, _)) = self.get_manifest(repo, digest).await? else { return Ok(0) };
+        let doc: ManifestDoc = serde_json::from_slice(&bytes).context("parsing a manifest")?;
+        let mut size = doc.config.map_or(0, |c| c.size) + doc.layers.iter().map(|l| l.size).sum::<i64>();
+        for child in doc.manifests.iter().take(32) {
+            if let Some((bytes, _)) = self.get_manifest(repo, &child.digest).await? {
+                let child: ManifestDoc = serde_json::from_slice(&bytes).context("parsing a manifest")?;
+                size += child.config.map_or(0, |c| c.size) + child.layers.iter().map(|l| l.size).sum::<i64>();
+            }
+        }
+        Ok(size)
+    }
+
+    /// Every repository in the registry (for the periodic catalog pass), following `Link` pages.
+    pub async fn catalog(&self) -> anyhow::Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Catalog {
+            #[serde(default)]
+            repositories: Vec<String>,
+        }
+        let mut all = Vec::new();
+        let mut last: Option<String> = None;
+        loop {
+            let mut url = self.url("/v2/_catalog?n=1000");
+            if let Some(l) = &last {
+                url.push_str(&format!("&last={l}"));
+            }
+            let token = self.signer.mint("berth", vec![Access::catalog()], Duration::from_secs(600))?;
+            let r = self.http.get(&url).bearer_auth(token).send().await?;
+            if !r.status().is_success() {
+                bail!("listing the registry's catalog failed: {}", error_text(r).await);
+            }
+            let page: Catalog = r.json().await?;
+            let n = page.repositories.len();
+            last = page.repositories.last().cloned();
+            all.extend(page.repositories);
+            if n < 1000 {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// A repository's tags (empty when the repository is gone).
+    pub async fn tags(&self, repo: &str) -> anyhow::Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Tags {
+            tags: Option<Vec<String>>,
+        }
+        let r = self.request(Method::GET, &self.url(&format!("/v2/{repo}/tags/list")), repo, &["pull"])?.send().await?;
+        if r.status() == StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        if !r.status().is_success() {
+            bail!("listing the tags of {repo} failed: {}", error_text(r).await);
+        }
+        Ok(r.json::<Tags>().await?.tags.unwrap_or_default())
+    }
+
+    /// An upload's next URL: the `Location` header, absolute or relative to the registry.
+    fn location(&self, r: &reqwest::Response) -> anyhow::Result<String> {
+        let loc = r.headers().get("location").and_then(|v| v.to_str().ok()).context("the registry sent no upload location")?;
+        Ok(if loc.starts_with("http://") || loc.starts_with("https://") { loc.to_owned() } else { self.url(loc) })
+    }
+}
+
+/// The registry's error message, for the log and for a user-facing error.
+async fn error_text(r: reqwest::Response) -> String {
+    let status = r.status();
+    let body = r.text().await.unwrap_or_default();
+    #[derive(Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorItem>,
+    }
+    #[derive(Deserialize)]
+    struct ErrorItem {
+        code: String,
+        message: String,
+    }
+    match serde_json::from_str::<Errors>(&body) {
+        Ok(e) if !e.errors.is_empty() => {
+            e.errors.iter().map(|i| format!("{} ({})", i.message, i.code)).collect::<Vec<_>>().join("; ")
+        }
+        _ => format!("HTTP {status}"),
+    }
+}

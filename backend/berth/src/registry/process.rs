@@ -1,0 +1,247 @@
+//! The registry process: its configuration, written by Berth, and its supervision, the way the
+//! embedded PostgreSQL is run — started with Berth, restarted (with backoff) if it dies, stopped with
+//! Berth.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::json;
+use tokio::process::{Child, Command};
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+
+use super::token::{ISSUER, SERVICE};
+use crate::pki::Pem;
+
+/// The files the registry reads, under `<data_dir>/registry`.
+pub struct Files {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub token_bundle: PathBuf,
+    pub storage: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Files {
+    /// Writes the TLS certificate and key and the token certificate bundle (the config itself is
+    /// written by [`Handle::start`], which knows the rest of the settings).
+    pub fn write(dir: &Path, tls: &Pem, token_cert: &str) -> anyhow::Result<Files> {
+        let files = Files {
+            dir: dir.to_path_buf(),
+            config: dir.join("config.yml"),
+            cert: dir.join("tls/server.pem"),
+            key: dir.join("tls/server-key.pem"),
+            token_bundle: dir.join("tls/token-signer.pem"),
+            storage: dir.join("storage"),
+            log: dir.join("registry.log"),
+        };
+        std::fs::write(&files.cert, &tls.cert)?;
+        write_private(&files.key, &tls.key)?;
+        std::fs::write(&files.token_bundle, token_cert)?;
+        Ok(files)
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    std::fs::write(path, contents)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+pub struct Settings {
+    pub bin: PathBuf,
+    pub address: SocketAddr,
+    pub realm: String,
+    pub notify_url: String,
+    pub notify_secret: String,
+    pub files: Files,
+}
+
+impl Settings {
+    /// distribution's configuration. JSON is valid YAML, and serde builds it without string pasting.
+    fn config(&self) -> serde_json::Value {
+        let f = &self.files;
+        json!({
+            "version": 0.1,
+            "log": {"level": "info", "formatter": "text", "accesslog": {"disabled": true}},
+            "storage": {
+                "filesystem": {"rootdirectory": f.storage},
+                // Deleting manifests is how tags and repositories are removed (and then collected).
+                "delete": {"enabled": true},
+                "cache": {"blobdescriptor": "inmemory"},
+                "maintenance": {"uploadpurging": {"enabled": true, "age": "168h", "interval": "24h", "dryrun": false}}
+            },
+            "http": {
+                "addr": self.address.to_string(),
+                // Signs upload state between requests; random per start (uploads in flight restart).
+                "secret": crate::crypto::random_token(32),
+                "tls": {"certificate": f.cert, "key": f.key},
+                "headers": {"X-Content-Type-Options": ["nosniff"]}
+            },
+            "auth": {"token": {
+                "realm": self.realm,
+                "service": SERVICE,
+                "issuer": ISSUER,
+                "rootcertbundle": f.token_bundle
+            }},
+            "notifications": {"endpoints": [{
+                "name": "berth",
+                "url": self.notify_url,
+                "headers": {"Authorization": [format!("Bearer {}", self.notify_secret)]},
+                "timeout": "5s",
+                "threshold": 3,
+                "backoff": "1s",
+                // Pulls and individual blobs are noise: Berth wants manifests pushed and deleted.
+                "ignore": {"actions": ["pull"], "mediatypes": ["application/octet-stream"]}
+            }]}
+        })
+    }
+
+    fn spawn(&self) -> anyhow::Result<Child> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.files.log)?;
+        Command::new(&self.bin)
+            .arg("serve")
+            .arg(&self.files.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {} (install Debian's docker-registry package)", self.bin.display()))
+    }
+
+    /// Waits until the registry accepts connections on its address.
+    async fn wait_ready(&self, child: &mut Child) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                let log = std::fs::read_to_string(&self.files.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(3).collect();
+                bail!("the registry exited ({status}): {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "));
+            }
+            if tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(self.address))
+                .await
+                .is_ok_and(|r| r.is_ok())
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the registry did not listen on {} within 30 s (see {})", self.address, self.files.log.display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The supervised registry process.
+pub struct Handle {
+    stop: watch::Sender<bool>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+    /// The current process id (0 while it is being restarted), for tests and operators.
+    pid: Arc<AtomicU32>,
+}
+
+impl Handle {
+    /// Writes the configuration, starts the registry and waits until it listens.
+    pub async fn start(settings: Settings) -> anyhow::Result<Handle> {
+        std::fs::write(&settings.files.config, serde_json::to_string_pretty(&settings.config())?)?;
+        std::fs::set_permissions(&settings.files.config, std::fs::Permissions::from_mode(0o600))?;
+        let mut child = settings.spawn()?;
+        if let Err(e) = settings.wait_ready(&mut child).await {
+            shut_down(&mut child).await;
+            return Err(e);
+        }
+        let pid = Arc::new(AtomicU32::new(child.id().unwrap_or(0)));
+        let (stop, stopping) = watch::channel(false);
+        let supervisor = tokio::spawn(supervise(settings, child, stopping, pid.clone()));
+        Ok(Handle { stop, supervisor: Mutex::new(Some(supervisor)), pid })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid.load(Ordering::Relaxed)
+    }
+
+    /// Stops the registry and waits for it to exit.
+    pub async fn stop(&self) {
+        let _ = self.stop.send(true);
+        if let Some(s) = self.supervisor.lock().await.take() {
+            let _ = s.await;
+        }
+    }
+}
+
+/// Restarts the registry whenever it exits, until asked to stop.
+async fn supervise(settings: Settings, mut child: Child, mut stopping: watch::Receiver<bool>, pid: Arc<AtomicU32>) {
+    let mut pause = Duration::from_millis(200);
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                pid.store(0, Ordering::Relaxed);
+                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                tracing::error!(%status, log = %settings.files.log.display(), "the registry exited; starting it again");
+            }
+            () = stopped(&mut stopping) => {
+                shut_down(&mut child).await;
+                return;
+            }
+        }
+        loop {
+            let attempt = async {
+                let mut c = settings.spawn()?;
+                match settings.wait_ready(&mut c).await {
+                    Ok(()) => Ok(c),
+                    Err(e) => {
+                        shut_down(&mut c).await;
+                        Err(e)
+                    }
+                }
+            };
+            let outcome = tokio::select! {
+                outcome = attempt => outcome,
+                () = stopped(&mut stopping) => return,
+            };
+            match outcome {
+                Ok(restarted) => {
+                    tracing::info!("the registry is running again");
+                    pid.store(restarted.id().unwrap_or(0), Ordering::Relaxed);
+                    child = restarted;
+                    pause = Duration::from_millis(200);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), retry_in = ?pause, "restarting the registry failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = stopped(&mut stopping) => return,
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once `stopping` turns true (the guard `wait_for` returns is not held across an await).
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|s| *s).await;
+}
+
+/// SIGTERM, then SIGKILL after 10 s.
+async fn shut_down(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+    if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+}

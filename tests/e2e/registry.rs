@@ -1,0 +1,407 @@
+//! The built-in registry for real: Debian's `docker-registry` run by Berth with Berth as its token
+//! server, the Docker CLI (docker.io) driving the engines of a real local cluster, images imported
+//! from `docker save` tarballs and pulled by every node.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use berth_tests::{PASSWORD, TestApp, temp_data_dir};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// (The tests run on a multi-threaded runtime: the CLI blocks its thread while Berth's token service,
+/// in this process, answers the engine.)
+///
+/// The Docker CLI against one engine of a cluster: TLS client files from the credentials endpoint, and
+/// a private CLI config directory (where `docker login` keeps its credentials).
+struct Docker {
+    certs: PathBuf,
+    config: PathBuf,
+}
+
+impl Docker {
+    fn new(creds: &Value) -> Docker {
+        let certs = temp_data_dir("berth-cli-certs");
+        for (file, field) in [("ca.pem", "ca_pem"), ("cert.pem", "cert_pem"), ("key.pem", "key_pem")] {
+            std::fs::write(certs.join(file), creds[field].as_str().unwrap()).unwrap();
+        }
+        Docker { certs, config: temp_data_dir("berth-cli-config") }
+    }
+
+    fn run(&self, engine: &str, args: &[&str]) -> Output {
+        Command::new("/usr/bin/docker")
+            .env("DOCKER_CERT_PATH", &self.certs)
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CONFIG", &self.config)
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["-H", &format!("tcp://{engine}:2376")])
+            .args(args)
+            .output()
+            .expect("the docker CLI (docker.io) is needed: run `make test`")
+    }
+
+    /// Runs and insists on success; returns stdout.
+    fn ok(&self, engine: &str, args: &[&str]) -> String {
+        let out = self.run(engine, args);
+        assert!(out.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Runs and insists on failure; returns stderr.
+    fn fails(&self, engine: &str, args: &[&str]) -> String {
+        let out = self.run(engine, args);
+        assert!(!out.status.success(), "docker {args:?} should have failed: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn login(&self, engine: &str, registry: &str, user: &str, password: &str) -> Output {
+        let mut child = Command::new("/usr/bin/docker")
+            .env("DOCKER_CERT_PATH", &self.certs)
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CONFIG", &self.config)
+            .args(["-H", &format!("tcp://{engine}:2376"), "login", registry, "-u", user, "--password-stdin"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(password.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.certs);
+        let _ = std::fs::remove_dir_all(&self.config);
+    }
+}
+
+/// Directories a test made, removed however it ends.
+struct RemoveOnDrop(Vec<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// A build context for an image `FROM scratch` holding Debian's static busybox and a marker file, so
+/// that every test's image is its own.
+fn build_context(marker: &str) -> PathBuf {
+    let dir = temp_data_dir("berth-build");
+    std::fs::copy("/bin/busybox", dir.join("busybox")).expect("Debian's busybox-static is needed: run `make test`");
+    std::fs::write(dir.join("marker"), marker).unwrap();
+    std::fs::write(dir.join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nCOPY marker /marker\nCMD [\"/bin/busybox\", \"sh\"]\n")
+        .unwrap();
+    dir
+}
+
+/// A `docker save`-style tarball built here, for the bad-input cases (no engine needed).
+fn saved_tarball(repo_tags: &[&str], marker: &str) -> Vec<u8> {
+    let mut layer = tar::Builder::new(Vec::new());
+    let data = marker.as_bytes();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    layer.append_data(&mut h, "marker", data).unwrap();
+    let layer = layer.into_inner().unwrap();
+    let layer_hex = hex::encode(Sha256::digest(&layer));
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_hex}")]}
+    }))
+    .unwrap();
+    let config_hex = hex::encode(Sha256::digest(&config));
+    let manifest = serde_json::to_vec(&json!([{
+        "Config": format!("{config_hex}.json"),
+        "RepoTags": repo_tags,
+        "Layers": [format!("{layer_hex}/layer.tar")]
+    }]))
+    .unwrap();
+    let mut out = tar::Builder::new(Vec::new());
+    for (name, bytes) in [
+        (format!("{config_hex}.json"), &config),
+        (format!("{layer_hex}/layer.tar"), &layer),
+        ("manifest.json".to_owned(), &manifest),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        out.append_data(&mut h, name, bytes.as_slice()).unwrap();
+    }
+    out.into_inner().unwrap()
+}
+
+async fn import(app: &TestApp, token: &str, tarball: Vec<u8>) -> berth_tests::Resp {
+    let r = app
+        .http
+        .post(app.url("/api/v1/images/import"))
+        .bearer_auth(token)
+        .header("content-type", "application/x-tar")
+        .body(tarball)
+        .send()
+        .await
+        .unwrap();
+    berth_tests::Resp::from(r).await
+}
+
+fn node_addresses(nodes: &Value) -> Vec<String> {
+    nodes["items"].as_array().unwrap().iter().map(|n| n["address"].as_str().unwrap().to_owned()).collect()
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_go_through_the_builtin_registry_to_every_node_with_tenant_isolation() {
+    let app = TestApp::spawn_with_registry(1 << 30).await;
+    let reg = app.registry.as_ref().unwrap();
+    let address = reg.address.clone();
+    let t = app.tenant("Acme").await;
+    let slug = t.slug.clone();
+    let dev_email = format!("dev@{slug}.test");
+    let viewer_email = format!("viewer@{slug}.test");
+    for (email, role) in [(&dev_email, "developer"), (&viewer_email, "viewer")] {
+        app.post("/api/v1/users", &t.owner, json!({"email": email, "password": PASSWORD, "role": role}))
+            .await
+            .expect(StatusCode::CREATED);
+    }
+    let other = app.tenant("Other").await;
+    let other_email = app.get("/api/v1/me", &other.owner).await.body["email"].as_str().unwrap().to_owned();
+
+    // The registry is listed as the tenant's built-in one.
+    let regs = app.get("/api/v1/registries", &t.owner).await;
+    assert_eq!(regs.body["items"][0]["name"], "builtin");
+    assert_eq!(regs.body["items"][0]["address"], address.as_str());
+
+    // A real 1 + 1 cluster, whose nodes trust the registry's CA with no `insecure-registries`.
+    let created = app.post("/api/v1/clusters", &t.owner, json!({"name": "imgs", "managers": 1, "workers": 1})).await;
+    created.expect(StatusCode::ACCEPTED);
+    let cluster = created.id();
+    let job = app.wait_job(&t.owner, created.body["job_id"].as_str().unwrap(), Duration::from_secs(180)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let creds = app.get(&format!("/api/v1/clusters/{cluster}/credentials"), &t.owner).await.body;
+    let engines = node_addresses(&app.get(&format!("/api/v1/clusters/{cluster}/nodes"), &t.owner).await.body);
+    assert_eq!(engines.len(), 2);
+    let manager = creds["endpoint"].as_str().unwrap().trim_start_matches("tcp://").split(':').next().unwrap().to_owned();
+    let cli = Docker::new(&creds);
+
+    // Build on the manager's engine, `docker save`, import through the API.
+    let ctx = build_context(&format!("probe {}", uuid::Uuid::new_v4()));
+    let _cleanup = RemoveOnDrop(vec![ctx.clone()]);
+    cli.ok(&manager, &["build", "-q", "-t", "probe:1", ctx.to_str().unwrap()]);
+    let saved_dir = temp_data_dir("berth-saved");
+    let _cleanup_saved = RemoveOnDrop(vec![saved_dir.clone()]);
+    let saved = saved_dir.join("probe.tar");
+    cli.ok(&manager, &["save", "-o", saved.to_str().unwrap(), "probe:1"]);
+    let imported = import(&app, &t.owner, read(&saved)).await;
+    imported.expect(StatusCode::CREATED);
+    let image = &imported.body["images"][0];
+    assert_eq!(image["repository"], format!("{address}/{slug}/probe"));
+    assert_eq!(image["tag"], "1");
+    let digest = image["digest"].as_str().unwrap().to_owned();
+    let reference = format!("{address}/{slug}/probe:1");
+
+    // Every node pulls it, through TLS and token auth, and has the same bytes.
+    let login = cli.login(&manager, &address, &dev_email, PASSWORD);
+    assert!(login.status.success(), "docker login: {}", String::from_utf8_lossy(&login.stderr));
+    for engine in &engines {
+        cli.ok(engine, &["pull", &reference]);
+        let digests = cli.ok(engine, &["image", "inspect", "--format", "{{json .RepoDigests}}", &reference]);
+        assert!(digests.contains(&digest), "{engine} has {digests}, expected {digest}");
+    }
+
+    // A developer pushes with the Docker CLI; the push appears in the images API and on the event stream.
+    let pushed = format!("{address}/{slug}/pushed:v2");
+    cli.ok(&manager, &["tag", "probe:1", &pushed]);
+    cli.ok(&manager, &["push", &pushed]);
+    let listed = app
+        .wait_for(&t.owner, "/api/v1/images", Duration::from_secs(20), |b| {
+            b["items"].as_array().unwrap().iter().any(|r| r["name"] == "pushed" && r["tags"][0]["tag"] == "v2")
+        })
+        .await;
+    let repo = listed["items"].as_array().unwrap().iter().find(|r| r["name"] == "pushed").unwrap().clone();
+    assert_eq!(repo["reference"], format!("{address}/{slug}/pushed"));
+    assert!(repo["size_bytes"].as_i64().unwrap() > 1_000_000, "{repo}");
+    let is_push = |e: &Value| e["kind"] == "image.pushed" && e["data"]["repository"] == "pushed" && e["data"]["tag"] == "v2";
+    app.read_events_until(&t.owner, "/api/v1/events?after=0", |events| events.iter().any(is_push)).await;
+
+    // An API token works as the password, with any user name; revoking it stops it at once.
+    let token = app.post("/api/v1/tokens", &t.owner, json!({"name": "ci", "role": "developer"})).await;
+    let (token_id, token_secret) = (token.id(), token.body["token"].as_str().unwrap().to_owned());
+    let login = cli.login(&manager, &address, "ci", &token_secret);
+    assert!(login.status.success(), "docker login with a token: {}", String::from_utf8_lossy(&login.stderr));
+    let by_token = format!("{address}/{slug}/pushed:by-token");
+    cli.ok(&manager, &["tag", "probe:1", &by_token]);
+    cli.ok(&manager, &["push", &by_token]);
+    app.delete(&format!("/api/v1/tokens/{token_id}"), &t.owner).await.expect(StatusCode::NO_CONTENT);
+    cli.ok(&manager, &["rmi", &by_token]);
+    let err = cli.fails(&manager, &["pull", &by_token]);
+    assert!(err.contains("revoked") || err.contains("unauthorized"), "{err}");
+
+    // A viewer pulls but cannot push.
+    let login = cli.login(&manager, &address, &viewer_email, PASSWORD);
+    assert!(login.status.success());
+    cli.ok(engines.iter().find(|e| **e != manager).unwrap(), &["pull", &pushed]);
+    let denied = format!("{address}/{slug}/viewer-push:1");
+    cli.ok(&manager, &["tag", "probe:1", &denied]);
+    let err = cli.fails(&manager, &["push", &denied]);
+    assert!(err.contains("denied"), "{err}");
+
+    // Another tenant can neither pull nor push in this namespace, nor see its repositories.
+    let login = cli.login(&manager, &address, &other_email, PASSWORD);
+    assert!(login.status.success());
+    cli.ok(&manager, &["rmi", &pushed]);
+    let err = cli.fails(&manager, &["pull", &pushed]);
+    assert!(err.contains("denied") || err.contains("unauthorized"), "{err}");
+    let err = cli.fails(&manager, &["push", &reference]);
+    assert!(err.contains("denied"), "{err}");
+    let theirs = app.get("/api/v1/images", &other.owner).await;
+    assert_eq!(theirs.body["items"], json!([]), "{}", theirs.text);
+    // Nobody is granted the registry-wide catalog.
+    let catalog = token_request(&app, &other_email, PASSWORD, "scope=registry:catalog:*").await;
+    assert_eq!(catalog.1["access"], json!([]), "{:?}", catalog);
+
+    // A suspended tenant cannot pull.
+    let login = cli.login(&manager, &address, &dev_email, PASSWORD);
+    assert!(login.status.success());
+    app.post(&format!("/api/v1/admin/tenants/{}/suspend", t.id), &app.admin, json!({})).await.expect(StatusCode::OK);
+    cli.ok(&manager, &["rmi", &reference]);
+    let err = cli.fails(&manager, &["pull", &reference]);
+    assert!(err.contains("suspended"), "{err}");
+    app.post(&format!("/api/v1/admin/tenants/{}/resume", t.id), &app.admin, json!({})).await.expect(StatusCode::OK);
+
+    // The registry process dies: Berth starts it again and pushes work.
+    let pid = reg.running.registry.process.pid();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while reg.running.registry.process.pid() == pid || reg.running.registry.process.pid() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the registry was not restarted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = format!("{address}/{slug}/after-restart:1");
+    cli.ok(&manager, &["tag", "probe:1", &again]);
+    cli.ok(&manager, &["push", &again]);
+
+    // Deleting a tag and a repository through the API removes them from the registry too.
+    app.delete(&format!("/api/v1/images/pushed/tags/{}", "by-token"), &t.owner).await.expect(StatusCode::NO_CONTENT);
+    cli.ok(&manager, &["pull", &pushed]); // v2 shared the image with by-token and is still there
+    app.delete("/api/v1/images/after-restart", &t.owner).await.expect(StatusCode::NO_CONTENT);
+    cli.ok(&manager, &["rmi", &again]);
+    cli.fails(&manager, &["pull", &again]);
+    let names: Vec<Value> =
+        app.get("/api/v1/images", &t.owner).await.body["items"].as_array().unwrap().iter().map(|r| r["name"].clone()).collect();
+    assert!(!names.contains(&json!("after-restart")), "{names:?}");
+
+    let d = app.delete(&format!("/api/v1/clusters/{cluster}"), &t.owner).await;
+    let job = app.wait_job(&t.owner, d.body["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+}
+
+/// Asks the token service directly, over TLS with the platform CA; returns the status and the JWT's
+/// claims (or the error body).
+async fn token_request(app: &TestApp, user: &str, password: &str, query: &str) -> (StatusCode, Value) {
+    let reg = app.registry.as_ref().unwrap();
+    let http = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(reg.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let r = http
+        .get(format!("https://{}/token?service=berth-registry&{query}", reg.auth_address))
+        .basic_auth(user, Some(password))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        return (status, body);
+    }
+    use base64::Engine;
+    let jwt = body["token"].as_str().unwrap();
+    assert!(body.get("refresh_token").is_none());
+    let claims = jwt.split('.').nth(1).unwrap();
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+    (status, claims)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_imports_and_bad_token_requests_are_refused_and_store_nothing() {
+    let app = TestApp::spawn_with_registry(64 * 1024).await;
+    let reg = app.registry.as_ref().unwrap();
+    let t = app.tenant("Acme").await;
+    let other = app.tenant("Other").await;
+    let owner_email = app.get("/api/v1/me", &t.owner).await.body["email"].as_str().unwrap().to_owned();
+
+    let good = saved_tarball(&["web:1"], "hello");
+    // Not a tar archive at all; a truncated one; one whose layer does not match its config.
+    import(&app, &t.owner, b"this is not a tarball".repeat(100)).await.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-archive");
+    import(&app, &t.owner, good[..good.len() / 2].to_vec()).await.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-archive");
+    let mut corrupt = good.clone();
+    let at = corrupt.windows(5).position(|w| w == b"hello").unwrap();
+    corrupt[at] = b'j';
+    let r = import(&app, &t.owner, corrupt).await;
+    r.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-archive");
+    assert!(r.body["detail"].as_str().unwrap().contains("corrupt"), "{}", r.text);
+    // Over the limit (64 KiB here).
+    let big = saved_tarball(&["big:1"], &"x".repeat(100 * 1024));
+    import(&app, &t.owner, big).await.problem(StatusCode::PAYLOAD_TOO_LARGE, "too-large");
+    // Naming another tenant's namespace.
+    let foreign = saved_tarball(&[&format!("{}/{}/web:1", reg.address, other.slug)], "hi");
+    import(&app, &t.owner, foreign).await.problem(StatusCode::FORBIDDEN, "forbidden");
+    // Not sent as a tarball; sent by a viewer.
+    let r = app.http.post(app.url("/api/v1/images/import")).bearer_auth(&t.owner).json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let viewer = app.user(&t.owner, "viewer").await;
+    import(&app, &viewer, good.clone()).await.problem(StatusCode::FORBIDDEN, "forbidden");
+
+    // Nothing was stored: no rows, and no repository in the registry.
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM image_tags").fetch_one(&app.db).await.unwrap();
+    assert_eq!(rows, 0);
+    assert_eq!(reg.running.registry.client.catalog().await.unwrap(), Vec::<String>::new());
+
+    // The good one imports, under the tenant's namespace; importing it again changes nothing.
+    let r = import(&app, &t.owner, good.clone()).await;
+    r.expect(StatusCode::CREATED);
+    assert_eq!(r.body["images"][0]["repository"], format!("{}/{}/web", reg.address, t.slug));
+    let again = import(&app, &t.owner, good).await;
+    assert_eq!(again.body["images"][0]["digest"], r.body["images"][0]["digest"]);
+
+    // The token service: bad scopes are 400s, wrong passwords 401s, and grants follow role and namespace.
+    let (status, body) = token_request(&app, &owner_email, PASSWORD, "scope=repository:Acme/WEB:pull").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("malformed scope"), "{body}");
+    let (status, _) = token_request(&app, &owner_email, PASSWORD, "scope=repository:x:steal").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = token_request(&app, &owner_email, "wrong-password", "scope=repository:x/y:pull").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let scope = format!("scope=repository:{}/web:pull,push&scope=repository:{}/web:pull", t.slug, other.slug);
+    let (status, claims) = token_request(&app, &owner_email, PASSWORD, &scope).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(claims["aud"], "berth-registry", "aud must be a string");
+    assert_eq!(claims["access"], json!([{"type": "repository", "name": format!("{}/web", t.slug), "actions": ["pull", "push"]}]));
+
+    // Image storage quota: the usage shows, and once full, push tokens are refused with a clear message.
+    let quotas = app.get("/api/v1/quotas", &t.owner).await;
+    assert!(quotas.body["usage"]["image_storage_bytes"].as_i64().unwrap() > 0, "{}", quotas.text);
+    app.put(&format!("/api/v1/admin/tenants/{}/quotas", t.id), &app.admin, json!({"max_image_storage_mb": 0}))
+        .await
+        .expect(StatusCode::OK);
+    let (status, body) = token_request(&app, &owner_email, PASSWORD, &format!("scope=repository:{}/web:pull,push", t.slug)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("quota"), "{body}");
+    let (status, _) = token_request(&app, &owner_email, PASSWORD, &format!("scope=repository:{}/web:pull", t.slug)).await;
+    assert_eq!(status, StatusCode::OK, "pulls stay allowed over quota");
+    import(&app, &t.owner, saved_tarball(&["more:1"], "more")).await.problem(StatusCode::FORBIDDEN, "quota-exceeded");
+}
