@@ -41,3 +41,21 @@ ALTER TABLE quotas ADD COLUMN max_image_storage_mb bigint CHECK (max_image_stora
 
 -- Network 0 (10.213.0.0/24) is kept for the platform's own addresses on the host (the built-in
 -- registry listens on 10.213.0.1 by default), so local clusters take networks 1..255.
+
+-- Retention per repository: keep the newest `keep_last` tags, and/or the tags pushed in the last
+-- `keep_days` days; a tag either rule keeps stays. A policy may be set before the first push.
+CREATE TABLE image_retention (
+    tenant_id   uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    repository  text NOT NULL,
+    keep_last   integer CHECK (keep_last >= 1),
+    keep_days   integer CHECK (keep_days >= 1),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, repository),
+    CHECK (keep_last IS NOT NULL OR keep_days IS NOT NULL)
+);
+
+ALTER TABLE image_retention ENABLE ROW LEVEL SECURITY;
+ALTER TABLE image_retention FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_rows ON image_retention
+    USING ((SELECT berth_rls_bypassed()) OR tenant_id = (SELECT berth_current_tenant()))
+    WITH CHECK ((SELECT berth_rls_bypassed()) OR tenant_id = (SELECT berth_current_tenant()));

@@ -16,6 +16,9 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v ip >/dev/null || need+=(iproute2)
 command -v iptables >/dev/null || need+=(iptables)
 command -v nsenter >/dev/null || need+=(util-linux)
+# The built-in registry (distribution 2.8), and busybox for the image the registry tests build.
+command -v docker-registry >/dev/null || need+=(docker-registry)
+[ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 && ldd /bin/busybox 2>&1 | grep -q "not a dynamic" || need+=(busybox-static)
 command -v cc >/dev/null || need+=(gcc)
 [ -e /usr/include/stdio.h ] || need+=(libc6-dev)
 # The API conformance test runs schemathesis (PyPI) from a virtualenv under target/.
@@ -23,6 +26,7 @@ command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if [ "${1:-}" = bench ]; then
   command -v wrk >/dev/null || need+=(wrk)
+  command -v skopeo >/dev/null || need+=(skopeo)   # the import benchmark's baseline
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
@@ -34,7 +38,11 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  # Debian starts services on install where it can; Berth runs its own, so leave the machine as it was.
+  # Debian starts services on install where it can; Berth runs its own, so leave the machine as it was
+  # (a system docker-registry would also hold port 5000 on every address).
+  if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
   if [ -d /etc/postgresql ] && command -v pg_lsclusters >/dev/null; then
     pg_lsclusters --no-header 2>/dev/null | awk '$4=="online"{print $1, $2}' | while read -r v c; do
       pg_ctlcluster "$v" "$c" stop || true

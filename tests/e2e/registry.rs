@@ -97,8 +97,11 @@ fn build_context(marker: &str) -> PathBuf {
     let dir = temp_data_dir("berth-build");
     std::fs::copy("/bin/busybox", dir.join("busybox")).expect("Debian's busybox-static is needed: run `make test`");
     std::fs::write(dir.join("marker"), marker).unwrap();
-    std::fs::write(dir.join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nCOPY marker /marker\nCMD [\"/bin/busybox\", \"sh\"]\n")
-        .unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY marker /marker\nCMD [\"/bin/busybox\", \"sh\"]\n",
+    )
+    .unwrap();
     dir
 }
 
@@ -346,7 +349,9 @@ async fn bad_imports_and_bad_token_requests_are_refused_and_store_nothing() {
 
     let good = saved_tarball(&["web:1"], "hello");
     // Not a tar archive at all; a truncated one; one whose layer does not match its config.
-    import(&app, &t.owner, b"this is not a tarball".repeat(100)).await.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-archive");
+    import(&app, &t.owner, b"this is not a tarball".repeat(100))
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-archive");
     import(&app, &t.owner, good[..good.len() / 2].to_vec()).await.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-archive");
     let mut corrupt = good.clone();
     let at = corrupt.windows(5).position(|w| w == b"hello").unwrap();
@@ -404,4 +409,65 @@ async fn bad_imports_and_bad_token_requests_are_refused_and_store_nothing() {
     let (status, _) = token_request(&app, &owner_email, PASSWORD, &format!("scope=repository:{}/web:pull", t.slug)).await;
     assert_eq!(status, StatusCode::OK, "pulls stay allowed over quota");
     import(&app, &t.owner, saved_tarball(&["more:1"], "more")).await.problem(StatusCode::FORBIDDEN, "quota-exceeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_the_newest_tags_and_garbage_collection_frees_the_disk() {
+    let app = TestApp::spawn_with_registry(1 << 30).await;
+    let reg = app.registry.as_ref().unwrap();
+    let t = app.tenant("Acme").await;
+
+    // Five tags of five different images, each with a 512 KiB layer of its own.
+    for n in 1..=5 {
+        let layer = format!("{n}{}", "x".repeat(512 * 1024));
+        import(&app, &t.owner, saved_tarball(&[&format!("app:{n}")], &layer)).await.expect(StatusCode::CREATED);
+    }
+    // A policy is checked; then keep the newest two.
+    let path = "/api/v1/images/app/retention";
+    app.put(path, &t.owner, json!({})).await.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
+    app.put(path, &t.owner, json!({"keep_last": 0})).await.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
+    let viewer = app.user(&t.owner, "viewer").await;
+    app.put(path, &viewer, json!({"keep_last": 2})).await.problem(StatusCode::FORBIDDEN, "forbidden");
+    app.put(path, &t.owner, json!({"keep_last": 2})).await.expect(StatusCode::OK);
+    let listed = app.get("/api/v1/images", &t.owner).await;
+    assert_eq!(listed.body["items"][0]["retention"], json!({"keep_last": 2, "keep_days": null}));
+
+    // Only platform admins run maintenance by hand; it applies retention, then collects garbage.
+    app.post("/api/v1/admin/registry/maintenance", &t.owner, json!({})).await.problem(StatusCode::FORBIDDEN, "forbidden");
+    let done = app.post("/api/v1/admin/registry/maintenance", &app.admin, json!({})).await;
+    done.expect(StatusCode::OK);
+    assert_eq!(done.body["tags_removed"], 3, "{}", done.text);
+    let (before, after) = (done.body["bytes_before"].as_i64().unwrap(), done.body["bytes_after"].as_i64().unwrap());
+    assert!(before - after >= 3 * 512 * 1024, "garbage collection freed only {} bytes", before - after);
+
+    // What remains, in the API and in the registry itself.
+    let listed = app.get("/api/v1/images", &t.owner).await;
+    let tags: Vec<&str> =
+        listed.body["items"][0]["tags"].as_array().unwrap().iter().map(|t| t["tag"].as_str().unwrap()).collect();
+    assert_eq!(tags, ["5", "4"]);
+    let mut in_registry = reg.running.registry.client.tags(&format!("{}/app", t.slug)).await.unwrap();
+    in_registry.sort();
+    assert_eq!(in_registry, ["4", "5"]);
+
+    // The registry is serving again after its maintenance window.
+    import(&app, &t.owner, saved_tarball(&["app:6"], "six")).await.expect(StatusCode::CREATED);
+    app.delete(path, &t.owner).await.expect(StatusCode::NO_CONTENT);
+    app.delete(path, &t.owner).await.problem(StatusCode::NOT_FOUND, "not-found");
+
+    // The catalog pass repairs what notifications missed: a forgotten tag comes back, and a tag the
+    // registry does not have goes.
+    let rows = || async {
+        let mut v: Vec<String> =
+            sqlx::query_scalar("SELECT repository || ':' || tag FROM image_tags").fetch_all(&app.db).await.unwrap();
+        v.sort();
+        v
+    };
+    let truth = rows().await;
+    sqlx::query("DELETE FROM image_tags WHERE tag = '6'").execute(&app.db).await.unwrap();
+    sqlx::query("INSERT INTO image_tags (tenant_id, repository, tag, digest, size_bytes) SELECT tenant_id, 'ghost', '1', digest, 1 FROM image_tags LIMIT 1")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    berth::registry::retention::sync_catalog(&reg.running.registry, &app.db).await.unwrap();
+    assert_eq!(rows().await, truth);
 }

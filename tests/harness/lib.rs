@@ -259,10 +259,10 @@ impl TestApp {
     fn with_workers(mut self) -> TestApp {
         let data_dir = temp_data_dir("berth-workers");
         let keys = berth::crypto::Keys::from_secret(SECRET).unwrap();
-        let trust = self.registry.as_ref().map(|r| berth::registry::RegistryTrust {
-            address: r.address.clone(),
-            ca_pem: r.ca_pem.clone(),
-        });
+        let trust = self
+            .registry
+            .as_ref()
+            .map(|r| berth::registry::RegistryTrust { address: r.address.clone(), ca_pem: r.ca_pem.clone() });
         let env = berth::clusters::WorkerEnv::new(keys, data_dir.clone(), test_existing_policy(), trust);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(berth::worker::run(self.db.clone(), env, stopped));

@@ -10,9 +10,9 @@ use tokio::sync::watch;
 
 use crate::clusters::WorkerEnv;
 use crate::config::{RegistryMode, ServeConfig};
-use crate::registry::RegistryTrust;
 use crate::crypto::{Keys, load_or_create_secret};
 use crate::db::{self, Database, Pools};
+use crate::registry::RegistryTrust;
 use crate::state::AppState;
 
 /// Builds the request state over an open pool: migrations applied, first admin ensured.

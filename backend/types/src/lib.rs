@@ -378,6 +378,29 @@ pub struct ImageRepository {
     pub pushed_at: DateTime<Utc>,
     /// Newest push first.
     pub tags: Vec<ImageTag>,
+    /// The repository's retention policy, if it has one.
+    pub retention: Option<RetentionPolicy>,
+}
+
+/// Which tags of a repository the retention pass keeps: the newest `keep_last`, and/or those pushed in
+/// the last `keep_days` days (a tag either rule keeps stays). At least one must be set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPolicy {
+    #[schema(minimum = 1)]
+    pub keep_last: Option<i32>,
+    #[schema(minimum = 1)]
+    pub keep_days: Option<i32>,
+}
+
+/// What a registry maintenance run did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegistryMaintenance {
+    /// Tags the retention policies removed.
+    pub tags_removed: i64,
+    /// The registry's storage before and after garbage collection, in bytes.
+    pub bytes_before: i64,
+    pub bytes_after: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -75,6 +75,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::registry::api::import))
         .routes(routes!(crate::registry::api::delete_repository))
         .routes(routes!(crate::registry::api::delete_tag))
+        .routes(routes!(crate::registry::api::set_retention, crate::registry::api::delete_retention))
+        .routes(routes!(crate::registry::api::maintain))
         .routes(routes!(applications::create, applications::list))
         .routes(routes!(applications::get, applications::update, applications::delete))
         .routes(routes!(applications::revisions))

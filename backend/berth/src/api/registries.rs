@@ -110,7 +110,8 @@ pub async fn list(
     let builtin = if q.after::<Uuid>()?.is_none() { builtin(&state) } else { None };
     let limit = limit - i64::from(builtin.is_some());
     if limit == 0 {
-        let next_cursor = Some(base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, Uuid::nil().to_string()));
+        let next_cursor =
+            Some(base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, Uuid::nil().to_string()));
         return Ok(Json(Page { items: builtin.into_iter().collect(), next_cursor }));
     }
     let rows: Vec<RegistryRow> = sqlx::query_as(&format!(
@@ -144,7 +145,12 @@ fn builtin(state: &AppState) -> Option<Registry> {
 
 #[utoipa::path(get, path = "/api/v1/registries/{id}", tag = "registries", params(("id" = Uuid, Path)),
     responses((status = 200, body = Registry), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn get(State(state): State<AppState>, mut db: TenantDb, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Registry>> {
+pub async fn get(
+    State(state): State<AppState>,
+    mut db: TenantDb,
+    me: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Registry>> {
     let tenant = me.tenant()?;
     if id.is_nil()
         && let Some(b) = builtin(&state)

@@ -43,8 +43,7 @@ impl From<QuotaRow> for Quotas {
     }
 }
 
-const SELECT_QUOTAS: &str =
-    "SELECT max_clusters, max_nodes, max_applications, max_services, max_cpus, max_memory_mb, max_image_storage_mb FROM quotas WHERE tenant_id = $1";
+const SELECT_QUOTAS: &str = "SELECT max_clusters, max_nodes, max_applications, max_services, max_cpus, max_memory_mb, max_image_storage_mb FROM quotas WHERE tenant_id = $1";
 
 pub async fn get(conn: &mut PgConnection, tenant: Uuid) -> sqlx::Result<Quotas> {
     let row: Option<QuotaRow> = sqlx::query_as(SELECT_QUOTAS).bind(tenant).fetch_optional(conn).await?;

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use berth_types::{ImageRepository, ImportResult, Page, Role};
+use berth_types::{ImageRepository, ImportResult, Page, RegistryMaintenance, RetentionPolicy, Role};
 use serde::Deserialize;
 use std::sync::Arc;
 use utoipa::IntoParams;
@@ -13,9 +13,9 @@ use utoipa::IntoParams;
 use super::Registry;
 use super::auth_server::Envelope;
 use super::client::{MANIFEST_LIST_V2, MANIFEST_V2, OCI_INDEX, OCI_MANIFEST};
-use super::store;
+use super::{retention, store};
 use crate::api::audit::Audit;
-use crate::api::extract::{ApiPath, ApiQuery};
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::api::pagination::{PageParams, page};
 use crate::auth::Principal;
 use crate::db::TenantDb;
@@ -24,7 +24,11 @@ use crate::state::AppState;
 
 fn registry(state: &AppState) -> ApiResult<Arc<Registry>> {
     state.registry().ok_or_else(|| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "registry-unavailable", "the built-in registry is not running on this server")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "registry-unavailable",
+            "the built-in registry is not running on this server",
+        )
     })
 }
 
@@ -33,14 +37,22 @@ fn registry(state: &AppState) -> ApiResult<Arc<Registry>> {
 /// spans every tenant and is not granted to anyone.
 #[utoipa::path(get, path = "/api/v1/images", tag = "images", params(PageParams),
     responses((status = 200, body = Page<ImageRepository>)), security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, mut db: TenantDb, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<ImageRepository>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    mut db: TenantDb,
+    me: Principal,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> ApiResult<Json<Page<ImageRepository>>> {
     let tenant = me.tenant()?;
     let limit = q.limit()?;
     let after: Option<String> = q.after()?;
     let slug = store::slug_of(&state.system, tenant).await?.unwrap_or_default();
     let address = state.registry().map(|r| r.address.clone()).unwrap_or_default();
     let prefix = format!("{address}/{slug}/");
-    let rows = store::repositories(&mut db, tenant, &prefix, after.as_deref(), limit + 1).await?;
+    let mut rows = store::repositories(&mut db, tenant, &prefix, after.as_deref(), limit + 1).await?;
+    for r in &mut rows {
+        r.retention = retention::policy(&mut db, tenant, &r.name).await?;
+    }
     Ok(Json(page(rows, limit, |r| r.name.clone(), |r| r)))
 }
 
@@ -72,23 +84,22 @@ pub async fn delete_repository(
 ) -> ApiResult<StatusCode> {
     let tenant = me.tenant_with(Role::Developer)?;
     audit.record("image.delete", "image", &p.repository);
-    let digests = store::digests(&mut db, tenant, &p.repository, None).await?;
-    if digests.is_empty() {
+    let tags: Vec<String> = sqlx::query_scalar("SELECT tag FROM image_tags WHERE tenant_id = $1 AND repository = $2")
+        .bind(tenant)
+        .bind(&p.repository)
+        .fetch_all(&mut *db)
+        .await?;
+    if tags.is_empty() {
         return Err(ApiError::not_found("repository"));
     }
     let reg = registry(&state)?;
     let slug = store::slug_of(&state.system, tenant).await?.unwrap_or_default();
-    let full = format!("{slug}/{}", p.repository);
-    for digest in digests {
-        reg.client.delete_manifest(&full, &digest).await?;
-        store::forget_digest(&state.system, tenant, &p.repository, &digest).await?;
-    }
+    retention::remove_tags(&reg, &state.system, tenant, &slug, &p.repository, &tags).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Deletes one tag. The registry (distribution 2.8) deletes manifests, not tags, and a manifest's
-/// deletion takes every tag pointing at it; so when other tags share the image, Berth deletes the
-/// manifest and puts it back under those other tags.
+/// Deletes one tag; other tags of the same image stay. The disk space returns at the next garbage
+/// collection.
 #[utoipa::path(delete, path = "/api/v1/images/{repository}/tags/{tag}", tag = "images", params(TagPath),
     responses((status = 204, description = "Deleted")), security(("bearer" = [])))]
 pub async fn delete_tag(
@@ -100,38 +111,97 @@ pub async fn delete_tag(
 ) -> ApiResult<StatusCode> {
     let tenant = me.tenant_with(Role::Developer)?;
     audit.record("image.delete", "image", format!("{}:{}", p.repository, p.tag));
-    let digest = store::digests(&mut db, tenant, &p.repository, Some(&p.tag)).await?.pop().ok_or_else(|| ApiError::not_found("tag"))?;
+    if store::digests(&mut db, tenant, &p.repository, Some(&p.tag)).await?.is_empty() {
+        return Err(ApiError::not_found("tag"));
+    }
     let reg = registry(&state)?;
-    let siblings: Vec<String> = sqlx::query_scalar(
-        "SELECT tag FROM image_tags WHERE tenant_id = $1 AND repository = $2 AND digest = $3 AND tag <> $4",
+    let slug = store::slug_of(&state.system, tenant).await?.unwrap_or_default();
+    retention::remove_tags(&reg, &state.system, tenant, &slug, &p.repository, std::slice::from_ref(&p.tag)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A `docker save` tarball, sent as raw bytes.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub struct Tarball(Vec<u8>);
+
+/// Sets a repository's retention policy (it may be set before the first push). The retention pass
+/// runs with the registry's maintenance (every 15 minutes) and removes the tags the policy does not
+/// keep.
+#[utoipa::path(put, path = "/api/v1/images/{repository}/retention", tag = "images", params(RepositoryPath),
+    request_body = RetentionPolicy, responses((status = 200, body = RetentionPolicy)), security(("bearer" = [])))]
+pub async fn set_retention(
+    mut db: TenantDb,
+    me: Principal,
+    audit: Audit,
+    ApiPath(p): ApiPath<RepositoryPath>,
+    ApiJson(policy): ApiJson<RetentionPolicy>,
+) -> ApiResult<Json<RetentionPolicy>> {
+    let tenant = me.tenant_with(Role::Developer)?;
+    audit.record("image.retention.set", "image", &p.repository);
+    if !super::token::valid_repository(&p.repository) {
+        return Err(ApiError::invalid_field("repository", "not a repository name"));
+    }
+    let mut errors = Vec::new();
+    for (field, value) in [("keep_last", policy.keep_last), ("keep_days", policy.keep_days)] {
+        if value.is_some_and(|v| v < 1) {
+            errors.push(berth_types::FieldError { field: field.to_owned(), message: "must be 1 or more".to_owned() });
+        }
+    }
+    if policy.keep_last.is_none() && policy.keep_days.is_none() {
+        errors.push(berth_types::FieldError {
+            field: "keep_last".to_owned(),
+            message: "set keep_last, keep_days or both (DELETE the policy to keep everything)".to_owned(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid_fields(errors));
+    }
+    sqlx::query(
+        "INSERT INTO image_retention (tenant_id, repository, keep_last, keep_days) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (tenant_id, repository) DO UPDATE SET keep_last = $3, keep_days = $4, updated_at = now()",
     )
     .bind(tenant)
     .bind(&p.repository)
-    .bind(&digest)
-    .bind(&p.tag)
-    .fetch_all(&mut *db)
+    .bind(policy.keep_last)
+    .bind(policy.keep_days)
+    .execute(&mut *db)
     .await?;
-    let slug = store::slug_of(&state.system, tenant).await?.unwrap_or_default();
-    let full = format!("{slug}/{}", p.repository);
-    let manifest = if siblings.is_empty() { None } else { reg.client.get_manifest(&full, &digest).await? };
-    reg.client.delete_manifest(&full, &digest).await?;
-    store::forget_digest(&state.system, tenant, &p.repository, &digest).await?;
-    if let Some((bytes, media_type)) = manifest {
-        let size = manifest_size(&bytes);
-        for tag in siblings {
-            reg.client.put_manifest(&full, &tag, &media_type, bytes.clone()).await?;
-            store::record_tag(&state.system, tenant, &p.repository, &tag, &digest, size).await?;
-        }
+    Ok(Json(policy))
+}
+
+/// Removes a repository's retention policy: every tag is kept.
+#[utoipa::path(delete, path = "/api/v1/images/{repository}/retention", tag = "images", params(RepositoryPath),
+    responses((status = 204, description = "Removed")), security(("bearer" = [])))]
+pub async fn delete_retention(
+    mut db: TenantDb,
+    me: Principal,
+    audit: Audit,
+    ApiPath(p): ApiPath<RepositoryPath>,
+) -> ApiResult<StatusCode> {
+    let tenant = me.tenant_with(Role::Developer)?;
+    audit.record("image.retention.delete", "image", &p.repository);
+    let done = sqlx::query("DELETE FROM image_retention WHERE tenant_id = $1 AND repository = $2")
+        .bind(tenant)
+        .bind(&p.repository)
+        .execute(&mut *db)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(ApiError::not_found("retention policy"));
     }
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// An image's size from manifest bytes already at hand: config plus layers (an index lists no layers
-/// of its own; the notification that follows the re-put records its full size).
-fn manifest_size(bytes: &[u8]) -> i64 {
-    serde_json::from_slice::<super::client::ManifestDoc>(bytes)
-        .map(|d| d.config.map_or(0, |c| c.size) + d.layers.iter().map(|l| l.size).sum::<i64>())
-        .unwrap_or(0)
+/// Runs the registry's maintenance now: every retention policy, then garbage collection, for which the
+/// registry stops for a few seconds (pushes and pulls meanwhile are refused; engines retry).
+#[utoipa::path(post, path = "/api/v1/admin/registry/maintenance", tag = "admin",
+    responses((status = 200, body = RegistryMaintenance)), security(("bearer" = [])))]
+pub async fn maintain(State(state): State<AppState>, me: Principal, audit: Audit) -> ApiResult<Json<RegistryMaintenance>> {
+    me.require_platform_admin()?;
+    audit.record("registry.maintenance", "registry", "builtin");
+    let reg = registry(&state)?;
+    Ok(Json(retention::maintain(&reg, &state.system).await?))
 }
 
 /// Imports a `docker save` tarball (`Content-Type: application/x-tar`) into the caller's namespace:
@@ -139,7 +209,7 @@ fn manifest_size(bytes: &[u8]) -> i64 {
 /// namespace are dropped: `web:1` and `<address>/<slug>/web:1` both become `<address>/<slug>/web:1`).
 /// Checked whole before anything is tagged; a corrupt or truncated archive changes nothing.
 #[utoipa::path(post, path = "/api/v1/images/import", tag = "images",
-    request_body(content = Vec<u8>, content_type = "application/x-tar", description = "A `docker save` tarball"),
+    request_body(content = Tarball, content_type = "application/x-tar", description = "A `docker save` tarball"),
     responses((status = 201, body = ImportResult),
               (status = 413, body = berth_types::Problem, description = "Larger than `BERTH_IMPORT_MAX_BYTES`."),
               (status = 415, body = berth_types::Problem, description = "Not `application/x-tar`.")),
@@ -190,11 +260,13 @@ pub async fn notifications(State(state): State<AppState>, headers: HeaderMap, bo
 
 async fn record(state: &AppState, reg: &Registry, event: &super::auth_server::Notification) -> anyhow::Result<()> {
     let t = &event.target;
-    let is_manifest = t.media_type.as_deref().is_some_and(|m| [MANIFEST_V2, MANIFEST_LIST_V2, OCI_MANIFEST, OCI_INDEX].contains(&m));
+    let is_manifest =
+        t.media_type.as_deref().is_some_and(|m| [MANIFEST_V2, MANIFEST_LIST_V2, OCI_MANIFEST, OCI_INDEX].contains(&m));
     let Some((slug, repository)) = t.repository.split_once('/') else { return Ok(()) };
     let Some(tenant) = store::tenant_by_slug(&state.system, slug).await? else { return Ok(()) };
     match event.action.as_str() {
         "push" if is_manifest => {
+            reg.note_push();
             let (Some(tag), Some(digest)) = (&t.tag, &t.digest) else { return Ok(()) };
             let size = reg.client.image_size(&t.repository, digest).await?;
             store::record_tag(&state.system, tenant, repository, tag, digest, size).await?;

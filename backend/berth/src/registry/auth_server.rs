@@ -103,7 +103,7 @@ async fn serve_tls(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, a
                     continue;
                 }
             },
-            () = stopped(&mut stopping) => return,
+            () = super::stopped(&mut stopping) => return,
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
@@ -118,11 +118,6 @@ async fn serve_tls(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, a
                 .await;
         });
     }
-}
-
-/// Resolves once `stopping` turns true (the guard `wait_for` returns is not held across an await).
-async fn stopped(stopping: &mut watch::Receiver<bool>) {
-    let _ = stopping.wait_for(|s| *s).await;
 }
 
 /// An error as the Docker registry protocol spells it (`{"errors": [{"code", "message"}]}`), which the

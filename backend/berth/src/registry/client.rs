@@ -93,8 +93,7 @@ impl RegistryClient {
         S: Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
     {
         let actions = ["pull", "push"];
-        let start =
-            self.request(Method::POST, &self.url(&format!("/v2/{repo}/blobs/uploads/")), repo, &actions)?.send().await?;
+        let start = self.request(Method::POST, &self.url(&format!("/v2/{repo}/blobs/uploads/")), repo, &actions)?.send().await?;
         if start.status() != StatusCode::ACCEPTED {
             bail!("starting an upload to {repo} failed: {}", error_text(start).await);
         }
@@ -128,8 +127,7 @@ impl RegistryClient {
     /// Uploads a small blob held in memory, in one request.
     pub async fn upload_small_blob(&self, repo: &str, digest: &str, data: Vec<u8>) -> anyhow::Result<()> {
         let actions = ["pull", "push"];
-        let start =
-            self.request(Method::POST, &self.url(&format!("/v2/{repo}/blobs/uploads/")), repo, &actions)?.send().await?;
+        let start = self.request(Method::POST, &self.url(&format!("/v2/{repo}/blobs/uploads/")), repo, &actions)?.send().await?;
         if start.status() != StatusCode::ACCEPTED {
             bail!("starting an upload to {repo} failed: {}", error_text(start).await);
         }
@@ -173,8 +171,7 @@ impl RegistryClient {
         if !r.status().is_success() {
             bail!("reading the manifest {repo}:{reference} failed: {}", error_text(r).await);
         }
-        let media_type =
-            r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or(MANIFEST_V2).to_owned();
+        let media_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or(MANIFEST_V2).to_owned();
         Ok(Some((r.bytes().await?.to_vec(), media_type)))
     }
 
@@ -196,10 +193,8 @@ impl RegistryClient {
 
     /// Deletes a manifest by digest, and with it every tag pointing at it. Gone already is fine.
     pub async fn delete_manifest(&self, repo: &str, digest: &str) -> anyhow::Result<()> {
-        let r = self
-            .request(Method::DELETE, &self.url(&format!("/v2/{repo}/manifests/{digest}")), repo, &["delete"])?
-            .send()
-            .await?;
+        let r =
+            self.request(Method::DELETE, &self.url(&format!("/v2/{repo}/manifests/{digest}")), repo, &["delete"])?.send().await?;
         if !(r.status().is_success() || r.status() == StatusCode::NOT_FOUND) {
             bail!("deleting {repo}@{digest} failed: {}", error_text(r).await);
         }

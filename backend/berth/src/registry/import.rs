@@ -77,8 +77,8 @@ pub async fn import(reg: &Registry, db: &PgPool, tenant: Uuid, slug: &str, body:
     let (index, manifest) = tokio::task::spawn_blocking(move || index_archive(&path, size))
         .await
         .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))??;
-    let saved: Vec<SavedImage> = serde_json::from_slice(&manifest)
-        .map_err(|e| invalid(format!("manifest.json is not a `docker save` manifest: {e}")))?;
+    let saved: Vec<SavedImage> =
+        serde_json::from_slice(&manifest).map_err(|e| invalid(format!("manifest.json is not a `docker save` manifest: {e}")))?;
     if saved.is_empty() {
         return Err(invalid("the archive holds no images"));
     }
@@ -105,7 +105,12 @@ pub async fn import(reg: &Registry, db: &PgPool, tenant: Uuid, slug: &str, body:
         let parsed: ImageConfig =
             serde_json::from_slice(&config).map_err(|e| invalid(format!("{} is not an image config: {e}", image.config)))?;
         if parsed.rootfs.diff_ids.len() != image.layers.len() {
-            return Err(invalid(format!("{} names {} layers but the manifest lists {}", image.config, parsed.rootfs.diff_ids.len(), image.layers.len())));
+            return Err(invalid(format!(
+                "{} names {} layers but the manifest lists {}",
+                image.config,
+                parsed.rootfs.diff_ids.len(),
+                image.layers.len()
+            )));
         }
         let mut layers = Vec::new();
         for (path, diff_id) in image.layers.iter().zip(&parsed.rootfs.diff_ids) {
@@ -114,10 +119,7 @@ pub async fn import(reg: &Registry, db: &PgPool, tenant: Uuid, slug: &str, body:
         }
         let tags = image.repo_tags.clone().unwrap_or_default();
         if tags.is_empty() {
-            return Err(invalid(format!(
-                "image {} has no name: tag it (`docker tag`) before `docker save`",
-                image.config
-            )));
+            return Err(invalid(format!("image {} has no name: tag it (`docker tag`) before `docker save`", image.config)));
         }
         let mut targets = Vec::new();
         for t in &tags {
@@ -126,10 +128,7 @@ pub async fn import(reg: &Registry, db: &PgPool, tenant: Uuid, slug: &str, body:
         plans.push(Plan { config, config_digest, layers, targets });
     }
 
-    let adding: i64 = plans
-        .iter()
-        .map(|p| p.config.len() as i64 + p.layers.iter().map(|l| l.2 as i64).sum::<i64>())
-        .sum();
+    let adding: i64 = plans.iter().map(|p| p.config.len() as i64 + p.layers.iter().map(|l| l.2 as i64).sum::<i64>()).sum();
     {
         let mut conn = db.acquire().await?;
         if let Some((used, limit)) = super::store::storage_over_quota(&mut conn, tenant, adding).await? {
@@ -155,12 +154,10 @@ pub async fn import(reg: &Registry, db: &PgPool, tenant: Uuid, slug: &str, body:
                 if client.blob_exists(&full, expected).await? {
                     continue;
                 }
-                push_layer(reg, &full, &spool.0, *offset, *len, expected)
-                    .await
-                    .map_err(|e| match e.downcast::<Corrupt>() {
-                        Ok(_) => invalid(format!("layer {path} is corrupt: its content does not match the image config")),
-                        Err(e) => ApiError::internal(e),
-                    })?;
+                push_layer(reg, &full, &spool.0, *offset, *len, expected).await.map_err(|e| match e.downcast::<Corrupt>() {
+                    Ok(_) => invalid(format!("layer {path} is corrupt: its content does not match the image config")),
+                    Err(e) => ApiError::internal(e),
+                })?;
             }
             if !client.blob_exists(&full, &plan.config_digest).await? {
                 client.upload_small_blob(&full, &plan.config_digest, plan.config.clone()).await?;

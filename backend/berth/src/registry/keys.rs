@@ -48,8 +48,10 @@ fn token_params() -> anyhow::Result<CertificateParams> {
 /// insert wins and everyone reads what it wrote.
 async fn get_or_create(db: &PgPool, keys: &Keys, name: &str, make: fn() -> anyhow::Result<Pem>) -> anyhow::Result<Pem> {
     let read = || async {
-        let row: Option<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT cert_pem, key_sealed FROM platform_keys WHERE name = $1").bind(name).fetch_optional(db).await?;
+        let row: Option<(String, Vec<u8>)> = sqlx::query_as("SELECT cert_pem, key_sealed FROM platform_keys WHERE name = $1")
+            .bind(name)
+            .fetch_optional(db)
+            .await?;
         row.map(|(cert, sealed)| -> anyhow::Result<Pem> {
             let key = String::from_utf8(keys.open(&sealed).with_context(|| format!("opening the platform key `{name}`"))?)?;
             Ok(Pem { cert, key })

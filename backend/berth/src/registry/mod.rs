@@ -15,6 +15,8 @@
 //!   and the notification endpoint (loopback only);
 //! - [`client`]: Berth's own client of the registry;
 //! - [`store`]: the `image_tags` rows and storage usage;
+//! - [`retention`]: removing tags, retention policies, the catalog pass, and the maintenance loop that
+//!   runs garbage collection at a quiet moment;
 //! - [`import`]: `docker save` tarballs into a tenant's namespace;
 //! - [`api`]: the `/api/v1/images` handlers.
 
@@ -24,16 +26,19 @@ pub mod client;
 pub mod import;
 pub mod keys;
 pub mod process;
+pub mod retention;
 pub mod store;
 pub mod token;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use sqlx::PgPool;
+use tokio::sync::watch;
 
 use crate::crypto::Keys;
 use crate::pki::Pem;
@@ -121,19 +126,46 @@ pub struct Registry {
     /// The shared secret the registry's notifications carry.
     pub notify_secret: String,
     pub process: process::Handle,
+    /// Set when manifests were deleted since the last garbage collection.
+    pub needs_collection: AtomicBool,
+    /// When the last manifest push was notified (Unix seconds).
+    pub last_push: AtomicI64,
 }
 
-/// The built-in registry and the servers beside it, until [`Running::stop`].
+impl Registry {
+    /// How long since the last push (forever, if none since Berth started).
+    pub fn quiet_for(&self) -> std::time::Duration {
+        let last = self.last_push.load(Ordering::Relaxed);
+        let now = chrono::Utc::now().timestamp();
+        std::time::Duration::from_secs(now.saturating_sub(last).max(0) as u64)
+    }
+
+    pub fn note_push(&self) {
+        self.last_push.store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
+    }
+}
+
+/// The built-in registry and the servers and maintenance beside it, until [`Running::stop`].
 pub struct Running {
     pub registry: Arc<Registry>,
     servers: auth_server::Servers,
+    stop_maintenance: watch::Sender<bool>,
+    maintenance: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     pub async fn stop(self) {
+        let _ = self.stop_maintenance.send(true);
+        let _ = self.maintenance.await;
         self.servers.stop().await;
         self.registry.process.stop().await;
     }
+}
+
+/// Resolves once `stopping` turns true. (The guard `wait_for` returns must not live across an await
+/// in a spawned task, so it is dropped here.)
+pub(crate) async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|s| *s).await;
 }
 
 /// Starts the built-in registry for `state`: keys, certificates, the token and notification servers,
@@ -180,9 +212,13 @@ pub async fn start(state: &AppState, cfg: &RegistryConfig, data_dir: &Path) -> a
         spool: dir.join("spool"),
         notify_secret,
         process,
+        needs_collection: AtomicBool::new(false),
+        last_push: AtomicI64::new(0),
     });
     state.set_registry(registry.clone());
-    Ok(Running { registry, servers })
+    let (stop_maintenance, stopping) = watch::channel(false);
+    let maintenance = tokio::spawn(retention::run_loop(state.clone(), registry.clone(), stopping));
+    Ok(Running { registry, servers, stop_maintenance, maintenance })
 }
 
 /// The reserved platform network: addresses here that are missing on the host are added to `lo`.

@@ -15,7 +15,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::json;
 use tokio::process::{Child, Command};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::token::{ISSUER, SERVICE};
@@ -149,6 +149,25 @@ pub struct Handle {
     supervisor: Mutex<Option<JoinHandle<()>>>,
     /// The current process id (0 while it is being restarted), for tests and operators.
     pid: Arc<AtomicU32>,
+    /// Asks the supervisor to stop the registry for maintenance (see [`Handle::collect_garbage`]).
+    pause: mpsc::Sender<Pause>,
+    bin: PathBuf,
+    config: PathBuf,
+    storage: PathBuf,
+}
+
+/// A maintenance window: the supervisor stops the registry, says so on `stopped`, and starts it again
+/// once `resume` fires (or is dropped).
+struct Pause {
+    stopped: oneshot::Sender<()>,
+    resume: oneshot::Receiver<()>,
+}
+
+/// What a garbage collection did.
+#[derive(Debug, Clone, Copy)]
+pub struct Collected {
+    pub bytes_before: u64,
+    pub bytes_after: u64,
 }
 
 impl Handle {
@@ -163,8 +182,39 @@ impl Handle {
         }
         let pid = Arc::new(AtomicU32::new(child.id().unwrap_or(0)));
         let (stop, stopping) = watch::channel(false);
-        let supervisor = tokio::spawn(supervise(settings, child, stopping, pid.clone()));
-        Ok(Handle { stop, supervisor: Mutex::new(Some(supervisor)), pid })
+        let (pause, pauses) = mpsc::channel(1);
+        let (bin, config, storage) = (settings.bin.clone(), settings.files.config.clone(), settings.files.storage.clone());
+        let supervisor = tokio::spawn(supervise(settings, child, stopping, pauses, pid.clone()));
+        Ok(Handle { stop, supervisor: Mutex::new(Some(supervisor)), pid, pause, bin, config, storage })
+    }
+
+    /// Runs the registry's own garbage collector, which frees the blobs no manifest refers to any more.
+    /// It must not run while the registry serves (a push in flight could lose blobs), so the registry
+    /// is stopped for it — a few seconds in which pushes and pulls are refused and the engines retry —
+    /// and started again afterwards, whatever happened. Untagged manifests are kept (`--delete-untagged`
+    /// would also remove the per-platform manifests of multi-platform images): Berth deletes the
+    /// manifests it means to delete itself.
+    pub async fn collect_garbage(&self) -> anyhow::Result<Collected> {
+        let (stopped_tx, stopped_rx) = oneshot::channel();
+        let (resume_tx, resume_rx) = oneshot::channel();
+        self.pause.send(Pause { stopped: stopped_tx, resume: resume_rx }).await.context("the registry supervisor is gone")?;
+        stopped_rx.await.context("the registry supervisor is gone")?;
+        let storage = self.storage.clone();
+        let bytes_before = tokio::task::spawn_blocking(move || disk_usage(&storage)).await?;
+        let out = Command::new(&self.bin).arg("garbage-collect").arg(&self.config).stdin(Stdio::null()).output().await;
+        let _ = resume_tx.send(());
+        // Back in service before saying done: the supervisor publishes the new pid once it listens.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.pid() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let out = out.context("running the registry's garbage-collect")?;
+        if !out.status.success() {
+            bail!("garbage-collect failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        let storage = self.storage.clone();
+        let bytes_after = tokio::task::spawn_blocking(move || disk_usage(&storage)).await?;
+        Ok(Collected { bytes_before, bytes_after })
     }
 
     pub fn pid(&self) -> u32 {
@@ -180,8 +230,31 @@ impl Handle {
     }
 }
 
-/// Restarts the registry whenever it exits, until asked to stop.
-async fn supervise(settings: Settings, mut child: Child, mut stopping: watch::Receiver<bool>, pid: Arc<AtomicU32>) {
+/// Bytes stored under `dir`, as files (blocking).
+fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => stack.push(entry.path()),
+                Ok(m) => total += m.blocks() * 512,
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// Restarts the registry whenever it exits, until asked to stop; stops it for maintenance on request.
+async fn supervise(
+    settings: Settings,
+    mut child: Child,
+    mut stopping: watch::Receiver<bool>,
+    mut pauses: mpsc::Receiver<Pause>,
+    pid: Arc<AtomicU32>,
+) {
     let mut pause = Duration::from_millis(200);
     loop {
         tokio::select! {
@@ -190,7 +263,17 @@ async fn supervise(settings: Settings, mut child: Child, mut stopping: watch::Re
                 let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
                 tracing::error!(%status, log = %settings.files.log.display(), "the registry exited; starting it again");
             }
-            () = stopped(&mut stopping) => {
+            Some(request) = pauses.recv() => {
+                tracing::info!("stopping the registry for maintenance");
+                shut_down(&mut child).await;
+                pid.store(0, Ordering::Relaxed);
+                let _ = request.stopped.send(());
+                tokio::select! {
+                    _ = request.resume => {}
+                    () = super::stopped(&mut stopping) => return,
+                }
+            }
+            () = super::stopped(&mut stopping) => {
                 shut_down(&mut child).await;
                 return;
             }
@@ -208,7 +291,7 @@ async fn supervise(settings: Settings, mut child: Child, mut stopping: watch::Re
             };
             let outcome = tokio::select! {
                 outcome = attempt => outcome,
-                () = stopped(&mut stopping) => return,
+                () = super::stopped(&mut stopping) => return,
             };
             match outcome {
                 Ok(restarted) => {
@@ -222,18 +305,13 @@ async fn supervise(settings: Settings, mut child: Child, mut stopping: watch::Re
                     tracing::warn!(error = %format!("{e:#}"), retry_in = ?pause, "restarting the registry failed");
                     tokio::select! {
                         () = tokio::time::sleep(pause) => {}
-                        () = stopped(&mut stopping) => return,
+                        () = super::stopped(&mut stopping) => return,
                     }
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }
             }
         }
     }
-}
-
-/// Resolves once `stopping` turns true (the guard `wait_for` returns is not held across an await).
-async fn stopped(stopping: &mut watch::Receiver<bool>) {
-    let _ = stopping.wait_for(|s| *s).await;
 }
 
 /// SIGTERM, then SIGKILL after 10 s.

@@ -30,8 +30,11 @@ pub async fn storage_used(conn: &mut PgConnection, tenant: Uuid) -> sqlx::Result
 /// `Some((used bytes, limit MiB))` when storing `adding` more bytes would go past the tenant's image
 /// storage quota (or it is already full).
 pub async fn storage_over_quota(conn: &mut PgConnection, tenant: Uuid, adding: i64) -> sqlx::Result<Option<(i64, i64)>> {
-    let limit: Option<i64> =
-        sqlx::query_scalar("SELECT max_image_storage_mb FROM quotas WHERE tenant_id = $1").bind(tenant).fetch_optional(&mut *conn).await?.flatten();
+    let limit: Option<i64> = sqlx::query_scalar("SELECT max_image_storage_mb FROM quotas WHERE tenant_id = $1")
+        .bind(tenant)
+        .fetch_optional(&mut *conn)
+        .await?
+        .flatten();
     let Some(limit) = limit else { return Ok(None) };
     let used = storage_used(conn, tenant).await?;
     let limit_bytes = limit.saturating_mul(1024 * 1024);
@@ -63,21 +66,21 @@ pub async fn record_tag(db: &PgPool, tenant: Uuid, repository: &str, tag: &str, 
     .bind(size)
     .execute(&mut *tx)
     .await?;
-    emit(&mut tx, tenant, "image.pushed", json!({"repository": repository, "tag": tag, "digest": digest, "size_bytes": size})).await?;
+    emit(&mut tx, tenant, "image.pushed", json!({"repository": repository, "tag": tag, "digest": digest, "size_bytes": size}))
+        .await?;
     tx.commit().await
 }
 
 /// Forgets the tags of `repository` that point at `digest` (the manifest was deleted).
 pub async fn forget_digest(db: &PgPool, tenant: Uuid, repository: &str, digest: &str) -> sqlx::Result<()> {
     let mut tx = db.begin().await?;
-    let tags: Vec<String> = sqlx::query_scalar(
-        "DELETE FROM image_tags WHERE tenant_id = $1 AND repository = $2 AND digest = $3 RETURNING tag",
-    )
-    .bind(tenant)
-    .bind(repository)
-    .bind(digest)
-    .fetch_all(&mut *tx)
-    .await?;
+    let tags: Vec<String> =
+        sqlx::query_scalar("DELETE FROM image_tags WHERE tenant_id = $1 AND repository = $2 AND digest = $3 RETURNING tag")
+            .bind(tenant)
+            .bind(repository)
+            .bind(digest)
+            .fetch_all(&mut *tx)
+            .await?;
     if !tags.is_empty() {
         emit(&mut tx, tenant, "image.deleted", json!({"repository": repository, "tags": tags, "digest": digest})).await?;
     }
@@ -136,6 +139,7 @@ pub async fn repositories(
                 size_bytes: 0,
                 pushed_at: r.pushed_at,
                 tags: Vec::new(),
+                retention: None,
             });
         }
         let repo = out.last_mut().expect("just pushed");

@@ -175,8 +175,16 @@ mod tests {
     fn scopes_parse_and_bad_ones_are_refused() {
         assert_eq!(scope("repository:acme/web:pull,push").actions, ["pull", "push"]);
         assert_eq!(scope("registry:catalog:*").name, "catalog");
-        for bad in ["repository", "repository:acme/web", "repository:Acme/web:pull", "repository:acme//web:pull",
-                    "repository:acme/web:steal", "bucket:x:pull", "repository:acme/web:", "repository:../x:pull"] {
+        for bad in [
+            "repository",
+            "repository:acme/web",
+            "repository:Acme/web:pull",
+            "repository:acme//web:pull",
+            "repository:acme/web:steal",
+            "bucket:x:pull",
+            "repository:acme/web:",
+            "repository:../x:pull",
+        ] {
             assert!(Scope::parse(bad).is_err(), "{bad} should be refused");
         }
     }
@@ -193,6 +201,9 @@ mod tests {
         assert!(grant(Some("acme"), Role::Owner, &scope("repository:web:pull")).is_none());
         assert!(grant(Some("acme"), Role::Owner, &scope("registry:catalog:*")).is_none());
         assert!(grant(None, Role::PlatformAdmin, &scope("repository:acme/web:pull")).is_none());
-        assert_eq!(grant(Some("acme"), Role::Admin, &scope("repository:acme/a/b:*")).unwrap().actions, ["pull", "push", "delete"]);
+        assert_eq!(
+            grant(Some("acme"), Role::Admin, &scope("repository:acme/a/b:*")).unwrap().actions,
+            ["pull", "push", "delete"]
+        );
     }
 }
