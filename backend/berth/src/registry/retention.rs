@@ -87,7 +87,15 @@ async fn expired(db: &PgPool, tenant: Uuid, repository: &str, p: &RetentionPolic
 
 /// Applies every retention policy (of one tenant, or of all); returns how many tags it removed.
 pub async fn apply_policies(reg: &Registry, db: &PgPool, only: Option<Uuid>) -> anyhow::Result<i64> {
-    let policies: Vec<(Uuid, String, String, Option<i32>, Option<i32>)> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        tenant_id: Uuid,
+        slug: String,
+        repository: String,
+        keep_last: Option<i32>,
+        keep_days: Option<i32>,
+    }
+    let policies: Vec<Row> = sqlx::query_as(
         "SELECT r.tenant_id, t.slug, r.repository, r.keep_last, r.keep_days
            FROM image_retention r JOIN tenants t ON t.id = r.tenant_id
           WHERE $1::uuid IS NULL OR r.tenant_id = $1
@@ -97,7 +105,7 @@ pub async fn apply_policies(reg: &Registry, db: &PgPool, only: Option<Uuid>) -> 
     .fetch_all(db)
     .await?;
     let mut removed = 0;
-    for (tenant, slug, repository, keep_last, keep_days) in policies {
+    for Row { tenant_id: tenant, slug, repository, keep_last, keep_days } in policies {
         let tags = expired(db, tenant, &repository, &RetentionPolicy { keep_last, keep_days }).await?;
         if !tags.is_empty() {
             tracing::info!(%tenant, %repository, tags = ?tags, "retention removes tags");
