@@ -1,4 +1,9 @@
--- Images: the built-in registry's keys, the tags each tenant has in it, and the image storage quota.
+-- Images: the built-in registry's keys, the tags each tenant has in it, retention, clusters' pull
+-- credentials, external registries' CAs, and the image storage quota.
+--
+-- Network 0 (10.213.0.0/24) is kept for the platform's own addresses on the host (the built-in
+-- registry listens on 10.213.0.1 by default), so local clusters now take networks 1..255 (see
+-- clusters/lifecycle.rs); nothing in the schema changes for that.
 
 -- Keys that belong to the platform rather than to a tenant: the registry's certificate authority and the
 -- key that signs registry tokens. Every Berth process (API, worker, registry role) reads the same ones;
@@ -39,8 +44,6 @@ CREATE POLICY tenant_rows ON image_tags
 -- endpoint refuses push access.
 ALTER TABLE quotas ADD COLUMN max_image_storage_mb bigint CHECK (max_image_storage_mb >= 0);
 
--- Network 0 (10.213.0.0/24) is kept for the platform's own addresses on the host (the built-in
--- registry listens on 10.213.0.1 by default), so local clusters take networks 1..255.
 
 -- Retention per repository: keep the newest `keep_last` tags, and/or the tags pushed in the last
 -- `keep_days` days; a tag either rule keeps stays. A policy may be set before the first push.
@@ -57,5 +60,25 @@ CREATE TABLE image_retention (
 ALTER TABLE image_retention ENABLE ROW LEVEL SECURITY;
 ALTER TABLE image_retention FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_rows ON image_retention
+    USING ((SELECT berth_rls_bypassed()) OR tenant_id = (SELECT berth_current_tenant()))
+    WITH CHECK ((SELECT berth_rls_bypassed()) OR tenant_id = (SELECT berth_current_tenant()));
+
+-- A private CA (PEM) an external registry's TLS certificate comes from, when it is not a public one.
+ALTER TABLE registries ADD COLUMN ca_pem text;
+
+-- Each cluster's own pull-only credential for its tenant's namespace of the built-in registry, handed
+-- to the engine as registry auth when Berth deploys (what `--with-registry-auth` does). The secret is
+-- kept sealed (to hand out) and as its SHA-256 (to check); rotating replaces both.
+CREATE TABLE registry_robots (
+    cluster_id     uuid PRIMARY KEY REFERENCES clusters (id) ON DELETE CASCADE,
+    tenant_id      uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    secret_hash    bytea NOT NULL UNIQUE,
+    secret_sealed  bytea NOT NULL,
+    rotated_at     timestamptz NOT NULL DEFAULT now()
+);
+
+ALTER TABLE registry_robots ENABLE ROW LEVEL SECURITY;
+ALTER TABLE registry_robots FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_rows ON registry_robots
     USING ((SELECT berth_rls_bypassed()) OR tenant_id = (SELECT berth_current_tenant()))
     WITH CHECK ((SELECT berth_rls_bypassed()) OR tenant_id = (SELECT berth_current_tenant()));

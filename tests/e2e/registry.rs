@@ -166,7 +166,7 @@ fn read(path: &Path) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_go_through_the_builtin_registry_to_every_node_with_tenant_isolation() {
-    let app = TestApp::spawn_with_registry(1 << 30).await;
+    let app = TestApp::spawn_with_registry(1 << 30).await.with_workers();
     let reg = app.registry.as_ref().unwrap();
     let address = reg.address.clone();
     let t = app.tenant("Acme").await;
@@ -296,9 +296,9 @@ async fn images_go_through_the_builtin_registry_to_every_node_with_tenant_isolat
     cli.ok(&manager, &["push", &again]);
 
     // Deleting a tag and a repository through the API removes them from the registry too.
-    app.delete(&format!("/api/v1/images/pushed/tags/{}", "by-token"), &t.owner).await.expect(StatusCode::NO_CONTENT);
+    app.delete(&format!("/api/v1/images/repositories/pushed/tags/{}", "by-token"), &t.owner).await.expect(StatusCode::NO_CONTENT);
     cli.ok(&manager, &["pull", &pushed]); // v2 shared the image with by-token and is still there
-    app.delete("/api/v1/images/after-restart", &t.owner).await.expect(StatusCode::NO_CONTENT);
+    app.delete("/api/v1/images/repositories/after-restart", &t.owner).await.expect(StatusCode::NO_CONTENT);
     cli.ok(&manager, &["rmi", &again]);
     cli.fails(&manager, &["pull", &again]);
     let names: Vec<Value> =
@@ -423,7 +423,7 @@ async fn retention_keeps_the_newest_tags_and_garbage_collection_frees_the_disk()
         import(&app, &t.owner, saved_tarball(&[&format!("app:{n}")], &layer)).await.expect(StatusCode::CREATED);
     }
     // A policy is checked; then keep the newest two.
-    let path = "/api/v1/images/app/retention";
+    let path = "/api/v1/images/repositories/app/retention";
     app.put(path, &t.owner, json!({})).await.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
     app.put(path, &t.owner, json!({"keep_last": 0})).await.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
     let viewer = app.user(&t.owner, "viewer").await;
@@ -470,4 +470,120 @@ async fn retention_keeps_the_newest_tags_and_garbage_collection_frees_the_disk()
         .unwrap();
     berth::registry::retention::sync_catalog(&reg.running.registry, &app.db).await.unwrap();
     assert_eq!(rows().await, truth);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_registries_digest_pinning_and_cluster_robots() {
+    let app = TestApp::spawn_with_registry(1 << 30).await;
+    let reg = app.registry.as_ref().unwrap();
+    let t = app.tenant("Acme").await;
+    let imported = import(&app, &t.owner, saved_tarball(&["web:1"], "pin me")).await;
+    imported.expect(StatusCode::CREATED);
+    let digest = imported.body["images"][0]["digest"].as_str().unwrap().to_owned();
+
+    // Pinning through the built-in registry, in the caller's namespace only.
+    let image = format!("{}/{}/web:1", reg.address, t.slug);
+    let r = app.post("/api/v1/images/resolve", &t.owner, json!({"image": image})).await;
+    r.expect(StatusCode::OK);
+    assert_eq!(r.body["image"], format!("{image}@{digest}"));
+    assert_eq!(r.body["digest"], digest.as_str());
+    let pinned = r.body["image"].as_str().unwrap().to_owned();
+    assert_eq!(app.post("/api/v1/images/resolve", &t.owner, json!({"image": pinned})).await.body["image"], pinned.as_str());
+    for bad in [
+        format!("{}/other/web:1", reg.address),
+        format!("{}/{}/web:2", reg.address, t.slug),
+        "busybox:1".to_owned(),
+        "Bad".to_owned(),
+    ] {
+        let r = app.post("/api/v1/images/resolve", &t.owner, json!({"image": bad})).await;
+        r.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
+    }
+
+    // The built-in registry lists the tenant's repositories and tags like any other.
+    let nil = uuid::Uuid::nil();
+    let r = app.get(&format!("/api/v1/registries/{nil}/repositories"), &t.owner).await;
+    assert_eq!(r.body["repositories"], json!(["web"]));
+    let r = app.get(&format!("/api/v1/registries/{nil}/repositories/web/tags"), &t.owner).await;
+    assert_eq!(r.body["tags"], json!(["1"]));
+    app.delete(&format!("/api/v1/registries/{nil}"), &t.owner).await.problem(StatusCode::CONFLICT, "builtin-registry");
+
+    // An external registry: another Berth's, with its own CA and token service.
+    let far = TestApp::spawn_with_registry(1 << 30).await;
+    let far_reg = far.registry.as_ref().unwrap();
+    let ft = far.tenant("Far").await;
+    let far_email = far.get("/api/v1/me", &ft.owner).await.body["email"].as_str().unwrap().to_owned();
+    let far_import = import(&far, &ft.owner, saved_tarball(&["tool:3"], "far away")).await;
+    far_import.expect(StatusCode::CREATED);
+    let far_digest = far_import.body["images"][0]["digest"].as_str().unwrap().to_owned();
+    let add = |name: &str, password: &str, ca: Option<&str>, address: &str| json!({"name": name, "address": address, "username": far_email, "password": password, "ca_pem": ca});
+    // Credentials and reachability are checked when it is added.
+    let r = app.post("/api/v1/registries", &t.owner, add("far", "wrong-password", Some(&far_reg.ca_pem), &far_reg.address)).await;
+    r.problem(StatusCode::UNPROCESSABLE_ENTITY, "registry-credentials-refused");
+    let r = app.post("/api/v1/registries", &t.owner, add("far", PASSWORD, None, &far_reg.address)).await;
+    r.problem(StatusCode::UNPROCESSABLE_ENTITY, "registry-unreachable");
+    let r = app.post("/api/v1/registries", &t.owner, add("far", PASSWORD, Some(&far_reg.ca_pem), "127.0.0.1:1")).await;
+    r.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
+    assert!(r.body["detail"].as_str().unwrap().contains("BERTH_EXTERNAL_REGISTRY_ALLOWED_NETWORKS"), "{}", r.text);
+    let r = app.post("/api/v1/registries", &t.owner, add("far", PASSWORD, Some(&far_reg.ca_pem), &far_reg.address)).await;
+    r.expect(StatusCode::CREATED);
+    let far_id = r.id();
+    let far_repo = format!("{}/tool", ft.slug);
+    let r = app.get(&format!("/api/v1/registries/{far_id}/repositories/{}/tags", far_repo.replace('/', "%2F")), &t.owner).await;
+    r.expect(StatusCode::OK);
+    assert_eq!(r.body["tags"], json!(["3"]));
+    // Its catalog is closed (Berth grants nobody the registry-wide catalog): a clear error.
+    let r = app.get(&format!("/api/v1/registries/{far_id}/repositories"), &t.owner).await;
+    assert!(r.body["detail"].as_str().unwrap().contains("catalog"), "{}", r.text);
+    r.problem(StatusCode::UNPROCESSABLE_ENTITY, "registry-access-denied");
+    // Pinning goes through it with the stored credentials.
+    let far_image = format!("{}/{far_repo}:3", far_reg.address);
+    let r = app.post("/api/v1/images/resolve", &t.owner, json!({"image": far_image})).await;
+    r.expect(StatusCode::OK);
+    assert_eq!(r.body["digest"], far_digest.as_str());
+
+    // Each cluster has a pull-only robot for the tenant's namespace; rotating it retires the old one.
+    let cluster = crate::fixtures::cluster(&app, &t.owner).await;
+    let developer = app.user(&t.owner, "developer").await;
+    app.get(&format!("/api/v1/clusters/{cluster}/registry-credential"), &developer)
+        .await
+        .problem(StatusCode::FORBIDDEN, "forbidden");
+    let robot = app.get(&format!("/api/v1/clusters/{cluster}/registry-credential"), &t.owner).await;
+    robot.expect(StatusCode::OK);
+    assert_eq!(robot.body["username"], format!("robot-{cluster}"));
+    assert_eq!(robot.body["address"], reg.address.as_str());
+    let (user, secret) =
+        (robot.body["username"].as_str().unwrap().to_owned(), robot.body["password"].as_str().unwrap().to_owned());
+    let again = app.get(&format!("/api/v1/clusters/{cluster}/registry-credential"), &t.owner).await;
+    assert_eq!(again.body["password"], secret.as_str(), "the credential is stable until rotated");
+    let scope = format!("scope=repository:{}/web:pull,push", t.slug);
+    let (status, claims) = token_request(&app, &user, &secret, &scope).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(claims["access"][0]["actions"], json!(["pull"]));
+    // What a deploy would hand the engine: the robot for built-in images, the stored login for external ones.
+    let keys = berth::crypto::Keys::from_secret(berth_tests::SECRET).unwrap();
+    let auth = berth::registry::credentials::for_deploy(&app.db, &keys, Some(&reg.address), t.id, cluster, &image)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((auth.username.as_str(), auth.password.as_str()), (user.as_str(), secret.as_str()));
+    let auth = berth::registry::credentials::for_deploy(&app.db, &keys, Some(&reg.address), t.id, cluster, &far_image)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (auth.username.as_str(), auth.password.as_str(), auth.address.as_str()),
+        (far_email.as_str(), PASSWORD, far_reg.address.as_str())
+    );
+    let rotated = app.post(&format!("/api/v1/clusters/{cluster}/registry-credential/rotate"), &t.owner, json!({})).await;
+    rotated.expect(StatusCode::OK);
+    assert_ne!(rotated.body["password"], secret.as_str());
+    let (status, _) = token_request(&app, &user, &secret, &scope).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = token_request(&app, &user, rotated.body["password"].as_str().unwrap(), &scope).await;
+    assert_eq!(status, StatusCode::OK);
+    // Other tenants' admins get a 404 for this cluster's credential.
+    let other = app.tenant("Other").await;
+    app.get(&format!("/api/v1/clusters/{cluster}/registry-credential"), &other.owner)
+        .await
+        .problem(StatusCode::NOT_FOUND, "not-found");
 }

@@ -201,6 +201,10 @@ pub fn serve_config(max_body: usize) -> ServeConfig {
         existing: test_existing_policy(),
         // Tests that need the registry start their own (see `TestApp::spawn_with_registry`).
         registry: berth::config::RegistryConfig { mode: berth::config::RegistryMode::Off, ..Default::default() },
+        // External registries in tests are Berth's own, on the platform address.
+        external: berth::config::ExternalRegistryPolicy {
+            external_registry_allowed_networks: vec![LOCAL_NODE_NETWORKS.parse().unwrap()],
+        },
         event_delivery: Default::default(),
     }
 }
@@ -228,7 +232,7 @@ impl TestApp {
     }
 
     /// An app running the built-in registry on free ports of the platform address (`import_max_bytes`
-    /// as given), with in-process workers whose nodes trust it.
+    /// as given). Add workers whose nodes trust it with [`TestApp::with_workers`].
     pub async fn spawn_with_registry(import_max_bytes: u64) -> TestApp {
         let mut app = Self::spawn().await;
         let state = app.state.clone().expect("spawned apps keep their state");
@@ -253,10 +257,11 @@ impl TestApp {
             ca_pem,
             data_dir,
         });
-        app.with_workers()
+        app
     }
 
-    fn with_workers(mut self) -> TestApp {
+    /// Runs job workers and reconcilers in-process, as `berth serve` does (trusting the registry, if any).
+    pub fn with_workers(mut self) -> TestApp {
         let data_dir = temp_data_dir("berth-workers");
         let keys = berth::crypto::Keys::from_secret(SECRET).unwrap();
         let trust = self

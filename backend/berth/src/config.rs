@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 pub use crate::auth::throttle::ThrottleConfig;
 pub use crate::clusters::existing_policy::ExistingPolicy;
 pub use crate::events::Delivery;
+pub use crate::registry::external::ExternalRegistryPolicy;
 pub use crate::registry::{RegistryConfig, RegistryMode};
 
 /// Settings shared by every subcommand that talks to the database.
@@ -74,6 +75,9 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub registry: RegistryConfig,
+
+    #[command(flatten)]
+    pub external: ExternalRegistryPolicy,
 
     /// How event streams learn of new events: `listen` (one LISTEN per process, the default) or `poll`
     /// (each stream polls the table; only for comparing the two in the benchmark).

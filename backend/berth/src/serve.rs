@@ -21,7 +21,15 @@ pub async fn prepare(pools: Pools, cfg: &ServeConfig) -> anyhow::Result<AppState
     crate::bootstrap::ensure_platform_admin(&pools.system, cfg.admin_email.as_deref(), cfg.admin_password.as_deref()).await?;
     let secret = load_or_create_secret(cfg.security.secret.as_deref(), &cfg.db.data_dir)?;
     let keys = Keys::from_secret(&secret)?;
-    Ok(AppState::new(pools, keys, cfg.security.clone(), cfg.max_body_bytes, cfg.existing.clone(), cfg.event_delivery))
+    Ok(AppState::new(
+        pools,
+        keys,
+        cfg.security.clone(),
+        cfg.max_body_bytes,
+        cfg.existing.clone(),
+        cfg.external.clone(),
+        cfg.event_delivery,
+    ))
 }
 
 pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {

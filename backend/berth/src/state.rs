@@ -11,6 +11,7 @@ use crate::crypto::Keys;
 use crate::db::Pools;
 use crate::events::{Delivery, EventHub};
 use crate::registry::Registry;
+use crate::registry::external::ExternalRegistryPolicy;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -26,6 +27,8 @@ pub struct Inner {
     pub max_body_bytes: usize,
     /// Which `existing` swarms tenants may register.
     pub existing: ExistingPolicy,
+    /// Where tenants' external registries may be.
+    pub external: ExternalRegistryPolicy,
     /// New events for the open event streams.
     pub events: Arc<EventHub>,
     /// Turns true when the server begins to shut down: long-lived responses (event streams) end.
@@ -42,6 +45,7 @@ impl AppState {
         security: SecurityConfig,
         max_body_bytes: usize,
         existing: ExistingPolicy,
+        external: ExternalRegistryPolicy,
         delivery: Delivery,
     ) -> Self {
         let events = EventHub::start(pools.system.clone(), delivery);
@@ -53,6 +57,7 @@ impl AppState {
             metrics: Metrics::default(),
             max_body_bytes,
             existing,
+            external,
             events,
             shutdown: watch::Sender::new(false),
             registry: OnceLock::new(),

@@ -350,6 +350,8 @@ pub struct CreateRegistry {
     pub username: Option<String>,
     /// Stored encrypted; never returned.
     pub password: Option<String>,
+    /// The CA (PEM) the registry's TLS certificate comes from, when it is not a public one.
+    pub ca_pem: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -360,6 +362,8 @@ pub struct Registry {
     pub address: String,
     /// Whether this is the built-in registry (named `builtin`), which every tenant has.
     pub builtin: bool,
+    /// The private CA the registry's certificate is checked against (the platform CA for the built-in one).
+    pub ca_pem: Option<String>,
     pub username: Option<String>,
     pub has_password: bool,
     pub created_at: DateTime<Utc>,
@@ -410,6 +414,41 @@ pub struct ImageTag {
     pub digest: String,
     pub size_bytes: i64,
     pub pushed_at: DateTime<Utc>,
+}
+
+/// Credentials for pulling from a registry (a cluster's robot for the built-in one).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegistryCredential {
+    pub username: String,
+    pub password: String,
+    /// The registry's address, as `docker login` takes it.
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveImage {
+    /// An image reference, e.g. `10.213.0.1:5000/acme/web:1`.
+    pub image: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResolvedImage {
+    /// The reference pinned to its digest: `…/web:1@sha256:…`.
+    pub image: String,
+    pub digest: String,
+}
+
+/// Repositories of a registry.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RepositoryList {
+    pub repositories: Vec<String>,
+}
+
+/// Tags of a repository in a registry.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TagList {
+    pub tags: Vec<String>,
 }
 
 /// One image stored by an import.

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use berth_types::{CreateRegistry, Page, Problem, Registry, Role};
+use berth_types::{CreateRegistry, Page, Problem, Registry, RepositoryList, Role, TagList};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -16,6 +16,8 @@ use crate::auth::Principal;
 use crate::db::TenantDb;
 use crate::domain::validate;
 use crate::error::{ApiError, ApiResult};
+use crate::registry::external::{ExternalRegistry, StoredRegistry};
+use crate::registry::pin::external_problem;
 use crate::state::AppState;
 
 #[derive(sqlx::FromRow)]
@@ -25,6 +27,7 @@ struct RegistryRow {
     address: String,
     username: Option<String>,
     has_password: bool,
+    ca_pem: Option<String>,
     created_at: DateTime<Utc>,
 }
 
@@ -37,12 +40,13 @@ impl From<RegistryRow> for Registry {
             username: r.username,
             has_password: r.has_password,
             builtin: false,
+            ca_pem: r.ca_pem,
             created_at: r.created_at,
         }
     }
 }
 
-const REGISTRY_COLUMNS: &str = "id, name, address, username, password_encrypted IS NOT NULL AS has_password, created_at";
+const REGISTRY_COLUMNS: &str = "id, name, address, username, password_encrypted IS NOT NULL AS has_password, ca_pem, created_at";
 
 /// `host[:port]`, as Docker accepts a registry address.
 fn check_address(address: &str) -> ApiResult<()> {
@@ -61,7 +65,9 @@ fn check_address(address: &str) -> ApiResult<()> {
     }
 }
 
-/// Adds a registry. Its password is encrypted at rest (AES-256-GCM) and never returned.
+/// Adds a registry, once `GET /v2/` with the credentials given succeeds there. Its password is
+/// encrypted at rest (AES-256-GCM) and never returned. Private addresses are accepted only inside the
+/// networks the operator allows (`BERTH_EXTERNAL_REGISTRY_ALLOWED_NETWORKS`).
 #[utoipa::path(post, path = "/api/v1/registries", tag = "registries", request_body = CreateRegistry,
     responses((status = 201, body = Registry), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
@@ -78,9 +84,20 @@ pub async fn create(
     if req.password.is_some() && req.username.is_none() {
         return Err(ApiError::invalid_field("username", "a password needs a username"));
     }
+    if let Some(pem) = &req.ca_pem
+        && reqwest::Certificate::from_pem(pem.as_bytes()).is_err()
+    {
+        return Err(ApiError::invalid_field("ca_pem", "must be a PEM certificate"));
+    }
+    let credentials = req.username.clone().map(|u| (u, req.password.clone().unwrap_or_default()));
+    let external = ExternalRegistry::connect(&state.external, &req.address, credentials, req.ca_pem.clone())
+        .await
+        .map_err(external_problem)?;
+    external.check().await.map_err(external_problem)?;
     let sealed = req.password.as_deref().map(|p| state.keys.seal(p.as_bytes()));
     let row: RegistryRow = sqlx::query_as(&format!(
-        "INSERT INTO registries (id, tenant_id, name, address, username, password_encrypted) VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO registries (id, tenant_id, name, address, username, password_encrypted, ca_pem)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          RETURNING {REGISTRY_COLUMNS}"
     ))
     .bind(Uuid::now_v7())
@@ -89,6 +106,7 @@ pub async fn create(
     .bind(&req.address)
     .bind(&req.username)
     .bind(sealed)
+    .bind(&req.ca_pem)
     .fetch_one(&mut *db)
     .await
     .map_err(|e| name_taken(e, "registry"))?;
@@ -139,6 +157,7 @@ fn builtin(state: &AppState) -> Option<Registry> {
         username: None,
         has_password: false,
         builtin: true,
+        ca_pem: Some(reg.ca.cert.clone()),
         created_at: DateTime::<Utc>::UNIX_EPOCH,
     })
 }
@@ -181,4 +200,68 @@ pub async fn delete(mut db: TenantDb, me: Principal, audit: Audit, ApiPath(id): 
         return Err(ApiError::not_found("registry"));
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Connects to one of the tenant's external registries with its stored credentials.
+async fn external(state: &AppState, db: &mut TenantDb, tenant: Uuid, id: Uuid) -> ApiResult<ExternalRegistry> {
+    let stored = StoredRegistry::by_id(db, tenant, id).await?.ok_or_else(|| ApiError::not_found("registry"))?;
+    stored.connect(&state.keys, &state.external).await.map_err(external_problem)
+}
+
+/// The repositories of a registry: for the built-in one (id nil), the tenant's; for an external one,
+/// its catalog (which many registries do not open to every account: then 422 `registry-error`).
+#[utoipa::path(get, path = "/api/v1/registries/{id}/repositories", tag = "registries", params(("id" = Uuid, Path)),
+    responses((status = 200, body = RepositoryList)), security(("bearer" = [])))]
+pub async fn repositories(
+    State(state): State<AppState>,
+    mut db: TenantDb,
+    me: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<RepositoryList>> {
+    let tenant = me.tenant()?;
+    if id.is_nil() {
+        let repositories = sqlx::query_scalar("SELECT DISTINCT repository FROM image_tags WHERE tenant_id = $1 ORDER BY 1")
+            .bind(tenant)
+            .fetch_all(&mut *db)
+            .await?;
+        return Ok(Json(RepositoryList { repositories }));
+    }
+    let ext = external(&state, &mut db, tenant, id).await?;
+    Ok(Json(RepositoryList { repositories: ext.catalog().await.map_err(external_problem)? }))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RegistryRepositoryPath {
+    pub id: Uuid,
+    /// The repository as the registry names it (a `/` in it is sent as `%2F`).
+    pub repository: String,
+}
+
+/// The tags of a repository in a registry (for the built-in one, `repository` is inside the tenant's
+/// namespace, e.g. `web`).
+#[utoipa::path(get, path = "/api/v1/registries/{id}/repositories/{repository}/tags", tag = "registries",
+    params(RegistryRepositoryPath), responses((status = 200, body = TagList)), security(("bearer" = [])))]
+pub async fn tags(
+    State(state): State<AppState>,
+    mut db: TenantDb,
+    me: Principal,
+    ApiPath(p): ApiPath<RegistryRepositoryPath>,
+) -> ApiResult<Json<TagList>> {
+    let tenant = me.tenant()?;
+    if !crate::registry::token::valid_repository(&p.repository) {
+        return Err(ApiError::invalid_field("repository", "not a repository name"));
+    }
+    if p.id.is_nil() {
+        let tags = sqlx::query_scalar(
+            "SELECT tag FROM image_tags WHERE tenant_id = $1 AND repository = $2 ORDER BY pushed_at DESC, tag",
+        )
+        .bind(tenant)
+        .bind(&p.repository)
+        .fetch_all(&mut *db)
+        .await?;
+        return Ok(Json(TagList { tags }));
+    }
+    let ext = external(&state, &mut db, tenant, p.id).await?;
+    Ok(Json(TagList { tags: ext.tags(&p.repository).await.map_err(external_problem)? }))
 }

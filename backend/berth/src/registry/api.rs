@@ -5,10 +5,14 @@ use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use berth_types::{ImageRepository, ImportResult, Page, RegistryMaintenance, RetentionPolicy, Role};
+use berth_types::{
+    ImageRepository, ImportResult, Page, RegistryCredential, RegistryMaintenance, ResolveImage, ResolvedImage, RetentionPolicy,
+    Role,
+};
 use serde::Deserialize;
 use std::sync::Arc;
 use utoipa::IntoParams;
+use uuid::Uuid;
 
 use super::Registry;
 use super::auth_server::Envelope;
@@ -73,7 +77,7 @@ pub struct TagPath {
 
 /// Deletes a repository: every tag and the images they point at. The disk space returns at the next
 /// garbage collection.
-#[utoipa::path(delete, path = "/api/v1/images/{repository}", tag = "images", params(RepositoryPath),
+#[utoipa::path(delete, path = "/api/v1/images/repositories/{repository}", tag = "images", params(RepositoryPath),
     responses((status = 204, description = "Deleted")), security(("bearer" = [])))]
 pub async fn delete_repository(
     State(state): State<AppState>,
@@ -100,7 +104,7 @@ pub async fn delete_repository(
 
 /// Deletes one tag; other tags of the same image stay. The disk space returns at the next garbage
 /// collection.
-#[utoipa::path(delete, path = "/api/v1/images/{repository}/tags/{tag}", tag = "images", params(TagPath),
+#[utoipa::path(delete, path = "/api/v1/images/repositories/{repository}/tags/{tag}", tag = "images", params(TagPath),
     responses((status = 204, description = "Deleted")), security(("bearer" = [])))]
 pub async fn delete_tag(
     State(state): State<AppState>,
@@ -129,7 +133,7 @@ pub struct Tarball(Vec<u8>);
 /// Sets a repository's retention policy (it may be set before the first push). The retention pass
 /// runs with the registry's maintenance (every 15 minutes) and removes the tags the policy does not
 /// keep.
-#[utoipa::path(put, path = "/api/v1/images/{repository}/retention", tag = "images", params(RepositoryPath),
+#[utoipa::path(put, path = "/api/v1/images/repositories/{repository}/retention", tag = "images", params(RepositoryPath),
     request_body = RetentionPolicy, responses((status = 200, body = RetentionPolicy)), security(("bearer" = [])))]
 pub async fn set_retention(
     mut db: TenantDb,
@@ -172,7 +176,7 @@ pub async fn set_retention(
 }
 
 /// Removes a repository's retention policy: every tag is kept.
-#[utoipa::path(delete, path = "/api/v1/images/{repository}/retention", tag = "images", params(RepositoryPath),
+#[utoipa::path(delete, path = "/api/v1/images/repositories/{repository}/retention", tag = "images", params(RepositoryPath),
     responses((status = 204, description = "Removed")), security(("bearer" = [])))]
 pub async fn delete_retention(
     mut db: TenantDb,
@@ -202,6 +206,65 @@ pub async fn maintain(State(state): State<AppState>, me: Principal, audit: Audit
     audit.record("registry.maintenance", "registry", "builtin");
     let reg = registry(&state)?;
     Ok(Json(retention::maintain(&reg, &state.system).await?))
+}
+
+/// Resolves an image reference to its digest through the registry that holds it (the built-in one, in
+/// the caller's namespace, or one of the tenant's registries), so a deploy can pin exactly these bytes.
+#[utoipa::path(post, path = "/api/v1/images/resolve", tag = "images", request_body = ResolveImage,
+    responses((status = 200, body = ResolvedImage)), security(("bearer" = [])))]
+pub async fn resolve(
+    State(state): State<AppState>,
+    me: Principal,
+    ApiJson(req): ApiJson<ResolveImage>,
+) -> ApiResult<Json<ResolvedImage>> {
+    let tenant = me.tenant()?;
+    let image = super::pin::pin(&state, tenant, &req.image).await?;
+    let digest = image.rsplit_once('@').map(|(_, d)| d.to_owned()).unwrap_or_default();
+    Ok(Json(ResolvedImage { image, digest }))
+}
+
+/// The cluster's pull-only credential for the tenant's namespace of the built-in registry: what Berth
+/// hands the cluster's engines when it deploys. Created on first use.
+#[utoipa::path(get, path = "/api/v1/clusters/{id}/registry-credential", tag = "clusters", params(("id" = Uuid, Path)),
+    responses((status = 200, body = RegistryCredential)), security(("bearer" = [])))]
+pub async fn cluster_credential(
+    State(state): State<AppState>,
+    mut db: TenantDb,
+    me: Principal,
+    audit: Audit,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<RegistryCredential>> {
+    let tenant = me.tenant_with(Role::Admin)?;
+    audit.record("cluster.registry_credential", "cluster", id);
+    let reg = registry(&state)?;
+    cluster_exists(&mut db, tenant, id).await?;
+    Ok(Json(super::credentials::robot(&mut db, &state.keys, tenant, id, &reg.address).await?))
+}
+
+/// Replaces the cluster's registry credential; the old one stops working at once.
+#[utoipa::path(post, path = "/api/v1/clusters/{id}/registry-credential/rotate", tag = "clusters", params(("id" = Uuid, Path)),
+    responses((status = 200, body = RegistryCredential)), security(("bearer" = [])))]
+pub async fn rotate_cluster_credential(
+    State(state): State<AppState>,
+    mut db: TenantDb,
+    me: Principal,
+    audit: Audit,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<RegistryCredential>> {
+    let tenant = me.tenant_with(Role::Admin)?;
+    audit.record("cluster.registry_credential.rotate", "cluster", id);
+    let reg = registry(&state)?;
+    cluster_exists(&mut db, tenant, id).await?;
+    Ok(Json(super::credentials::rotate(&mut db, &state.keys, tenant, id, &reg.address).await?))
+}
+
+async fn cluster_exists(db: &mut TenantDb, tenant: Uuid, id: Uuid) -> ApiResult<()> {
+    let found: Option<Uuid> = sqlx::query_scalar("SELECT id FROM clusters WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&mut **db)
+        .await?;
+    found.map(|_| ()).ok_or_else(|| ApiError::not_found("cluster"))
 }
 
 /// Imports a `docker save` tarball (`Content-Type: application/x-tar`) into the caller's namespace:

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
+use super::credentials;
 use super::token::{self, Access, Scope};
 use crate::api::auth::{Refused, check_password};
 use crate::auth::Principal;
@@ -182,13 +183,13 @@ async fn issue_token(
             "log in first: `docker login` with your Berth e-mail and password, or any user name and an API token",
         );
     };
-    let principal = match authenticate(&state, &user, password, addr).await {
-        Ok(p) => p,
+    let caller = match authenticate(&state, &user, password, addr).await {
+        Ok(c) => c,
         Err(e) => return from_api_error(e),
     };
-    match grants(&state, &principal, &scopes).await {
+    match grants(&state, &caller, &scopes).await {
         Ok(access) => {
-            let subject = principal.label.clone();
+            let subject = caller.label.clone();
             match state.registry().map(|r| r.signer.mint(&subject, access, token::TOKEN_TTL)) {
                 Some(Ok(jwt)) => axum::Json(json!({
                     "token": jwt,
@@ -214,26 +215,53 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
-/// The caller behind Basic credentials. An API token works with any user name (as with other
-/// registries' robot tokens); anything else is an e-mail and password, throttled like the login page.
-async fn authenticate(state: &AppState, user: &str, password: String, addr: std::net::IpAddr) -> Result<Principal, ApiError> {
+/// Who is asking for a token: a tenant (none for platform admins), a role in it, and a name for the
+/// token's subject.
+struct Caller {
+    tenant: Option<uuid::Uuid>,
+    role: Role,
+    label: String,
+}
+
+impl From<Principal> for Caller {
+    fn from(p: Principal) -> Self {
+        Caller { tenant: p.tenant_id, role: p.role, label: p.label }
+    }
+}
+
+/// The caller behind Basic credentials: a cluster's robot (`robot-<cluster id>`, pull only); any user
+/// name with an API token (as with other registries' robot tokens); otherwise an e-mail and password,
+/// throttled like the login page.
+async fn authenticate(state: &AppState, user: &str, password: String, addr: std::net::IpAddr) -> Result<Caller, ApiError> {
+    if user.starts_with(credentials::ROBOT_PREFIX) {
+        let attempt = Attempt::ApiToken { addr };
+        throttle::attempt(&state.system, &state.security.throttle, &attempt).await?;
+        let robot = credentials::check_robot(&state.system, user, &password)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("invalid robot credential (rotated, or its cluster deleted)"))?;
+        throttle::succeeded(&state.system, &attempt, &state.security.throttle).await?;
+        if robot.suspended {
+            return Err(ApiError::forbidden("this tenant is suspended; contact the platform administrator"));
+        }
+        return Ok(Caller { tenant: Some(robot.tenant), role: Role::Viewer, label: user.to_owned() });
+    }
     if password.starts_with(API_TOKEN_PREFIX) {
         let attempt = Attempt::ApiToken { addr };
         throttle::attempt(&state.system, &state.security.throttle, &attempt).await?;
         let principal = crate::auth::principal::from_api_token(state, &password).await?;
         throttle::succeeded(&state.system, &attempt, &state.security.throttle).await?;
-        return Ok(principal);
+        return Ok(principal.into());
     }
-    check_password(state, user, password, addr).await.map(|(p, _)| p).map_err(|Refused { error, .. }| error)
+    check_password(state, user, password, addr).await.map(|(p, _)| p.into()).map_err(|Refused { error, .. }| error)
 }
 
 /// What the caller gets for the scopes it asked for. A request for push access by a tenant whose
 /// stored images already fill its quota is refused outright, with a message the Docker CLI shows.
-async fn grants(state: &AppState, principal: &Principal, scopes: &[Scope]) -> Result<Vec<Access>, ApiError> {
-    let Some(tenant) = principal.tenant_id else { return Ok(Vec::new()) };
+async fn grants(state: &AppState, caller: &Caller, scopes: &[Scope]) -> Result<Vec<Access>, ApiError> {
+    let Some(tenant) = caller.tenant else { return Ok(Vec::new()) };
     let slug = super::store::slug_of(&state.system, tenant).await?;
-    let access: Vec<Access> = scopes.iter().filter_map(|s| token::grant(slug.as_deref(), principal.role, s)).collect();
-    if access.iter().any(|a| a.actions.iter().any(|x| x == "push")) && principal.role.at_least(Role::Developer) {
+    let access: Vec<Access> = scopes.iter().filter_map(|s| token::grant(slug.as_deref(), caller.role, s)).collect();
+    if access.iter().any(|a| a.actions.iter().any(|x| x == "push")) {
         let mut conn = state.system.acquire().await?;
         if let Some((used, limit)) = super::store::storage_over_quota(&mut conn, tenant, 0).await? {
             return Err(ApiError::quota_exceeded(

@@ -13,7 +13,10 @@
 //! - [`process`]: the registry process: its config, its supervision, garbage collection;
 //! - [`token`] and [`auth_server`]: the token endpoint (TLS, on the registry's IP, port + 1 by default)
 //!   and the notification endpoint (loopback only);
-//! - [`client`]: Berth's own client of the registry;
+//! - [`client`]: Berth's own client of the registry; [`external`]: a client of tenants' external
+//!   registries, behind an address policy;
+//! - [`credentials`]: clusters' pull-only robots and the registry auth handed to engines on deploy;
+//! - [`pin`]: resolving `image:tag` to its digest through the right registry;
 //! - [`store`]: the `image_tags` rows and storage usage;
 //! - [`retention`]: removing tags, retention policies, the catalog pass, and the maintenance loop that
 //!   runs garbage collection at a quiet moment;
@@ -23,8 +26,11 @@
 pub mod api;
 pub mod auth_server;
 pub mod client;
+pub mod credentials;
+pub mod external;
 pub mod import;
 pub mod keys;
+pub mod pin;
 pub mod process;
 pub mod retention;
 pub mod store;
@@ -261,6 +267,7 @@ pub async fn run_role(cfg: crate::config::RegistryRoleConfig) -> anyhow::Result<
             cfg.security.clone(),
             1024 * 1024,
             crate::config::ExistingPolicy::default(),
+            external::ExternalRegistryPolicy::default(),
             crate::events::Delivery::Listen,
         );
         let running = start(&state, &cfg.registry, &cfg.db.data_dir).await?;
