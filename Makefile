@@ -7,7 +7,7 @@ BERTH_LISTEN ?= 127.0.0.1:8080
 BERTH_ADMIN_EMAIL ?= admin@berth.localhost
 export BERTH_DATA_DIR BERTH_LISTEN BERTH_ADMIN_EMAIL
 
-.PHONY: run test deps build openapi bench bench-clusters bench-events fmt lint ci
+.PHONY: run test deps build openapi bench bench-clusters bench-events bench-registry fmt lint ci
 
 deps:
 	@scripts/install-deps.sh
@@ -42,6 +42,10 @@ bench-clusters:
 bench-events:
 	@scripts/install-deps.sh bench
 	scripts/bench-events.sh
+
+bench-registry:
+	@scripts/install-deps.sh bench
+	scripts/bench-registry.sh
 
 fmt:
 	cargo fmt --all

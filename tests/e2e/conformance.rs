@@ -94,9 +94,10 @@ fn summary(output: &str) -> String {
     output.lines().skip_while(|l| !l.contains("FAILURES") && !l.contains("SUMMARY")).collect::<Vec<_>>().join("\n")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_server_conforms_to_its_openapi_document() {
-    let app = TestApp::spawn().await;
+    // With the built-in registry, so that the image operations answer as they do in production.
+    let app = TestApp::spawn_with_registry(64 * 1024 * 1024).await;
     let tenant = app.tenant("Conformance").await;
     let schema = app.url("/api/openapi.json");
 

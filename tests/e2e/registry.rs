@@ -527,6 +527,16 @@ async fn external_registries_digest_pinning_and_cluster_robots() {
     let r = app.post("/api/v1/registries", &t.owner, add("far", PASSWORD, Some(&far_reg.ca_pem), &far_reg.address)).await;
     r.expect(StatusCode::CREATED);
     let far_id = r.id();
+    // Its password is stored encrypted (nonce, ciphertext, tag) and never returned.
+    assert!(r.body.get("password").is_none());
+    let sealed: Vec<u8> = sqlx::query_scalar("SELECT password_encrypted FROM registries WHERE id = $1")
+        .bind(far_id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(sealed.len(), 12 + PASSWORD.len() + 16);
+    let keys = berth::crypto::Keys::from_secret(berth_tests::SECRET).unwrap();
+    assert_eq!(keys.open(&sealed).unwrap(), PASSWORD.as_bytes());
     let far_repo = format!("{}/tool", ft.slug);
     let r = app.get(&format!("/api/v1/registries/{far_id}/repositories/{}/tags", far_repo.replace('/', "%2F")), &t.owner).await;
     r.expect(StatusCode::OK);
@@ -560,7 +570,6 @@ async fn external_registries_digest_pinning_and_cluster_robots() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(claims["access"][0]["actions"], json!(["pull"]));
     // What a deploy would hand the engine: the robot for built-in images, the stored login for external ones.
-    let keys = berth::crypto::Keys::from_secret(berth_tests::SECRET).unwrap();
     let auth = berth::registry::credentials::for_deploy(&app.db, &keys, Some(&reg.address), t.id, cluster, &image)
         .await
         .unwrap()

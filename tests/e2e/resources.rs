@@ -283,12 +283,6 @@ async fn tenants_get_unique_dns_safe_slugs_and_can_be_deleted() {
     app.get("/api/v1/me", &b.owner).await.problem(StatusCode::UNAUTHORIZED, "unauthorized");
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM templates").fetch_one(&app.db).await.unwrap();
     assert_eq!(left, 0);
-    // Registry passwords are encrypted at rest.
-    fixtures::registry(&app, &a.owner).await;
-    let sealed: Vec<u8> = sqlx::query_scalar("SELECT password_encrypted FROM registries").fetch_one(&app.db).await.unwrap();
-    assert_eq!(sealed.len(), 12 + 1 + 16, "nonce, ciphertext, tag");
-    let keys = berth::crypto::Keys::from_secret(berth_tests::SECRET).unwrap();
-    assert_eq!(keys.open(&sealed).unwrap(), b"p");
 }
 
 /// Reads Server-Sent Events from `path` until `n` events have arrived (or 10 s pass).

@@ -201,9 +201,11 @@ pub fn serve_config(max_body: usize) -> ServeConfig {
         existing: test_existing_policy(),
         // Tests that need the registry start their own (see `TestApp::spawn_with_registry`).
         registry: berth::config::RegistryConfig { mode: berth::config::RegistryMode::Off, ..Default::default() },
-        // External registries in tests are Berth's own, on the platform address.
+        // External registries in tests are Berth's own, on the platform address; no test looks up a
+        // host name (that would send DNS queries off the machine).
         external: berth::config::ExternalRegistryPolicy {
             external_registry_allowed_networks: vec![LOCAL_NODE_NETWORKS.parse().unwrap()],
+            external_registry_names: false,
         },
         event_delivery: Default::default(),
     }

@@ -250,7 +250,7 @@ pub async fn tags(
 ) -> ApiResult<Json<TagList>> {
     let tenant = me.tenant()?;
     if !crate::registry::token::valid_repository(&p.repository) {
-        return Err(ApiError::invalid_field("repository", "not a repository name"));
+        return Err(ApiError::not_found("repository"));
     }
     if p.id.is_nil() {
         let tags = sqlx::query_scalar(

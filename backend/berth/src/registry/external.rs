@@ -16,12 +16,23 @@ use ipnet::IpNet;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ExternalRegistryPolicy {
     /// Private networks (comma-separated CIDRs) in which external registries may be; public addresses
     /// are always allowed. Empty by default: a tenant could otherwise make Berth probe your network.
     #[arg(long, env = "BERTH_EXTERNAL_REGISTRY_ALLOWED_NETWORKS", value_delimiter = ',')]
     pub external_registry_allowed_networks: Vec<IpNet>,
+
+    /// Whether external registries may be named by host name (looked up in DNS). `false`: by IP
+    /// address only.
+    #[arg(long, env = "BERTH_EXTERNAL_REGISTRY_NAMES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub external_registry_names: bool,
+}
+
+impl Default for ExternalRegistryPolicy {
+    fn default() -> Self {
+        ExternalRegistryPolicy { external_registry_allowed_networks: Vec::new(), external_registry_names: true }
+    }
 }
 
 /// Addresses that are not on the public internet.
@@ -52,6 +63,12 @@ fn is_internal(ip: IpAddr) -> bool {
 impl ExternalRegistryPolicy {
     /// Resolves `host:port` and checks every address it resolves to; returns the one to connect to.
     pub async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, String> {
+        if host.parse::<IpAddr>().is_err() && !self.external_registry_names {
+            return Err(format!(
+                "`{host}` is a host name; this Berth accepts external registries by IP address only \
+                 (BERTH_EXTERNAL_REGISTRY_NAMES=false)"
+            ));
+        }
         let addrs: Vec<SocketAddr> = tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host((host, port)))
             .await
             .map_err(|_| format!("resolving `{host}` timed out"))?

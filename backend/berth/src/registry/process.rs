@@ -154,6 +154,7 @@ pub struct Handle {
     bin: PathBuf,
     config: PathBuf,
     storage: PathBuf,
+    collecting: Mutex<()>,
 }
 
 /// A maintenance window: the supervisor stops the registry, says so on `stopped`, and starts it again
@@ -185,7 +186,16 @@ impl Handle {
         let (pause, pauses) = mpsc::channel(1);
         let (bin, config, storage) = (settings.bin.clone(), settings.files.config.clone(), settings.files.storage.clone());
         let supervisor = tokio::spawn(supervise(settings, child, stopping, pauses, pid.clone()));
-        Ok(Handle { stop, supervisor: Mutex::new(Some(supervisor)), pid, pause, bin, config, storage })
+        Ok(Handle {
+            stop,
+            supervisor: Mutex::new(Some(supervisor)),
+            pid,
+            pause,
+            bin,
+            config,
+            storage,
+            collecting: Mutex::new(()),
+        })
     }
 
     /// Runs the registry's own garbage collector, which frees the blobs no manifest refers to any more.
@@ -195,6 +205,14 @@ impl Handle {
     /// would also remove the per-platform manifests of multi-platform images): Berth deletes the
     /// manifests it means to delete itself.
     pub async fn collect_garbage(&self) -> anyhow::Result<Collected> {
+        // One collection at a time; and none on a registry that has never stored anything (the
+        // collector fails there: it finds no repositories directory).
+        let _one = self.collecting.lock().await;
+        if !self.storage.join("docker/registry/v2/repositories").is_dir() {
+            let storage = self.storage.clone();
+            let bytes = tokio::task::spawn_blocking(move || disk_usage(&storage)).await?;
+            return Ok(Collected { bytes_before: bytes, bytes_after: bytes });
+        }
         let (stopped_tx, stopped_rx) = oneshot::channel();
         let (resume_tx, resume_rx) = oneshot::channel();
         self.pause.send(Pause { stopped: stopped_tx, resume: resume_rx }).await.context("the registry supervisor is gone")?;
