@@ -162,7 +162,8 @@ impl Drop for TestApp {
         }
         if let Some(r) = &self.registry {
             // The registry process is also killed when the test's runtime drops its supervisor; do it
-            // now so that its storage can go.
+            // now (and tell the supervisor not to start it again) so that its storage can go.
+            r.running.registry.process.begin_stop();
             let pid = r.running.registry.process.pid();
             if pid != 0 {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
@@ -278,6 +279,10 @@ impl TestApp {
     }
 
     pub async fn spawn_with(cfg: ServeConfig) -> TestApp {
+        // `BERTH_TEST_LOG=debug cargo test …` shows the server's log (errors behind a 500, say).
+        if let Ok(filter) = std::env::var("BERTH_TEST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
         let (db_name, pool) = fresh_database().await;
         let pools = berth::db::Pools::lazy(connect_options(&db_name), 10);
         let state = berth::serve::prepare(pools, &cfg).await.unwrap();

@@ -174,6 +174,31 @@ pub async fn delete(
     me.require_platform_admin()?;
     audit.record("tenant.delete", "tenant", id);
     audit.tenant(id);
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT slug, status FROM tenants WHERE id = $1").bind(id).fetch_optional(&state.system).await?;
+    let (slug, status) = row.ok_or_else(|| ApiError::not_found("tenant"))?;
+    let clusters: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM clusters WHERE tenant_id = $1").bind(id).fetch_one(&state.system).await?;
+    if clusters > 0 {
+        return Err(ApiError::conflict(
+            "tenant-has-clusters",
+            format!("the tenant still has {clusters} cluster(s); delete them first"),
+        ));
+    }
+    // Its images go first, from the registry itself: a later tenant with the same slug must not find
+    // them. Suspending the tenant meanwhile stops new pushes (the token service checks it).
+    if let Some(reg) = state.registry() {
+        sqlx::query("UPDATE tenants SET status = 'suspended' WHERE id = $1").bind(id).execute(&state.system).await?;
+        if let Err(e) = crate::registry::retention::purge_namespace(&reg, &slug).await {
+            sqlx::query("UPDATE tenants SET status = $2 WHERE id = $1").bind(id).bind(&status).execute(&state.system).await?;
+            tracing::warn!(error = %format!("{e:#}"), %slug, "emptying a deleted tenant's registry namespace failed");
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "registry-unavailable",
+                "the tenant's images could not be removed from the registry; try again",
+            ));
+        }
+    }
     let mut tx = state.system.begin().await?;
     let exists: Option<Uuid> =
         sqlx::query_scalar("SELECT id FROM tenants WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(&mut *tx).await?;
@@ -181,6 +206,9 @@ pub async fn delete(
     let clusters: i64 =
         sqlx::query_scalar("SELECT count(*) FROM clusters WHERE tenant_id = $1").bind(id).fetch_one(&mut *tx).await?;
     if clusters > 0 {
+        // A cluster was created meanwhile: the tenant stays, as it was.
+        sqlx::query("UPDATE tenants SET status = $2 WHERE id = $1").bind(id).bind(&status).execute(&mut *tx).await?;
+        tx.commit().await?;
         return Err(ApiError::conflict(
             "tenant-has-clusters",
             format!("the tenant still has {clusters} cluster(s); delete them first"),

@@ -136,6 +136,8 @@ pub struct Registry {
     pub needs_collection: AtomicBool,
     /// When the last manifest push was notified (Unix seconds).
     pub last_push: AtomicI64,
+    /// One maintenance pass (retention, catalog pass, garbage collection) at a time.
+    pub maintenance: tokio::sync::Mutex<()>,
 }
 
 impl Registry {
@@ -220,6 +222,7 @@ pub async fn start(state: &AppState, cfg: &RegistryConfig, data_dir: &Path) -> a
         process,
         needs_collection: AtomicBool::new(false),
         last_push: AtomicI64::new(0),
+        maintenance: tokio::sync::Mutex::new(()),
     });
     state.set_registry(registry.clone());
     let (stop_maintenance, stopping) = watch::channel(false);

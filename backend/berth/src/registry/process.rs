@@ -239,6 +239,11 @@ impl Handle {
         self.pid.load(Ordering::Relaxed)
     }
 
+    /// Tells the supervisor to stop the registry (and not to restart it), without waiting.
+    pub fn begin_stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
     /// Stops the registry and waits for it to exit.
     pub async fn stop(&self) {
         let _ = self.stop.send(true);

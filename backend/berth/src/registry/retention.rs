@@ -14,6 +14,8 @@ use uuid::Uuid;
 use super::{Registry, store};
 use crate::state::AppState;
 
+/// When the maintenance loop first looks at the registry after it starts.
+const FIRST_PASS: Duration = Duration::from_secs(60);
 /// How often the maintenance loop looks at the registry.
 const EVERY: Duration = Duration::from_secs(15 * 60);
 /// A registry is quiet when no manifest was pushed for this long: then garbage collection may stop it.
@@ -115,15 +117,41 @@ pub async fn apply_policies(reg: &Registry, db: &PgPool, only: Option<Uuid>) -> 
     Ok(removed)
 }
 
+/// Deletes every manifest in a namespace (`<slug>/…`), from the registry's own catalog: what a deleted
+/// tenant leaves must not be inherited by a later tenant with the same slug. Returns how many
+/// repositories it emptied; the blobs go at the next garbage collection.
+pub async fn purge_namespace(reg: &Registry, slug: &str) -> anyhow::Result<usize> {
+    let prefix = format!("{slug}/");
+    let mut emptied = 0;
+    for full in reg.client.catalog().await?.iter().filter(|r| r.starts_with(&prefix)) {
+        for tag in reg.client.tags(full).await? {
+            if let Some(digest) = reg.client.tag_digest(full, &tag).await? {
+                reg.client.delete_manifest(full, &digest).await?;
+            }
+        }
+        emptied += 1;
+    }
+    if emptied > 0 {
+        reg.needs_collection.store(true, Ordering::Relaxed);
+    }
+    Ok(emptied)
+}
+
 /// Makes `image_tags` agree with the registry: tags Berth missed (a notification lost while Berth was
-/// down) are added, tags gone from the registry are forgotten. Repositories outside any tenant's
-/// namespace are left alone.
+/// down) are added, tags gone from the registry are forgotten, and namespaces of tenants that no longer
+/// exist are emptied.
 pub async fn sync_catalog(reg: &Registry, db: &PgPool) -> anyhow::Result<()> {
     let repositories = reg.client.catalog().await?;
     let mut seen: Vec<(Uuid, String)> = Vec::new();
+    let mut orphaned: Vec<&str> = Vec::new();
     for full in &repositories {
         let Some((slug, repository)) = full.split_once('/') else { continue };
-        let Some(tenant) = store::tenant_by_slug(db, slug).await? else { continue };
+        let Some(tenant) = store::tenant_by_slug(db, slug).await? else {
+            if !orphaned.contains(&slug) {
+                orphaned.push(slug);
+            }
+            continue;
+        };
         seen.push((tenant, repository.to_owned()));
         let tags = reg.client.tags(full).await?;
         let known: Vec<(String, String)> =
@@ -149,6 +177,12 @@ pub async fn sync_catalog(reg: &Registry, db: &PgPool) -> anyhow::Result<()> {
                 .await?;
         }
     }
+    for slug in orphaned {
+        let n = purge_namespace(reg, slug).await?;
+        if n > 0 {
+            tracing::info!(%slug, repositories = n, "emptied the namespace of a tenant that no longer exists");
+        }
+    }
     // Repositories Berth knows that the registry no longer has.
     let known: Vec<(Uuid, String)> =
         sqlx::query_as("SELECT DISTINCT tenant_id, repository FROM image_tags").fetch_all(db).await?;
@@ -167,6 +201,7 @@ pub async fn sync_catalog(reg: &Registry, db: &PgPool) -> anyhow::Result<()> {
 /// Retention, then garbage collection: what the maintenance loop does at a quiet moment, and what a
 /// platform admin can ask for at once.
 pub async fn maintain(reg: &Registry, db: &PgPool) -> anyhow::Result<RegistryMaintenance> {
+    let _one = reg.maintenance.lock().await;
     let tags_removed = apply_policies(reg, db, None).await?;
     reg.needs_collection.store(false, Ordering::Relaxed);
     let collected = reg.process.collect_garbage().await?;
@@ -182,12 +217,13 @@ pub async fn maintain(reg: &Registry, db: &PgPool) -> anyhow::Result<RegistryMai
 pub async fn run_loop(state: AppState, reg: Arc<Registry>, mut stopping: watch::Receiver<bool>) {
     let mut first = true;
     loop {
-        let wait = if first { Duration::from_secs(5) } else { EVERY };
+        let wait = if first { FIRST_PASS } else { EVERY };
         first = false;
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = super::stopped(&mut stopping) => return,
         }
+        let _one = reg.maintenance.lock().await;
         if let Err(e) = sync_catalog(&reg, &state.system).await {
             tracing::warn!(error = %format!("{e:#}"), "the registry catalog pass failed");
         }

@@ -45,6 +45,9 @@ pub async fn storage_over_quota(conn: &mut PgConnection, tenant: Uuid, adding: i
 /// that is news.
 pub async fn record_tag(db: &PgPool, tenant: Uuid, repository: &str, tag: &str, digest: &str, size: i64) -> sqlx::Result<()> {
     let mut tx = db.begin().await?;
+    if !lock_tenant(&mut tx, tenant).await? {
+        return Ok(());
+    }
     let previous: Option<String> =
         sqlx::query_scalar("SELECT digest FROM image_tags WHERE tenant_id = $1 AND repository = $2 AND tag = $3 FOR UPDATE")
             .bind(tenant)
@@ -74,6 +77,9 @@ pub async fn record_tag(db: &PgPool, tenant: Uuid, repository: &str, tag: &str, 
 /// Forgets the tags of `repository` that point at `digest` (the manifest was deleted).
 pub async fn forget_digest(db: &PgPool, tenant: Uuid, repository: &str, digest: &str) -> sqlx::Result<()> {
     let mut tx = db.begin().await?;
+    if !lock_tenant(&mut tx, tenant).await? {
+        return Ok(());
+    }
     let tags: Vec<String> =
         sqlx::query_scalar("DELETE FROM image_tags WHERE tenant_id = $1 AND repository = $2 AND digest = $3 RETURNING tag")
             .bind(tenant)
@@ -85,6 +91,15 @@ pub async fn forget_digest(db: &PgPool, tenant: Uuid, repository: &str, digest: 
         emit(&mut tx, tenant, "image.deleted", json!({"repository": repository, "tags": tags, "digest": digest})).await?;
     }
     tx.commit().await
+}
+
+/// Takes the tenant row's key-share lock first, as deleting the tenant takes its row lock before its
+/// cascade reaches `image_tags` and `events`: the same order on both sides, so a notification arriving
+/// while its tenant is deleted waits instead of deadlocking. `false`: the tenant is gone.
+async fn lock_tenant(tx: &mut PgConnection, tenant: Uuid) -> sqlx::Result<bool> {
+    let found: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = $1 FOR KEY SHARE").bind(tenant).fetch_optional(tx).await?;
+    Ok(found.is_some())
 }
 
 async fn emit(tx: &mut PgConnection, tenant: Uuid, kind: &str, data: serde_json::Value) -> sqlx::Result<()> {
