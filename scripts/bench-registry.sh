@@ -104,6 +104,10 @@ build() {
   rm -rf "$ctx"
 }
 
+# skopeo remembers where blobs went (a cache under $HOME) and would reuse them across runs: each run
+# gets an empty one.
+fresh_home() { local h; h=$(mktemp -d "$DATA/home-XXXXXX"); echo "$h"; }
+
 push_bare=(); push_berth=(); imp_berth=(); imp_skopeo=(); imp_skopeo_raw=()
 for r in $(seq 1 "$ROUNDS"); do
   build "$r"
@@ -124,9 +128,9 @@ for r in $(seq 1 "$ROUNDS"); do
       berth) curl -sf -X POST "$BASE/api/v1/images/import" -H "authorization: Bearer $TOKEN" \
                -H 'content-type: application/x-tar' --data-binary "@$DATA/img.tar" >/dev/null
              imp_berth+=("$(since "$t0")") ;;
-      skopeo) skopeo copy -q --dest-cert-dir "$DATA/skopeo-certs" "docker-archive:$DATA/img.tar" "docker://$BARE/bench/imp:$r" >/dev/null
+      skopeo) HOME="$(fresh_home)" skopeo copy -q --dest-cert-dir "$DATA/skopeo-certs" "docker-archive:$DATA/img.tar" "docker://$BARE/bench/imp:$r" >/dev/null
               imp_skopeo+=("$(since "$t0")") ;;
-      raw) skopeo copy -q --dest-decompress --dest-cert-dir "$DATA/skopeo-certs" "docker-archive:$DATA/img.tar" "docker://$BARE/bench/raw:$r" >/dev/null
+      raw) HOME="$(fresh_home)" skopeo copy -q --dest-decompress --dest-cert-dir "$DATA/skopeo-certs" "docker-archive:$DATA/img.tar" "docker://$BARE/bench/raw:$r" >/dev/null
            imp_skopeo_raw+=("$(since "$t0")") ;;
     esac
   done

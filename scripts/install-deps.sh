@@ -18,7 +18,7 @@ command -v iptables >/dev/null || need+=(iptables)
 command -v nsenter >/dev/null || need+=(util-linux)
 # The built-in registry (distribution 2.8), and busybox for the image the registry tests build.
 command -v docker-registry >/dev/null || need+=(docker-registry)
-[ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 && ldd /bin/busybox 2>&1 | grep -q "not a dynamic" || need+=(busybox-static)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v cc >/dev/null || need+=(gcc)
 [ -e /usr/include/stdio.h ] || need+=(libc6-dev)
 # The API conformance test runs schemathesis (PyPI) from a virtualenv under target/.

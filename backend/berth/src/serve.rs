@@ -45,7 +45,9 @@ async fn serve(database: &Database, cfg: &ServeConfig) -> anyhow::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
     let registry = match cfg.registry.mode {
         RegistryMode::Builtin => Some(
-            crate::registry::start(&state, &cfg.registry, &cfg.db.data_dir).await.context("starting the built-in registry")?,
+            crate::registry::start(&state, &cfg.registry, &cfg.db.data_dir)
+                .await
+                .context("starting the built-in registry (BERTH_REGISTRY=off runs Berth without it)")?,
         ),
         RegistryMode::Off => None,
     };

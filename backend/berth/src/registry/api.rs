@@ -53,10 +53,7 @@ pub async fn list(
     let slug = store::slug_of(&state.system, tenant).await?.unwrap_or_default();
     let address = state.registry().map(|r| r.address.clone()).unwrap_or_default();
     let prefix = format!("{address}/{slug}/");
-    let mut rows = store::repositories(&mut db, tenant, &prefix, after.as_deref(), limit + 1).await?;
-    for r in &mut rows {
-        r.retention = retention::policy(&mut db, tenant, &r.name).await?;
-    }
+    let rows = store::repositories(&mut db, tenant, &prefix, after.as_deref(), limit + 1).await?;
     Ok(Json(page(rows, limit, |r| r.name.clone(), |r| r)))
 }
 

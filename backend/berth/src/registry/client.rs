@@ -5,8 +5,6 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
-use futures_util::Stream;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
@@ -20,6 +18,11 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const ACCEPT_MANIFESTS: &str = "application/vnd.docker.distribution.manifest.v2+json, \
      application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, \
      application/vnd.oci.image.index.v1+json";
+
+/// The registry refused a blob: its bytes do not hash to the digest it was sent under.
+#[derive(Debug, thiserror::Error)]
+#[error("the blob's content does not match its digest")]
+pub struct DigestMismatch;
 
 #[derive(Clone)]
 pub struct RegistryClient {
@@ -79,53 +82,10 @@ impl RegistryClient {
         Ok(r.status().is_success())
     }
 
-    /// Uploads a blob from a stream, in one PATCH, and commits it under `digest` if `check` (run once
-    /// the stream is sent) agrees; otherwise the upload is cancelled. The registry checks the digest
-    /// against what it received too, and refuses a mismatch.
-    pub async fn upload_blob_checked<S>(
-        &self,
-        repo: &str,
-        digest: &str,
-        body: S,
-        check: impl FnOnce() -> anyhow::Result<()>,
-    ) -> anyhow::Result<()>
-    where
-        S: Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
-    {
-        let actions = ["pull", "push"];
-        let start = self.request(Method::POST, &self.url(&format!("/v2/{repo}/blobs/uploads/")), repo, &actions)?.send().await?;
-        if start.status() != StatusCode::ACCEPTED {
-            bail!("starting an upload to {repo} failed: {}", error_text(start).await);
-        }
-        let location = self.location(&start)?;
-        let patched = self
-            .request(Method::PATCH, &location, repo, &actions)?
-            .header("Content-Type", "application/octet-stream")
-            .body(reqwest::Body::wrap_stream(body))
-            .send()
-            .await?;
-        if patched.status() != StatusCode::ACCEPTED {
-            bail!("uploading a blob to {repo} failed: {}", error_text(patched).await);
-        }
-        let location = self.location(&patched)?;
-        if let Err(e) = check() {
-            let _ = self.request(Method::DELETE, &location, repo, &actions)?.send().await;
-            return Err(e);
-        }
-        let sep = if location.contains('?') { '&' } else { '?' };
-        let done = self
-            .request(Method::PUT, &format!("{location}{sep}digest={digest}"), repo, &actions)?
-            .header("Content-Length", "0")
-            .send()
-            .await?;
-        if done.status() != StatusCode::CREATED {
-            bail!("committing blob {digest} to {repo} failed: {}", error_text(done).await);
-        }
-        Ok(())
-    }
-
-    /// Uploads a small blob held in memory, in one request.
-    pub async fn upload_small_blob(&self, repo: &str, digest: &str, data: Vec<u8>) -> anyhow::Result<()> {
+    /// Uploads a blob in one request (`POST` for a location, then `PUT ?digest=` with the body, which
+    /// may be a stream). The registry hashes what it receives and refuses a digest that does not
+    /// match: that is [`DigestMismatch`], and the upload is cancelled.
+    pub async fn upload_blob(&self, repo: &str, digest: &str, body: reqwest::Body) -> anyhow::Result<()> {
         let actions = ["pull", "push"];
         let start = self.request(Method::POST, &self.url(&format!("/v2/{repo}/blobs/uploads/")), repo, &actions)?.send().await?;
         if start.status() != StatusCode::ACCEPTED {
@@ -136,13 +96,19 @@ impl RegistryClient {
         let done = self
             .request(Method::PUT, &format!("{location}{sep}digest={digest}"), repo, &actions)?
             .header("Content-Type", "application/octet-stream")
-            .body(data)
+            .body(body)
             .send()
             .await?;
-        if done.status() != StatusCode::CREATED {
-            bail!("uploading blob {digest} to {repo} failed: {}", error_text(done).await);
+        if done.status() == StatusCode::CREATED {
+            return Ok(());
         }
-        Ok(())
+        let status = done.status();
+        let text = error_text(done).await;
+        let _ = self.request(Method::DELETE, &location, repo, &actions)?.send().await;
+        if status == StatusCode::BAD_REQUEST && text.contains("DIGEST_INVALID") {
+            return Err(anyhow::Error::new(DigestMismatch));
+        }
+        bail!("uploading blob {digest} to {repo} failed: {text}")
     }
 
     pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: Vec<u8>) -> anyhow::Result<()> {

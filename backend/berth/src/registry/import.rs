@@ -2,15 +2,15 @@
 //!
 //! The upload is streamed to a spool file (refused past `BERTH_IMPORT_MAX_BYTES`), indexed without
 //! extracting it, and checked as a whole before anything is tagged: every layer's bytes must hash to
-//! the diff id its image config names, every config to its own name. Blobs are pushed first (layers
-//! streamed from the spool file, hashed on the way), then the manifests. A corrupt or truncated
+//! the diff id its image config names (the registry checks that as it receives each layer, under that
+//! digest), every config to its own name. Blobs are pushed first (layers streamed from the spool file,
+//! a few at a time), then the manifests. A corrupt or truncated
 //! tarball therefore fails before any tag exists; blobs it left behind belong to no manifest and are
 //! removed by the next garbage collection.
 
 use std::collections::HashMap;
 use std::io::{Read, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::http::StatusCode;
@@ -24,13 +24,15 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use super::Registry;
-use super::client::MANIFEST_V2;
+use super::client::{DigestMismatch, MANIFEST_V2};
 use super::token::valid_repository;
 use crate::error::{ApiError, ApiResult};
 
 const CONFIG_MEDIA_TYPE: &str = "application/vnd.docker.container.image.v1+json";
 /// `docker save` writes layers uncompressed; the engine detects compression when it pulls.
 const LAYER_MEDIA_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar";
+/// Layers uploaded at once: enough to keep the registry and the network busy while one layer is read.
+const PARALLEL_UPLOADS: usize = 3;
 /// Image configs are small JSON documents; anything larger is not one.
 const MAX_CONFIG_BYTES: u64 = 8 * 1024 * 1024;
 
@@ -143,24 +145,46 @@ pub async fn import(reg: &Registry, db: &PgPool, tenant: Uuid, slug: &str, body:
         }
     }
 
-    // Blobs first: layers (verified on the way), then configs, into every repository they will be in.
+    // Blobs first, into every repository they will be in: layers (a few at a time, streamed from the
+    // spool file; the registry checks each against its digest), then configs.
     let client = &reg.client;
+    let mut uploads: Vec<(String, String, u64, u64, String)> = Vec::new(); // repository, path, offset, size, digest
+    for plan in &plans {
+        for (repo, _) in &plan.targets {
+            let full = format!("{slug}/{repo}");
+            for (path, offset, len, digest) in &plan.layers {
+                if !uploads.iter().any(|u| u.0 == full && u.4 == *digest) {
+                    uploads.push((full.clone(), path.clone(), *offset, *len, digest.clone()));
+                }
+            }
+        }
+    }
+    let spool_path = spool.0.clone();
+    let results: Vec<ApiResult<()>> = futures_util::stream::iter(uploads)
+        .map(|(full, path, offset, len, digest)| {
+            let spool_path = spool_path.clone();
+            async move {
+                if client.blob_exists(&full, &digest).await? {
+                    return Ok(());
+                }
+                let body = reqwest::Body::wrap_stream(file_range(&spool_path, offset, len).await?);
+                client.upload_blob(&full, &digest, body).await.map_err(|e| match e.downcast::<DigestMismatch>() {
+                    Ok(_) => invalid(format!("layer {path} is corrupt: its content does not match the image config")),
+                    Err(e) => ApiError::internal(e),
+                })
+            }
+        })
+        .buffer_unordered(PARALLEL_UPLOADS)
+        .collect()
+        .await;
+    results.into_iter().collect::<ApiResult<Vec<()>>>()?;
     for plan in &plans {
         let mut repos: Vec<&str> = plan.targets.iter().map(|(r, _)| r.as_str()).collect();
         repos.dedup();
         for repo in repos {
             let full = format!("{slug}/{repo}");
-            for (path, offset, len, expected) in &plan.layers {
-                if client.blob_exists(&full, expected).await? {
-                    continue;
-                }
-                push_layer(reg, &full, &spool.0, *offset, *len, expected).await.map_err(|e| match e.downcast::<Corrupt>() {
-                    Ok(_) => invalid(format!("layer {path} is corrupt: its content does not match the image config")),
-                    Err(e) => ApiError::internal(e),
-                })?;
-            }
             if !client.blob_exists(&full, &plan.config_digest).await? {
-                client.upload_small_blob(&full, &plan.config_digest, plan.config.clone()).await?;
+                client.upload_blob(&full, &plan.config_digest, plan.config.clone().into()).await?;
             }
         }
     }
@@ -251,40 +275,15 @@ async fn read_range(path: &Path, offset: u64, len: u64) -> ApiResult<Vec<u8>> {
     Ok(buf)
 }
 
-/// A layer whose bytes do not hash to what its image config says.
-#[derive(Debug, thiserror::Error)]
-#[error("layer content does not match its digest")]
-struct Corrupt;
-
-/// Streams one layer from the spool file to the registry, hashing it on the way, and commits it only
-/// if the hash is the one expected.
-async fn push_layer(reg: &Registry, repo: &str, spool: &Path, offset: u64, len: u64, expected: &str) -> anyhow::Result<()> {
-    let mut file = tokio::fs::File::open(spool).await?;
+/// A byte stream over `len` bytes of `path` from `offset`, in 256 KiB chunks.
+async fn file_range(
+    path: &Path,
+    offset: u64,
+    len: u64,
+) -> anyhow::Result<impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static> {
+    let mut file = tokio::fs::File::open(path).await?;
     file.seek(SeekFrom::Start(offset)).await?;
-    let hasher = Arc::new(Mutex::new(Sha256::new()));
-    let h = hasher.clone();
-    let stream = tokio_util_stream(file.take(len)).map(move |chunk| {
-        if let Ok(c) = &chunk {
-            h.lock().expect("hasher").update(c);
-        }
-        chunk
-    });
-    let check = {
-        let hasher = hasher.clone();
-        let expected = expected.to_owned();
-        move || {
-            let digest = format!("sha256:{}", hex::encode(hasher.lock().expect("hasher").clone().finalize()));
-            if digest == expected { Ok(()) } else { Err(anyhow::Error::new(Corrupt)) }
-        }
-    };
-    reg.client.upload_blob_checked(repo, expected, stream, check).await
-}
-
-/// A byte stream over an async reader, in 256 KiB chunks.
-fn tokio_util_stream<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
-    reader: R,
-) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
-    futures_util::stream::unfold(reader, |mut r| async move {
+    Ok(futures_util::stream::unfold(file.take(len), |mut r| async move {
         let mut buf = vec![0u8; 256 * 1024];
         match r.read(&mut buf).await {
             Ok(0) => None,
@@ -294,7 +293,7 @@ fn tokio_util_stream<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
             }
             Err(e) => Some((Err(e), r)),
         }
-    })
+    }))
 }
 
 /// Where a `docker save` name goes in the tenant's namespace: `web:1` → (`web`, `1`);

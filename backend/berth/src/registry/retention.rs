@@ -60,16 +60,6 @@ pub async fn remove_tags(
     Ok(removed)
 }
 
-pub async fn policy(conn: &mut sqlx::PgConnection, tenant: Uuid, repository: &str) -> sqlx::Result<Option<RetentionPolicy>> {
-    let row: Option<(Option<i32>, Option<i32>)> =
-        sqlx::query_as("SELECT keep_last, keep_days FROM image_retention WHERE tenant_id = $1 AND repository = $2")
-            .bind(tenant)
-            .bind(repository)
-            .fetch_optional(conn)
-            .await?;
-    Ok(row.map(|(keep_last, keep_days)| RetentionPolicy { keep_last, keep_days }))
-}
-
 /// The tags of a repository that its policy does not keep.
 async fn expired(db: &PgPool, tenant: Uuid, repository: &str, p: &RetentionPolicy) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(

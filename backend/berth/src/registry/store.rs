@@ -1,7 +1,7 @@
 //! The `image_tags` rows: what Berth knows of each tenant's images in the built-in registry, and the
 //! storage they use. The one place these rows are read and written.
 
-use berth_types::{ImageRepository, ImageTag};
+use berth_types::{ImageRepository, ImageTag, RetentionPolicy};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
@@ -119,9 +119,12 @@ struct TagRow {
     digest: String,
     size_bytes: i64,
     pushed_at: DateTime<Utc>,
+    keep_last: Option<i32>,
+    keep_days: Option<i32>,
 }
 
-/// Up to `limit` repositories after `after` (by name), each with its tags, newest push first.
+/// Up to `limit` repositories after `after` (by name), each with its tags (newest push first) and its
+/// retention policy.
 /// `prefix` is the repositories' full name before their own (`<address>/<slug>/`).
 pub async fn repositories(
     conn: &mut PgConnection,
@@ -135,8 +138,9 @@ pub async fn repositories(
              SELECT DISTINCT repository FROM image_tags
               WHERE tenant_id = $1 AND ($2::text IS NULL OR repository > $2)
               ORDER BY repository LIMIT $3)
-         SELECT t.repository, t.tag, t.digest, t.size_bytes, t.pushed_at
+         SELECT t.repository, t.tag, t.digest, t.size_bytes, t.pushed_at, r.keep_last, r.keep_days
            FROM image_tags t JOIN names n USING (repository)
+           LEFT JOIN image_retention r ON r.tenant_id = t.tenant_id AND r.repository = t.repository
           WHERE t.tenant_id = $1
           ORDER BY t.repository, t.pushed_at DESC, t.tag",
     )
@@ -154,7 +158,8 @@ pub async fn repositories(
                 size_bytes: 0,
                 pushed_at: r.pushed_at,
                 tags: Vec::new(),
-                retention: None,
+                retention: (r.keep_last.is_some() || r.keep_days.is_some())
+                    .then_some(RetentionPolicy { keep_last: r.keep_last, keep_days: r.keep_days }),
             });
         }
         let repo = out.last_mut().expect("just pushed");
