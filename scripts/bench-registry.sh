@@ -20,12 +20,14 @@ LAYER_MB=${LAYER_MB:-40}
 PORT=${BENCH_PORT:-18092}
 REG_PORT=${BENCH_REGISTRY_PORT:-15100}
 BARE_PORT=$((REG_PORT + 10))
+RAW_PORT=$((REG_PORT + 11))
 IP=10.213.0.1
 BASE="http://127.0.0.1:$PORT"
 DATA=$(mktemp -d /tmp/berth-bench-registry-XXXXXX)
 chmod 755 "$DATA"
 SERVER_PID=""
 BARE_PID=""
+RAW_PID=""
 CLUSTER=""
 
 source scripts/bench-common.sh
@@ -38,7 +40,9 @@ cleanup() {
       sleep 0.2
     done
   fi
-  [ -n "$BARE_PID" ] && kill "$BARE_PID" 2>/dev/null && wait "$BARE_PID" 2>/dev/null || true
+  for pid in "$BARE_PID" "$RAW_PID"; do
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  done
   if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
     kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
   fi
@@ -63,6 +67,7 @@ TOKEN=$(login owner@bench.test owner-password)
 API_TOKEN=$(api "$BASE/api/v1/tokens" -d '{"name":"bench","role":"developer"}' | jget "d['token']")
 REG="$IP:$REG_PORT"
 BARE="$IP:$BARE_PORT"
+RAW="$IP:$RAW_PORT"
 
 # A one-node cluster whose engine pushes.
 CLUSTER=$(api "$BASE/api/v1/clusters" -d '{"name":"bench","managers":1,"workers":0}' | jget "d['id']")
@@ -82,15 +87,19 @@ CA=$(api "$BASE/api/v1/registries" | jget "d['items'][0]['ca_pem']")
 for node in "$DATA"/berth/nodes/*/etc-docker; do
   mkdir -p "$node/certs.d/$BARE"; printf '%s\n' "$CA" >"$node/certs.d/$BARE/ca.crt"
 done
-mkdir -p "$DATA/bare" "$DATA/skopeo-certs"; printf '%s\n' "$CA" >"$DATA/skopeo-certs/ca.crt"
-cat >"$DATA/bare/config.yml" <<EOF
-version: 0.1
-log: {level: warn, accesslog: {disabled: true}}
-storage: {filesystem: {rootdirectory: $DATA/bare/storage}, delete: {enabled: true}, cache: {blobdescriptor: inmemory}}
-http: {addr: "$BARE", tls: {certificate: $DATA/berth/registry/tls/server.pem, key: $DATA/berth/registry/tls/server-key.pem}}
-EOF
-docker-registry serve "$DATA/bare/config.yml" >"$DATA/bare/log" 2>&1 &
-BARE_PID=$!
+mkdir -p "$DATA/skopeo-certs"; printf '%s\n' "$CA" >"$DATA/skopeo-certs/ca.crt"
+bare_registry() { # name address
+  mkdir -p "$DATA/$1"
+  printf '%s\n' 'version: 0.1' 'log: {level: warn, accesslog: {disabled: true}}' \
+    "storage: {filesystem: {rootdirectory: $DATA/$1/storage}, delete: {enabled: true}, cache: {blobdescriptor: inmemory}}" \
+    "http: {addr: \"$2\", tls: {certificate: $DATA/berth/registry/tls/server.pem, key: $DATA/berth/registry/tls/server-key.pem}}" \
+    >"$DATA/$1/config.yml"
+  docker-registry serve "$DATA/$1/config.yml" >"$DATA/$1/log" 2>&1 &
+}
+bare_registry bare "$BARE"; BARE_PID=$!
+# skopeo --dest-decompress gets a bare registry of its own: skopeo's blob cache (under
+# /var/lib/containers for root) would otherwise let one skopeo run reuse the other's blobs.
+bare_registry raw "$RAW"; RAW_PID=$!
 sleep 1
 
 echo "$API_TOKEN" | d login "$REG" -u bench --password-stdin >/dev/null
@@ -103,10 +112,6 @@ build() {
   d build -q -t "bench:$1" "$ctx" >/dev/null
   rm -rf "$ctx"
 }
-
-# skopeo remembers where blobs went (a cache under $HOME) and would reuse them across runs: each run
-# gets an empty one.
-fresh_home() { local h; h=$(mktemp -d "$DATA/home-XXXXXX"); echo "$h"; }
 
 push_bare=(); push_berth=(); imp_berth=(); imp_skopeo=(); imp_skopeo_raw=()
 for r in $(seq 1 "$ROUNDS"); do
@@ -128,9 +133,9 @@ for r in $(seq 1 "$ROUNDS"); do
       berth) curl -sf -X POST "$BASE/api/v1/images/import" -H "authorization: Bearer $TOKEN" \
                -H 'content-type: application/x-tar' --data-binary "@$DATA/img.tar" >/dev/null
              imp_berth+=("$(since "$t0")") ;;
-      skopeo) HOME="$(fresh_home)" skopeo copy -q --dest-cert-dir "$DATA/skopeo-certs" "docker-archive:$DATA/img.tar" "docker://$BARE/bench/imp:$r" >/dev/null
+      skopeo) skopeo copy -q --dest-cert-dir "$DATA/skopeo-certs" "docker-archive:$DATA/img.tar" "docker://$BARE/bench/imp:$r" >/dev/null
               imp_skopeo+=("$(since "$t0")") ;;
-      raw) HOME="$(fresh_home)" skopeo copy -q --dest-decompress --dest-cert-dir "$DATA/skopeo-certs" "docker-archive:$DATA/img.tar" "docker://$BARE/bench/raw:$r" >/dev/null
+      raw) skopeo copy -q --dest-decompress --dest-cert-dir "$DATA/skopeo-certs" "docker-archive:$DATA/img.tar" "docker://$RAW/bench/raw:$r" >/dev/null
            imp_skopeo_raw+=("$(since "$t0")") ;;
     esac
   done

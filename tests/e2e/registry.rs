@@ -397,6 +397,25 @@ async fn bad_imports_and_bad_token_requests_are_refused_and_store_nothing() {
     assert_eq!(claims["aud"], "berth-registry", "aud must be a string");
     assert_eq!(claims["access"], json!([{"type": "repository", "name": format!("{}/web", t.slug), "actions": ["pull", "push"]}]));
 
+    // A login the token service verified recently skips Argon2, but the user's current row still
+    // decides: a new role applies to the next token, a changed password refuses the old one at once.
+    let dev =
+        app.post("/api/v1/users", &t.owner, json!({"email": "dev@acme.test", "password": PASSWORD, "role": "developer"})).await;
+    let dev_id = dev.id();
+    let push = format!("scope=repository:{}/web:pull,push", t.slug);
+    for _ in 0..2 {
+        let (status, claims) = token_request(&app, "dev@acme.test", PASSWORD, &push).await;
+        assert_eq!((status, &claims["access"][0]["actions"]), (StatusCode::OK, &json!(["pull", "push"])));
+    }
+    app.patch(&format!("/api/v1/users/{dev_id}"), &t.owner, json!({"role": "viewer"})).await.expect(StatusCode::OK);
+    let (_, claims) = token_request(&app, "dev@acme.test", PASSWORD, &push).await;
+    assert_eq!(claims["access"][0]["actions"], json!(["pull"]));
+    app.patch(&format!("/api/v1/users/{dev_id}"), &t.owner, json!({"password": "a-new-password"})).await.expect(StatusCode::OK);
+    let (status, _) = token_request(&app, "dev@acme.test", PASSWORD, &push).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = token_request(&app, "dev@acme.test", "a-new-password", &push).await;
+    assert_eq!(status, StatusCode::OK);
+
     // Image storage quota: the usage shows, and once full, push tokens are refused with a clear message.
     let quotas = app.get("/api/v1/quotas", &t.owner).await;
     assert!(quotas.body["usage"]["image_storage_bytes"].as_i64().unwrap() > 0, "{}", quotas.text);

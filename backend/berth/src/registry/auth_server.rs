@@ -252,7 +252,50 @@ async fn authenticate(state: &AppState, user: &str, password: String, addr: std:
         throttle::succeeded(&state.system, &attempt, &state.security.throttle).await?;
         return Ok(principal.into());
     }
-    check_password(state, user, password, addr).await.map(|(p, _)| p.into()).map_err(|Refused { error, .. }| error)
+    if let Some(caller) = recently_verified(state, user, &password).await? {
+        return Ok(caller);
+    }
+    let (principal, id) = check_password(state, user, password.clone(), addr).await.map_err(|Refused { error, .. }| error)?;
+    if let Some(reg) = state.registry() {
+        let hash: Option<String> =
+            sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1").bind(id).fetch_optional(&state.system).await?;
+        if let Some(hash) = hash {
+            reg.logins.remember(user, &password, id, hash);
+        }
+    }
+    Ok(principal.into())
+}
+
+/// A login the token service verified recently, if the user's current row still has the password hash
+/// it was verified against; the current row gives the role and the tenant's state.
+async fn recently_verified(state: &AppState, email: &str, password: &str) -> Result<Option<Caller>, ApiError> {
+    let Some(reg) = state.registry() else { return Ok(None) };
+    let Some((user, verified_hash)) = reg.logins.lookup(email, password) else { return Ok(None) };
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        email: String,
+        #[sqlx(try_from = "String")]
+        role: Role,
+        tenant_id: Option<uuid::Uuid>,
+        tenant_status: Option<String>,
+        password_hash: String,
+    }
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT u.email, u.role, u.tenant_id, t.status AS tenant_status, u.password_hash
+           FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id WHERE u.id = $1",
+    )
+    .bind(user)
+    .fetch_optional(&state.system)
+    .await?;
+    let Some(row) = row.filter(|r| r.password_hash == verified_hash) else { return Ok(None) };
+    if row.tenant_status.as_deref() == Some(berth_types::TenantStatus::Suspended.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "tenant-suspended",
+            "this tenant is suspended; contact the platform administrator",
+        ));
+    }
+    Ok(Some(Caller { tenant: row.tenant_id, role: row.role, label: row.email }))
 }
 
 /// What the caller gets for the scopes it asked for. A request for push access by a tenant whose

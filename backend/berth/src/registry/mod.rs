@@ -12,7 +12,7 @@
 //! - [`keys`]: the platform CA and the token-signing key, kept sealed in `platform_keys`;
 //! - [`process`]: the registry process: its config, its supervision, garbage collection;
 //! - [`token`] and [`auth_server`]: the token endpoint (TLS, on the registry's IP, port + 1 by default)
-//!   and the notification endpoint (loopback only);
+//!   and the notification endpoint (loopback only); [`login_cache`]: recently verified logins;
 //! - [`client`]: Berth's own client of the registry; [`external`]: a client of tenants' external
 //!   registries, behind an address policy;
 //! - [`credentials`]: clusters' pull-only robots and the registry auth handed to engines on deploy;
@@ -30,6 +30,7 @@ pub mod credentials;
 pub mod external;
 pub mod import;
 pub mod keys;
+pub mod login_cache;
 pub mod pin;
 pub mod process;
 pub mod retention;
@@ -138,6 +139,8 @@ pub struct Registry {
     pub last_push: AtomicI64,
     /// One maintenance pass (retention, catalog pass, garbage collection) at a time.
     pub maintenance: tokio::sync::Mutex<()>,
+    /// Logins the token service verified recently (see [`login_cache`]).
+    pub logins: login_cache::LoginCache,
 }
 
 impl Registry {
@@ -223,6 +226,7 @@ pub async fn start(state: &AppState, cfg: &RegistryConfig, data_dir: &Path) -> a
         needs_collection: AtomicBool::new(false),
         last_push: AtomicI64::new(0),
         maintenance: tokio::sync::Mutex::new(()),
+        logins: login_cache::LoginCache::default(),
     });
     state.set_registry(registry.clone());
     let (stop_maintenance, stopping) = watch::channel(false);
