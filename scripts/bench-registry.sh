@@ -59,7 +59,8 @@ jget() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 cargo build --release -q -p berth
 mkdir -p "$DATA/berth"
-DATA="$DATA/berth" start_berth BERTH_REGISTRY_ADDRESS="$IP:$REG_PORT"
+# The import's own log line says where its time went (receiving the upload vs pushing to the registry).
+RUST_LOG="warn,berth::registry::import=info" DATA="$DATA/berth" start_berth BERTH_REGISTRY_ADDRESS="$IP:$REG_PORT"
 ADMIN=$(login bench@berth.test bench-password)
 curl -sf "$BASE/api/v1/admin/tenants" -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
   -d '{"name":"bench","owner_email":"owner@bench.test","owner_password":"owner-password"}' >/dev/null
@@ -131,7 +132,7 @@ for r in $(seq 1 "$ROUNDS"); do
     t0=$(now)
     case $who in
       berth) curl -sf -X POST "$BASE/api/v1/images/import" -H "authorization: Bearer $TOKEN" \
-               -H 'content-type: application/x-tar' --data-binary "@$DATA/img.tar" >/dev/null
+               -H 'content-type: application/x-tar' -H 'Expect:' -T "$DATA/img.tar" >/dev/null
              imp_berth+=("$(since "$t0")") ;;
       skopeo) skopeo copy -q --dest-cert-dir "$DATA/skopeo-certs" "docker-archive:$DATA/img.tar" "docker://$BARE/bench/imp:$r" >/dev/null
               imp_skopeo+=("$(since "$t0")") ;;
@@ -155,6 +156,8 @@ echo "skopeo copy (gzip):          ${imp_skopeo[*]} s -> median $(median "${imp_
 echo "skopeo copy --dest-decompress: ${imp_skopeo_raw[*]} s -> median $(median "${imp_skopeo_raw[@]}") s"
 echo "Berth images/import:         ${imp_berth[*]} s -> median $(median "${imp_berth[@]}") s"
 python3 -c "print(f'ratio Berth / skopeo: {$(median "${imp_berth[@]}")/$(median "${imp_skopeo[@]}"):.2f}; Berth / skopeo --dest-decompress: {$(median "${imp_berth[@]}")/$(median "${imp_skopeo_raw[@]}"):.2f}')"
+echo "Berth's phases (received = upload spooled, uploaded = blobs in the registry):"
+grep "imported a docker save archive" "$DATA/berth/server.log" | sed 's/\x1b\[[0-9;]*m//g; s/.*archive //' || true
 
 echo
 echo "## token endpoint, 16 connections, 10 s"

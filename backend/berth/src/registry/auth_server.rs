@@ -255,8 +255,17 @@ async fn authenticate(state: &AppState, user: &str, password: String, addr: std:
     if let Some(caller) = recently_verified(state, user, &password).await? {
         return Ok(caller);
     }
+    // One check per account at a time; whoever waited finds the login remembered.
+    let registry = state.registry();
+    let _guard = match &registry {
+        Some(reg) => Some(reg.logins.one_at_a_time(user).await),
+        None => None,
+    };
+    if let Some(caller) = recently_verified(state, user, &password).await? {
+        return Ok(caller);
+    }
     let (principal, id) = check_password(state, user, password.clone(), addr).await.map_err(|Refused { error, .. }| error)?;
-    if let Some(reg) = state.registry() {
+    if let Some(reg) = &registry {
         let hash: Option<String> =
             sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1").bind(id).fetch_optional(&state.system).await?;
         if let Some(hash) = hash {

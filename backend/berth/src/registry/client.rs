@@ -82,6 +82,78 @@ impl RegistryClient {
         Ok(r.status().is_success())
     }
 
+    /// Starts an upload session in `repo`; returns its location.
+    pub async fn start_upload(&self, repo: &str) -> anyhow::Result<String> {
+        let r =
+            self.request(Method::POST, &self.url(&format!("/v2/{repo}/blobs/uploads/")), repo, &["pull", "push"])?.send().await?;
+        if r.status() != StatusCode::ACCEPTED {
+            bail!("starting an upload to {repo} failed: {}", error_text(r).await);
+        }
+        self.location(&r)
+    }
+
+    /// Sends a stream as the upload's data (one PATCH); returns the session's next location.
+    pub async fn send_upload(&self, repo: &str, location: &str, body: reqwest::Body) -> anyhow::Result<String> {
+        let r = self
+            .request(Method::PATCH, location, repo, &["pull", "push"])?
+            .header("Content-Type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await?;
+        if r.status() != StatusCode::ACCEPTED {
+            bail!("uploading to {repo} failed: {}", error_text(r).await);
+        }
+        self.location(&r)
+    }
+
+    /// Commits the upload under `digest` (which the registry checks against what it received).
+    pub async fn finish_upload(&self, repo: &str, location: &str, digest: &str) -> anyhow::Result<()> {
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let r = self
+            .request(Method::PUT, &format!("{location}{sep}digest={digest}"), repo, &["pull", "push"])?
+            .header("Content-Length", "0")
+            .send()
+            .await?;
+        if r.status() != StatusCode::CREATED {
+            bail!("committing blob {digest} to {repo} failed: {}", error_text(r).await);
+        }
+        Ok(())
+    }
+
+    /// Abandons an upload session (best effort: the registry also purges stale ones).
+    pub async fn cancel_upload(&self, repo: &str, location: &str) {
+        if let Ok(r) = self.request(Method::DELETE, location, repo, &["pull", "push"]) {
+            let _ = r.send().await;
+        }
+    }
+
+    /// Links a blob stored in `from` into `repo` too (a cross-repository mount: no data moves).
+    pub async fn mount(&self, repo: &str, digest: &str, from: &str) -> anyhow::Result<()> {
+        let access = vec![Access::repository(repo, &["pull", "push"]), Access::repository(from, &["pull"])];
+        let token = self.signer.mint("berth", access, Duration::from_secs(600))?;
+        let url = self.url(&format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={from}"));
+        let r = self.http.post(&url).bearer_auth(token).header("Content-Length", "0").send().await?;
+        match r.status() {
+            StatusCode::CREATED => Ok(()),
+            StatusCode::ACCEPTED => {
+                // The registry started an ordinary upload instead: the blob was not in `from`.
+                let location = self.location(&r)?;
+                self.cancel_upload(repo, &location).await;
+                bail!("blob {digest} is not in {from}")
+            }
+            _ => bail!("linking blob {digest} into {repo} failed: {}", error_text(r).await),
+        }
+    }
+
+    /// A (small) blob's bytes.
+    pub async fn get_blob(&self, repo: &str, digest: &str) -> anyhow::Result<Vec<u8>> {
+        let r = self.request(Method::GET, &self.url(&format!("/v2/{repo}/blobs/{digest}")), repo, &["pull"])?.send().await?;
+        if !r.status().is_success() {
+            bail!("reading blob {digest} from {repo} failed: {}", error_text(r).await);
+        }
+        Ok(r.bytes().await?.to_vec())
+    }
+
     /// Uploads a blob in one request (`POST` for a location, then `PUT ?digest=` with the body, which
     /// may be a stream). The registry hashes what it receives and refuses a digest that does not
     /// match: that is [`DigestMismatch`], and the upload is cancelled.

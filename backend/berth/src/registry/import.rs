@@ -1,52 +1,54 @@
 //! Importing `docker save` tarballs into a tenant's namespace, for air-gapped users and for tests.
 //!
-//! The upload is streamed to a spool file (refused past `BERTH_IMPORT_MAX_BYTES`), indexed without
-//! extracting it, and checked as a whole before anything is tagged: every layer's bytes must hash to
-//! the diff id its image config names (the registry checks that as it receives each layer, under that
-//! digest), every config to its own name. Blobs are pushed first (layers streamed from the spool file,
-//! a few at a time), then the manifests. A corrupt or truncated
-//! tarball therefore fails before any tag exists; blobs it left behind belong to no manifest and are
-//! removed by the next garbage collection.
+//! The archive is read as it arrives (refused past `BERTH_IMPORT_MAX_BYTES`), never stored whole:
+//! small metadata files are kept in memory, every other entry (a layer) is streamed on to a staging
+//! repository in the tenant's namespace, hashed on the way — so pushing overlaps the upload. Only when
+//! the whole archive has been read is it checked: every layer must hash to the diff id its image config
+//! names, every config to its own name. Then the layers are linked into the target repositories
+//! (cross-repository mounts: no data moves), and only then are manifests put. A corrupt or truncated
+//! tarball therefore fails before any tag exists; the staging repository is removed however the import
+//! ends, and blobs no manifest refers to go at the next garbage collection.
 
 use std::collections::HashMap;
-use std::io::{Read, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use axum::body::Body;
 use axum::http::StatusCode;
 use berth_types::ImportedImage;
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use super::Registry;
-use super::client::{DigestMismatch, MANIFEST_V2};
+use super::client::MANIFEST_V2;
+use super::tar_stream::{TarError, TarStream};
 use super::token::valid_repository;
 use crate::error::{ApiError, ApiResult};
 
 const CONFIG_MEDIA_TYPE: &str = "application/vnd.docker.container.image.v1+json";
 /// `docker save` writes layers uncompressed; the engine detects compression when it pulls.
 const LAYER_MEDIA_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar";
-/// Layers uploaded at once: enough to keep the registry and the network busy while one layer is read.
-const PARALLEL_UPLOADS: usize = 3;
 /// Image configs are small JSON documents; anything larger is not one.
 const MAX_CONFIG_BYTES: u64 = 8 * 1024 * 1024;
-
-/// Removes the spool file however the import ends.
-struct Spool(PathBuf);
-
-impl Drop for Spool {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+/// All the metadata files of one archive together.
+const MAX_METADATA_BYTES: u64 = 64 * 1024 * 1024;
 
 fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-archive", detail)
+}
+
+fn tar_error(e: TarError) -> ApiError {
+    match e {
+        TarError::Invalid(m) => invalid(m),
+        TarError::TooLarge => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            "the archive is larger than the import limit (BERTH_IMPORT_MAX_BYTES)",
+        ),
+        TarError::Body(m) => ApiError::bad_request("body-read-failed", format!("reading the upload failed: {m}")),
+    }
 }
 
 /// One entry of `manifest.json` in a `docker save` tarball.
@@ -68,39 +70,92 @@ struct RootFs {
     diff_ids: Vec<String>,
 }
 
-/// Where each regular file's bytes sit in the archive.
-type Index = HashMap<String, (u64, u64)>;
+/// Small files kept in memory as they pass: manifests, image configs, Docker's per-layer metadata.
+/// Everything else (layers, OCI blobs) is streamed to the registry.
+fn is_metadata(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.ends_with(".json") || matches!(name, "json" | "VERSION" | "repositories" | "oci-layout")
+}
 
 /// Imports every image of the tarball in `body` into the tenant's namespace.
+///
+/// Layers go to a staging repository of the tenant's namespace while the archive arrives (the
+/// archive lists the image names only at its end); once the whole archive is read and checked they
+/// are linked into the target repositories, and the staging links are removed however it ends.
 pub async fn import(reg: &Registry, db: &PgPool, tenant: Uuid, slug: &str, body: Body) -> ApiResult<Vec<ImportedImage>> {
-    let spool = Spool(reg.spool.join(format!("{}.tar", Uuid::now_v7())));
+    let staging = format!("{slug}/import-{}", Uuid::now_v7().simple());
+    let result = import_staged(reg, db, tenant, slug, body, &staging).await;
+    // The staging repository is this import's alone, and the registry has no call to remove a
+    // repository: its directory goes from the registry's storage, which Berth owns. The layers stay
+    // linked in the repositories they were mounted into; unlinked ones go at garbage collection.
+    let dir = reg.process.storage().join("docker/registry/v2/repositories").join(&staging);
+    if let Err(e) = tokio::fs::remove_dir_all(&dir).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(error = %e, dir = %dir.display(), "removing an import's staging repository failed");
+    }
+    result
+}
+
+async fn import_staged(
+    reg: &Registry,
+    db: &PgPool,
+    tenant: Uuid,
+    slug: &str,
+    body: Body,
+    staging: &str,
+) -> ApiResult<Vec<ImportedImage>> {
     let started = std::time::Instant::now();
-    let size = receive(body, &spool.0, reg.import_max_bytes).await?;
+    let mut tar = TarStream::new(body.into_data_stream(), reg.import_max_bytes);
+    let mut files: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut blobs: HashMap<String, (String, u64)> = HashMap::new();
+    let mut kept: u64 = 0;
+    loop {
+        let entry = match tar.next().await {
+            Ok(Some(e)) => e,
+            Ok(None) => break,
+            Err(_) if tar.received == 0 => return Err(invalid("the archive is empty")),
+            Err(e) => return Err(tar_error(e)),
+        };
+        if !entry.is_file {
+            tar.skip(entry.size).await.map_err(tar_error)?;
+        } else if is_metadata(&entry.path) {
+            kept += entry.size;
+            if entry.size > MAX_CONFIG_BYTES || kept > MAX_METADATA_BYTES {
+                return Err(invalid(format!("{} is too large for an image's metadata", entry.path)));
+            }
+            let data = tar.read(entry.size).await.map_err(tar_error)?;
+            files.insert(entry.path, data);
+        } else {
+            let digest = stage(reg, &mut tar, staging, entry.size).await?;
+            blobs.insert(entry.path, (digest, entry.size));
+        }
+    }
     let received = started.elapsed();
-    let path = spool.0.clone();
-    let (index, manifest) = tokio::task::spawn_blocking(move || index_archive(&path, size))
-        .await
-        .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))??;
+    let manifest = files
+        .get("manifest.json")
+        .ok_or_else(|| invalid("the archive has no manifest.json: it is not a `docker save` tarball"))?;
     let saved: Vec<SavedImage> =
-        serde_json::from_slice(&manifest).map_err(|e| invalid(format!("manifest.json is not a `docker save` manifest: {e}")))?;
+        serde_json::from_slice(manifest).map_err(|e| invalid(format!("manifest.json is not a `docker save` manifest: {e}")))?;
     if saved.is_empty() {
         return Err(invalid("the archive holds no images"));
     }
 
-    // Check the whole archive before pushing anything.
+    // Check the whole archive before anything is tagged.
     struct Plan {
         config: Vec<u8>,
         config_digest: String,
-        layers: Vec<(String, u64, u64, String)>, // path, offset, size, expected digest
-        targets: Vec<(String, String)>,          // repository (in the namespace), tag
+        layers: Vec<(String, u64)>,     // digest, size
+        targets: Vec<(String, String)>, // repository (in the namespace), tag
     }
+    let client = &reg.client;
     let mut plans = Vec::new();
     for image in &saved {
-        let (offset, len) = *index.get(&image.config).ok_or_else(|| invalid(format!("the archive lacks {}", image.config)))?;
-        if len > MAX_CONFIG_BYTES {
-            return Err(invalid(format!("{} is too large to be an image config", image.config)));
-        }
-        let config = read_range(&spool.0, offset, len).await?;
+        let config = match (files.get(&image.config), blobs.get(&image.config)) {
+            (Some(bytes), _) => bytes.clone(),
+            (None, Some((digest, size))) if *size <= MAX_CONFIG_BYTES => client.get_blob(staging, digest).await?,
+            _ => return Err(invalid(format!("the archive lacks {}", image.config))),
+        };
         let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
         let named = Path::new(&image.config).file_stem().and_then(|s| s.to_str()).unwrap_or_default();
         if named.len() == 64 && !config_digest.ends_with(named) {
@@ -118,8 +173,11 @@ pub async fn import(reg: &Registry, db: &PgPool, tenant: Uuid, slug: &str, body:
         }
         let mut layers = Vec::new();
         for (path, diff_id) in image.layers.iter().zip(&parsed.rootfs.diff_ids) {
-            let (offset, len) = *index.get(path).ok_or_else(|| invalid(format!("the archive lacks layer {path}")))?;
-            layers.push((path.clone(), offset, len, diff_id.clone()));
+            let (digest, size) = blobs.get(path).ok_or_else(|| invalid(format!("the archive lacks layer {path}")))?;
+            if digest != diff_id {
+                return Err(invalid(format!("layer {path} is corrupt: its content does not match the image config")));
+            }
+            layers.push((digest.clone(), *size));
         }
         let tags = image.repo_tags.clone().unwrap_or_default();
         if tags.is_empty() {
@@ -132,7 +190,7 @@ pub async fn import(reg: &Registry, db: &PgPool, tenant: Uuid, slug: &str, body:
         plans.push(Plan { config, config_digest, layers, targets });
     }
 
-    let adding: i64 = plans.iter().map(|p| p.config.len() as i64 + p.layers.iter().map(|l| l.2 as i64).sum::<i64>()).sum();
+    let adding: i64 = plans.iter().map(|p| p.config.len() as i64 + p.layers.iter().map(|l| l.1 as i64).sum::<i64>()).sum();
     {
         let mut conn = db.acquire().await?;
         if let Some((used, limit)) = super::store::storage_over_quota(&mut conn, tenant, adding).await? {
@@ -147,51 +205,23 @@ pub async fn import(reg: &Registry, db: &PgPool, tenant: Uuid, slug: &str, body:
         }
     }
 
-    // Blobs first, into every repository they will be in: layers (a few at a time, streamed from the
-    // spool file; the registry checks each against its digest), then configs.
-    let client = &reg.client;
-    let mut uploads: Vec<(String, String, u64, u64, String)> = Vec::new(); // repository, path, offset, size, digest
-    for plan in &plans {
-        for (repo, _) in &plan.targets {
-            let full = format!("{slug}/{repo}");
-            for (path, offset, len, digest) in &plan.layers {
-                if !uploads.iter().any(|u| u.0 == full && u.4 == *digest) {
-                    uploads.push((full.clone(), path.clone(), *offset, *len, digest.clone()));
-                }
-            }
-        }
-    }
-    let spool_path = spool.0.clone();
-    let results: Vec<ApiResult<()>> = futures_util::stream::iter(uploads)
-        .map(|(full, path, offset, len, digest)| {
-            let spool_path = spool_path.clone();
-            async move {
-                if client.blob_exists(&full, &digest).await? {
-                    return Ok(());
-                }
-                let body = reqwest::Body::wrap_stream(file_range(&spool_path, offset, len).await?);
-                client.upload_blob(&full, &digest, body).await.map_err(|e| match e.downcast::<DigestMismatch>() {
-                    Ok(_) => invalid(format!("layer {path} is corrupt: its content does not match the image config")),
-                    Err(e) => ApiError::internal(e),
-                })
-            }
-        })
-        .buffer_unordered(PARALLEL_UPLOADS)
-        .collect()
-        .await;
-    results.into_iter().collect::<ApiResult<Vec<()>>>()?;
+    // Link the layers into every repository they belong to (no data moves) and store the configs.
     for plan in &plans {
         let mut repos: Vec<&str> = plan.targets.iter().map(|(r, _)| r.as_str()).collect();
         repos.dedup();
         for repo in repos {
             let full = format!("{slug}/{repo}");
+            for (digest, _) in &plan.layers {
+                if !client.blob_exists(&full, digest).await? {
+                    client.mount(&full, digest, staging).await?;
+                }
+            }
             if !client.blob_exists(&full, &plan.config_digest).await? {
                 client.upload_blob(&full, &plan.config_digest, plan.config.clone().into()).await?;
             }
         }
     }
 
-    let uploaded = started.elapsed();
     // Then the manifests: only now do tags appear.
     let mut imported = Vec::new();
     for plan in &plans {
@@ -199,11 +229,11 @@ pub async fn import(reg: &Registry, db: &PgPool, tenant: Uuid, slug: &str, body:
             "schemaVersion": 2,
             "mediaType": MANIFEST_V2,
             "config": {"mediaType": CONFIG_MEDIA_TYPE, "size": plan.config.len(), "digest": plan.config_digest},
-            "layers": plan.layers.iter().map(|(_, _, len, digest)| json!({"mediaType": LAYER_MEDIA_TYPE, "size": len, "digest": digest})).collect::<Vec<_>>(),
+            "layers": plan.layers.iter().map(|(digest, len)| json!({"mediaType": LAYER_MEDIA_TYPE, "size": len, "digest": digest})).collect::<Vec<_>>(),
         });
         let bytes = serde_json::to_vec(&manifest).map_err(anyhow::Error::from)?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-        let size = plan.config.len() as i64 + plan.layers.iter().map(|l| l.2 as i64).sum::<i64>();
+        let size = plan.config.len() as i64 + plan.layers.iter().map(|l| l.1 as i64).sum::<i64>();
         for (repo, tag) in &plan.targets {
             let full = format!("{slug}/{repo}");
             client.put_manifest(&full, tag, MANIFEST_V2, bytes.clone()).await?;
@@ -216,98 +246,65 @@ pub async fn import(reg: &Registry, db: &PgPool, tenant: Uuid, slug: &str, body:
         }
     }
     tracing::info!(
-        bytes = size,
+        bytes = tar.received,
         images = imported.len(),
         received = ?received,
-        uploaded = ?uploaded,
         total = ?started.elapsed(),
         "imported a docker save archive"
     );
     Ok(imported)
 }
 
-/// Writes the request body to `path`, refusing it once it passes `max` bytes.
-async fn receive(body: Body, path: &Path, max: u64) -> ApiResult<u64> {
-    let file = tokio::fs::File::create(path).await.map_err(anyhow::Error::from)?;
-    // Request bodies arrive in small chunks; write them in large ones.
-    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
-    let mut stream = body.into_data_stream();
-    let mut written: u64 = 0;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request("body-read-failed", format!("reading the upload failed: {e}")))?;
-        written += chunk.len() as u64;
-        if written > max {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                format!("the archive is larger than the import limit of {max} bytes (BERTH_IMPORT_MAX_BYTES)"),
-            ));
-        }
-        file.write_all(&chunk).await.map_err(anyhow::Error::from)?;
-    }
-    file.flush().await.map_err(anyhow::Error::from)?;
-    if written == 0 {
-        return Err(invalid("the archive is empty"));
-    }
-    Ok(written)
-}
-
-/// Lists the archive's regular files and reads `manifest.json`. Blocking.
-fn index_archive(path: &Path, size: u64) -> ApiResult<(Index, Vec<u8>)> {
-    let not_tar = |e: std::io::Error| invalid(format!("not a readable tar archive (corrupt or truncated): {e}"));
-    let file = std::fs::File::open(path).map_err(anyhow::Error::from)?;
-    let mut archive = tar::Archive::new(file);
-    let mut index = Index::new();
-    let mut manifest = None;
-    // Seeking past each file's data instead of reading it: indexing costs a few reads, not the archive.
-    for entry in archive.entries_with_seek().map_err(not_tar)? {
-        let mut entry = entry.map_err(not_tar)?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let name = entry.path().map_err(not_tar)?.to_string_lossy().trim_start_matches("./").to_owned();
-        let (offset, len) = (entry.raw_file_position(), entry.size());
-        if offset + len > size {
-            return Err(invalid(format!("the archive is truncated inside {name}")));
-        }
-        if name == "manifest.json" {
-            let mut bytes = Vec::new();
-            entry.by_ref().take(MAX_CONFIG_BYTES).read_to_end(&mut bytes).map_err(not_tar)?;
-            manifest = Some(bytes);
-        }
-        index.insert(name, (offset, len));
-    }
-    let manifest = manifest.ok_or_else(|| invalid("the archive has no manifest.json: it is not a `docker save` tarball"))?;
-    Ok((index, manifest))
-}
-
-async fn read_range(path: &Path, offset: u64, len: u64) -> ApiResult<Vec<u8>> {
-    let mut file = tokio::fs::File::open(path).await.map_err(anyhow::Error::from)?;
-    file.seek(SeekFrom::Start(offset)).await.map_err(anyhow::Error::from)?;
-    let mut buf = vec![0u8; len as usize];
-    file.read_exact(&mut buf).await.map_err(|e| invalid(format!("the archive is truncated: {e}")))?;
-    Ok(buf)
-}
-
-/// A byte stream over `len` bytes of `path` from `offset`, in 256 KiB chunks.
-async fn file_range(
-    path: &Path,
-    offset: u64,
-    len: u64,
-) -> anyhow::Result<impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static> {
-    let mut file = tokio::fs::File::open(path).await?;
-    file.seek(SeekFrom::Start(offset)).await?;
-    Ok(futures_util::stream::unfold(file.take(len), |mut r| async move {
-        let mut buf = vec![0u8; 256 * 1024];
-        match r.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(bytes::Bytes::from(buf)), r))
+/// Streams one entry's data to the staging repository as it arrives, hashing it on the way, and
+/// commits it under that hash; returns the digest.
+async fn stage<S, E>(reg: &Registry, tar: &mut TarStream<S>, staging: &str, size: u64) -> ApiResult<String>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let client = &reg.client;
+    let location = client.start_upload(staging).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
+    let body =
+        reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }));
+    let sending = {
+        let (client, repo, location) = (client.clone(), staging.to_owned(), location.clone());
+        tokio::spawn(async move { client.send_upload(&repo, &location, body).await })
+    };
+    let mut hasher = Sha256::new();
+    let fed = async {
+        let mut left = size;
+        while left > 0 {
+            let chunk = tar.chunk(left).await?;
+            left -= chunk.len() as u64;
+            hasher.update(&chunk);
+            if tx.send(Ok(chunk)).await.is_err() {
+                // The upload stopped reading: its own error says why.
+                break;
             }
-            Err(e) => Some((Err(e), r)),
         }
-    }))
+        tar.skip_padding(size).await
+    };
+    let fed: Result<(), TarError> = fed.await;
+    if let Err(e) = fed {
+        let _ = tx.send(Err(std::io::Error::other("the archive ended early"))).await;
+        drop(tx);
+        let _ = sending.await;
+        client.cancel_upload(staging, &location).await;
+        return Err(tar_error(e));
+    }
+    drop(tx);
+    let next = match sending.await {
+        Ok(Ok(next)) => next,
+        Ok(Err(e)) => {
+            client.cancel_upload(staging, &location).await;
+            return Err(ApiError::internal(e));
+        }
+        Err(e) => return Err(ApiError::internal(anyhow::anyhow!(e))),
+    };
+    let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+    client.finish_upload(staging, &next, &digest).await?;
+    Ok(digest)
 }
 
 /// Where a `docker save` name goes in the tenant's namespace: `web:1` → (`web`, `1`);

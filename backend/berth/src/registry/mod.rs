@@ -20,7 +20,8 @@
 //! - [`store`]: the `image_tags` rows and storage usage;
 //! - [`retention`]: removing tags, retention policies, the catalog pass, and the maintenance loop that
 //!   runs garbage collection at a quiet moment;
-//! - [`import`]: `docker save` tarballs into a tenant's namespace;
+//! - [`import`]: `docker save` tarballs into a tenant's namespace, read as they arrive
+//!   ([`tar_stream`]);
 //! - [`api`]: the `/api/v1/images` handlers.
 
 pub mod api;
@@ -35,6 +36,7 @@ pub mod pin;
 pub mod process;
 pub mod retention;
 pub mod store;
+pub mod tar_stream;
 pub mod token;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -128,8 +130,6 @@ pub struct Registry {
     pub signer: token::Signer,
     pub ca: Pem,
     pub import_max_bytes: u64,
-    /// Where imports are spooled while they are read.
-    pub spool: PathBuf,
     /// The shared secret the registry's notifications carry.
     pub notify_secret: String,
     pub process: process::Handle,
@@ -187,7 +187,6 @@ pub async fn start(state: &AppState, cfg: &RegistryConfig, data_dir: &Path) -> a
     let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf()).join("registry");
     std::fs::create_dir_all(dir.join("tls"))?;
     std::fs::create_dir_all(dir.join("storage"))?;
-    std::fs::create_dir_all(dir.join("spool"))?;
 
     let ca = keys::platform_ca(&state.system, &state.keys).await?;
     let signer_pem = keys::token_signer(&state.system, &state.keys).await?;
@@ -220,7 +219,6 @@ pub async fn start(state: &AppState, cfg: &RegistryConfig, data_dir: &Path) -> a
         signer,
         ca,
         import_max_bytes: cfg.import_max_bytes,
-        spool: dir.join("spool"),
         notify_secret,
         process,
         needs_collection: AtomicBool::new(false),

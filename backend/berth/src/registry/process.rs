@@ -235,6 +235,11 @@ impl Handle {
         Ok(Collected { bytes_before, bytes_after })
     }
 
+    /// The registry's storage directory.
+    pub fn storage(&self) -> &Path {
+        &self.storage
+    }
+
     pub fn pid(&self) -> u32 {
         self.pid.load(Ordering::Relaxed)
     }
