@@ -6,11 +6,12 @@
 # 1. `docker push` of a ~200 MB image of 5 layers from a node engine of a local cluster, through
 #    Berth's registry (token auth, TLS, notifications) and to the bare one. ROUNDS rounds (default 3),
 #    each with a freshly built image (new random layers), so nothing is already there; medians.
-# 2. `POST /api/v1/images/import` of that image's `docker save` tarball, against
+# 2. `POST /api/v1/images/import` of that image's `docker save` tarball (curl -T, streamed), against
 #    `skopeo copy docker-archive:… docker://<bare>/…` (skopeo's defaults, which gzip the layers, and
-#    with --dest-decompress, which sends them as they are, as Berth does).
+#    with --dest-decompress, which sends them as they are, as Berth does; each into a bare registry of
+#    its own, so skopeo's blob cache cannot reuse one run's blobs in the other).
 # 3. The token endpoint: requests/s and p99 with 16 connections for 10 s (wrk), with an API token and
-#    with an e-mail and password (each then costs an Argon2 check).
+#    with an e-mail and password (the first check costs Argon2; later ones are remembered).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -156,7 +157,7 @@ echo "skopeo copy (gzip):          ${imp_skopeo[*]} s -> median $(median "${imp_
 echo "skopeo copy --dest-decompress: ${imp_skopeo_raw[*]} s -> median $(median "${imp_skopeo_raw[@]}") s"
 echo "Berth images/import:         ${imp_berth[*]} s -> median $(median "${imp_berth[@]}") s"
 python3 -c "print(f'ratio Berth / skopeo: {$(median "${imp_berth[@]}")/$(median "${imp_skopeo[@]}"):.2f}; Berth / skopeo --dest-decompress: {$(median "${imp_berth[@]}")/$(median "${imp_skopeo_raw[@]}"):.2f}')"
-echo "Berth's phases (received = upload spooled, uploaded = blobs in the registry):"
+echo "Berth's phases (received = archive read, its layers streamed on to the registry; total = with checks, mounts, manifests):"
 grep "imported a docker save archive" "$DATA/berth/server.log" | sed 's/\x1b\[[0-9;]*m//g; s/.*archive //' || true
 
 echo

@@ -83,22 +83,6 @@ impl LoginCache {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn remembers_only_the_exact_pair() {
-        let c = LoginCache::default();
-        let u = Uuid::now_v7();
-        c.remember("Ann@X.test", "secret-1", u, "$argon2id$h".into());
-        assert_eq!(c.lookup("ann@x.test", "secret-1"), Some((u, "$argon2id$h".into())));
-        assert_eq!(c.lookup("ann@x.test", "secret-2"), None);
-        assert_eq!(c.lookup("bob@x.test", "secret-1"), None);
-        assert_ne!(LoginCache::default().fingerprint("a", "b"), c.fingerprint("a", "b"), "keys differ per process");
-    }
-}
-
 /// Held while one account's login is checked; forgets the account's lock when nobody else waits on it.
 pub struct AccountGuard<'a> {
     cache: &'a LoginCache,
@@ -115,5 +99,21 @@ impl Drop for AccountGuard<'_> {
         if Arc::strong_count(&self.lock) == 2 {
             locks.remove(&self.email);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_only_the_exact_pair() {
+        let c = LoginCache::default();
+        let u = Uuid::now_v7();
+        c.remember("Ann@X.test", "secret-1", u, "$argon2id$h".into());
+        assert_eq!(c.lookup("ann@x.test", "secret-1"), Some((u, "$argon2id$h".into())));
+        assert_eq!(c.lookup("ann@x.test", "secret-2"), None);
+        assert_eq!(c.lookup("bob@x.test", "secret-1"), None);
+        assert_ne!(LoginCache::default().fingerprint("a", "b"), c.fingerprint("a", "b"), "keys differ per process");
     }
 }
