@@ -252,3 +252,48 @@ async fn user_management_keeps_an_owner_and_respects_rank() {
     // ...but cannot change their own role.
     app.patch(&format!("/api/v1/users/{vid}"), vt, json!({"role": "owner"})).await.problem(StatusCode::FORBIDDEN, "forbidden");
 }
+
+/// Clients that hang up mid-request (a load generator stopping, a browser closing) must not leave a
+/// pooled connection inside an open transaction, holding locks that stall everyone else: requests run
+/// to their end whatever the client does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_cut_off_by_their_clients_leave_no_transaction_open() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("Acme").await;
+    let impatient = reqwest::Client::builder().build().unwrap();
+    for round in 0..10u64 {
+        let mut calls = Vec::new();
+        for i in 0..24u64 {
+            let (client, url, owner) = (impatient.clone(), app.url("/api/v1/auth/login"), t.owner.clone());
+            let cluster_url = app.url("/api/v1/clusters");
+            // Cut off after a few milliseconds: somewhere inside the throttle's or the create's transaction.
+            let wait = std::time::Duration::from_micros(500 + 700 * ((round * 24 + i) % 11));
+            calls.push(tokio::spawn(async move {
+                let login = client.post(url).json(&json!({"email": "nobody@example.test", "password": "wrong-password"}));
+                let _ = tokio::time::timeout(wait, login.send()).await;
+                let create = client
+                    .post(cluster_url)
+                    .bearer_auth(owner)
+                    .json(&json!({"name": format!("c{round}x{i}"), "managers": 1, "workers": 0}));
+                let _ = tokio::time::timeout(wait, create.send()).await;
+            }));
+        }
+        for c in calls {
+            c.await.unwrap();
+        }
+    }
+    // Whatever was cut off has finished by now; no connection of this database waits inside a transaction.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let open: Vec<String> = sqlx::query_scalar(
+        "SELECT coalesce(query, '') FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert!(open.is_empty(), "connections left inside a transaction: {open:?}");
+    // And the server still answers everything that takes locks.
+    app.get("/api/v1/clusters", &t.owner).await.expect(StatusCode::OK);
+    app.post("/api/v1/clusters", &t.owner, json!({"name": "after", "managers": 1, "workers": 0}))
+        .await
+        .expect(StatusCode::ACCEPTED);
+}

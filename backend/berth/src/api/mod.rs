@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use tower::ServiceBuilder;
@@ -137,6 +138,23 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::middleware::from_fn(headers::middleware))
                 .layer(CatchPanicLayer::custom(|_| panic_response())),
         )
+        .layer(axum::middleware::from_fn(run_to_completion))
+}
+
+/// Runs each request to its end in a task of its own, even when the client goes away meanwhile.
+///
+/// The server drops a request's future when its connection closes. Dropped in the middle of a
+/// database transaction (between `BEGIN` and the answer to `COMMIT`), it could hand its pooled
+/// connection back still inside that transaction, holding row locks that then stall every other user
+/// of those rows — seen when a load generator cut 16 logins off at once. A request that has started
+/// therefore finishes: its writes commit or roll back, its audit entry is written, and only the
+/// response is lost. (A streaming body, such as the event stream, is not part of this: it ends with
+/// its connection.)
+pub async fn run_to_completion(req: Request<axum::body::Body>, next: Next) -> Response {
+    match tokio::spawn(next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => panic_response(),
+    }
 }
 
 fn panic_response() -> Response {

@@ -52,8 +52,14 @@ impl Servers {
         let notify_listener = TcpListener::bind("127.0.0.1:0").await?;
         let notify_addr = notify_listener.local_addr()?;
 
-        let token_app = Router::new().route("/token", get(issue_token)).with_state(state.clone());
-        let notify_app = Router::new().route("/notifications", post(super::api::notifications)).with_state(state);
+        let token_app = Router::new()
+            .route("/token", get(issue_token))
+            .with_state(state.clone())
+            .layer(axum::middleware::from_fn(crate::api::run_to_completion));
+        let notify_app = Router::new()
+            .route("/notifications", post(super::api::notifications))
+            .with_state(state)
+            .layer(axum::middleware::from_fn(crate::api::run_to_completion));
 
         let mut on_stop = stopping.clone();
         let notify = tokio::spawn(async move {
