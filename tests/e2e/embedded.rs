@@ -137,16 +137,47 @@ fn parent_pid(pid: i32) -> Option<i32> {
 }
 
 #[tokio::test]
-async fn serve_runs_and_stops_its_own_postgres() {
-    let mut served = Served::start("berth-embedded").await;
+async fn serve_runs_and_stops_its_own_postgres_and_registry() {
+    // This one runs the built-in registry too, on free ports of the platform address.
+    let ip: std::net::IpAddr = "10.213.0.1".parse().unwrap();
+    berth::registry::ensure_local_address(ip).await.unwrap();
+    let free = || std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
+    let (port, auth_port) = (free(), free());
+    let address = format!("{ip}:{port}");
+    let auth = auth_port.to_string();
+    let dir = std::env::temp_dir().join(format!("berth-embedded-{}", uuid::Uuid::new_v4().simple()));
+    let env = [
+        ("BERTH_REGISTRY", "builtin"),
+        ("BERTH_REGISTRY_ADDRESS", address.as_str()),
+        ("BERTH_REGISTRY_AUTH_PORT", auth.as_str()),
+    ];
+    let mut served = Served::start_in(dir.clone(), free_port(), &env).await;
     assert_eq!(served.login_status().await, 200);
-    let dir = served.dir.clone();
     assert!(dir.join("postgres/PG_VERSION").exists(), "the database lives in the data dir");
     assert!(dir.join("secret").exists(), "the generated master secret is kept");
     assert!(!postgres_pids(&dir).is_empty(), "a private postgres runs");
+    let registry = registry_pids(&dir);
+    assert_eq!(registry.len(), 1, "one registry runs, with its storage in the data dir");
+    assert!(dir.join("registry/storage").is_dir());
+    assert!(std::net::TcpStream::connect(&address).is_ok(), "the registry listens on {address}");
 
     assert!(served.stop_within(Duration::from_secs(30)), "berth serve did not stop on SIGTERM");
     assert!(postgres_pids(&dir).is_empty(), "postgres outlived berth serve");
+    assert!(registry_pids(&dir).is_empty(), "the registry outlived berth serve");
+}
+
+/// `docker-registry` processes serving a configuration under `dir`.
+fn registry_pids(dir: &std::path::Path) -> Vec<i32> {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmd = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).into_owned();
+            cmd.starts_with("docker-registry") && cmd.contains(&needle)
+        })
+        .collect()
 }
 
 /// Starting Berth twice on one data directory (a second `make run`, say) must leave the first alone: the
