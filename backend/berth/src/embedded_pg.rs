@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::data_dir::DataDirLock;
+use crate::supervise::{self, stopped};
 
 const DATABASE: &str = "berth";
 const SUPERUSER: &str = "berth";
@@ -125,68 +126,37 @@ fn options_for(socket_dir: &Path, database: &str) -> PgConnectOptions {
 /// started again with a growing pause between attempts; meanwhile requests fail with 503/500 and the
 /// pool reconnects once it is back.
 async fn supervise(launch: Launch, mut child: Child, mut stopping: watch::Receiver<bool>) {
-    let mut pause = Duration::from_millis(200);
     loop {
         tokio::select! {
             status = child.wait() => {
                 let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
                 tracing::error!(%status, log = %launch.log_path.display(), "the embedded postgres exited; starting it again");
             }
-            _ = stopped(&mut stopping) => {
+            () = stopped(&mut stopping) => {
                 shut_down(&mut child).await;
                 return;
             }
         }
-        // Start it again until it accepts connections or Berth stops.
-        loop {
-            let attempt = async {
-                let mut child = launch.spawn()?;
-                match launch.wait_ready(&mut child).await {
-                    Ok(()) => Ok(child),
-                    Err(e) => {
-                        shut_down(&mut child).await;
-                        Err(e)
-                    }
-                }
-            };
-            let outcome = tokio::select! {
-                outcome = attempt => outcome,
-                _ = stopped(&mut stopping) => return,
-            };
-            match outcome {
-                Ok(restarted) => {
-                    tracing::info!("the embedded postgres is running again");
-                    child = restarted;
-                    pause = Duration::from_millis(200);
-                    break;
-                }
+        let start = || async {
+            let mut child = launch.spawn()?;
+            match launch.wait_ready(&mut child).await {
+                Ok(()) => Ok(child),
                 Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), retry_in = ?pause, "restarting the embedded postgres failed");
-                    tokio::select! {
-                        () = tokio::time::sleep(pause) => {}
-                        _ = stopped(&mut stopping) => return,
-                    }
-                    pause = (pause * 2).min(Duration::from_secs(5));
+                    shut_down(&mut child).await;
+                    Err(e)
                 }
             }
+        };
+        match supervise::restart("the embedded postgres", start, &mut stopping).await {
+            Some(restarted) => child = restarted,
+            None => return,
         }
     }
 }
 
-/// Resolves once Berth asks the server to stop (the guard `wait_for` returns must not be held across
-/// an await, so it is dropped here).
-async fn stopped(stopping: &mut watch::Receiver<bool>) {
-    let _ = stopping.wait_for(|s| *s).await;
-}
-
 /// Asks the server for a fast shutdown and waits for it; kills it if it takes longer than 30 s.
 async fn shut_down(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
-    }
-    if tokio::time::timeout(Duration::from_secs(30), child.wait()).await.is_err() {
-        let _ = child.kill().await;
-    }
+    supervise::shut_down(child, Signal::SIGINT, Duration::from_secs(30)).await;
 }
 
 impl Launch {

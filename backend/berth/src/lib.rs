@@ -19,6 +19,7 @@ pub mod providers;
 pub mod registry;
 pub mod serve;
 pub mod state;
+pub mod supervise;
 pub mod swarm;
 pub mod telemetry;
 pub mod worker;

@@ -18,13 +18,13 @@ pub struct Pem {
     pub key: String,
 }
 
-/// The CA's parameters are a function of the cluster id, so the issuer of later certificates can be
-/// rebuilt from the stored key alone.
-fn ca_params(cluster: Uuid) -> anyhow::Result<CertificateParams> {
+/// A CA's parameters are fixed apart from its name, so the issuer of later certificates can be rebuilt
+/// from the stored key and the name alone.
+pub fn ca_params(common_name: &str) -> anyhow::Result<CertificateParams> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Berth");
-    dn.push(DnType::CommonName, format!("Berth cluster {cluster} CA"));
+    dn.push(DnType::CommonName, common_name);
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
@@ -33,22 +33,32 @@ fn ca_params(cluster: Uuid) -> anyhow::Result<CertificateParams> {
     Ok(p)
 }
 
-/// A new CA for `cluster`.
-pub fn new_ca(cluster: Uuid) -> anyhow::Result<Pem> {
+fn cluster_ca(cluster: Uuid) -> String {
+    format!("Berth cluster {cluster} CA")
+}
+
+/// A new self-signed CA called `common_name`.
+pub fn new_ca_named(common_name: &str) -> anyhow::Result<Pem> {
     let key = KeyPair::generate()?;
-    let cert = ca_params(cluster)?.self_signed(&key)?;
+    let cert = ca_params(common_name)?.self_signed(&key)?;
     Ok(Pem { cert: cert.pem(), key: key.serialize_pem() })
 }
 
-fn leaf(
-    cluster: Uuid,
+/// A new CA for `cluster`.
+pub fn new_ca(cluster: Uuid) -> anyhow::Result<Pem> {
+    new_ca_named(&cluster_ca(cluster))
+}
+
+/// A certificate signed by the CA called `ca_name` (whose key is `ca_key_pem`).
+pub fn leaf(
+    ca_name: &str,
     ca_key_pem: &str,
     common_name: &str,
     sans: Vec<SanType>,
     usage: ExtendedKeyUsagePurpose,
 ) -> anyhow::Result<Pem> {
-    let ca_key = KeyPair::from_pem(ca_key_pem).context("parsing the cluster CA key")?;
-    let issuer = Issuer::new(ca_params(cluster)?, ca_key);
+    let ca_key = KeyPair::from_pem(ca_key_pem).with_context(|| format!("parsing the key of {ca_name}"))?;
+    let issuer = Issuer::new(ca_params(ca_name)?, ca_key);
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Berth");
@@ -68,12 +78,12 @@ fn leaf(
 pub fn server_cert(cluster: Uuid, ca_key_pem: &str, hostname: &str, addresses: &[IpAddr]) -> anyhow::Result<Pem> {
     let mut sans = vec![SanType::DnsName(hostname.try_into()?)];
     sans.extend(addresses.iter().map(|a| SanType::IpAddress(*a)));
-    leaf(cluster, ca_key_pem, hostname, sans, ExtendedKeyUsagePurpose::ServerAuth)
+    leaf(&cluster_ca(cluster), ca_key_pem, hostname, sans, ExtendedKeyUsagePurpose::ServerAuth)
 }
 
 /// The client certificate Berth (and the cluster's users, through the credentials endpoint) connect with.
 pub fn client_cert(cluster: Uuid, ca_key_pem: &str) -> anyhow::Result<Pem> {
-    leaf(cluster, ca_key_pem, "berth", Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)
+    leaf(&cluster_ca(cluster), ca_key_pem, "berth", Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)
 }
 
 #[cfg(test)]

@@ -110,7 +110,7 @@ async fn serve_tls(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, a
                     continue;
                 }
             },
-            () = super::stopped(&mut stopping) => return,
+            () = crate::supervise::stopped(&mut stopping) => return,
         };
         let acceptor = acceptor.clone();
         let app = app.clone();

@@ -6,8 +6,7 @@ use std::net::IpAddr;
 
 use anyhow::Context;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PublicKeyData, SanType,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
 };
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -18,19 +17,8 @@ use crate::pki::Pem;
 const CA: &str = "registry-ca";
 const TOKEN: &str = "registry-token";
 
-/// The CA's parameters are fixed, so the issuer of later certificates can be rebuilt from the key alone.
-fn ca_params() -> anyhow::Result<CertificateParams> {
-    let mut p = CertificateParams::new(Vec::<String>::new())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "Berth");
-    dn.push(DnType::CommonName, "Berth platform CA");
-    p.distinguished_name = dn;
-    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    p.not_after = rcgen::date_time_ymd(2124, 1, 1);
-    Ok(p)
-}
+/// The platform CA's name; with its key, all that is needed to issue certificates from it.
+const CA_NAME: &str = "Berth platform CA";
 
 fn token_params() -> anyhow::Result<CertificateParams> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
@@ -73,12 +61,7 @@ async fn get_or_create(db: &PgPool, keys: &Keys, name: &str, make: fn() -> anyho
 
 /// The platform CA: nodes trust it for the registry's address.
 pub async fn platform_ca(db: &PgPool, keys: &Keys) -> anyhow::Result<Pem> {
-    get_or_create(db, keys, CA, || {
-        let key = KeyPair::generate()?;
-        let cert = ca_params()?.self_signed(&key)?;
-        Ok(Pem { cert: cert.pem(), key: key.serialize_pem() })
-    })
-    .await
+    get_or_create(db, keys, CA, || crate::pki::new_ca_named(CA_NAME)).await
 }
 
 /// The token-signing key (ECDSA P-256) and its self-signed certificate, which goes into the registry's
@@ -94,20 +77,8 @@ pub async fn token_signer(db: &PgPool, keys: &Keys) -> anyhow::Result<Pem> {
 
 /// A TLS server certificate from the platform CA for the registry's (and its token service's) addresses.
 pub fn server_cert(ca: &Pem, addresses: &[IpAddr]) -> anyhow::Result<Pem> {
-    let issuer = Issuer::new(ca_params()?, KeyPair::from_pem(&ca.key).context("parsing the platform CA key")?);
-    let mut p = CertificateParams::new(Vec::<String>::new())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "Berth");
-    dn.push(DnType::CommonName, "Berth registry");
-    p.distinguished_name = dn;
-    p.subject_alt_names = addresses.iter().map(|a| SanType::IpAddress(*a)).collect();
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    p.not_after = rcgen::date_time_ymd(2124, 1, 1);
-    let key = KeyPair::generate()?;
-    let cert = p.signed_by(&key, &issuer)?;
-    Ok(Pem { cert: cert.pem(), key: key.serialize_pem() })
+    let sans = addresses.iter().map(|a| SanType::IpAddress(*a)).collect();
+    crate::pki::leaf(CA_NAME, &ca.key, "Berth registry", sans, ExtendedKeyUsagePurpose::ServerAuth)
 }
 
 /// The key id distribution 2.8 (libtrust) derives from a public key, which a token's `kid` header must

@@ -173,12 +173,6 @@ impl Running {
     }
 }
 
-/// Resolves once `stopping` turns true. (The guard `wait_for` returns must not live across an await
-/// in a spawned task, so it is dropped here.)
-pub(crate) async fn stopped(stopping: &mut watch::Receiver<bool>) {
-    let _ = stopping.wait_for(|s| *s).await;
-}
-
 /// Starts the built-in registry for `state`: keys, certificates, the token and notification servers,
 /// then the supervised registry process; and tells `state` about it.
 pub async fn start(state: &AppState, cfg: &RegistryConfig, data_dir: &Path) -> anyhow::Result<Running> {

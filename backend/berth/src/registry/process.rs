@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde_json::json;
 use tokio::process::{Child, Command};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
@@ -283,7 +282,6 @@ async fn supervise(
     mut pauses: mpsc::Receiver<Pause>,
     pid: Arc<AtomicU32>,
 ) {
-    let mut pause = Duration::from_millis(200);
     loop {
         tokio::select! {
             status = child.wait() => {
@@ -298,56 +296,35 @@ async fn supervise(
                 let _ = request.stopped.send(());
                 tokio::select! {
                     _ = request.resume => {}
-                    () = super::stopped(&mut stopping) => return,
+                    () = crate::supervise::stopped(&mut stopping) => return,
                 }
             }
-            () = super::stopped(&mut stopping) => {
+            () = crate::supervise::stopped(&mut stopping) => {
                 shut_down(&mut child).await;
                 return;
             }
         }
-        loop {
-            let attempt = async {
-                let mut c = settings.spawn()?;
-                match settings.wait_ready(&mut c).await {
-                    Ok(()) => Ok(c),
-                    Err(e) => {
-                        shut_down(&mut c).await;
-                        Err(e)
-                    }
-                }
-            };
-            let outcome = tokio::select! {
-                outcome = attempt => outcome,
-                () = super::stopped(&mut stopping) => return,
-            };
-            match outcome {
-                Ok(restarted) => {
-                    tracing::info!("the registry is running again");
-                    pid.store(restarted.id().unwrap_or(0), Ordering::Relaxed);
-                    child = restarted;
-                    pause = Duration::from_millis(200);
-                    break;
-                }
+        let start = || async {
+            let mut c = settings.spawn()?;
+            match settings.wait_ready(&mut c).await {
+                Ok(()) => Ok(c),
                 Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), retry_in = ?pause, "restarting the registry failed");
-                    tokio::select! {
-                        () = tokio::time::sleep(pause) => {}
-                        () = super::stopped(&mut stopping) => return,
-                    }
-                    pause = (pause * 2).min(Duration::from_secs(5));
+                    shut_down(&mut c).await;
+                    Err(e)
                 }
             }
+        };
+        match crate::supervise::restart("the registry", start, &mut stopping).await {
+            Some(restarted) => {
+                pid.store(restarted.id().unwrap_or(0), Ordering::Relaxed);
+                child = restarted;
+            }
+            None => return,
         }
     }
 }
 
 /// SIGTERM, then SIGKILL after 10 s.
 async fn shut_down(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-    }
-    if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
-        let _ = child.kill().await;
-    }
+    crate::supervise::shut_down(child, Signal::SIGTERM, Duration::from_secs(10)).await;
 }

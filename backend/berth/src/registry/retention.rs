@@ -211,7 +211,7 @@ pub async fn run_loop(state: AppState, reg: Arc<Registry>, mut stopping: watch::
         first = false;
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = super::stopped(&mut stopping) => return,
+            () = crate::supervise::stopped(&mut stopping) => return,
         }
         let _one = reg.maintenance.lock().await;
         if let Err(e) = sync_catalog(&reg, &state.system).await {
