@@ -139,8 +139,7 @@ fn parent_pid(pid: i32) -> Option<i32> {
 #[tokio::test]
 async fn serve_runs_and_stops_its_own_postgres_and_registry() {
     // This one runs the built-in registry too, on free ports of the platform address.
-    let ip: std::net::IpAddr = "10.213.0.1".parse().unwrap();
-    berth::registry::ensure_local_address(ip).await.unwrap();
+    let ip = berth_tests::platform_address().await;
     let free = || std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
     let (port, auth_port) = (free(), free());
     let address = format!("{ip}:{port}");

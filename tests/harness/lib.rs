@@ -221,6 +221,32 @@ pub fn test_existing_policy() -> berth::config::ExistingPolicy {
     }
 }
 
+/// The registry's platform address (`10.213.0.1`), on the loopback interface for as long as this test
+/// process runs. When the tests add it, a shell holding a pipe from this process removes it again
+/// when the process exits, however it exits (as with the test PostgreSQL).
+pub async fn platform_address() -> std::net::IpAddr {
+    static GUARD: tokio::sync::OnceCell<Option<std::sync::Mutex<Child>>> = tokio::sync::OnceCell::const_new();
+    let ip: std::net::IpAddr = "10.213.0.1".parse().unwrap();
+    GUARD
+        .get_or_init(|| async move {
+            let present = std::net::UdpSocket::bind((ip, 0)).is_ok();
+            berth::registry::ensure_local_address(ip).await.expect("adding the platform address (tests run as root)");
+            (!present).then(|| {
+                let child = Command::new("sh")
+                    .arg("-c")
+                    .arg("cat >/dev/null; ip addr del 10.213.0.1/32 dev lo 2>/dev/null")
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("starting the address guard");
+                std::sync::Mutex::new(child)
+            })
+        })
+        .await;
+    ip
+}
+
 /// Where the local provider puts its nodes (see `providers/local.rs`).
 pub const LOCAL_NODE_NETWORKS: &str = "10.213.0.0/16";
 
@@ -239,8 +265,7 @@ impl TestApp {
     pub async fn spawn_with_registry(import_max_bytes: u64) -> TestApp {
         let mut app = Self::spawn().await;
         let state = app.state.clone().expect("spawned apps keep their state");
-        let ip: std::net::IpAddr = "10.213.0.1".parse().unwrap();
-        berth::registry::ensure_local_address(ip).await.expect("adding the platform address (tests run as root)");
+        let ip = platform_address().await;
         let free_port = || std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
         let (port, auth_port) = (free_port(), free_port());
         let cfg = berth::config::RegistryConfig {
