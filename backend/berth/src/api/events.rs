@@ -70,7 +70,7 @@ pub async fn stream(
     };
     // The stream outlives the request: give the connection back now.
     drop(db);
-    let feed = Feed { state, tenant, after, pending: VecDeque::new(), more: true, subscription, done: false };
+    let feed = Feed { state, tenant, after, pending: VecDeque::new(), more: true, subscription, closing: false, done: false };
     let events = futures_util::stream::unfold(feed, |mut feed| async move { feed.next().await.map(|e| (Ok(e), feed)) });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
@@ -84,6 +84,8 @@ struct Feed {
     /// The table may hold more events after `after` than the last catch-up read.
     more: bool,
     subscription: Subscription,
+    /// The server is stopping: send what is committed, then the reconnect hint.
+    closing: bool,
     done: bool,
 }
 
@@ -101,6 +103,10 @@ impl Feed {
                 self.after = event.id;
                 return Some(to_sse(&event));
             }
+            if self.closing {
+                self.done = true;
+                return Some(SseEvent::default().retry(RECONNECT_AFTER).comment("Berth is shutting down; reconnect"));
+            }
             if self.more {
                 self.catch_up().await;
                 continue;
@@ -109,8 +115,10 @@ impl Feed {
             let wait = if poll { POLL } else { SAFETY_NET };
             tokio::select! {
                 () = self.state.shutting_down() => {
-                    self.done = true;
-                    return Some(SseEvent::default().retry(RECONNECT_AFTER).comment("Berth is shutting down; reconnect"));
+                    // Events committed before the stop may not have been broadcast yet: read them
+                    // from the table, send them, then end.
+                    self.catch_up().await;
+                    self.closing = true;
                 }
                 received = self.subscription.events.recv(), if !poll => match received {
                     Ok(event) => self.pending.push_back((*event).clone()),

@@ -193,8 +193,11 @@ impl Runner {
     }
 
     async fn claim(&self, kinds: &[String]) -> anyhow::Result<Option<Claimed>> {
+        // The `job.running` event is written by the same statement: whoever sees the job running sees
+        // the event too (a stream that ends at shutdown still sends it).
         let job: Option<Claimed> = sqlx::query_as(
-            "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2),
+            "WITH claimed AS (
+             UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2),
                     attempts = attempts + 1, updated_at = now()
               WHERE id = (
                     SELECT j.id FROM jobs j
@@ -206,7 +209,11 @@ impl Runner {
                      ORDER BY j.id
                      LIMIT 1
                        FOR UPDATE SKIP LOCKED)
-          RETURNING id, tenant_id, kind, target_type, target_id, payload, attempts, max_attempts",
+          RETURNING id, tenant_id, kind, target_type, target_id, payload, attempts, max_attempts),
+             running AS (
+             INSERT INTO events (tenant_id, kind, target_type, target_id, data)
+             SELECT tenant_id, 'job.running', target_type, target_id, jsonb_build_object('job_id', id, 'kind', kind) FROM claimed)
+             SELECT * FROM claimed",
         )
         .bind(&self.id)
         .bind(self.lease.as_secs_f64())
@@ -221,7 +228,6 @@ impl Runner {
 async fn execute(ctx: JobCtx, handlers: Arc<Handlers>, lease: Duration) {
     let Some(handler) = handlers.0.get(ctx.job.kind.as_str()) else { return };
     let target = Target { tenant_id: ctx.job.tenant_id, kind: &ctx.job.target_type, id: ctx.job.target_id };
-    let _ = log_event(&ctx, &target, "job.running").await;
     let _ = ctx.log(&format!("attempt {} of {} by {}", ctx.job.attempts, ctx.job.max_attempts, ctx.runner)).await;
 
     let work = (handler.run)(ctx.clone());
