@@ -298,6 +298,7 @@ async fn images_go_through_the_builtin_registry_to_every_node_with_tenant_isolat
     // Deleting a tag and a repository through the API removes them from the registry too.
     app.delete(&format!("/api/v1/images/repositories/pushed/tags/{}", "by-token"), &t.owner).await.expect(StatusCode::NO_CONTENT);
     cli.ok(&manager, &["pull", &pushed]); // v2 shared the image with by-token and is still there
+    cli.fails(&manager, &["pull", &by_token]); // and by-token is gone from the registry itself
     app.delete("/api/v1/images/repositories/after-restart", &t.owner).await.expect(StatusCode::NO_CONTENT);
     cli.ok(&manager, &["rmi", &again]);
     cli.fails(&manager, &["pull", &again]);

@@ -145,9 +145,9 @@ pub async fn set_retention(
         return Err(ApiError::invalid_field("repository", "not a repository name"));
     }
     let mut errors = Vec::new();
-    for (field, value) in [("keep_last", policy.keep_last), ("keep_days", policy.keep_days)] {
-        if value.is_some_and(|v| v < 1) {
-            errors.push(berth_types::FieldError { field: field.to_owned(), message: "must be 1 or more".to_owned() });
+    for (field, value, most) in [("keep_last", policy.keep_last, 100_000), ("keep_days", policy.keep_days, 36_500)] {
+        if value.is_some_and(|v| !(1..=most).contains(&v)) {
+            errors.push(berth_types::FieldError { field: field.to_owned(), message: format!("must be between 1 and {most}") });
         }
     }
     if policy.keep_last.is_none() && policy.keep_days.is_none() {
@@ -328,7 +328,15 @@ async fn record(state: &AppState, reg: &Registry, event: &super::auth_server::No
         "push" if is_manifest => {
             reg.note_push();
             let (Some(tag), Some(digest)) = (&t.tag, &t.digest) else { return Ok(()) };
-            let size = reg.client.image_size(&t.repository, digest).await?;
+            // A manifest Berth cannot size (malformed by its pusher) is still recorded: an event that
+            // can never succeed must not hold up the registry's queue of notifications.
+            let size = match reg.client.image_size(&t.repository, digest).await {
+                Ok(size) => size,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), repository = %t.repository, "cannot size a pushed image");
+                    0
+                }
+            };
             store::record_tag(&state.system, tenant, repository, tag, digest, size).await?;
         }
         "delete" => {

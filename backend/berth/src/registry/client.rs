@@ -47,7 +47,17 @@ pub struct ManifestDoc {
 #[derive(Debug, Deserialize)]
 pub struct Descriptor {
     pub digest: String,
+    /// As the pusher wrote it: not trusted beyond counting (negative counts as 0).
+    #[serde(default)]
     pub size: i64,
+}
+
+impl ManifestDoc {
+    /// Config plus layers, as the manifest states them, never negative and never overflowing.
+    pub fn stated_size(&self) -> i64 {
+        let sizes = self.config.iter().chain(&self.layers).map(|d| d.size.max(0));
+        sizes.fold(0i64, |a, b| a.saturating_add(b))
+    }
 }
 
 impl RegistryClient {
@@ -244,11 +254,11 @@ impl RegistryClient {
     pub async fn image_size(&self, repo: &str, digest: &str) -> anyhow::Result<i64> {
         let Some((bytes, _)) = self.get_manifest(repo, digest).await? else { return Ok(0) };
         let doc: ManifestDoc = serde_json::from_slice(&bytes).context("parsing a manifest")?;
-        let mut size = doc.config.map_or(0, |c| c.size) + doc.layers.iter().map(|l| l.size).sum::<i64>();
+        let mut size = doc.stated_size();
         for child in doc.manifests.iter().take(32) {
             if let Some((bytes, _)) = self.get_manifest(repo, &child.digest).await? {
                 let child: ManifestDoc = serde_json::from_slice(&bytes).context("parsing a manifest")?;
-                size += child.config.map_or(0, |c| c.size) + child.layers.iter().map(|l| l.size).sum::<i64>();
+                size = size.saturating_add(child.stated_size());
             }
         }
         Ok(size)

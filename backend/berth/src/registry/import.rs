@@ -85,6 +85,10 @@ fn is_metadata(path: &str) -> bool {
 pub async fn import(reg: &Registry, db: &PgPool, tenant: Uuid, slug: &str, body: Body) -> ApiResult<Vec<ImportedImage>> {
     let staging = format!("{slug}/import-{}", Uuid::now_v7().simple());
     let result = import_staged(reg, db, tenant, slug, body, &staging).await;
+    if result.is_err() {
+        // What it stored is no one's now: let the next quiet moment collect it.
+        reg.needs_collection.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     // The staging repository is this import's alone, and the registry has no call to remove a
     // repository: its directory goes from the registry's storage, which Berth owns. The layers stay
     // linked in the repositories they were mounted into; unlinked ones go at garbage collection.

@@ -98,10 +98,18 @@ pub async fn apply_policies(reg: &Registry, db: &PgPool, only: Option<Uuid>) -> 
     .await?;
     let mut removed = 0;
     for Row { tenant_id: tenant, slug, repository, keep_last, keep_days } in policies {
-        let tags = expired(db, tenant, &repository, &RetentionPolicy { keep_last, keep_days }).await?;
-        if !tags.is_empty() {
+        // One policy that fails (a registry error, say) does not stop the others.
+        let applied = async {
+            let tags = expired(db, tenant, &repository, &RetentionPolicy { keep_last, keep_days }).await?;
+            if tags.is_empty() {
+                return anyhow::Ok(0);
+            }
             tracing::info!(%tenant, %repository, tags = ?tags, "retention removes tags");
-            removed += remove_tags(reg, db, tenant, &slug, &repository, &tags).await? as i64;
+            Ok(remove_tags(reg, db, tenant, &slug, &repository, &tags).await? as i64)
+        };
+        match applied.await {
+            Ok(n) => removed += n,
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), %tenant, %repository, "applying a retention policy failed"),
         }
     }
     Ok(removed)
@@ -131,6 +139,8 @@ pub async fn purge_namespace(reg: &Registry, slug: &str) -> anyhow::Result<usize
 /// down) are added, tags gone from the registry are forgotten, and namespaces of tenants that no longer
 /// exist are emptied.
 pub async fn sync_catalog(reg: &Registry, db: &PgPool) -> anyhow::Result<()> {
+    // Rows written after the catalog was read (pushes and imports during the pass) are not judged by it.
+    let started = chrono::Utc::now();
     let repositories = reg.client.catalog().await?;
     let mut seen: Vec<(Uuid, String)> = Vec::new();
     let mut orphaned: Vec<&str> = Vec::new();
@@ -143,28 +153,9 @@ pub async fn sync_catalog(reg: &Registry, db: &PgPool) -> anyhow::Result<()> {
             continue;
         };
         seen.push((tenant, repository.to_owned()));
-        let tags = reg.client.tags(full).await?;
-        let known: Vec<(String, String)> =
-            sqlx::query_as("SELECT tag, digest FROM image_tags WHERE tenant_id = $1 AND repository = $2")
-                .bind(tenant)
-                .bind(repository)
-                .fetch_all(db)
-                .await?;
-        for tag in &tags {
-            let Some(digest) = reg.client.tag_digest(full, tag).await? else { continue };
-            if !known.iter().any(|(t, d)| t == tag && *d == digest) {
-                let size = reg.client.image_size(full, &digest).await?;
-                store::record_tag(db, tenant, repository, tag, &digest, size).await?;
-            }
-        }
-        let gone: Vec<String> = known.iter().filter(|(t, _)| !tags.contains(t)).map(|(t, _)| t.clone()).collect();
-        if !gone.is_empty() {
-            sqlx::query("DELETE FROM image_tags WHERE tenant_id = $1 AND repository = $2 AND tag = ANY($3)")
-                .bind(tenant)
-                .bind(repository)
-                .bind(&gone)
-                .execute(db)
-                .await?;
+        // One repository that cannot be read does not stop the pass.
+        if let Err(e) = sync_repository(reg, db, tenant, full, repository, started).await {
+            tracing::warn!(error = %format!("{e:#}"), repository = %full, "the catalog pass skipped a repository");
         }
     }
     for slug in orphaned {
@@ -178,12 +169,49 @@ pub async fn sync_catalog(reg: &Registry, db: &PgPool) -> anyhow::Result<()> {
         sqlx::query_as("SELECT DISTINCT tenant_id, repository FROM image_tags").fetch_all(db).await?;
     for (tenant, repository) in known {
         if !seen.contains(&(tenant, repository.clone())) {
-            sqlx::query("DELETE FROM image_tags WHERE tenant_id = $1 AND repository = $2")
+            sqlx::query("DELETE FROM image_tags WHERE tenant_id = $1 AND repository = $2 AND pushed_at < $3")
                 .bind(tenant)
                 .bind(&repository)
+                .bind(started)
                 .execute(db)
                 .await?;
         }
+    }
+    Ok(())
+}
+
+/// Makes the rows of one repository agree with the registry's tags.
+async fn sync_repository(
+    reg: &Registry,
+    db: &PgPool,
+    tenant: Uuid,
+    full: &str,
+    repository: &str,
+    started: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
+    let tags = reg.client.tags(full).await?;
+    let known: Vec<(String, String)> =
+        sqlx::query_as("SELECT tag, digest FROM image_tags WHERE tenant_id = $1 AND repository = $2")
+            .bind(tenant)
+            .bind(repository)
+            .fetch_all(db)
+            .await?;
+    for tag in &tags {
+        let Some(digest) = reg.client.tag_digest(full, tag).await? else { continue };
+        if !known.iter().any(|(t, d)| t == tag && *d == digest) {
+            let size = reg.client.image_size(full, &digest).await.unwrap_or(0);
+            store::record_tag(db, tenant, repository, tag, &digest, size).await?;
+        }
+    }
+    let gone: Vec<String> = known.iter().filter(|(t, _)| !tags.contains(t)).map(|(t, _)| t.clone()).collect();
+    if !gone.is_empty() {
+        sqlx::query("DELETE FROM image_tags WHERE tenant_id = $1 AND repository = $2 AND tag = ANY($3) AND pushed_at < $4")
+            .bind(tenant)
+            .bind(repository)
+            .bind(&gone)
+            .bind(started)
+            .execute(db)
+            .await?;
     }
     Ok(())
 }

@@ -12,6 +12,9 @@ use bytes::{Buf, BytesMut};
 use futures_util::{Stream, StreamExt};
 
 const BLOCK: usize = 512;
+/// The longest name (GNU long-name entry) or PAX header accepted: paths are far shorter, and these
+/// entries are read whole into memory.
+const MAX_HEADER_ENTRY: u64 = 64 * 1024;
 
 /// Why reading the archive failed.
 #[derive(Debug)]
@@ -134,6 +137,9 @@ where
                 )));
             }
             let size = parse_size(&block[124..136]).ok_or_else(|| TarError::Invalid("bad entry size".into()))?;
+            if matches!(block[156], b'L' | b'x' | b'g') && size > MAX_HEADER_ENTRY {
+                return Err(TarError::Invalid(format!("an extended header of {size} bytes is not a `docker save` archive's")));
+            }
             match block[156] {
                 b'L' => {
                     let name = self.read(size).await?;
@@ -255,6 +261,16 @@ mod tests {
             assert_eq!(got, vec![7u8; 1500]);
             assert!(t.next().await.unwrap().is_none());
         }
+    }
+
+    #[tokio::test]
+    async fn refuses_oversized_extended_headers_before_reading_them() {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_size(10 * 1024 * 1024);
+        h.set_cksum();
+        let mut t = TarStream::new(stream(h.as_bytes().to_vec(), 512), u64::MAX);
+        assert!(matches!(t.next().await, Err(TarError::Invalid(m)) if m.contains("extended header")));
     }
 
     #[tokio::test]
