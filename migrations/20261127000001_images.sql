@@ -82,3 +82,11 @@ ALTER TABLE registry_robots FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_rows ON registry_robots
     USING ((SELECT berth_rls_bypassed()) OR tenant_id = (SELECT berth_current_tenant()))
     WITH CHECK ((SELECT berth_rls_bypassed()) OR tenant_id = (SELECT berth_current_tenant()));
+
+-- Slugs of deleted tenants are never given out again: a slug names a namespace in the registry (and,
+-- later, hostnames), and whatever might still sit under it — a push with a token issued just before the
+-- deletion, a namespace another process has not emptied yet — must never become a new tenant's.
+CREATE TABLE retired_slugs (
+    slug        text PRIMARY KEY,
+    retired_at  timestamptz NOT NULL DEFAULT now()
+);

@@ -61,10 +61,14 @@ pub async fn create(
     let base = validate::slugify(&req.name);
 
     let mut tx = state.system.begin().await?;
-    let taken: Vec<String> = sqlx::query_scalar("SELECT slug FROM tenants WHERE slug = $1 OR slug LIKE $1 || '-%'")
-        .bind(&base)
-        .fetch_all(&mut *tx)
-        .await?;
+    // Slugs of deleted tenants count as taken: they are never reused (see `retired_slugs`).
+    let taken: Vec<String> = sqlx::query_scalar(
+        "SELECT slug FROM tenants WHERE slug = $1 OR slug LIKE $1 || '-%'
+         UNION SELECT slug FROM retired_slugs WHERE slug = $1 OR slug LIKE $1 || '-%'",
+    )
+    .bind(&base)
+    .fetch_all(&mut *tx)
+    .await?;
     let slug = (1..)
         .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
         .find(|s| !taken.contains(s))
@@ -215,6 +219,7 @@ pub async fn delete(
         ));
     }
     sqlx::query("DELETE FROM tenants WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO retired_slugs (slug) VALUES ($1) ON CONFLICT DO NOTHING").bind(&slug).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
