@@ -13,18 +13,22 @@ fn berth_binary() -> PathBuf {
     bin
 }
 
-fn postgres_pids(data_dir: &std::path::Path) -> Vec<i32> {
-    let needle = data_dir.join("postgres").to_string_lossy().into_owned();
+/// Processes whose command line starts with `program` and mentions `path`.
+fn pids_of(program: &str, path: &std::path::Path) -> Vec<i32> {
+    let needle = path.to_string_lossy().into_owned();
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd);
-            cmd.contains("postgres") && cmd.contains(&needle)
+            let cmd = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).into_owned();
+            cmd.contains(program) && cmd.contains(&needle)
         })
         .collect()
+}
+
+fn postgres_pids(data_dir: &std::path::Path) -> Vec<i32> {
+    pids_of("postgres", &data_dir.join("postgres"))
 }
 
 /// A `berth serve` on its embedded database, stopped (SIGTERM) when dropped.
@@ -140,8 +144,7 @@ fn parent_pid(pid: i32) -> Option<i32> {
 async fn serve_runs_and_stops_its_own_postgres_and_registry() {
     // This one runs the built-in registry too, on free ports of the platform address.
     let ip = berth_tests::platform_address().await;
-    let free = || std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
-    let (port, auth_port) = (free(), free());
+    let (port, auth_port) = (berth_tests::free_port_on(ip), berth_tests::free_port_on(ip));
     let address = format!("{ip}:{port}");
     let auth = auth_port.to_string();
     let dir = std::env::temp_dir().join(format!("berth-embedded-{}", uuid::Uuid::new_v4().simple()));
@@ -167,16 +170,7 @@ async fn serve_runs_and_stops_its_own_postgres_and_registry() {
 
 /// `docker-registry` processes serving a configuration under `dir`.
 fn registry_pids(dir: &std::path::Path) -> Vec<i32> {
-    let needle = dir.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let cmd = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).into_owned();
-            cmd.starts_with("docker-registry") && cmd.contains(&needle)
-        })
-        .collect()
+    pids_of("docker-registry", dir)
 }
 
 /// Starting Berth twice on one data directory (a second `make run`, say) must leave the first alone: the

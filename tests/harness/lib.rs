@@ -247,6 +247,11 @@ pub async fn platform_address() -> std::net::IpAddr {
     ip
 }
 
+/// A port of `ip` that is free now (for servers a test starts on the platform address).
+pub fn free_port_on(ip: std::net::IpAddr) -> u16 {
+    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+}
+
 /// Where the local provider puts its nodes (see `providers/local.rs`).
 pub const LOCAL_NODE_NETWORKS: &str = "10.213.0.0/16";
 
@@ -266,8 +271,7 @@ impl TestApp {
         let mut app = Self::spawn().await;
         let state = app.state.clone().expect("spawned apps keep their state");
         let ip = platform_address().await;
-        let free_port = || std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
-        let (port, auth_port) = (free_port(), free_port());
+        let (port, auth_port) = (free_port_on(ip), free_port_on(ip));
         let cfg = berth::config::RegistryConfig {
             mode: berth::config::RegistryMode::Builtin,
             registry_address: std::net::SocketAddr::new(ip, port),

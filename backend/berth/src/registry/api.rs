@@ -231,11 +231,7 @@ pub async fn cluster_credential(
     audit: Audit,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<RegistryCredential>> {
-    let tenant = me.tenant_with(Role::Admin)?;
-    audit.record("cluster.registry_credential", "cluster", id);
-    let reg = registry(&state)?;
-    cluster_exists(&mut db, tenant, id).await?;
-    Ok(Json(super::credentials::robot(&mut db, &state.keys, tenant, id, &reg.address).await?))
+    robot_credential(&state, &mut db, &me, &audit, id, false).await
 }
 
 /// Replaces the cluster's registry credential; the old one stops working at once.
@@ -248,20 +244,33 @@ pub async fn rotate_cluster_credential(
     audit: Audit,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<RegistryCredential>> {
-    let tenant = me.tenant_with(Role::Admin)?;
-    audit.record("cluster.registry_credential.rotate", "cluster", id);
-    let reg = registry(&state)?;
-    cluster_exists(&mut db, tenant, id).await?;
-    Ok(Json(super::credentials::rotate(&mut db, &state.keys, tenant, id, &reg.address).await?))
+    robot_credential(&state, &mut db, &me, &audit, id, true).await
 }
 
-async fn cluster_exists(db: &mut TenantDb, tenant: Uuid, id: Uuid) -> ApiResult<()> {
+/// A cluster's robot credential, as it is or freshly rotated: tenant admins only, for their clusters.
+async fn robot_credential(
+    state: &AppState,
+    db: &mut TenantDb,
+    me: &Principal,
+    audit: &Audit,
+    id: Uuid,
+    rotate: bool,
+) -> ApiResult<Json<RegistryCredential>> {
+    let tenant = me.tenant_with(Role::Admin)?;
+    audit.record(if rotate { "cluster.registry_credential.rotate" } else { "cluster.registry_credential" }, "cluster", id);
+    let reg = registry(state)?;
     let found: Option<Uuid> = sqlx::query_scalar("SELECT id FROM clusters WHERE tenant_id = $1 AND id = $2")
         .bind(tenant)
         .bind(id)
         .fetch_optional(&mut **db)
         .await?;
-    found.map(|_| ()).ok_or_else(|| ApiError::not_found("cluster"))
+    found.ok_or_else(|| ApiError::not_found("cluster"))?;
+    let credential = if rotate {
+        super::credentials::rotate(db, &state.keys, tenant, id, &reg.address).await?
+    } else {
+        super::credentials::robot(db, &state.keys, tenant, id, &reg.address).await?
+    };
+    Ok(Json(credential))
 }
 
 /// Imports a `docker save` tarball (`Content-Type: application/x-tar`) into the caller's namespace:

@@ -206,10 +206,11 @@ impl RegistryClient {
         Ok(())
     }
 
-    /// A manifest's bytes and media type, or `None` when there is no such manifest.
-    pub async fn get_manifest(&self, repo: &str, reference: &str) -> anyhow::Result<Option<(Vec<u8>, String)>> {
+    /// `GET` or `HEAD` of a manifest by tag or digest, accepting every manifest type Berth reads;
+    /// `None` when there is no such manifest.
+    async fn manifest(&self, method: Method, repo: &str, reference: &str) -> anyhow::Result<Option<reqwest::Response>> {
         let r = self
-            .request(Method::GET, &self.url(&format!("/v2/{repo}/manifests/{reference}")), repo, &["pull"])?
+            .request(method, &self.url(&format!("/v2/{repo}/manifests/{reference}")), repo, &["pull"])?
             .header("Accept", ACCEPT_MANIFESTS)
             .send()
             .await?;
@@ -219,23 +220,19 @@ impl RegistryClient {
         if !r.status().is_success() {
             bail!("reading the manifest {repo}:{reference} failed: {}", error_text(r).await);
         }
+        Ok(Some(r))
+    }
+
+    /// A manifest's bytes and media type, or `None` when there is no such manifest.
+    pub async fn get_manifest(&self, repo: &str, reference: &str) -> anyhow::Result<Option<(Vec<u8>, String)>> {
+        let Some(r) = self.manifest(Method::GET, repo, reference).await? else { return Ok(None) };
         let media_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or(MANIFEST_V2).to_owned();
         Ok(Some((r.bytes().await?.to_vec(), media_type)))
     }
 
     /// The digest a tag points at (`Docker-Content-Digest` of a HEAD), or `None` when there is no such tag.
     pub async fn tag_digest(&self, repo: &str, tag: &str) -> anyhow::Result<Option<String>> {
-        let r = self
-            .request(Method::HEAD, &self.url(&format!("/v2/{repo}/manifests/{tag}")), repo, &["pull"])?
-            .header("Accept", ACCEPT_MANIFESTS)
-            .send()
-            .await?;
-        if r.status() == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !r.status().is_success() {
-            bail!("looking up {repo}:{tag} failed: HTTP {}", r.status());
-        }
+        let Some(r) = self.manifest(Method::HEAD, repo, tag).await? else { return Ok(None) };
         Ok(r.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_owned))
     }
 

@@ -20,35 +20,15 @@ pub async fn robot(
     cluster: Uuid,
     address: &str,
 ) -> anyhow::Result<RegistryCredential> {
-    let sealed: Option<Vec<u8>> =
+    // A concurrent first use may win the insert; then this reads what it wrote.
+    store_new_secret(conn, keys, tenant, cluster, false).await?;
+    let sealed: Vec<u8> =
         sqlx::query_scalar("SELECT secret_sealed FROM registry_robots WHERE cluster_id = $1 AND tenant_id = $2")
             .bind(cluster)
             .bind(tenant)
-            .fetch_optional(&mut *conn)
+            .fetch_one(&mut *conn)
             .await?;
-    let secret = match sealed {
-        Some(s) => String::from_utf8(keys.open(&s)?)?,
-        None => {
-            let secret = format!("{SECRET_PREFIX}{}", random_token(32));
-            // A concurrent first use may have won; then read what it wrote.
-            sqlx::query(
-                "INSERT INTO registry_robots (cluster_id, tenant_id, secret_hash, secret_sealed) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (cluster_id) DO NOTHING",
-            )
-            .bind(cluster)
-            .bind(tenant)
-            .bind(token_hash(&secret))
-            .bind(keys.seal(secret.as_bytes()))
-            .execute(&mut *conn)
-            .await?;
-            let sealed: Vec<u8> = sqlx::query_scalar("SELECT secret_sealed FROM registry_robots WHERE cluster_id = $1")
-                .bind(cluster)
-                .fetch_one(&mut *conn)
-                .await?;
-            String::from_utf8(keys.open(&sealed)?)?
-        }
-    };
-    Ok(RegistryCredential { username: format!("{ROBOT_PREFIX}{cluster}"), password: secret, address: address.to_owned() })
+    Ok(credential(cluster, String::from_utf8(keys.open(&sealed)?)?, address))
 }
 
 /// Replaces the cluster's robot secret: the old one stops working at once.
@@ -59,18 +39,37 @@ pub async fn rotate(
     cluster: Uuid,
     address: &str,
 ) -> anyhow::Result<RegistryCredential> {
+    let secret = store_new_secret(conn, keys, tenant, cluster, true).await?;
+    Ok(credential(cluster, secret, address))
+}
+
+/// Stores a fresh secret for the cluster's robot — replacing the current one, or only when there is
+/// none — and returns it.
+async fn store_new_secret(
+    conn: &mut PgConnection,
+    keys: &Keys,
+    tenant: Uuid,
+    cluster: Uuid,
+    replace: bool,
+) -> sqlx::Result<String> {
     let secret = format!("{SECRET_PREFIX}{}", random_token(32));
-    sqlx::query(
+    let on_conflict =
+        if replace { "DO UPDATE SET secret_hash = $3, secret_sealed = $4, rotated_at = now()" } else { "DO NOTHING" };
+    sqlx::query(&format!(
         "INSERT INTO registry_robots (cluster_id, tenant_id, secret_hash, secret_sealed) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (cluster_id) DO UPDATE SET secret_hash = $3, secret_sealed = $4, rotated_at = now()",
-    )
+         ON CONFLICT (cluster_id) {on_conflict}"
+    ))
     .bind(cluster)
     .bind(tenant)
     .bind(token_hash(&secret))
     .bind(keys.seal(secret.as_bytes()))
-    .execute(&mut *conn)
+    .execute(conn)
     .await?;
-    Ok(RegistryCredential { username: format!("{ROBOT_PREFIX}{cluster}"), password: secret, address: address.to_owned() })
+    Ok(secret)
+}
+
+fn credential(cluster: Uuid, password: String, address: &str) -> RegistryCredential {
+    RegistryCredential { username: format!("{ROBOT_PREFIX}{cluster}"), password, address: address.to_owned() }
 }
 
 /// The tenant whose namespace a robot may pull from, if `user`/`secret` are a live robot's and its

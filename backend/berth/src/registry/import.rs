@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use super::Registry;
 use super::client::MANIFEST_V2;
+use super::pin::ImageRef;
 use super::tar_stream::{TarError, TarStream};
 use super::token::valid_repository;
 use crate::error::{ApiError, ApiResult};
@@ -315,36 +316,28 @@ where
 /// `<address>/<slug>/web:1` → (`web`, `1`); `docker.io/library/busybox` → (`library/busybox`, `latest`).
 /// A name under the built-in registry but another tenant's namespace is refused.
 pub fn namespace_target(name: &str, address: &str, slug: &str) -> ApiResult<(String, String)> {
-    let (repo, tag) = match name.rsplit_once(':') {
-        Some((r, t)) if !t.contains('/') => (r, t),
-        _ => (name, "latest"),
-    };
-    let mut path = repo;
-    if let Some((first, rest)) = repo.split_once('/')
-        && (first.contains('.') || first.contains(':') || first == "localhost")
-    {
-        if first == address {
-            let (ns, inner) = rest.split_once('/').unwrap_or((rest, ""));
+    let bad = || invalid(format!("`{name}` is not a valid image name"));
+    let reference = ImageRef::parse(name).map_err(|_| bad())?;
+    if reference.digest.is_some() {
+        return Err(bad());
+    }
+    let path = match reference.host.as_deref() {
+        Some(host) if host == address => {
+            let (ns, inner) = reference.path.split_once('/').unwrap_or((reference.path.as_str(), ""));
             if ns != slug {
                 return Err(ApiError::forbidden(format!(
                     "`{name}` names the namespace `{ns}`, which is not your tenant's; images are imported into `{address}/{slug}/`"
                 )));
             }
-            path = inner;
-        } else {
-            path = rest;
+            inner
         }
-    } else if let Some(inner) = repo.strip_prefix(&format!("{slug}/")) {
-        path = inner;
+        Some(_) => reference.path.as_str(),
+        None => reference.path.strip_prefix(&format!("{slug}/")).unwrap_or(&reference.path),
+    };
+    if !valid_repository(path) {
+        return Err(bad());
     }
-    let tag_ok = !tag.is_empty()
-        && tag.len() <= 128
-        && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-        && tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !valid_repository(path) || !tag_ok {
-        return Err(invalid(format!("`{name}` is not a valid image name")));
-    }
-    Ok((path.to_owned(), tag.to_owned()))
+    Ok((path.to_owned(), reference.tag.unwrap_or_else(|| "latest".to_owned())))
 }
 
 #[cfg(test)]
