@@ -100,7 +100,7 @@ async fn templates_are_versioned_and_applications_keep_revisions() {
     assert_eq!(a.body["revision"], 1);
     let services = app.get(&format!("/api/v1/applications/{}/services", a.id()), &t.owner).await;
     let web = services.body["items"].as_array().unwrap().iter().find(|s| s["name"] == "web").unwrap().clone();
-    assert_eq!((web["image"].as_str(), web["replicas"].as_i64()), (Some("busybox:7"), Some(2)));
+    assert_eq!((web["image"].as_str(), web["replicas_desired"].as_i64()), (Some("busybox:7"), Some(2)));
     // Unknown variables are named.
     let r = app
         .post(
@@ -115,7 +115,7 @@ async fn templates_are_versioned_and_applications_keep_revisions() {
     up.expect(StatusCode::ACCEPTED);
     assert_eq!(up.body["revision"], 2);
     let svc = app.get(&format!("/api/v1/services/{}", web["id"].as_str().unwrap()), &t.owner).await;
-    assert_eq!((svc.body["replicas"].as_i64(), svc.body["image"].as_str()), (Some(4), Some("busybox:7")));
+    assert_eq!((svc.body["replicas_desired"].as_i64(), svc.body["image"].as_str()), (Some(4), Some("busybox:7")));
     let revs = app.get(&format!("/api/v1/applications/{}/revisions", a.id()), &t.owner).await;
     assert_eq!(revs.body["items"][1]["template_version"], 2);
     assert_eq!(revs.body["items"][1]["variables"], json!({"TAG": "7"}));

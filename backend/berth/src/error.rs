@@ -53,7 +53,7 @@ impl ApiError {
 
     /// A 422 naming one invalid field.
     pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
-        Self::invalid_fields(vec![FieldError { field: field.to_owned(), message: message.into() }])
+        Self::invalid_fields(vec![FieldError::new(field, message)])
     }
 
     pub fn invalid_fields(errors: Vec<FieldError>) -> Self {
@@ -66,7 +66,7 @@ impl ApiError {
     /// Over a tenant quota. Kubernetes answers exceeded quotas with 403 too; `type` tells them apart.
     pub fn quota_exceeded(limit: &str, detail: impl Into<String>) -> Self {
         let mut e = Self::new(StatusCode::FORBIDDEN, "quota-exceeded", detail);
-        e.errors = vec![FieldError { field: limit.to_owned(), message: "quota exceeded".to_owned() }];
+        e.errors = vec![FieldError::new(limit, "quota exceeded")];
         e
     }
 

@@ -2,6 +2,7 @@
 //! the same server in-process (see `tests/harness`).
 
 pub mod api;
+pub mod applications;
 pub mod auth;
 pub mod bootstrap;
 pub mod clusters;

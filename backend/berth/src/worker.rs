@@ -14,7 +14,9 @@ use crate::jobs::runner::Runner;
 /// Runs jobs and reconcilers until `shutdown` turns true.
 pub async fn run(db: PgPool, env: Arc<WorkerEnv>, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     crate::db::wait_for_migrations(&db).await?;
-    let mut runner = Runner::new(db.clone(), clusters::handlers(env.clone()));
+    let mut handlers = clusters::handlers(env.clone());
+    crate::applications::deploy::add_handlers(&mut handlers, env.clone());
+    let mut runner = Runner::new(db.clone(), handlers);
     // Shorter leases make a crashed worker's jobs resume sooner (tests use a few seconds).
     if let Some(secs) = std::env::var("BERTH_JOB_LEASE_SECS").ok().and_then(|s| s.parse::<u64>().ok()) {
         runner.lease = Duration::from_secs(secs.max(1));

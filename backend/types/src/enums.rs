@@ -131,10 +131,10 @@ string_enum! {
 
 string_enum! {
     ApplicationStatus {
-        Pending => "pending",
         Deploying => "deploying",
         Running => "running",
         Updating => "updating",
+        Degraded => "degraded",
         Failed => "failed",
         Deleting => "deleting",
     }
@@ -145,6 +145,7 @@ string_enum! {
         Pending => "pending",
         Running => "running",
         Updating => "updating",
+        Degraded => "degraded",
         Failed => "failed",
         Removing => "removing",
     }

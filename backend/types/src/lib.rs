@@ -43,6 +43,17 @@ pub struct Problem {
 pub struct FieldError {
     pub field: String,
     pub message: String,
+    /// For errors inside a Compose file: where (1-based) the offending value is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<u64>,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError { field: field.into(), message: message.into(), line: None, column: None }
+    }
 }
 
 // ---------------------------------------------------------------- auth
@@ -467,26 +478,54 @@ pub struct ImportResult {
 
 // ---------------------------------------------------------------- applications, services, containers
 
+/// A warning about a Compose file: a key Swarm ignores, a port the routing mesh cannot serve, …
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ComposeWarning {
+    /// Dotted path of the key, e.g. `services.web.ports[0]`.
+    pub path: String,
+    pub message: String,
+    pub line: u64,
+    pub column: u64,
+}
+
+/// Deploys a Compose stack: from a template (and version) or from inline Compose text.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApplication {
-    #[schema(min_length = 1, max_length = 63, pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+    /// Also the stack's namespace on the engine: `docker stack services <name>` lists its services.
+    #[schema(min_length = 1, max_length = 40, pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
     pub name: String,
     pub cluster_id: Uuid,
-    pub template_id: Uuid,
+    /// Deploy this template (exactly one of `template_id` and `compose`).
+    pub template_id: Option<Uuid>,
     /// Defaults to the template's latest version.
     pub template_version: Option<i32>,
-    /// Values for the template's variables.
+    /// Inline Compose text (format 3.x, as `docker stack deploy` reads it).
+    pub compose: Option<String>,
+    /// Files the inline Compose text names (`env_file`, secret and config `file:`), by relative path.
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, String>,
+    /// Values for `${VAR}` in the Compose text.
     #[serde(default)]
     pub variables: std::collections::BTreeMap<String, String>,
 }
 
-/// Redeploys the application as a new revision (a later template version, new variables, or both).
+/// Deploys a new revision. Omitted fields keep the current revision's values; giving `compose` switches
+/// the application to inline text, giving `template_version` to that version of its template.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateApplication {
     pub template_version: Option<i32>,
+    pub compose: Option<String>,
+    pub files: Option<std::collections::BTreeMap<String, String>>,
     pub variables: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// Returns to an earlier revision (by default the one before the current), as a new revision.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackApplication {
+    pub revision: Option<i32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -494,9 +533,19 @@ pub struct Application {
     pub id: Uuid,
     pub name: String,
     pub cluster_id: Uuid,
-    pub template_id: Uuid,
+    pub template_id: Option<Uuid>,
+    /// What the engine reports: `deploying` until the first revision is applied and its tasks run,
+    /// `updating` while a later one rolls out, `degraded` when tasks are missing or failing, `failed`
+    /// when a deploy could not be applied.
     pub status: ApplicationStatus,
+    /// The current (latest requested) revision.
     pub revision: i32,
+    /// The revision last applied to the engine.
+    pub deployed_revision: Option<i32>,
+    /// Why the application is failed or degraded.
+    pub message: String,
+    /// The current revision's Compose warnings.
+    pub warnings: Vec<ComposeWarning>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -506,36 +555,69 @@ pub struct Application {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ApplicationRevision {
     pub revision: i32,
-    pub template_version: i32,
+    pub template_id: Option<Uuid>,
+    pub template_version: Option<i32>,
+    pub compose: String,
+    pub files: std::collections::BTreeMap<String, String>,
     pub variables: std::collections::BTreeMap<String, String>,
+    /// Service → the image pinned to a digest when this revision was deployed.
+    pub images: std::collections::BTreeMap<String, String>,
+    pub warnings: Vec<ComposeWarning>,
     pub created_at: DateTime<Utc>,
+}
+
+/// A published port as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PublishedPort {
+    pub target: i64,
+    pub published: i64,
+    pub protocol: String,
+    /// `ingress` or `host`.
+    pub mode: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Service {
     pub id: Uuid,
     pub application_id: Uuid,
+    /// The Compose service name; on the engine it is `<application>_<name>`.
     pub name: String,
+    /// The image as the Compose file (or the last `PATCH`) names it.
     pub image: String,
-    pub replicas: i32,
+    /// The image the engine runs, pinned to a digest.
+    pub image_digest: Option<String>,
+    /// `replicated` or `global`.
+    pub mode: String,
+    pub replicas_desired: i32,
+    pub replicas_running: i32,
     /// CPUs reserved per task.
     pub cpu_reservation: f64,
     /// MiB reserved per task.
     pub memory_reservation_mb: i64,
     pub status: ServiceStatus,
+    pub ports: Vec<PublishedPort>,
+    /// The engine's `UpdateStatus.State` (`updating`, `completed`, `paused`, `rollback_started`, …).
+    pub update_state: Option<String>,
+    /// The engine's last task error for this service, if its tasks are failing.
+    pub message: String,
+    pub swarm_service_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<Uuid>,
 }
 
+/// Scales a service or changes its image (a rolling update following its `update_config`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateService {
-    /// Desired number of tasks.
-    pub replicas: i32,
+    /// Desired number of tasks (replicated services).
+    pub replicas: Option<i32>,
+    /// A new image reference (pinned to a digest at deploy).
+    pub image: Option<String>,
 }
 
+/// One task of a service, and its container.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Container {
     pub id: Uuid,
@@ -544,9 +626,17 @@ pub struct Container {
     pub swarm_task_id: String,
     pub container_id: Option<String>,
     pub slot: Option<i32>,
+    /// The task's state as the engine reports it: `running`, `starting`, `failed`, `shutdown`, …
     pub state: String,
     pub desired_state: String,
     pub message: String,
+    /// The engine's error for a failed task.
+    pub error: String,
+    pub exit_code: Option<i32>,
+    pub addresses: Vec<String>,
+    pub host_ports: Vec<PublishedPort>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 

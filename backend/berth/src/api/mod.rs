@@ -18,10 +18,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::applications::api as applications;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub mod applications;
 pub mod audit;
 pub mod auth;
 pub mod clusters;
@@ -85,9 +85,11 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::registry::api::rotate_cluster_credential))
         .routes(routes!(applications::create, applications::list))
         .routes(routes!(applications::get, applications::update, applications::delete))
+        .routes(routes!(applications::rollback))
         .routes(routes!(applications::revisions))
         .routes(routes!(applications::list_services))
         .routes(routes!(applications::get_service, applications::update_service))
+        .routes(routes!(applications::restart_service))
         .routes(routes!(applications::list_containers))
         .routes(routes!(jobs::list))
         .routes(routes!(jobs::get))

@@ -13,9 +13,10 @@ use crate::api::audit::Audit;
 use crate::api::clusters::name_taken;
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::api::pagination::{PageParams, page};
+use crate::applications::compose;
 use crate::auth::Principal;
 use crate::db::TenantDb;
-use crate::domain::{compose, validate};
+use crate::domain::validate;
 use crate::error::{ApiError, ApiResult};
 
 #[derive(sqlx::FromRow)]
@@ -61,6 +62,11 @@ pub async fn load(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> ApiResult<
     row.map(Into::into).ok_or_else(|| ApiError::not_found("template"))
 }
 
+/// Checks a template's Compose text: every error, each with its path and position, as one 422.
+fn check(text: &str) -> ApiResult<compose::TemplateInfo> {
+    compose::check_template(text, &BTreeMap::new()).map_err(|errors| compose::invalid("compose", &errors))
+}
+
 /// Stores a version of already-validated text, with the variables and services it declares.
 async fn insert_version(
     tx: &mut PgConnection,
@@ -70,7 +76,8 @@ async fn insert_version(
     text: &str,
     by: Uuid,
 ) -> ApiResult<()> {
-    let services = compose::validate("compose", text)?;
+    let info = check(text)?;
+    let variables: BTreeMap<String, Option<String>> = info.variables.into_iter().map(|(k, r)| (k, r.default)).collect();
     sqlx::query(
         "INSERT INTO template_versions (tenant_id, template_id, version, compose, variables, services, created_by)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -79,8 +86,8 @@ async fn insert_version(
     .bind(template)
     .bind(version)
     .bind(text)
-    .bind(sqlx::types::Json(compose::variables(text)))
-    .bind(services)
+    .bind(sqlx::types::Json(variables))
+    .bind(info.services)
     .bind(by)
     .execute(tx)
     .await?;
@@ -102,7 +109,7 @@ pub async fn create(
     if req.description.chars().count() > 1000 {
         return Err(ApiError::invalid_field("description", "must be at most 1000 characters"));
     }
-    compose::validate("compose", &req.compose)?;
+    check(&req.compose)?;
     let id = Uuid::now_v7();
     let mut tx = db.begin().await?;
     sqlx::query("INSERT INTO templates (id, tenant_id, name, description) VALUES ($1, $2, $3, $4)")
@@ -158,7 +165,7 @@ pub async fn update(
     let tenant = me.tenant_with(Role::Developer)?;
     audit.record("template.update", "template", id);
     if let Some(text) = &req.compose {
-        compose::validate("compose", text)?;
+        check(text)?;
     }
     if let Some(d) = &req.description
         && d.chars().count() > 1000

@@ -250,10 +250,7 @@ pub async fn set_quotas(
     ]
     .into_iter()
     .filter(|(_, v)| v.is_some_and(|v| !v.is_finite() || v < 0.0))
-    .map(|(f, _)| berth_types::FieldError {
-        field: f.to_owned(),
-        message: "must be 0 or more (or absent for unlimited)".to_owned(),
-    })
+    .map(|(f, _)| berth_types::FieldError::new(f, "must be 0 or more (or absent for unlimited)"))
     .collect::<Vec<_>>();
     if !negative.is_empty() {
         return Err(ApiError::invalid_fields(negative));

@@ -1,6 +1,5 @@
-//! Pure rules of the model: what a valid name, e-mail or Compose file is, and how quotas are counted.
+//! Pure rules of the model: what a valid name or e-mail is, and how quotas are counted.
 //! Nothing here touches the network; inputs are parsed into these types at the API boundary.
 
-pub mod compose;
 pub mod quota;
 pub mod validate;

@@ -147,14 +147,14 @@ pub async fn set_retention(
     let mut errors = Vec::new();
     for (field, value, most) in [("keep_last", policy.keep_last, 100_000), ("keep_days", policy.keep_days, 36_500)] {
         if value.is_some_and(|v| !(1..=most).contains(&v)) {
-            errors.push(berth_types::FieldError { field: field.to_owned(), message: format!("must be between 1 and {most}") });
+            errors.push(berth_types::FieldError::new(field, format!("must be between 1 and {most}")));
         }
     }
     if policy.keep_last.is_none() && policy.keep_days.is_none() {
-        errors.push(berth_types::FieldError {
-            field: "keep_last".to_owned(),
-            message: "set keep_last, keep_days or both (DELETE the policy to keep everything)".to_owned(),
-        });
+        errors.push(berth_types::FieldError::new(
+            "keep_last",
+            "set keep_last, keep_days or both (DELETE the policy to keep everything)",
+        ));
     }
     if !errors.is_empty() {
         return Err(ApiError::invalid_fields(errors));

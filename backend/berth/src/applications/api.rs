@@ -1,0 +1,511 @@
+//! The applications API: thin handlers over [`super::store`] and the Compose pipeline. Every write
+//! checks the Compose file, the admission policy and the quotas before anything is stored, stores the
+//! desired state and the job that applies it in one transaction, and answers 202 with the job.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::http::StatusCode;
+use berth_types::{
+    Application, ApplicationRevision, ApplicationStatus, ClusterStatus, Container, CreateApplication, Page, Problem, Role,
+    RollbackApplication, Service, UpdateApplication, UpdateService,
+};
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::compose::{self, Input, Loaded};
+use super::store::{self, AppRow, NewRevision, ServicePlan};
+use crate::api::audit::Audit;
+use crate::api::clusters::name_taken;
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::api::pagination::{PageParams, page};
+use crate::auth::Principal;
+use crate::db::TenantDb;
+use crate::domain::quota::{self, Delta};
+use crate::domain::validate;
+use crate::error::{ApiError, ApiResult};
+use crate::jobs::{self, Target};
+
+/// The longest application name: `<application>_<service>` must fit Swarm's 63 characters.
+const MAX_NAME: usize = 40;
+
+/// Where a revision's Compose text comes from.
+struct Source {
+    template_id: Option<Uuid>,
+    template_version: Option<i32>,
+    compose: String,
+    files: BTreeMap<String, String>,
+}
+
+async fn template_source(conn: &mut PgConnection, tenant: Uuid, template: Uuid, version: Option<i32>) -> ApiResult<Source> {
+    type VersionRow = (i32, String, sqlx::types::Json<BTreeMap<String, String>>);
+    let row: Option<VersionRow> = sqlx::query_as(
+        "SELECT v.version, v.compose, v.files FROM templates t
+           JOIN template_versions v ON v.template_id = t.id AND v.version = coalesce($3, t.latest_version)
+          WHERE t.tenant_id = $1 AND t.id = $2",
+    )
+    .bind(tenant)
+    .bind(template)
+    .bind(version)
+    .fetch_optional(conn)
+    .await?;
+    let (version, compose, files) = row.ok_or_else(|| match version {
+        Some(_) => ApiError::invalid_field("template_version", "no such template version"),
+        None => ApiError::invalid_field("template_id", "no such template"),
+    })?;
+    Ok(Source { template_id: Some(template), template_version: Some(version), compose, files: files.0 })
+}
+
+/// A revision's Compose file loaded for a cluster, with its services planned.
+struct Prepared {
+    loaded: Loaded,
+    plans: Vec<ServicePlan>,
+}
+
+/// Loads the Compose file under the tenant's policy and plans its services on the cluster. Errors are
+/// 422s naming each offending path.
+async fn prepare(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    cluster: Uuid,
+    app_name: &str,
+    source: &Source,
+    variables: &BTreeMap<String, String>,
+) -> ApiResult<Prepared> {
+    let row: Option<(String, i32)> = sqlx::query_as(
+        "SELECT status, (SELECT count(*)::int4 FROM nodes WHERE cluster_id = c.id AND state <> 'removing')
+           FROM clusters c WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant)
+    .bind(cluster)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (status, nodes) = row.ok_or_else(|| ApiError::invalid_field("cluster_id", "no such cluster"))?;
+    if status == ClusterStatus::Deleting.as_str() {
+        return Err(ApiError::conflict("cluster-deleting", "the cluster is being deleted"));
+    }
+    let policy = store::policy(conn, tenant).await?;
+    let input = Input { text: &source.compose, files: &source.files, variables };
+    let loaded = compose::load(&input, &policy).map_err(|errors| compose::invalid("compose", &errors))?;
+    let too_long: Vec<_> = loaded.project.services.keys().filter(|s| app_name.len() + 1 + s.len() > 63).collect();
+    if let Some(service) = too_long.first() {
+        return Err(ApiError::invalid_field(
+            &format!("compose.services.{service}"),
+            format!("`{app_name}_{service}` is longer than Swarm's 63 characters: shorten the service or application name"),
+        ));
+    }
+    let used = compose::variables(&source.compose);
+    let unknown = variables
+        .keys()
+        .find(|k| !used.contains_key(*k) && !loaded.project.services.values().any(|s| s.environment.contains_key(*k)));
+    if let Some(name) = unknown {
+        return Err(ApiError::invalid_field(&format!("variables.{name}"), "the Compose file does not use this variable"));
+    }
+    let plans = store::plan(&loaded.project, nodes.max(1));
+    Ok(Prepared { loaded, plans })
+}
+
+fn check_name(name: &str) -> ApiResult<()> {
+    validate::dns_name("name", name)?;
+    if name.len() > MAX_NAME {
+        return Err(ApiError::invalid_field("name", format!("must be at most {MAX_NAME} characters")));
+    }
+    Ok(())
+}
+
+async fn enqueue(tx: &mut PgConnection, tenant: Uuid, kind: &str, id: Uuid, payload: serde_json::Value) -> ApiResult<Uuid> {
+    let target = Target { tenant_id: Some(tenant), kind: "application", id };
+    Ok(jobs::enqueue(tx, target, kind, payload).await?)
+}
+
+/// Deploys a Compose stack onto a cluster as a new application (revision 1). The file, the admission
+/// policy and the quotas on applications, services and summed reservations are checked first.
+#[utoipa::path(post, path = "/api/v1/applications", tag = "applications", request_body = CreateApplication,
+    responses((status = 202, body = Application), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn create(
+    mut db: TenantDb,
+    me: Principal,
+    audit: Audit,
+    ApiJson(req): ApiJson<CreateApplication>,
+) -> ApiResult<(StatusCode, Json<Application>)> {
+    let tenant = me.tenant_with(Role::Developer)?;
+    check_name(&req.name)?;
+    let mut tx = db.begin().await?;
+    let source = match (req.template_id, req.compose) {
+        (Some(t), None) => template_source(&mut tx, tenant, t, req.template_version).await?,
+        (None, Some(compose)) if req.template_version.is_none() => {
+            Source { template_id: None, template_version: None, compose, files: req.files }
+        }
+        (None, Some(_)) => return Err(ApiError::invalid_field("template_version", "goes with template_id, not compose")),
+        _ => return Err(ApiError::invalid_field("compose", "give exactly one of template_id and compose")),
+    };
+    let prepared = prepare(&mut tx, tenant, req.cluster_id, &req.name, &source, &req.variables).await?;
+    let (cpus, memory_mb) = store::totals(&prepared.plans);
+    let delta = Delta { applications: 1, services: prepared.plans.len() as i64, cpus, memory_mb, ..Default::default() };
+    quota::reserve(&mut tx, tenant, delta).await?;
+    let id = Uuid::now_v7();
+    sqlx::query("INSERT INTO applications (id, tenant_id, cluster_id, template_id, name) VALUES ($1, $2, $3, $4, $5)")
+        .bind(id)
+        .bind(tenant)
+        .bind(req.cluster_id)
+        .bind(source.template_id)
+        .bind(&req.name)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| name_taken(e, "application"))?;
+    let revision = NewRevision {
+        template_id: source.template_id,
+        template_version: source.template_version,
+        compose: &source.compose,
+        files: &source.files,
+        variables: &req.variables,
+        images: BTreeMap::new(),
+        warnings: &prepared.loaded.warnings,
+    };
+    store::insert_revision(&mut tx, tenant, id, 1, &revision, me.user_id()).await?;
+    store::write_services(&mut tx, tenant, id, &prepared.plans).await?;
+    let job = enqueue(&mut tx, tenant, "application.deploy", id, json!({ "revision": 1 })).await?;
+    let row = store::load_app(&mut tx, tenant, id, false).await?;
+    tx.commit().await?;
+    audit.record("application.create", "application", id);
+    Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
+}
+
+#[utoipa::path(get, path = "/api/v1/applications", tag = "applications", params(PageParams),
+    responses((status = 200, body = Page<Application>), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
+pub async fn list(mut db: TenantDb, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<Application>>> {
+    let tenant = me.tenant()?;
+    let limit = q.limit()?;
+    let rows: Vec<AppRow> = sqlx::query_as(&format!(
+        "{} WHERE a.tenant_id = $1 AND ($2::uuid IS NULL OR a.id > $2) ORDER BY a.id LIMIT $3",
+        store::APP_SELECT
+    ))
+    .bind(tenant)
+    .bind(q.after::<Uuid>()?)
+    .bind(limit + 1)
+    .fetch_all(&mut *db)
+    .await?;
+    Ok(Json(page(rows, limit, |r| r.id, |r| r.into_dto(None))))
+}
+
+#[utoipa::path(get, path = "/api/v1/applications/{id}", tag = "applications", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Application), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn get(mut db: TenantDb, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Application>> {
+    let tenant = me.tenant()?;
+    Ok(Json(store::load_app(&mut db, tenant, id, false).await?.into_dto(None)))
+}
+
+/// Stores a new revision of a locked application and queues its deploy. Quotas are charged for the
+/// difference with what the application reserves now.
+async fn redeploy(
+    tx: &mut PgConnection,
+    me: &Principal,
+    app: &AppRow,
+    source: Source,
+    variables: BTreeMap<String, String>,
+    images: BTreeMap<String, String>,
+) -> ApiResult<(AppRow, Uuid)> {
+    let tenant = app.tenant_id;
+    if app.status == ApplicationStatus::Deleting {
+        return Err(ApiError::conflict("application-deleting", "the application is being deleted"));
+    }
+    let prepared = prepare(tx, tenant, app.cluster_id, &app.name, &source, &variables).await?;
+    let (count, old_cpus, old_mem) = store::reserved(tx, app.id).await?;
+    let (cpus, memory_mb) = store::totals(&prepared.plans);
+    let delta = Delta {
+        services: prepared.plans.len() as i64 - count,
+        cpus: cpus - old_cpus,
+        memory_mb: memory_mb - old_mem,
+        ..Default::default()
+    };
+    quota::reserve(tx, tenant, delta).await?;
+    let revision = app.current_revision + 1;
+    let new = NewRevision {
+        template_id: source.template_id,
+        template_version: source.template_version,
+        compose: &source.compose,
+        files: &source.files,
+        variables: &variables,
+        images,
+        warnings: &prepared.loaded.warnings,
+    };
+    store::insert_revision(tx, tenant, app.id, revision, &new, me.user_id()).await?;
+    store::write_services(tx, tenant, app.id, &prepared.plans).await?;
+    sqlx::query(
+        "UPDATE applications SET current_revision = $2, template_id = $3, status = CASE WHEN deployed_revision IS NULL THEN 'deploying' ELSE 'updating' END,
+                message = '', updated_at = now() WHERE id = $1",
+    )
+    .bind(app.id)
+    .bind(revision)
+    .bind(source.template_id)
+    .execute(&mut *tx)
+    .await?;
+    let job = enqueue(tx, tenant, "application.deploy", app.id, json!({ "revision": revision })).await?;
+    Ok((store::load_app(tx, tenant, app.id, false).await?, job))
+}
+
+/// Deploys a new revision: another template version, inline Compose text, files or variables (each
+/// defaults to the current revision's). Only what changed changes on the engine, through each
+/// service's `update_config`; services the file no longer has are removed.
+#[utoipa::path(patch, path = "/api/v1/applications/{id}", tag = "applications", params(("id" = Uuid, Path)), request_body = UpdateApplication,
+    responses((status = 202, body = Application), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
+pub async fn update(
+    mut db: TenantDb,
+    me: Principal,
+    audit: Audit,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<UpdateApplication>,
+) -> ApiResult<(StatusCode, Json<Application>)> {
+    let tenant = me.tenant_with(Role::Developer)?;
+    audit.record("application.update", "application", id);
+    let mut tx = db.begin().await?;
+    let app = store::load_app(&mut tx, tenant, id, true).await?;
+    let current = store::revision(&mut tx, id, app.current_revision).await?.ok_or_else(|| ApiError::not_found("revision"))?;
+    let source = match (req.compose, req.template_version) {
+        (Some(_), Some(_)) => return Err(ApiError::invalid_field("compose", "give compose or template_version, not both")),
+        (Some(compose), None) => {
+            Source { template_id: None, template_version: None, compose, files: req.files.unwrap_or(current.files.0.clone()) }
+        }
+        (None, version) => match current.template_id {
+            Some(t) if version.is_some() || req.files.is_none() => {
+                template_source(&mut tx, tenant, t, version.or(current.template_version)).await?
+            }
+            Some(_) => return Err(ApiError::invalid_field("files", "a template's files change with a new template version")),
+            None if version.is_some() => {
+                return Err(ApiError::invalid_field("template_version", "the application runs inline Compose, not a template"));
+            }
+            None => Source {
+                template_id: None,
+                template_version: None,
+                compose: current.compose.clone(),
+                files: req.files.unwrap_or(current.files.0.clone()),
+            },
+        },
+    };
+    let variables = req.variables.unwrap_or(current.variables.0);
+    let (row, job) = redeploy(&mut tx, &me, &app, source, variables, BTreeMap::new()).await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
+}
+
+/// Returns to an earlier revision (the previous one by default): a new revision with that one's
+/// Compose text, files, variables and pinned images, so the engine runs the same bytes as then.
+#[utoipa::path(post, path = "/api/v1/applications/{id}/rollback", tag = "applications", params(("id" = Uuid, Path)), request_body = RollbackApplication,
+    responses((status = 202, body = Application), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
+pub async fn rollback(
+    mut db: TenantDb,
+    me: Principal,
+    audit: Audit,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<RollbackApplication>,
+) -> ApiResult<(StatusCode, Json<Application>)> {
+    let tenant = me.tenant_with(Role::Developer)?;
+    audit.record("application.rollback", "application", id);
+    let mut tx = db.begin().await?;
+    let app = store::load_app(&mut tx, tenant, id, true).await?;
+    let target = req.revision.unwrap_or(app.current_revision - 1);
+    if target < 1 || target >= app.current_revision {
+        return Err(ApiError::invalid_field("revision", "must be an earlier revision of this application"));
+    }
+    let old =
+        store::revision(&mut tx, id, target).await?.ok_or_else(|| ApiError::invalid_field("revision", "no such revision"))?;
+    let source =
+        Source { template_id: old.template_id, template_version: old.template_version, compose: old.compose, files: old.files.0 };
+    let (row, job) = redeploy(&mut tx, &me, &app, source, old.variables.0, old.images.0).await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
+}
+
+/// Deletes an application: the job removes its services, secrets, configs and networks from the engine
+/// (what `docker stack rm` removes; volumes stay, as there), then its records.
+#[utoipa::path(delete, path = "/api/v1/applications/{id}", tag = "applications", params(("id" = Uuid, Path)),
+    responses((status = 202, body = Application), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn delete(
+    mut db: TenantDb,
+    me: Principal,
+    audit: Audit,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<(StatusCode, Json<Application>)> {
+    let tenant = me.tenant_with(Role::Developer)?;
+    audit.record("application.delete", "application", id);
+    let mut tx = db.begin().await?;
+    store::load_app(&mut tx, tenant, id, true).await?;
+    sqlx::query("UPDATE applications SET status = 'deleting', updated_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    let job = enqueue(&mut tx, tenant, "application.delete", id, json!({})).await?;
+    let row = store::load_app(&mut tx, tenant, id, false).await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
+}
+
+#[utoipa::path(get, path = "/api/v1/applications/{id}/revisions", tag = "applications", params(("id" = Uuid, Path), PageParams),
+    responses((status = 200, body = Page<ApplicationRevision>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn revisions(
+    mut db: TenantDb,
+    me: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> ApiResult<Json<Page<ApplicationRevision>>> {
+    let tenant = me.tenant()?;
+    let limit = q.limit()?;
+    store::load_app(&mut db, tenant, id, false).await?;
+    let rows: Vec<store::RevisionRow> = sqlx::query_as(&format!(
+        "SELECT {} FROM application_revisions
+          WHERE tenant_id = $1 AND application_id = $2 AND ($3::int IS NULL OR revision > $3) ORDER BY revision LIMIT $4",
+        store::REVISION_COLUMNS
+    ))
+    .bind(tenant)
+    .bind(id)
+    .bind(q.after::<i32>()?)
+    .bind(limit + 1)
+    .fetch_all(&mut *db)
+    .await?;
+    Ok(Json(page(rows, limit, |r| r.revision, Into::into)))
+}
+
+// ------------------------------------------------------------------------------------------ services
+
+#[utoipa::path(get, path = "/api/v1/applications/{id}/services", tag = "applications", params(("id" = Uuid, Path), PageParams),
+    responses((status = 200, body = Page<Service>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn list_services(
+    mut db: TenantDb,
+    me: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> ApiResult<Json<Page<Service>>> {
+    let tenant = me.tenant()?;
+    let limit = q.limit()?;
+    store::load_app(&mut db, tenant, id, false).await?;
+    let rows: Vec<store::ServiceRow> = sqlx::query_as(&format!(
+        "SELECT {} FROM services WHERE tenant_id = $1 AND application_id = $2 AND ($3::uuid IS NULL OR id > $3) ORDER BY id LIMIT $4",
+        store::SERVICE_COLUMNS
+    ))
+    .bind(tenant)
+    .bind(id)
+    .bind(q.after::<Uuid>()?)
+    .bind(limit + 1)
+    .fetch_all(&mut *db)
+    .await?;
+    Ok(Json(page(rows, limit, |r| r.id, |r| r.into_dto(None))))
+}
+
+#[utoipa::path(get, path = "/api/v1/services/{id}", tag = "applications", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Service), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn get_service(mut db: TenantDb, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Service>> {
+    let tenant = me.tenant()?;
+    Ok(Json(store::load_service(&mut db, tenant, id, false).await?.into_dto(None)))
+}
+
+/// Scales a service, or changes its image (a rolling update following its `update_config`). More
+/// replicas reserve more CPU and memory, so quotas are checked.
+#[utoipa::path(patch, path = "/api/v1/services/{id}", tag = "applications", params(("id" = Uuid, Path)), request_body = UpdateService,
+    responses((status = 202, body = Service), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn update_service(
+    mut db: TenantDb,
+    me: Principal,
+    audit: Audit,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<UpdateService>,
+) -> ApiResult<(StatusCode, Json<Service>)> {
+    let tenant = me.tenant_with(Role::Developer)?;
+    audit.record("service.update", "service", id);
+    if req.replicas.is_none() && req.image.is_none() {
+        return Err(ApiError::invalid_field("replicas", "give replicas, image or both"));
+    }
+    if let Some(r) = req.replicas
+        && !(0..=1000).contains(&r)
+    {
+        return Err(ApiError::invalid_field("replicas", "must be between 0 and 1000"));
+    }
+    if let Some(image) = &req.image {
+        crate::registry::pin::ImageRef::parse(image).map_err(|e| ApiError::invalid_field("image", e))?;
+    }
+    let mut tx = db.begin().await?;
+    let svc = store::load_service(&mut tx, tenant, id, true).await?;
+    let app = store::load_app(&mut tx, tenant, svc.application_id, true).await?;
+    if app.status == ApplicationStatus::Deleting {
+        return Err(ApiError::conflict("application-deleting", "the application is being deleted"));
+    }
+    if req.replicas.is_some() && svc.mode == "global" {
+        return Err(ApiError::invalid_field("replicas", "a global service runs one task per node; it cannot be scaled"));
+    }
+    let replicas = req.replicas.unwrap_or(svc.replicas);
+    let more = replicas - svc.replicas;
+    let delta = Delta {
+        cpus: svc.cpu_reservation * f64::from(more),
+        memory_mb: svc.memory_reservation_mb * i64::from(more),
+        ..Default::default()
+    };
+    quota::reserve(&mut tx, tenant, delta).await?;
+    let row: store::ServiceRow = sqlx::query_as(&format!(
+        "UPDATE services SET replicas = $2, image = coalesce($3, image), status = 'updating', updated_at = now() WHERE id = $1
+         RETURNING {}",
+        store::SERVICE_COLUMNS
+    ))
+    .bind(id)
+    .bind(replicas)
+    .bind(&req.image)
+    .fetch_one(&mut *tx)
+    .await?;
+    let payload = json!({ "service": id, "replicas": req.replicas, "image": req.image });
+    let job = enqueue(&mut tx, tenant, "service.update", app.id, payload).await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
+}
+
+/// Restarts every task of a service (a forced rolling update, `docker service update --force`).
+#[utoipa::path(post, path = "/api/v1/services/{id}/restart", tag = "applications", params(("id" = Uuid, Path)),
+    responses((status = 202, body = Service), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn restart_service(
+    mut db: TenantDb,
+    me: Principal,
+    audit: Audit,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<(StatusCode, Json<Service>)> {
+    let tenant = me.tenant_with(Role::Developer)?;
+    audit.record("service.restart", "service", id);
+    let mut tx = db.begin().await?;
+    let svc = store::load_service(&mut tx, tenant, id, true).await?;
+    let app = store::load_app(&mut tx, tenant, svc.application_id, true).await?;
+    if app.status == ApplicationStatus::Deleting {
+        return Err(ApiError::conflict("application-deleting", "the application is being deleted"));
+    }
+    let job = enqueue(&mut tx, tenant, "service.restart", app.id, json!({ "service": id })).await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(svc.into_dto(Some(job)))))
+}
+
+/// The service's tasks and their containers, as last observed on the cluster.
+#[utoipa::path(get, path = "/api/v1/services/{id}/containers", tag = "applications", params(("id" = Uuid, Path), PageParams),
+    responses((status = 200, body = Page<Container>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn list_containers(
+    mut db: TenantDb,
+    me: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<PageParams>,
+) -> ApiResult<Json<Page<Container>>> {
+    let tenant = me.tenant()?;
+    let limit = q.limit()?;
+    store::load_service(&mut db, tenant, id, false).await?;
+    let rows: Vec<store::ContainerRow> = sqlx::query_as(&format!(
+        "SELECT {} FROM containers WHERE tenant_id = $1 AND service_id = $2 AND ($3::uuid IS NULL OR id > $3) ORDER BY id LIMIT $4",
+        store::CONTAINER_COLUMNS
+    ))
+    .bind(tenant)
+    .bind(id)
+    .bind(q.after::<Uuid>()?)
+    .bind(limit + 1)
+    .fetch_all(&mut *db)
+    .await?;
+    Ok(Json(page(rows, limit, |r| r.id, Into::into)))
+}

@@ -1,0 +1,13 @@
+//! Applications: Compose stacks deployed onto a tenant's Swarm cluster exactly as `docker stack deploy`
+//! would deploy them, with revisions, observed status and an admission policy. One home for the
+//! capability:
+//!
+//! - [`compose`]: the Compose → Swarm translation, pure code;
+//! - [`store`]: every query on applications, revisions, services and containers;
+//! - [`api`]: the HTTP handlers, thin over the two above;
+//! - [`deploy`]: the jobs that apply revisions to the engine and remove stacks.
+
+pub mod api;
+pub mod compose;
+pub mod deploy;
+pub mod store;
