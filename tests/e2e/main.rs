@@ -1,10 +1,12 @@
 //! End-to-end tests of the Berth API: the real server, on a loopback port, over a real PostgreSQL.
 
+mod applications;
 mod auth;
 mod bad_input;
 mod clusters;
 mod conformance;
 mod cross_tenant;
+mod docker_cli;
 mod embedded;
 mod fixtures;
 mod openapi;

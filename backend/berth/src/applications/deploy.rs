@@ -408,6 +408,8 @@ pub async fn remove_stack(ctx: &JobCtx, engine: &Engine, stack: &str) -> anyhow:
         }
     }
     ctx.progress("removing networks", 70).await?;
+    // A removed swarm network stays listed on a node until that node's tasks on it have stopped; the
+    // job waits for that, so that "deleted" means gone from the engine.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let networks = engine.docker.list_networks(Some(ListNetworksOptions { filters: Some(filters.clone()) })).await?;
@@ -421,13 +423,13 @@ pub async fn remove_stack(ctx: &JobCtx, engine: &Engine, stack: &str) -> anyhow:
                 last_error = Some(e);
             }
         }
-        match last_error {
-            None => return Ok(()),
-            Some(e) if tokio::time::Instant::now() > deadline => {
-                return Err(e).context("removing a network (tasks may still be attached)");
-            }
-            Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        if tokio::time::Instant::now() > deadline {
+            return match last_error {
+                Some(e) => Err(e).context("removing a network (tasks may still be attached)"),
+                None => bail!("the stack's networks are still listed a minute after their removal"),
+            };
         }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

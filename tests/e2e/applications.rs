@@ -1,0 +1,206 @@
+//! Applications on a real Swarm: one Compose file deployed by `docker stack deploy` (docker.io's CLI)
+//! and by Berth onto the same local cluster, with an image from the built-in registry; the specs the
+//! engine returns must be equal. Then scale and delete, each checked on the engine.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use berth_tests::{PASSWORD, TestApp, temp_data_dir};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::docker_cli::{Docker, RemoveOnDrop, build_context};
+
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/compose");
+
+/// The template files of the corpus, by name.
+fn corpus_files() -> BTreeMap<String, String> {
+    ["web.env", "site.conf", "token.txt"]
+        .iter()
+        .map(|f| ((*f).to_owned(), std::fs::read_to_string(Path::new(CORPUS).join(f)).unwrap()))
+        .collect()
+}
+
+/// An engine object as JSON with what legitimately differs between two stacks removed: ids, versions,
+/// timestamps, and the stack name (`stack` → `STACK`). Network ids (the engine stores a service's
+/// network targets as ids) become the networks' names first.
+fn normalise(mut v: Value, stack: &str, networks: &BTreeMap<String, String>) -> Value {
+    fn walk(v: &mut Value, stack: &str, networks: &BTreeMap<String, String>) {
+        match v {
+            Value::Object(map) => {
+                for key in [
+                    "ID",
+                    "SecretID",
+                    "ConfigID",
+                    "Version",
+                    "CreatedAt",
+                    "UpdatedAt",
+                    "PreviousSpec",
+                    "Endpoint",
+                    "UpdateStatus",
+                ] {
+                    map.remove(key);
+                }
+                for (_, child) in map.iter_mut() {
+                    walk(child, stack, networks);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| walk(i, stack, networks)),
+            Value::String(s) => {
+                if let Some(name) = networks.get(s.as_str()) {
+                    *s = name.clone();
+                }
+                if s == stack {
+                    *s = "STACK".to_owned();
+                } else if let Some(rest) = s.strip_prefix(&format!("{stack}_")) {
+                    *s = format!("STACK_{rest}");
+                }
+            }
+            _ => {}
+        }
+    }
+    walk(&mut v, stack, networks);
+    v
+}
+
+/// Network id → name, for every network of the engine.
+fn network_names(cli: &Docker, engine: &str) -> BTreeMap<String, String> {
+    cli.ok(engine, &["network", "ls", "--no-trunc", "--format", "{{.ID}} {{.Name}}"])
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(id, name)| (id.to_owned(), name.to_owned())))
+        .collect()
+}
+
+fn inspect(cli: &Docker, engine: &str, kind: &str, name: &str) -> Value {
+    let out = cli.ok(engine, &[kind, "inspect", name]);
+    serde_json::from_str::<Value>(&out).unwrap()[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_deployed_by_berth_equals_docker_stack_deploy_and_is_operated_on_the_engine() {
+    let app = TestApp::spawn_with_registry(1 << 30).await.with_workers();
+    let address = app.registry.as_ref().unwrap().address.clone();
+    let t = app.tenant("Acme").await;
+    let email = app.get("/api/v1/me", &t.owner).await.body["email"].as_str().unwrap().to_owned();
+
+    let created = app.post("/api/v1/clusters", &t.owner, json!({"name": "apps", "managers": 1, "workers": 1})).await;
+    created.expect(StatusCode::ACCEPTED);
+    let cluster = created.id();
+    let job = app.wait_job(&t.owner, created.body["job_id"].as_str().unwrap(), Duration::from_secs(180)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let creds = app.get(&format!("/api/v1/clusters/{cluster}/credentials"), &t.owner).await.body;
+    let manager = creds["endpoint"].as_str().unwrap().trim_start_matches("tcp://").split(':').next().unwrap().to_owned();
+    let cli = Docker::new(&creds);
+
+    // An image in the tenant's namespace of the built-in registry.
+    let ctx = build_context(&format!("apps {}", uuid::Uuid::new_v4()));
+    let _cleanup = RemoveOnDrop(vec![ctx.clone()]);
+    let image = format!("{address}/{}/web:1", t.slug);
+    cli.ok(&manager, &["build", "-q", "-t", &image, ctx.to_str().unwrap()]);
+    let login = cli.login(&manager, &address, &email, PASSWORD);
+    assert!(login.status.success(), "docker login: {}", String::from_utf8_lossy(&login.stderr));
+    cli.ok(&manager, &["push", &image]);
+
+    // The same file, twice: `docker stack deploy` as stack `cli`, Berth as application `berth`.
+    let compose = std::fs::read_to_string(Path::new(CORPUS).join("stack.yml")).unwrap();
+    let dir = temp_data_dir("berth-stack");
+    let _cleanup_dir = RemoveOnDrop(vec![dir.clone()]);
+    for (name, content) in corpus_files() {
+        std::fs::write(dir.join(name), content).unwrap();
+    }
+    std::fs::write(dir.join("stack.yml"), &compose).unwrap();
+    let out = std::process::Command::new("/usr/bin/docker")
+        .env("DOCKER_CERT_PATH", &cli.certs)
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CONFIG", &cli.config)
+        .env("IMAGE", &image)
+        .current_dir(&dir)
+        .args(["-H", &format!("tcp://{manager}:2376"), "stack", "deploy", "--with-registry-auth", "-c", "stack.yml", "cli"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker stack deploy: {}", String::from_utf8_lossy(&out.stderr));
+
+    let deployed = app
+        .post(
+            "/api/v1/applications",
+            &t.owner,
+            json!({"name": "berth", "cluster_id": cluster, "compose": compose, "files": corpus_files(), "variables": {"IMAGE": image}}),
+        )
+        .await;
+    deployed.expect(StatusCode::ACCEPTED);
+    let application = deployed.id();
+    let job = app.wait_job(&t.owner, deployed.body["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+
+    // `docker stack services berth` lists Berth's services: the stack namespace is the application name.
+    let listed = cli.ok(&manager, &["stack", "services", "--format", "{{.Name}}", "berth"]);
+    let mut names: Vec<&str> = listed.lines().collect();
+    names.sort();
+    assert_eq!(names, ["berth_agent", "berth_web", "berth_worker"]);
+
+    // Whole specs, equal once the stack names, ids and versions are set aside.
+    let nets = network_names(&cli, &manager);
+    for service in ["web", "worker", "agent"] {
+        let ours = normalise(inspect(&cli, &manager, "service", &format!("berth_{service}"))["Spec"].clone(), "berth", &nets);
+        let theirs = normalise(inspect(&cli, &manager, "service", &format!("cli_{service}"))["Spec"].clone(), "cli", &nets);
+        assert_eq!(ours, theirs, "service {service}: Berth's spec (left) differs from docker stack deploy's (right)");
+    }
+    for (kind, name) in [("network", "front"), ("network", "back"), ("config", "site"), ("secret", "token")] {
+        let mut ours = normalise(inspect(&cli, &manager, kind, &format!("berth_{name}")), "berth", &nets);
+        let mut theirs = normalise(inspect(&cli, &manager, kind, &format!("cli_{name}")), "cli", &nets);
+        for v in [&mut ours, &mut theirs] {
+            // Networks: the engine's own bookkeeping (subnets handed out, attached containers, peers).
+            for key in ["Id", "Created", "IPAM", "Containers", "Peers", "Services"] {
+                v.as_object_mut().unwrap().remove(key);
+            }
+            if let Some(options) = v.get_mut("Options").and_then(Value::as_object_mut) {
+                options.remove("com.docker.network.driver.overlay.vxlanid_list");
+            }
+        }
+        assert_eq!(ours, theirs, "{kind} {name}: Berth's (left) differs from docker stack deploy's (right)");
+    }
+
+    // Scale through the API: the engine's spec follows.
+    let services = app.get(&format!("/api/v1/applications/{application}/services"), &t.owner).await;
+    let worker = services.body["items"].as_array().unwrap().iter().find(|s| s["name"] == "worker").unwrap().clone();
+    assert_eq!(worker["replicas_desired"], 1);
+    let scaled =
+        app.patch(&format!("/api/v1/services/{}", worker["id"].as_str().unwrap()), &t.owner, json!({"replicas": 3})).await;
+    scaled.expect(StatusCode::ACCEPTED);
+    let job = app.wait_job(&t.owner, scaled.body["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let spec = inspect(&cli, &manager, "service", "berth_worker");
+    assert_eq!(spec["Spec"]["Mode"]["Replicated"]["Replicas"], 3);
+
+    // Hostile Compose is refused before anything reaches the engine.
+    for (hostile, path) in [
+        ("services:\n  x: {image: busybox, privileged: true}\n", "compose.services.x.privileged"),
+        ("services:\n  x: {image: busybox, volumes: ['/:/host']}\n", "compose.services.x.volumes[0]"),
+        ("services:\n  x: {image: busybox, network_mode: host}\n", "compose.services.x.network_mode"),
+    ] {
+        let r =
+            app.post("/api/v1/applications", &t.owner, json!({"name": "evil", "cluster_id": cluster, "compose": hostile})).await;
+        r.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-compose");
+        assert_eq!(r.body["errors"][0]["field"], path, "{}", r.body);
+    }
+    assert!(cli.ok(&manager, &["service", "ls", "--format", "{{.Name}}"]).lines().all(|n| !n.starts_with("evil")));
+
+    // Delete: everything of the stack leaves the engine; the CLI's stack stays.
+    let deleted = app.delete(&format!("/api/v1/applications/{application}"), &t.owner).await;
+    deleted.expect(StatusCode::ACCEPTED);
+    let job = app.wait_job(&t.owner, deleted.body["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    for kind in ["service", "network", "config", "secret"] {
+        let left = cli.ok(&manager, &[kind, "ls", "--filter", "label=com.docker.stack.namespace=berth", "-q"]);
+        assert!(left.is_empty(), "{kind}s of the deleted application remain: {left}");
+    }
+    assert!(!cli.ok(&manager, &["service", "ls", "-q", "--filter", "label=com.docker.stack.namespace=cli"]).is_empty());
+    app.get(&format!("/api/v1/applications/{application}"), &t.owner).await.problem(StatusCode::NOT_FOUND, "not-found");
+
+    // The cluster (and with it every node, namespace and process) goes with its deletion.
+    let gone = app.delete(&format!("/api/v1/clusters/{cluster}"), &t.owner).await;
+    gone.expect(StatusCode::ACCEPTED);
+    let job = app.wait_job(&t.owner, gone.body["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+}

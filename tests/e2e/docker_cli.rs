@@ -1,0 +1,101 @@
+//! The Docker CLI (docker.io) as a customer uses it against a cluster's engines, for the e2e tests.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use berth_tests::temp_data_dir;
+use serde_json::Value;
+
+/// (The tests run on a multi-threaded runtime: the CLI blocks its thread while Berth's token service,
+/// in this process, answers the engine.)
+///
+/// The Docker CLI against one engine of a cluster: TLS client files from the credentials endpoint, and
+/// a private CLI config directory (where `docker login` keeps its credentials).
+pub struct Docker {
+    pub certs: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Docker {
+    pub fn new(creds: &Value) -> Docker {
+        let certs = temp_data_dir("berth-cli-certs");
+        for (file, field) in [("ca.pem", "ca_pem"), ("cert.pem", "cert_pem"), ("key.pem", "key_pem")] {
+            std::fs::write(certs.join(file), creds[field].as_str().unwrap()).unwrap();
+        }
+        Docker { certs, config: temp_data_dir("berth-cli-config") }
+    }
+
+    pub fn run(&self, engine: &str, args: &[&str]) -> Output {
+        Command::new("/usr/bin/docker")
+            .env("DOCKER_CERT_PATH", &self.certs)
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CONFIG", &self.config)
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["-H", &format!("tcp://{engine}:2376")])
+            .args(args)
+            .output()
+            .expect("the docker CLI (docker.io) is needed: run `make test`")
+    }
+
+    /// Runs and insists on success; returns stdout.
+    pub fn ok(&self, engine: &str, args: &[&str]) -> String {
+        let out = self.run(engine, args);
+        assert!(out.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Runs and insists on failure; returns stderr.
+    pub fn fails(&self, engine: &str, args: &[&str]) -> String {
+        let out = self.run(engine, args);
+        assert!(!out.status.success(), "docker {args:?} should have failed: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn login(&self, engine: &str, registry: &str, user: &str, password: &str) -> Output {
+        let mut child = Command::new("/usr/bin/docker")
+            .env("DOCKER_CERT_PATH", &self.certs)
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CONFIG", &self.config)
+            .args(["-H", &format!("tcp://{engine}:2376"), "login", registry, "-u", user, "--password-stdin"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(password.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.certs);
+        let _ = std::fs::remove_dir_all(&self.config);
+    }
+}
+
+/// Directories a test made, removed however it ends.
+pub struct RemoveOnDrop(pub Vec<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// A build context for an image `FROM scratch` holding Debian's static busybox and a marker file, so
+/// that every test's image is its own.
+pub fn build_context(marker: &str) -> PathBuf {
+    let dir = temp_data_dir("berth-build");
+    std::fs::copy("/bin/busybox", dir.join("busybox")).expect("Debian's busybox-static is needed: run `make test`");
+    std::fs::write(dir.join("marker"), marker).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY marker /marker\nCMD [\"/bin/busybox\", \"sh\"]\n",
+    )
+    .unwrap();
+    dir
+}
