@@ -161,6 +161,61 @@ async fn a_stack_deployed_by_berth_equals_docker_stack_deploy_and_is_operated_on
         assert_eq!(ours, theirs, "{kind} {name}: Berth's (left) differs from docker stack deploy's (right)");
     }
 
+    // The CLI's stack goes (its host-mode port would keep Berth's web tasks off both nodes); Berth's
+    // application is then observed running: every task up, on a node, with its host port.
+    cli.ok(&manager, &["stack", "rm", "cli"]);
+    let running = app
+        .wait_for(&t.owner, &format!("/api/v1/applications/{application}"), Duration::from_secs(90), |a| a["status"] == "running")
+        .await;
+    assert_eq!((running["revision"].as_i64(), running["deployed_revision"].as_i64()), (Some(1), Some(1)));
+    let services = app.get(&format!("/api/v1/applications/{application}/services"), &t.owner).await;
+    for s in services.body["items"].as_array().unwrap() {
+        assert_eq!(s["status"], "running", "{s}");
+        assert_eq!(s["replicas_running"], s["replicas_desired"], "{s}");
+        assert!(s["image_digest"].as_str().unwrap().contains("@sha256:"), "{s}");
+    }
+    let web = services.body["items"].as_array().unwrap().iter().find(|s| s["name"] == "web").unwrap().clone();
+    assert_eq!((web["replicas_desired"].as_i64(), web["mode"].as_str()), (Some(2), Some("replicated")));
+    assert_eq!(web["ports"], json!([{"target": 8080, "published": 18080, "protocol": "tcp", "mode": "host"}]));
+    let agent = services.body["items"].as_array().unwrap().iter().find(|s| s["name"] == "agent").unwrap().clone();
+    assert_eq!((agent["replicas_desired"].as_i64(), agent["mode"].as_str()), (Some(2), Some("global")));
+    let containers = app.get(&format!("/api/v1/services/{}/containers", web["id"].as_str().unwrap()), &t.owner).await;
+    let live: Vec<&Value> = containers.body["items"].as_array().unwrap().iter().filter(|c| c["state"] == "running").collect();
+    assert_eq!(live.len(), 2, "{}", containers.body);
+    for c in &live {
+        assert!(c["node_id"].is_string() && c["container_id"].is_string(), "{c}");
+        assert_eq!(c["host_ports"][0]["published"], 18080, "{c}");
+    }
+    // Each web task answers on its node's host port.
+    for node in app.get(&format!("/api/v1/clusters/{cluster}/nodes"), &t.owner).await.body["items"].as_array().unwrap() {
+        let url = format!("http://{}:18080/marker", node["address"].as_str().unwrap());
+        let body = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        assert!(body.starts_with("apps "), "{url}: {body}");
+    }
+
+    // A new revision (another variable) and a rollback to the first, seen in the engine's spec.
+    let env_of =
+        |cli: &Docker| inspect(cli, &manager, "service", "berth_web")["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"].clone();
+    let updated = app
+        .patch(&format!("/api/v1/applications/{application}"), &t.owner, json!({"variables": {"IMAGE": image, "WHO": "berth"}}))
+        .await;
+    updated.expect(StatusCode::ACCEPTED);
+    assert_eq!(updated.body["revision"], 2);
+    let job = app.wait_job(&t.owner, updated.body["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert!(env_of(&cli).as_array().unwrap().contains(&json!("GREETING=hello berth")));
+    let back = app.post(&format!("/api/v1/applications/{application}/rollback"), &t.owner, json!({})).await;
+    back.expect(StatusCode::ACCEPTED);
+    assert_eq!(back.body["revision"], 3);
+    let job = app.wait_job(&t.owner, back.body["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert!(env_of(&cli).as_array().unwrap().contains(&json!("GREETING=hello world")));
+    let revisions = app.get(&format!("/api/v1/applications/{application}/revisions"), &t.owner).await;
+    let revs = revisions.body["items"].as_array().unwrap();
+    assert_eq!(revs.len(), 3);
+    assert_eq!(revs[2]["variables"], revs[0]["variables"]);
+    assert_eq!(revs[2]["images"], revs[0]["images"], "a rollback runs the same bytes");
+
     // Scale through the API: the engine's spec follows.
     let services = app.get(&format!("/api/v1/applications/{application}/services"), &t.owner).await;
     let worker = services.body["items"].as_array().unwrap().iter().find(|s| s["name"] == "worker").unwrap().clone();
@@ -186,7 +241,7 @@ async fn a_stack_deployed_by_berth_equals_docker_stack_deploy_and_is_operated_on
     }
     assert!(cli.ok(&manager, &["service", "ls", "--format", "{{.Name}}"]).lines().all(|n| !n.starts_with("evil")));
 
-    // Delete: everything of the stack leaves the engine; the CLI's stack stays.
+    // Delete: everything of the stack leaves the engine.
     let deleted = app.delete(&format!("/api/v1/applications/{application}"), &t.owner).await;
     deleted.expect(StatusCode::ACCEPTED);
     let job = app.wait_job(&t.owner, deleted.body["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;
@@ -195,7 +250,6 @@ async fn a_stack_deployed_by_berth_equals_docker_stack_deploy_and_is_operated_on
         let left = cli.ok(&manager, &[kind, "ls", "--filter", "label=com.docker.stack.namespace=berth", "-q"]);
         assert!(left.is_empty(), "{kind}s of the deleted application remain: {left}");
     }
-    assert!(!cli.ok(&manager, &["service", "ls", "-q", "--filter", "label=com.docker.stack.namespace=cli"]).is_empty());
     app.get(&format!("/api/v1/applications/{application}"), &t.owner).await.problem(StatusCode::NOT_FOUND, "not-found");
 
     // The cluster (and with it every node, namespace and process) goes with its deletion.

@@ -5,9 +5,11 @@
 //! - [`compose`]: the Compose → Swarm translation, pure code;
 //! - [`store`]: every query on applications, revisions, services and containers;
 //! - [`api`]: the HTTP handlers, thin over the two above;
-//! - [`deploy`]: the jobs that apply revisions to the engine and remove stacks.
+//! - [`deploy`]: the jobs that apply revisions to the engine and remove stacks;
+//! - [`observe`]: the cluster reconciler's part: services, tasks and statuses as the engine reports them.
 
 pub mod api;
 pub mod compose;
 pub mod deploy;
+pub mod observe;
 pub mod store;

@@ -6,7 +6,9 @@
 //! cluster that has no live reconciler (`clusters.reconciler_owner` / `reconciler_lease_until`). The
 //! holder renews the lease on every pass; if it dies, the lease runs out within seconds and another
 //! process's supervisor takes the cluster over. A pass runs on a timer and at once when the engine's
-//! event stream reports a node event; it reads the whole node list, never reacting to one event alone.
+//! event stream reports a node or service event; it reads the whole node list, never reacting to one
+//! event alone. Between passes, every half second, the cluster's applications are observed
+//! (`applications::observe`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,8 +27,11 @@ use crate::swarm::Engine;
 
 /// How long a lease lasts without renewal: the takeover time when a holder dies.
 const LEASE: Duration = Duration::from_secs(6);
-/// The timer between full passes.
+/// The timer between full passes (lease renewal and nodes).
 const PASS_EVERY: Duration = Duration::from_secs(2);
+/// The timer between observations of the cluster's applications: a task that dies shows in the API
+/// within about this long (the manager reports no task events to wait on).
+const APPLICATIONS_EVERY: Duration = Duration::from_millis(500);
 
 /// Takes and runs reconcilers for every running cluster until `shutdown`.
 pub async fn supervise(
@@ -81,37 +86,50 @@ async fn reconcile(db: PgPool, env: Arc<WorkerEnv>, owner: String, cluster: Uuid
     let mut events: Option<JoinHandle<()>> = None;
     // The connection to a manager is kept between passes and made again only after a failure.
     let mut manager: Option<Engine> = None;
+    let tenant: Option<Uuid> =
+        sqlx::query_scalar("SELECT tenant_id FROM clusters WHERE id = $1").bind(cluster).fetch_optional(&db).await.ok().flatten();
+    let mut last_full: Option<tokio::time::Instant> = None;
+    let mut woken = false;
     loop {
-        let renewed = sqlx::query(
-            "UPDATE clusters SET reconciler_lease_until = now() + make_interval(secs => $3)
-              WHERE id = $1 AND reconciler_owner = $2 AND status IN ('ready', 'degraded')",
-        )
-        .bind(cluster)
-        .bind(&owner)
-        .bind(LEASE.as_secs_f64())
-        .execute(&db)
-        .await;
-        match renewed {
-            Ok(r) if r.rows_affected() == 1 => {}
-            Ok(_) => break, // lost the lease, or the cluster is being deleted or reprovisioned
-            Err(e) => tracing::warn!(%cluster, error = %e, "could not renew the reconciler lease"),
-        }
-        match pass(&db, &env, cluster, &mut manager).await {
-            Ok(()) => {
-                if events.as_ref().is_none_or(|t| t.is_finished())
-                    && let Some(m) = &manager
-                {
-                    events = Some(tokio::spawn(watch_events(m.clone(), wake.clone())));
+        if woken || last_full.is_none_or(|t| t.elapsed() >= PASS_EVERY) {
+            woken = false;
+            last_full = Some(tokio::time::Instant::now());
+            let renewed = sqlx::query(
+                "UPDATE clusters SET reconciler_lease_until = now() + make_interval(secs => $3)
+                  WHERE id = $1 AND reconciler_owner = $2 AND status IN ('ready', 'degraded')",
+            )
+            .bind(cluster)
+            .bind(&owner)
+            .bind(LEASE.as_secs_f64())
+            .execute(&db)
+            .await;
+            match renewed {
+                Ok(r) if r.rows_affected() == 1 => {}
+                Ok(_) => break, // lost the lease, or the cluster is being deleted or reprovisioned
+                Err(e) => tracing::warn!(%cluster, error = %e, "could not renew the reconciler lease"),
+            }
+            match pass(&db, &env, cluster, &mut manager).await {
+                Ok(()) => {
+                    if events.as_ref().is_none_or(|t| t.is_finished())
+                        && let Some(m) = &manager
+                    {
+                        events = Some(tokio::spawn(watch_events(m.clone(), wake.clone())));
+                    }
+                }
+                Err(e) => {
+                    manager = None;
+                    tracing::debug!(%cluster, error = %e, "reconcile pass failed");
                 }
             }
-            Err(e) => {
-                manager = None;
-                tracing::debug!(%cluster, error = %e, "reconcile pass failed");
-            }
+        }
+        if let (Some(m), Some(tenant)) = (&manager, tenant)
+            && let Err(e) = crate::applications::observe::pass(&db, tenant, cluster, m).await
+        {
+            tracing::debug!(%cluster, error = %e, "observing applications failed");
         }
         tokio::select! {
-            _ = tokio::time::sleep(PASS_EVERY) => {}
-            _ = wake.notified() => {}
+            _ = tokio::time::sleep(APPLICATIONS_EVERY) => {}
+            _ = wake.notified() => woken = true,
             changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { break },
         }
     }
@@ -151,9 +169,9 @@ async fn pass(db: &PgPool, env: &WorkerEnv, cluster: Uuid, manager: &mut Option<
     Ok(())
 }
 
-/// Wakes the reconciler on every node event the manager reports; ends when the stream does.
+/// Wakes the reconciler on every node and service event the manager reports; ends when the stream does.
 async fn watch_events(manager: Engine, wake: Arc<Notify>) {
-    let filters = HashMap::from([("type".to_owned(), vec!["node".to_owned()])]);
+    let filters = HashMap::from([("type".to_owned(), vec!["node".to_owned(), "service".to_owned()])]);
     let options = bollard::query_parameters::EventsOptions { filters: Some(filters), ..Default::default() };
     let mut stream = manager.docker.events(Some(options));
     while let Some(event) = stream.next().await {
