@@ -258,3 +258,143 @@ async fn a_stack_deployed_by_berth_equals_docker_stack_deploy_and_is_operated_on
     let job = app.wait_job(&t.owner, gone.body["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;
     assert_eq!(job["state"], "succeeded", "{job}");
 }
+
+/// The `data` of every event in a finished Server-Sent Events body.
+fn sse_data(body: &str) -> Vec<Value> {
+    body.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| serde_json::from_str(d.trim()).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_are_observed_logged_updated_start_first_and_restarted() {
+    let app = TestApp::spawn_with_registry(1 << 30).await.with_workers();
+    let address = app.registry.as_ref().unwrap().address.clone();
+    let t = app.tenant("Ops").await;
+    let email = app.get("/api/v1/me", &t.owner).await.body["email"].as_str().unwrap().to_owned();
+    let created = app.post("/api/v1/clusters", &t.owner, json!({"name": "ops", "managers": 1, "workers": 1})).await;
+    created.expect(StatusCode::ACCEPTED);
+    let cluster = created.id();
+    let job = app.wait_job(&t.owner, created.body["job_id"].as_str().unwrap(), Duration::from_secs(180)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let creds = app.get(&format!("/api/v1/clusters/{cluster}/credentials"), &t.owner).await.body;
+    let manager = creds["endpoint"].as_str().unwrap().trim_start_matches("tcp://").split(':').next().unwrap().to_owned();
+    let cli = Docker::new(&creds);
+    let login = cli.login(&manager, &address, &email, PASSWORD);
+    assert!(login.status.success(), "docker login: {}", String::from_utf8_lossy(&login.stderr));
+    let mut dirs = Vec::new();
+    let mut images = Vec::new();
+    for version in ["1", "2"] {
+        let ctx = build_context(&format!("ops v{version} {}", uuid::Uuid::new_v4()));
+        let image = format!("{address}/{}/api:{version}", t.slug);
+        cli.ok(&manager, &["build", "-q", "-t", &image, ctx.to_str().unwrap()]);
+        cli.ok(&manager, &["push", &image]);
+        dirs.push(ctx);
+        images.push(image);
+    }
+    let _cleanup = RemoveOnDrop(dirs);
+
+    let compose = r#"version: "3.8"
+services:
+  api:
+    image: ${IMAGE}
+    command: ["/bin/busybox", "sh", "-c", "echo hello from $$(hostname); exec /bin/busybox httpd -f -p 8080 -h /"]
+    hostname: "api-{{.Task.Slot}}"
+    deploy:
+      replicas: 2
+      update_config: {parallelism: 1, order: start-first}
+      resources: {limits: {memory: 32M}}
+  broken:
+    image: ${IMAGE}
+    command: ["/bin/busybox", "sh", "-c", "echo about to fail; exit 3"]
+    deploy:
+      restart_policy: {condition: on-failure, delay: 1s}
+      resources: {limits: {memory: 16M}}
+"#;
+    let deployed = app
+        .post(
+            "/api/v1/applications",
+            &t.owner,
+            json!({"name": "ops", "cluster_id": cluster, "compose": compose, "variables": {"IMAGE": images[0]}}),
+        )
+        .await;
+    deployed.expect(StatusCode::ACCEPTED);
+    let application = deployed.id();
+
+    // A service whose tasks keep failing shows the engine's own error, and the application is degraded.
+    let started = std::time::Instant::now();
+    let degraded = app
+        .wait_for(&t.owner, &format!("/api/v1/applications/{application}"), Duration::from_secs(60), |a| {
+            a["status"] == "degraded"
+        })
+        .await;
+    assert!(degraded["message"].as_str().unwrap().contains("non-zero exit (3)"), "{degraded}");
+    let services = app.get(&format!("/api/v1/applications/{application}/services"), &t.owner).await.body;
+    let find = |name: &str| services["items"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap().clone();
+    let (api, broken) = (find("api"), find("broken"));
+    assert!(broken["message"].as_str().unwrap().contains("non-zero exit (3)"), "{broken}");
+    assert!(matches!(broken["status"].as_str(), Some("failed" | "degraded")), "{broken}");
+    println!("the failing task's error reached the API {:?} after the deploy request", started.elapsed());
+    let api_id = api["id"].as_str().unwrap().to_owned();
+    app.wait_for(&t.owner, &format!("/api/v1/services/{api_id}"), Duration::from_secs(60), |s| s["replicas_running"] == 2).await;
+
+    // Logs of both tasks, across both nodes, on one stream, each line naming its task and node.
+    let url = app.url(&format!("/api/v1/services/{api_id}/logs?timestamps=true"));
+    let body = app.http.get(&url).bearer_auth(&t.owner).send().await.unwrap().text().await.unwrap();
+    let lines = sse_data(&body);
+    let mut hellos: Vec<String> = lines.iter().map(|l| l["line"].as_str().unwrap().to_owned()).collect();
+    hellos.sort();
+    assert_eq!(hellos, ["hello from api-1", "hello from api-2"], "{body}");
+    let nodes: std::collections::HashSet<&str> = lines.iter().map(|l| l["node_id"].as_str().unwrap()).collect();
+    assert_eq!(nodes.len(), 2, "the two tasks run on both nodes: {body}");
+    assert!(lines.iter().all(|l| l["timestamp"].is_string() && l["task_id"].is_string() && l["stream"] == "stdout"));
+    let containers = app.get(&format!("/api/v1/services/{api_id}/containers"), &t.owner).await.body;
+    let first = containers["items"].as_array().unwrap().iter().find(|c| c["state"] == "running").unwrap().clone();
+    let one = app
+        .http
+        .get(app.url(&format!("/api/v1/containers/{}/logs", first["id"].as_str().unwrap())))
+        .bearer_auth(&t.owner)
+        .send()
+        .await
+        .unwrap();
+    let one = sse_data(&one.text().await.unwrap());
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0]["task_id"], first["swarm_task_id"]);
+
+    // A new image rolls through start-first: a new task runs before the old one stops.
+    let patched = app.patch(&format!("/api/v1/services/{api_id}"), &t.owner, json!({"image": images[1]})).await;
+    patched.expect(StatusCode::ACCEPTED);
+    let mut most_running = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let states = cli.ok(&manager, &["service", "ps", "--format", "{{.CurrentState}}", "ops_api"]);
+        most_running = most_running.max(states.lines().filter(|s| s.starts_with("Running")).count());
+        let spec = inspect(&cli, &manager, "service", "ops_api");
+        let done = spec["UpdateStatus"]["State"] == "completed";
+        if done || std::time::Instant::now() > deadline {
+            assert!(done, "the update did not complete: {}", spec["UpdateStatus"]);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(most_running > 2, "start-first never ran old and new tasks together (at most {most_running} running)");
+    let spec = inspect(&cli, &manager, "service", "ops_api");
+    let running_image = spec["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].as_str().unwrap().to_owned();
+    assert!(running_image.starts_with(&format!("{}@sha256:", images[1])), "{running_image}");
+    app.wait_for(&t.owner, &format!("/api/v1/services/{api_id}"), Duration::from_secs(30), |s| {
+        s["image_digest"] == running_image.as_str() && s["status"] == "running"
+    })
+    .await;
+
+    // Restart: a forced update replaces the tasks.
+    let before = spec["Spec"]["TaskTemplate"]["ForceUpdate"].as_u64().unwrap_or(0);
+    let restarted = app.post(&format!("/api/v1/services/{api_id}/restart"), &t.owner, json!({})).await;
+    restarted.expect(StatusCode::ACCEPTED);
+    let job = app.wait_job(&t.owner, restarted.body["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let after = inspect(&cli, &manager, "service", "ops_api")["Spec"]["TaskTemplate"]["ForceUpdate"].as_u64().unwrap();
+    assert_eq!(after, before + 1);
+
+    let gone = app.delete(&format!("/api/v1/clusters/{cluster}"), &t.owner).await;
+    gone.expect(StatusCode::ACCEPTED);
+    let job = app.wait_job(&t.owner, gone.body["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+}

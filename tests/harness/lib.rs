@@ -301,6 +301,9 @@ impl TestApp {
             .as_ref()
             .map(|r| berth::registry::RegistryTrust { address: r.address.clone(), ca_pem: r.ca_pem.clone() });
         let env = berth::clusters::WorkerEnv::new(keys, data_dir.clone(), test_existing_policy(), trust);
+        if let Some(state) = &self.state {
+            state.set_clusters(env.clone());
+        }
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(berth::worker::run(self.db.clone(), env, stopped));
         self.workers = Some(InProcessWorkers { stop, data_dir });

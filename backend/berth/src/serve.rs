@@ -73,6 +73,7 @@ async fn serve_with(
         false => None,
     };
     let env = WorkerEnv::new(state.keys.clone(), cfg.db.data_dir.clone(), cfg.existing.clone(), trust);
+    state.set_clusters(env.clone());
     let workers = tokio::spawn(crate::worker::run(database.pools.system.clone(), env, stopped.clone()));
     tracing::info!(%addr, "Berth is serving: API at http://{addr}/api/v1, docs at http://{addr}/api/docs/");
     println!("Berth is up: http://{addr}/  (API docs: http://{addr}/api/docs/)");

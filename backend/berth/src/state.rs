@@ -35,6 +35,8 @@ pub struct Inner {
     shutdown: watch::Sender<bool>,
     /// The built-in registry, once this process runs it (see [`crate::registry::start`]).
     registry: OnceLock<Arc<Registry>>,
+    /// How this process reaches clusters' engines (for requests answered by an engine, such as logs).
+    clusters: OnceLock<Arc<crate::clusters::WorkerEnv>>,
 }
 
 impl AppState {
@@ -61,6 +63,7 @@ impl AppState {
             events,
             shutdown: watch::Sender::new(false),
             registry: OnceLock::new(),
+            clusters: OnceLock::new(),
         }))
     }
 
@@ -77,6 +80,15 @@ impl AppState {
 
     pub fn set_registry(&self, registry: Arc<Registry>) {
         let _ = self.registry.set(registry);
+    }
+
+    /// How this process reaches clusters' engines, once set.
+    pub fn clusters(&self) -> Option<Arc<crate::clusters::WorkerEnv>> {
+        self.clusters.get().cloned()
+    }
+
+    pub fn set_clusters(&self, env: Arc<crate::clusters::WorkerEnv>) {
+        let _ = self.clusters.set(env);
     }
 
     /// Tells long-lived responses that the server is stopping.

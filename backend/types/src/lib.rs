@@ -640,6 +640,21 @@ pub struct Container {
     pub updated_at: DateTime<Utc>,
 }
 
+/// One line of a task's log (`GET /services/{id}/logs`, `GET /containers/{id}/logs`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogLine {
+    pub task_id: String,
+    pub container_id: Option<String>,
+    /// The Berth node the task runs on.
+    pub node_id: Option<Uuid>,
+    pub slot: Option<i32>,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// When the engine received the line (RFC 3339), with `timestamps=true`.
+    pub timestamp: Option<String>,
+    pub line: String,
+}
+
 // ---------------------------------------------------------------- jobs and audit
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

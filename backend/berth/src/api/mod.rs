@@ -91,6 +91,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(applications::get_service, applications::update_service))
         .routes(routes!(applications::restart_service))
         .routes(routes!(applications::list_containers))
+        .routes(routes!(crate::applications::logs::service_logs))
+        .routes(routes!(crate::applications::logs::container_logs))
         .routes(routes!(jobs::list))
         .routes(routes!(jobs::get))
         .routes(routes!(events::stream))

@@ -6,10 +6,12 @@
 //! - [`store`]: every query on applications, revisions, services and containers;
 //! - [`api`]: the HTTP handlers, thin over the two above;
 //! - [`deploy`]: the jobs that apply revisions to the engine and remove stacks;
+//! - [`logs`]: task logs across nodes as Server-Sent Events;
 //! - [`observe`]: the cluster reconciler's part: services, tasks and statuses as the engine reports them.
 
 pub mod api;
 pub mod compose;
 pub mod deploy;
+pub mod logs;
 pub mod observe;
 pub mod store;
