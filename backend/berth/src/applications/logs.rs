@@ -174,7 +174,13 @@ pub async fn container_logs(
     ApiQuery(params): ApiQuery<LogParams>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let tenant = me.tenant()?;
-    let row: Option<(Uuid, String, Option<String>, Option<Uuid>, Option<i32>)> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Located {
+        cluster_id: Uuid,
+        #[sqlx(flatten)]
+        task: TaskRef,
+    }
+    let row: Option<Located> = sqlx::query_as(
         "SELECT a.cluster_id, c.swarm_task_id, c.container_id, c.node_id, c.slot
            FROM containers c JOIN services s ON s.id = c.service_id JOIN applications a ON a.id = s.application_id
           WHERE c.tenant_id = $1 AND c.id = $2",
@@ -183,7 +189,7 @@ pub async fn container_logs(
     .bind(id)
     .fetch_optional(&mut *db)
     .await?;
-    let (cluster, swarm_task_id, container_id, node_id, slot) = row.ok_or_else(|| ApiError::not_found("container"))?;
+    let found = row.ok_or_else(|| ApiError::not_found("container"))?;
     drop(db);
-    stream_tasks(state, cluster, vec![TaskRef { swarm_task_id, container_id, node_id, slot }], params).await
+    stream_tasks(state, found.cluster_id, vec![found.task], params).await
 }
