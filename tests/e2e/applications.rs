@@ -398,3 +398,79 @@ services:
     let job = app.wait_job(&t.owner, gone.body["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;
     assert_eq!(job["state"], "succeeded", "{job}");
 }
+
+#[tokio::test]
+async fn malformed_and_hostile_compose_is_refused_with_every_path_and_writes_nothing() {
+    // A 2 MiB request limit (the default is 1 MiB), so that a Compose file over its own limit reaches it.
+    let app = TestApp::spawn_with(berth_tests::serve_config(2 << 20)).await;
+    let t = app.tenant("Careful").await;
+    let cluster = crate::fixtures::cluster(&app, &t.owner).await;
+    let deploy = |compose: String| json!({"name": "x", "cluster_id": cluster, "compose": compose});
+    let before = app.row_counts().await;
+
+    // Every error at once, each with its path and line, in document order.
+    let wrong = "version: '3.8'\nservices:\n  web:\n    image: busybox\n    deploy: {replicas: many}\n    ports: ['80:http']\n    frobnicate: 1\n  db:\n    image: ${DB_IMAGE:?pick a database image}\n";
+    let r = app.post("/api/v1/applications", &t.owner, deploy(wrong.to_owned())).await;
+    r.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-compose");
+    let found: Vec<(String, i64)> = r.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["field"].as_str().unwrap().to_owned(), e["line"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("compose.services.web.deploy.replicas".to_owned(), 5),
+            ("compose.services.web.ports[0]".to_owned(), 6),
+            ("compose.services.web.frobnicate".to_owned(), 7),
+            ("compose.services.db.image".to_owned(), 9),
+        ],
+        "{}",
+        r.body
+    );
+    assert!(r.body["detail"].as_str().unwrap().contains("services.web.deploy.replicas: expected an integer"), "{}", r.body);
+
+    // Not YAML; a billion laughs; a file over the size limit; a hostile file.
+    let mut laughs = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..9 {
+        laughs.push_str(&format!("a{i}: &a{i} [{}]\n", vec![format!("*a{}", i - 1); 10].join(", ")));
+    }
+    let big = format!("version: '3.8'\nservices:\n  a: {{image: busybox}}\nx-pad: '{}'\n", "x".repeat(600 * 1024));
+    for (text, needle) in [
+        ("services: [unclosed\n".to_owned(), "not valid YAML"),
+        (laughs, "anchors and aliases"),
+        (big, "the limit is"),
+        (
+            "services:\n  a: {image: busybox, volumes: ['/var/run/docker.sock:/var/run/docker.sock']}\n".to_owned(),
+            "Docker socket",
+        ),
+    ] {
+        let r = app.post("/api/v1/applications", &t.owner, deploy(text)).await;
+        r.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-compose");
+        assert!(r.body["detail"].as_str().unwrap().contains(needle), "{needle}: {}", r.body);
+    }
+    // Bigger than any request body: the server's body limit answers first.
+    let huge = app.post("/api/v1/applications", &t.owner, deploy("x".repeat(5 << 20))).await;
+    assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(app.row_counts().await, before, "a refused deploy wrote something");
+
+    // A platform admin may allow bind mounts for one tenant; the others keep the safe default.
+    let policy = format!("/api/v1/admin/tenants/{}/admission-policy", t.id);
+    let set = app.put(&policy, &app.admin, json!({"allow_bind_mounts": true, "default_memory_limit_mb": 256})).await;
+    set.expect(StatusCode::OK);
+    assert_eq!(set.body["allow_docker_socket"], false);
+    assert_eq!(app.get("/api/v1/admission-policy", &t.owner).await.body["allow_bind_mounts"], true);
+    let bind = "services:\n  a: {image: busybox, volumes: ['/srv/data:/data']}\n";
+    let ok = app.post("/api/v1/applications", &t.owner, deploy(bind.to_owned())).await;
+    ok.expect(StatusCode::ACCEPTED);
+    let warned = ok.body["warnings"].as_array().unwrap();
+    assert!(warned.iter().any(|w| w["message"] == "no memory limit: limited to 256 MiB"), "{}", ok.body);
+    let other = app.tenant("Other").await;
+    let other_cluster = crate::fixtures::cluster(&app, &other.owner).await;
+    let r =
+        app.post("/api/v1/applications", &other.owner, json!({"name": "x", "cluster_id": other_cluster, "compose": bind})).await;
+    r.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-compose");
+    let bad = app.put(&policy, &app.admin, json!({"allowed_capabilities": ["net admin"]})).await;
+    bad.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
+}

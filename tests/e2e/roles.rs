@@ -152,6 +152,12 @@ fn cases() -> Vec<Case> {
         case(M::GET, "/api/v1/services/{service}", READ),
         with_body(M::PATCH, "/api/v1/services/{service}", |_| Some(json!({"replicas": 3})), DEV_WRITE_202),
         case(M::GET, "/api/v1/services/{service}/containers", READ),
+        // By now the PATCH above has made later revisions for each writer.
+        with_body(M::POST, "/api/v1/applications/{application}/rollback", |_| Some(json!({"revision": 1})), DEV_WRITE_202),
+        with_body(M::POST, "/api/v1/services/{service}/restart", |_| Some(json!({})), DEV_WRITE_202),
+        // These apps reach no cluster: past authorization, the answer is 503.
+        case(M::GET, "/api/v1/services/{service}/logs", [401, 503, 503, 503, 503, 503, 403]),
+        case(M::GET, "/api/v1/admission-policy", READ),
         // jobs and audit
         case(M::GET, "/api/v1/jobs", READ),
         case(M::GET, "/api/v1/jobs/{job}", READ),
@@ -172,6 +178,8 @@ fn cases() -> Vec<Case> {
         ),
         case(M::GET, "/api/v1/admin/tenants/{tenant}", PLATFORM),
         case(M::GET, "/api/v1/admin/tenants/{tenant}/quotas", PLATFORM),
+        case(M::GET, "/api/v1/admin/tenants/{tenant}/admission-policy", PLATFORM),
+        with_body(M::PUT, "/api/v1/admin/tenants/{tenant}/admission-policy", |_| Some(json!({})), PLATFORM),
         with_body(M::PUT, "/api/v1/admin/tenants/{tenant}/quotas", |_| Some(json!({})), PLATFORM),
         fresh(M::POST, "/api/v1/admin/tenants/{fresh}/suspend", Fresh::Tenant, PLATFORM),
         case(M::POST, "/api/v1/admin/tenants/{tenant}/resume", PLATFORM),

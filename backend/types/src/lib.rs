@@ -655,6 +655,37 @@ pub struct LogLine {
     pub line: String,
 }
 
+/// What a tenant's Compose files may ask of the nodes they run on, set by platform admins. The
+/// defaults are safe for tenants that do not trust each other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionPolicy {
+    /// Bind mounts of host paths (the Docker socket needs `allow_docker_socket` as well).
+    pub allow_bind_mounts: bool,
+    pub allow_docker_socket: bool,
+    /// Host network, pid or ipc namespaces, `privileged`, devices and unconfined security options.
+    pub allow_host_access: bool,
+    /// Capabilities beyond Docker's defaults that `cap_add` may ask for (e.g. `CAP_NET_ADMIN`).
+    pub allowed_capabilities: Vec<String>,
+    /// Placement constraints that pin tasks to managers.
+    pub allow_manager_placement: bool,
+    /// The memory limit of a service that sets neither a limit nor a reservation, in MiB.
+    pub default_memory_limit_mb: i64,
+}
+
+impl Default for AdmissionPolicy {
+    fn default() -> Self {
+        AdmissionPolicy {
+            allow_bind_mounts: false,
+            allow_docker_socket: false,
+            allow_host_access: false,
+            allowed_capabilities: Vec::new(),
+            allow_manager_placement: false,
+            default_memory_limit_mb: 512,
+        }
+    }
+}
+
 // ---------------------------------------------------------------- jobs and audit
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

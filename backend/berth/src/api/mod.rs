@@ -93,6 +93,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(applications::list_containers))
         .routes(routes!(crate::applications::logs::service_logs))
         .routes(routes!(crate::applications::logs::container_logs))
+        .routes(routes!(applications::get_policy, applications::set_policy))
+        .routes(routes!(applications::my_policy))
         .routes(routes!(jobs::list))
         .routes(routes!(jobs::get))
         .routes(routes!(events::stream))

@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
+use axum::extract::State;
 use axum::http::StatusCode;
 use berth_types::{
-    Application, ApplicationRevision, ApplicationStatus, ClusterStatus, Container, CreateApplication, Page, Problem, Role,
-    RollbackApplication, Service, UpdateApplication, UpdateService,
+    AdmissionPolicy, Application, ApplicationRevision, ApplicationStatus, ClusterStatus, Container, CreateApplication, Page,
+    Problem, Role, RollbackApplication, Service, UpdateApplication, UpdateService,
 };
 use serde_json::json;
 use sqlx::PgConnection;
@@ -26,6 +27,7 @@ use crate::domain::quota::{self, Delta};
 use crate::domain::validate;
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::{self, Target};
+use crate::state::AppState;
 
 /// The longest application name: `<application>_<service>` must fit Swarm's 63 characters.
 const MAX_NAME: usize = 40;
@@ -508,4 +510,67 @@ pub async fn list_containers(
     .fetch_all(&mut *db)
     .await?;
     Ok(Json(page(rows, limit, |r| r.id, Into::into)))
+}
+
+// ------------------------------------------------------------------------------------ admission policy
+
+/// A tenant's admission policy: what its Compose files may ask of the nodes (platform admins only).
+#[utoipa::path(get, path = "/api/v1/admin/tenants/{id}/admission-policy", tag = "admin", params(("id" = Uuid, Path)),
+    responses((status = 200, body = AdmissionPolicy), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn get_policy(
+    State(state): State<AppState>,
+    me: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<AdmissionPolicy>> {
+    me.require_platform_admin()?;
+    let mut conn = state.system.acquire().await?;
+    let exists: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM tenants WHERE id = $1").bind(id).fetch_optional(&mut *conn).await?;
+    exists.ok_or_else(|| ApiError::not_found("tenant"))?;
+    Ok(Json(store::policy(&mut conn, id).await?))
+}
+
+/// Replaces a tenant's admission policy. It applies to every later deploy, update, rollback and scale;
+/// what runs now is not touched.
+#[utoipa::path(put, path = "/api/v1/admin/tenants/{id}/admission-policy", tag = "admin", params(("id" = Uuid, Path)), request_body = AdmissionPolicy,
+    responses((status = 200, body = AdmissionPolicy), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn set_policy(
+    State(state): State<AppState>,
+    me: Principal,
+    audit: Audit,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(policy): ApiJson<AdmissionPolicy>,
+) -> ApiResult<Json<AdmissionPolicy>> {
+    me.require_platform_admin()?;
+    audit.record("tenant.admission_policy.set", "tenant", id);
+    audit.tenant(id);
+    if !(4..=1_048_576).contains(&policy.default_memory_limit_mb) {
+        return Err(ApiError::invalid_field("default_memory_limit_mb", "must be between 4 and 1048576"));
+    }
+    for (i, cap) in policy.allowed_capabilities.iter().enumerate() {
+        let name = cap.strip_prefix("CAP_").unwrap_or(cap);
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+            return Err(ApiError::invalid_field(
+                &format!("allowed_capabilities[{i}]"),
+                "must be a capability name such as CAP_NET_ADMIN",
+            ));
+        }
+    }
+    let updated: Option<Uuid> = sqlx::query_scalar("UPDATE tenants SET admission_policy = $2 WHERE id = $1 RETURNING id")
+        .bind(id)
+        .bind(sqlx::types::Json(&policy))
+        .fetch_optional(&state.system)
+        .await?;
+    updated.ok_or_else(|| ApiError::not_found("tenant"))?;
+    Ok(Json(policy))
+}
+
+/// The caller's tenant's admission policy (read-only: platform admins set it).
+#[utoipa::path(get, path = "/api/v1/admission-policy", tag = "tenant",
+    responses((status = 200, body = AdmissionPolicy), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
+pub async fn my_policy(mut db: TenantDb, me: Principal) -> ApiResult<Json<AdmissionPolicy>> {
+    let tenant = me.tenant()?;
+    Ok(Json(store::policy(&mut db, tenant).await?))
 }

@@ -117,7 +117,7 @@ pub fn load(input: &Input<'_>, policy: &policy::Policy) -> Result<Loaded, Vec<Di
     interpolate::interpolate(&mut root, input.variables, &mut Vec::new(), &mut diags);
     let mut project = load::project(&root, input, &mut diags);
     if diags.errors.is_empty() {
-        policy.check(&mut project, &mut diags);
+        policy::check(policy, &mut project, &mut diags);
     }
     diags.sort();
     if diags.errors.is_empty() { Ok(Loaded { project, warnings: diags.warnings }) } else { Err(diags.errors) }
