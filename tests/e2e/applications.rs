@@ -466,6 +466,13 @@ async fn malformed_and_hostile_compose_is_refused_with_every_path_and_writes_not
     ok.expect(StatusCode::ACCEPTED);
     let warned = ok.body["warnings"].as_array().unwrap();
     assert!(warned.iter().any(|w| w["message"] == "no memory limit: limited to 256 MiB"), "{}", ok.body);
+    // Short-syntax ports are kept as the CLI makes them (ingress), with a warning where the kernel has no
+    // IPVS for the routing mesh.
+    let meshed = "services:\n  a: {image: busybox, ports: ['8080:80']}\n";
+    let r = app.post("/api/v1/applications", &t.owner, json!({"name": "meshed", "cluster_id": cluster, "compose": meshed})).await;
+    r.expect(StatusCode::ACCEPTED);
+    let warned = r.body["warnings"].as_array().unwrap().iter().any(|w| w["path"] == "services.a.ports[0]");
+    assert_eq!(warned, !berth::providers::local::kernel_has_ipvs(), "{}", r.body);
     let other = app.tenant("Other").await;
     let other_cluster = crate::fixtures::cluster(&app, &other.owner).await;
     let r =

@@ -75,21 +75,28 @@ async fn prepare(
     source: &Source,
     variables: &BTreeMap<String, String>,
 ) -> ApiResult<Prepared> {
-    let row: Option<(String, i32)> = sqlx::query_as(
-        "SELECT status, (SELECT count(*)::int4 FROM nodes WHERE cluster_id = c.id AND state <> 'removing')
+    let row: Option<(String, String, i32)> = sqlx::query_as(
+        "SELECT status, provider, (SELECT count(*)::int4 FROM nodes WHERE cluster_id = c.id AND state <> 'removing')
            FROM clusters c WHERE tenant_id = $1 AND id = $2",
     )
     .bind(tenant)
     .bind(cluster)
     .fetch_optional(&mut *conn)
     .await?;
-    let (status, nodes) = row.ok_or_else(|| ApiError::invalid_field("cluster_id", "no such cluster"))?;
+    let (status, provider, nodes) = row.ok_or_else(|| ApiError::invalid_field("cluster_id", "no such cluster"))?;
     if status == ClusterStatus::Deleting.as_str() {
         return Err(ApiError::conflict("cluster-deleting", "the cluster is being deleted"));
     }
     let policy = store::policy(conn, tenant).await?;
     let input = Input { text: &source.compose, files: &source.files, variables };
-    let loaded = compose::load(&input, &policy).map_err(|errors| compose::invalid("compose", &errors))?;
+    let mut loaded = compose::load(&input, &policy).map_err(|errors| compose::invalid("compose", &errors))?;
+    // Local nodes share this host's kernel; an adopted cluster's kernel is not known here.
+    if provider == "local" && !crate::providers::local::kernel_has_ipvs() {
+        let mut diags = compose::Diagnostics { warnings: std::mem::take(&mut loaded.warnings), ..Default::default() };
+        compose::mesh::warn_without_ipvs(&loaded.project, &mut diags);
+        diags.sort();
+        loaded.warnings = diags.warnings;
+    }
     let too_long: Vec<_> = loaded.project.services.keys().filter(|s| app_name.len() + 1 + s.len() > 63).collect();
     if let Some(service) = too_long.first() {
         return Err(ApiError::invalid_field(

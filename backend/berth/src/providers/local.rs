@@ -402,3 +402,14 @@ impl NodeProvider for LocalProvider {
         })
     }
 }
+
+/// Whether this host's kernel has IPVS, which Swarm's routing mesh and virtual IPs need (local nodes
+/// share the host's kernel): loaded, built in, or available as a module.
+pub fn kernel_has_ipvs() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let module_dir = format!("/lib/modules/{}/kernel/net/netfilter/ipvs", release.trim());
+    std::path::Path::new("/proc/net/ip_vs").exists()
+        || std::path::Path::new("/sys/module/ip_vs").exists()
+        || std::fs::read_dir(module_dir)
+            .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("ip_vs."))))
+}

@@ -7,13 +7,15 @@
 //! 3. [`load`] (with [`read`]): the tree → a typed [`model::Project`], every error with its path and line,
 //!    the CLI's warnings for keys Swarm ignores;
 //! 4. [`policy`]: the tenant's admission policy over the project;
-//! 5. [`convert`]: project + stack name → network, secret, config and service specs.
+//! 5. [`convert`]: project + stack name → network, secret, config and service specs;
+//! 6. [`mesh`]: warnings for what a cluster without IPVS cannot serve.
 //!
 //! docs/compose-translation.md is the rule book each step follows.
 
 pub mod convert;
 pub mod interpolate;
 pub mod load;
+pub mod mesh;
 pub mod model;
 pub mod policy;
 pub mod read;
