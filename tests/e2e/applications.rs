@@ -481,3 +481,79 @@ async fn malformed_and_hostile_compose_is_refused_with_every_path_and_writes_not
     let bad = app.put(&policy, &app.admin, json!({"allowed_capabilities": ["net admin"]})).await;
     bad.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_killed_mid_way_converges_after_restart_with_no_duplicate_or_orphaned_service() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("Crash").await;
+    let data_dir = temp_data_dir("berth-app-crash");
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            berth::providers::local::LocalProvider::new(&self.0, None).destroy_all_blocking();
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(data_dir.clone());
+    let mut a = berth_tests::WorkerProcess::start(&app.db_name, &data_dir, 3);
+    let created = app.post("/api/v1/clusters", &t.owner, json!({"name": "crash", "managers": 1, "workers": 0})).await;
+    created.expect(StatusCode::ACCEPTED);
+    let cluster = created.id();
+    let job = app.wait_job(&t.owner, created.body["job_id"].as_str().unwrap(), Duration::from_secs(180)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let creds = app.get(&format!("/api/v1/clusters/{cluster}/credentials"), &t.owner).await.body;
+    let manager = creds["endpoint"].as_str().unwrap().trim_start_matches("tcp://").split(':').next().unwrap().to_owned();
+    let cli = Docker::new(&creds);
+    // A one-node cluster runs an image built on its own engine (no registry needed).
+    let ctx = build_context("crash");
+    let _ctx = RemoveOnDrop(vec![ctx.clone()]);
+    cli.ok(&manager, &["build", "-q", "-t", "crashapp:1", ctx.to_str().unwrap()]);
+
+    let mut compose = String::from("version: '3.8'\nservices:\n");
+    for i in 1..=5 {
+        compose.push_str(&format!(
+            "  s{i}:\n    image: crashapp:1\n    command: ['/bin/busybox', 'sleep', '3600']\n    deploy: {{replicas: 2, resources: {{limits: {{memory: 16M}}}}}}\n"
+        ));
+    }
+    let deployed =
+        app.post("/api/v1/applications", &t.owner, json!({"name": "crash", "cluster_id": cluster, "compose": compose})).await;
+    deployed.expect(StatusCode::ACCEPTED);
+    let job_id = deployed.body["job_id"].as_str().unwrap().to_owned();
+    // Kill the worker as soon as it has begun creating services.
+    app.wait_for(&t.owner, &format!("/api/v1/jobs/{job_id}"), Duration::from_secs(60), |j| {
+        j["logs"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x["line"].as_str().is_some_and(|s| s.starts_with("creating service"))))
+    })
+    .await;
+    a.kill9();
+    let on_engine = |cli: &Docker| {
+        let mut names: Vec<String> = cli
+            .ok(&manager, &["service", "ls", "--filter", "label=com.docker.stack.namespace=crash", "--format", "{{.Name}}"])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        names
+    };
+    let partial = on_engine(&cli);
+    println!("services on the engine when the worker died: {partial:?}");
+
+    // Another worker resumes the job once the lease runs out; the stack converges.
+    let _b = berth_tests::WorkerProcess::start(&app.db_name, &data_dir, 3);
+    let job = app.wait_job(&t.owner, &job_id, Duration::from_secs(120)).await;
+    assert_eq!((job["state"].as_str(), job["attempts"].as_i64()), (Some("succeeded"), Some(2)), "{job}");
+    assert!(partial.len() < 5, "the worker died before the deploy finished: {partial:?}");
+    assert_eq!(on_engine(&cli), ["crash_s1", "crash_s2", "crash_s3", "crash_s4", "crash_s5"], "exactly the file's services");
+    let running =
+        app.wait_for(&t.owner, "/api/v1/applications", Duration::from_secs(90), |b| b["items"][0]["status"] == "running").await;
+    assert_eq!(running["items"][0]["deployed_revision"], 1);
+    let services = app.get(&format!("/api/v1/applications/{}/services", deployed.id()), &t.owner).await.body;
+    let ids: std::collections::HashSet<&str> =
+        services["items"].as_array().unwrap().iter().map(|s| s["swarm_service_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 5, "each row names its own engine service: {services}");
+
+    let gone = app.delete(&format!("/api/v1/clusters/{cluster}"), &t.owner).await;
+    let job = app.wait_job(&t.owner, gone.body["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+}
