@@ -5,8 +5,13 @@
 -- The admission policy a platform admin sets per tenant; '{}' means the safe defaults.
 ALTER TABLE tenants ADD COLUMN admission_policy jsonb NOT NULL DEFAULT '{}'::jsonb;
 
--- Files a template's Compose text names (`env_file`, secret and config `file:`), by relative path.
+-- Files a template's Compose text names (`env_file`, secret and config `file:`), by relative path, and
+-- the warnings the text drew. Variables become {name: {default, required}}.
 ALTER TABLE template_versions ADD COLUMN files jsonb NOT NULL DEFAULT '{}'::jsonb;
+ALTER TABLE template_versions ADD COLUMN warnings jsonb NOT NULL DEFAULT '[]'::jsonb;
+UPDATE template_versions v
+   SET variables = coalesce((SELECT jsonb_object_agg(key, jsonb_build_object('default', value, 'required', false))
+                               FROM jsonb_each(v.variables)), '{}'::jsonb);
 
 -- An application may come from inline Compose text instead of a template.
 ALTER TABLE applications ALTER COLUMN template_id DROP NOT NULL;

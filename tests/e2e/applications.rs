@@ -559,3 +559,149 @@ async fn a_deploy_killed_mid_way_converges_after_restart_with_no_duplicate_or_or
     let job = app.wait_job(&t.owner, gone.body["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;
     assert_eq!(job["state"], "succeeded", "{job}");
 }
+
+/// Every line of a service's logs so far.
+async fn log_lines(app: &TestApp, token: &str, service: &str) -> Vec<String> {
+    let body = app.http.get(app.url(&format!("/api/v1/services/{service}/logs"))).bearer_auth(token).send().await.unwrap();
+    sse_data(&body.text().await.unwrap()).iter().map(|l| l["line"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn service_id(app: &TestApp, token: &str, application: &str, name: &str) -> String {
+    let services = app.get(&format!("/api/v1/applications/{application}/services"), token).await.body;
+    services["items"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_gallery_template_deploys_and_works_on_a_real_cluster() {
+    let app = TestApp::spawn_with_registry(1 << 30).await.with_workers();
+    let t = app.tenant("Gallery").await;
+    let gallery = app.get("/api/v1/gallery", &t.owner).await;
+    let names: Vec<String> =
+        gallery.body["items"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap().to_owned()).collect();
+    assert!(names.len() >= 6, "{names:?}");
+    let created = app.post("/api/v1/clusters", &t.owner, json!({"name": "gallery", "managers": 1, "workers": 0})).await;
+    let cluster = created.id();
+    let job = app.wait_job(&t.owner, created.body["job_id"].as_str().unwrap(), Duration::from_secs(180)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+
+    // Each template deploys with its defaults, on the base image Berth makes from Debian's busybox.
+    let mut apps = BTreeMap::new();
+    for name in &names {
+        let r = app.post("/api/v1/applications", &t.owner, json!({"name": name, "cluster_id": cluster, "gallery": name})).await;
+        r.expect(StatusCode::ACCEPTED);
+        assert!(r.body["warnings"].as_array().unwrap().is_empty(), "{name}: {}", r.body);
+        apps.insert(name.clone(), r.id().to_string());
+    }
+    let images = app.get("/api/v1/images", &t.owner).await.body;
+    assert!(images["items"].as_array().unwrap().iter().any(|i| i["name"] == "busybox"), "{images}");
+    for (name, id) in &apps {
+        let a = app
+            .wait_for(&t.owner, &format!("/api/v1/applications/{id}"), Duration::from_secs(120), |a| {
+                a["status"] == "running" || a["status"] == "failed" || a["status"] == "degraded"
+            })
+            .await;
+        assert_eq!(a["status"], "running", "{name}: {a}");
+    }
+
+    // They do what they say: the site answers, the workers process the web's jobs through the queue,
+    // the stateful service keeps its count across a restart.
+    let nodes = app.get(&format!("/api/v1/clusters/{cluster}/nodes"), &t.owner).await.body;
+    let address = nodes["items"][0]["address"].as_str().unwrap().to_owned();
+    let page = reqwest::get(format!("http://{address}:8080/")).await.unwrap().text().await.unwrap();
+    assert!(page.contains("Hello from Berth"), "{page}");
+    let worker = service_id(&app, &t.owner, &apps["web-worker-queue"], "worker").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let lines = log_lines(&app, &t.owner, &worker).await;
+        if lines.iter().any(|l| l.starts_with("processed: job at")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no job was processed: {lines:?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let store = service_id(&app, &t.owner, &apps["stateful"], "store").await;
+    assert_eq!(log_lines(&app, &t.owner, &store).await, ["start number 1"]);
+    let restarted = app.post(&format!("/api/v1/services/{store}/restart"), &t.owner, json!({})).await;
+    app.wait_job(&t.owner, restarted.body["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let lines = log_lines(&app, &t.owner, &store).await;
+        if lines.contains(&"start number 2".to_owned()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the restarted task did not count on: {lines:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let gone = app.delete(&format!("/api/v1/clusters/{cluster}"), &t.owner).await;
+    let job = app.wait_job(&t.owner, gone.body["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+}
+
+#[tokio::test]
+async fn templates_carry_files_show_diffs_and_import_bundles() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("Tmpl").await;
+    let compose = "version: '3.8'\nservices:\n  web:\n    image: busybox\n    env_file: ./web.env\n    configs: [site]\nconfigs:\n  site: {file: ./site.conf}\n";
+    let created = app
+        .post(
+            "/api/v1/templates",
+            &t.owner,
+            json!({"name": "filed", "compose": compose, "files": {"web.env": "A=1\n", "site.conf": "one\n"}}),
+        )
+        .await;
+    created.expect(StatusCode::CREATED);
+    let id = created.id();
+    // A file the text names but the template lacks is an error at its path.
+    let missing = app
+        .post("/api/v1/templates", &t.owner, json!({"name": "lacking", "compose": compose, "files": {"web.env": "A=1\n"}}))
+        .await;
+    missing.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-compose");
+    assert_eq!(missing.body["errors"][0]["field"], "compose.configs.site.file");
+    let escaping =
+        app.post("/api/v1/templates", &t.owner, json!({"name": "escaping", "compose": compose, "files": {"../x": ""}})).await;
+    escaping.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
+
+    // Editing only a file is a new version; the diff shows it.
+    let edited = app
+        .patch(&format!("/api/v1/templates/{id}"), &t.owner, json!({"files": {"web.env": "A=1\n", "site.conf": "two\n"}}))
+        .await;
+    edited.expect(StatusCode::OK);
+    assert_eq!(edited.body["version"], 2);
+    assert_eq!(edited.body["compose"], compose);
+    let diff = app.get(&format!("/api/v1/templates/{id}/versions/2/diff"), &t.owner).await;
+    diff.expect(StatusCode::OK);
+    let text = diff.body["diff"].as_str().unwrap();
+    assert!(text.contains("--- a/site.conf") && text.contains("-one") && text.contains("+two"), "{text}");
+    assert!(!text.contains("compose.yml"), "the Compose text did not change: {text}");
+    let back = app.get(&format!("/api/v1/templates/{id}/versions/1/diff?against=2"), &t.owner).await;
+    assert!(back.body["diff"].as_str().unwrap().contains("+one"));
+    app.get(&format!("/api/v1/templates/{id}/versions/1/diff"), &t.owner).await.problem(StatusCode::NOT_FOUND, "not-found");
+
+    // A bundle becomes a template.
+    let bundle = json!({"Version": "0.1", "Services": {"api": {"Image": "busybox", "Args": ["sleep", "60"], "Env": ["A=1"], "Ports": [{"Protocol": "tcp", "Port": 80}]}}});
+    let imported = app.post("/api/v1/templates/import-dab", &t.owner, json!({"name": "bundled", "bundle": bundle})).await;
+    imported.expect(StatusCode::CREATED);
+    assert_eq!(imported.body["services"], json!(["api"]));
+    assert!(imported.body["compose"].as_str().unwrap().contains("command: [\"sleep\", \"60\"]"), "{}", imported.body);
+    let bad = app
+        .post(
+            "/api/v1/templates/import-dab",
+            &t.owner,
+            json!({"name": "bad", "bundle": {"Version": "0.1", "Services": {"x": {}}}}),
+        )
+        .await;
+    bad.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
+    assert_eq!(bad.body["errors"][0]["field"], "bundle.Services.x.Image");
+
+    // The gallery is the same for everyone and read-only; deploying from it needs the built-in registry.
+    let gallery = app.get("/api/v1/gallery/web-worker-queue", &t.owner).await;
+    gallery.expect(StatusCode::OK);
+    assert_eq!(gallery.body["services"], json!(["queue", "web", "worker"]));
+    assert_eq!(gallery.body["variables"]["WORKERS"], json!({"default": "2", "required": false}));
+    let cluster = crate::fixtures::cluster(&app, &t.owner).await;
+    let r = app.post("/api/v1/applications", &t.owner, json!({"name": "g", "cluster_id": cluster, "gallery": "stateful"})).await;
+    r.problem(StatusCode::CONFLICT, "registry-off");
+    let r = app.post("/api/v1/applications", &t.owner, json!({"name": "g", "cluster_id": cluster, "gallery": "nope"})).await;
+    r.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
+}

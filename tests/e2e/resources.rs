@@ -72,7 +72,10 @@ async fn templates_are_versioned_and_applications_keep_revisions() {
     created.expect(StatusCode::CREATED);
     assert_eq!(created.body["version"], 1);
     assert_eq!(created.body["services"], json!(["web", "worker"]));
-    assert_eq!(created.body["variables"], json!({"IMAGE": "busybox", "TAG": "1"}));
+    assert_eq!(
+        created.body["variables"],
+        json!({"IMAGE": {"default": "busybox", "required": false}, "TAG": {"default": "1", "required": false}})
+    );
     let id = created.id();
 
     let v2 = fixtures::COMPOSE.replace("replicas: 2", "replicas: 4");

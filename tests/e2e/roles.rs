@@ -119,6 +119,16 @@ fn cases() -> Vec<Case> {
         fresh(M::DELETE, "/api/v1/templates/{fresh}", Fresh::Template, DEV_DELETE),
         case(M::GET, "/api/v1/templates/{template}/versions", READ),
         case(M::GET, "/api/v1/templates/{template}/versions/1", READ),
+        // The fixture's template has one version: past authorization, no earlier one to compare with.
+        case(M::GET, "/api/v1/templates/{template}/versions/1/diff", [401, 404, 404, 404, 404, 404, 403]),
+        with_body(
+            M::POST,
+            "/api/v1/templates/import-dab",
+            |s| Some(json!({"name": format!("d-{s}"), "bundle": {"Version": "0.1", "Services": {"a": {"Image": "busybox"}}}})),
+            DEV_CREATE,
+        ),
+        case(M::GET, "/api/v1/gallery", READ),
+        case(M::GET, "/api/v1/gallery/static-site", READ),
         // registries and images
         case(M::GET, "/api/v1/registries", READ),
         // Admins pass authorization; the address (outside the networks tests allow) is then refused.

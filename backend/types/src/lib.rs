@@ -309,18 +309,31 @@ pub struct UpdateNode {
 pub struct CreateTemplate {
     #[schema(min_length = 1, max_length = 63, pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
     pub name: String,
-    /// A Compose file, as YAML text.
+    /// A Compose file (format 3.x), as YAML text.
     pub compose: String,
+    /// Files the Compose text names (`env_file`, secret and config `file:`), by relative path.
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub description: String,
 }
 
-/// Editing a template adds a version; earlier versions stay as they were.
+/// Edits a template: new Compose text or files make a new version.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTemplate {
     pub compose: Option<String>,
+    pub files: Option<std::collections::BTreeMap<String, String>>,
     pub description: Option<String>,
+}
+
+/// A variable a Compose text uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TemplateVariable {
+    /// The default it gives (`${NAME:-default}`), if any.
+    pub default: Option<String>,
+    /// True when the text demands a value (`${NAME:?message}`).
+    pub required: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -332,10 +345,13 @@ pub struct Template {
     pub version: i32,
     /// The latest version's Compose YAML.
     pub compose: String,
-    /// Variables the Compose file uses (`${NAME}` / `${NAME:-default}`), with their defaults.
-    pub variables: std::collections::BTreeMap<String, Option<String>>,
+    pub files: std::collections::BTreeMap<String, String>,
+    /// Variables the Compose file uses (`${NAME}`, `${NAME:-default}`, `${NAME:?message}`).
+    pub variables: std::collections::BTreeMap<String, TemplateVariable>,
     /// Services the Compose file declares.
     pub services: Vec<String>,
+    /// What the latest version's Compose file drew: keys Swarm ignores and the like.
+    pub warnings: Vec<ComposeWarning>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -345,8 +361,45 @@ pub struct TemplateVersion {
     pub template_id: Uuid,
     pub version: i32,
     pub compose: String,
-    pub variables: std::collections::BTreeMap<String, Option<String>>,
+    pub files: std::collections::BTreeMap<String, String>,
+    pub variables: std::collections::BTreeMap<String, TemplateVariable>,
+    pub services: Vec<String>,
+    pub warnings: Vec<ComposeWarning>,
     pub created_at: DateTime<Utc>,
+}
+
+/// What changed between two versions of a template, as a unified diff of the Compose text and of
+/// each file.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TemplateDiff {
+    pub from: i32,
+    pub to: i32,
+    pub diff: String,
+}
+
+/// A Distributed Application Bundle (`docker-compose bundle`'s `.dab` JSON), imported as a template.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportDab {
+    #[schema(min_length = 1, max_length = 63, pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The bundle: `{"Version": "0.1", "Services": {...}}`.
+    #[schema(value_type = Object)]
+    pub bundle: serde_json::Value,
+}
+
+/// A template of Berth's built-in gallery: every tenant sees it and may deploy it (`gallery` in
+/// `POST /applications`); nobody edits it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GalleryTemplate {
+    pub name: String,
+    pub description: String,
+    pub compose: String,
+    pub files: std::collections::BTreeMap<String, String>,
+    pub variables: std::collections::BTreeMap<String, TemplateVariable>,
+    pub services: Vec<String>,
 }
 
 // ---------------------------------------------------------------- registries and images
@@ -496,8 +549,10 @@ pub struct CreateApplication {
     #[schema(min_length = 1, max_length = 40, pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
     pub name: String,
     pub cluster_id: Uuid,
-    /// Deploy this template (exactly one of `template_id` and `compose`).
+    /// Deploy this template (exactly one of `template_id`, `gallery` and `compose`).
     pub template_id: Option<Uuid>,
+    /// Deploy this template of the built-in gallery (`GET /gallery`).
+    pub gallery: Option<String>,
     /// Defaults to the template's latest version.
     pub template_version: Option<i32>,
     /// Inline Compose text (format 3.x, as `docker stack deploy` reads it).

@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::applications::api as applications;
+use crate::applications::{gallery, templates};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -35,7 +36,6 @@ pub mod openapi;
 pub mod ops;
 pub mod pagination;
 pub mod registries;
-pub mod templates;
 pub mod tenants;
 pub mod tokens;
 pub mod users;
@@ -70,6 +70,10 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(templates::get, templates::update, templates::delete))
         .routes(routes!(templates::versions))
         .routes(routes!(templates::version))
+        .routes(routes!(templates::diff))
+        .routes(routes!(templates::import_dab))
+        .routes(routes!(gallery::list))
+        .routes(routes!(gallery::get))
         .routes(routes!(registries::create, registries::list))
         .routes(routes!(registries::get, registries::delete))
         .routes(routes!(registries::repositories))

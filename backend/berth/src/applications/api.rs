@@ -32,15 +32,32 @@ use crate::state::AppState;
 /// The longest application name: `<application>_<service>` must fit Swarm's 63 characters.
 const MAX_NAME: usize = 40;
 
-/// Where a revision's Compose text comes from.
-struct Source {
+/// A revision's Compose text and files, and the template version they come from, if any.
+struct Text {
     template_id: Option<Uuid>,
     template_version: Option<i32>,
     compose: String,
     files: BTreeMap<String, String>,
 }
 
-async fn template_source(conn: &mut PgConnection, tenant: Uuid, template: Uuid, version: Option<i32>) -> ApiResult<Source> {
+/// Where a new application's Compose text comes from.
+enum Source {
+    Template(Uuid, Option<i32>),
+    Text { template_id: Option<Uuid>, template_version: Option<i32>, compose: String, files: BTreeMap<String, String> },
+}
+
+impl Source {
+    async fn resolve(self, conn: &mut PgConnection, tenant: Uuid) -> ApiResult<Text> {
+        match self {
+            Source::Template(t, version) => template_source(conn, tenant, t, version).await,
+            Source::Text { template_id, template_version, compose, files } => {
+                Ok(Text { template_id, template_version, compose, files })
+            }
+        }
+    }
+}
+
+async fn template_source(conn: &mut PgConnection, tenant: Uuid, template: Uuid, version: Option<i32>) -> ApiResult<Text> {
     type VersionRow = (i32, String, sqlx::types::Json<BTreeMap<String, String>>);
     let row: Option<VersionRow> = sqlx::query_as(
         "SELECT v.version, v.compose, v.files FROM templates t
@@ -56,7 +73,7 @@ async fn template_source(conn: &mut PgConnection, tenant: Uuid, template: Uuid, 
         Some(_) => ApiError::invalid_field("template_version", "no such template version"),
         None => ApiError::invalid_field("template_id", "no such template"),
     })?;
-    Ok(Source { template_id: Some(template), template_version: Some(version), compose, files: files.0 })
+    Ok(Text { template_id: Some(template), template_version: Some(version), compose, files: files.0 })
 }
 
 /// A revision's Compose file loaded for a cluster, with its services planned.
@@ -72,8 +89,9 @@ async fn prepare(
     tenant: Uuid,
     cluster: Uuid,
     app_name: &str,
-    source: &Source,
+    source: &Text,
     variables: &BTreeMap<String, String>,
+    registry: Option<&str>,
 ) -> ApiResult<Prepared> {
     let row: Option<(String, String, i32)> = sqlx::query_as(
         "SELECT status, provider, (SELECT count(*)::int4 FROM nodes WHERE cluster_id = c.id AND state <> 'removing')
@@ -88,7 +106,8 @@ async fn prepare(
         return Err(ApiError::conflict("cluster-deleting", "the cluster is being deleted"));
     }
     let policy = store::policy(conn, tenant).await?;
-    let input = Input { text: &source.compose, files: &source.files, variables };
+    let all = store::with_builtins(conn, tenant, registry, variables).await?;
+    let input = Input { text: &source.compose, files: &source.files, variables: &all };
     let mut loaded = compose::load(&input, &policy).map_err(|errors| compose::invalid("compose", &errors))?;
     // Local nodes share this host's kernel; an adopted cluster's kernel is not known here.
     if provider == "local" && !crate::providers::local::kernel_has_ipvs() {
@@ -134,6 +153,7 @@ async fn enqueue(tx: &mut PgConnection, tenant: Uuid, kind: &str, id: Uuid, payl
     responses((status = 202, body = Application), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 pub async fn create(
+    State(state): State<AppState>,
     mut db: TenantDb,
     me: Principal,
     audit: Audit,
@@ -141,16 +161,25 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Application>)> {
     let tenant = me.tenant_with(Role::Developer)?;
     check_name(&req.name)?;
-    let mut tx = db.begin().await?;
-    let source = match (req.template_id, req.compose) {
-        (Some(t), None) => template_source(&mut tx, tenant, t, req.template_version).await?,
-        (None, Some(compose)) if req.template_version.is_none() => {
-            Source { template_id: None, template_version: None, compose, files: req.files }
+    if req.template_version.is_some() && req.template_id.is_none() {
+        return Err(ApiError::invalid_field("template_version", "goes with template_id"));
+    }
+    let source = match (req.template_id, req.gallery, req.compose) {
+        (Some(t), None, None) => Source::Template(t, req.template_version),
+        (None, Some(name), None) => {
+            let (compose, files) =
+                super::gallery::find(&name).ok_or_else(|| ApiError::invalid_field("gallery", "no such gallery template"))?;
+            super::gallery::ensure_base_image(&state, tenant).await?;
+            Source::Text { template_id: None, template_version: None, compose, files }
         }
-        (None, Some(_)) => return Err(ApiError::invalid_field("template_version", "goes with template_id, not compose")),
-        _ => return Err(ApiError::invalid_field("compose", "give exactly one of template_id and compose")),
+        (None, None, Some(compose)) => Source::Text { template_id: None, template_version: None, compose, files: req.files },
+        _ => return Err(ApiError::invalid_field("compose", "give exactly one of template_id, gallery and compose")),
     };
-    let prepared = prepare(&mut tx, tenant, req.cluster_id, &req.name, &source, &req.variables).await?;
+    let variables = req.variables;
+    let registry = state.registry().map(|r| r.address.clone());
+    let mut tx = db.begin().await?;
+    let source = source.resolve(&mut tx, tenant).await?;
+    let prepared = prepare(&mut tx, tenant, req.cluster_id, &req.name, &source, &variables, registry.as_deref()).await?;
     let (cpus, memory_mb) = store::totals(&prepared.plans);
     let delta = Delta { applications: 1, services: prepared.plans.len() as i64, cpus, memory_mb, ..Default::default() };
     quota::reserve(&mut tx, tenant, delta).await?;
@@ -169,7 +198,7 @@ pub async fn create(
         template_version: source.template_version,
         compose: &source.compose,
         files: &source.files,
-        variables: &req.variables,
+        variables: &variables,
         images: BTreeMap::new(),
         warnings: &prepared.loaded.warnings,
     };
@@ -210,9 +239,10 @@ pub async fn get(mut db: TenantDb, me: Principal, ApiPath(id): ApiPath<Uuid>) ->
 /// difference with what the application reserves now.
 async fn redeploy(
     tx: &mut PgConnection,
+    state: &AppState,
     me: &Principal,
     app: &AppRow,
-    source: Source,
+    source: Text,
     variables: BTreeMap<String, String>,
     images: BTreeMap<String, String>,
 ) -> ApiResult<(AppRow, Uuid)> {
@@ -220,7 +250,8 @@ async fn redeploy(
     if app.status == ApplicationStatus::Deleting {
         return Err(ApiError::conflict("application-deleting", "the application is being deleted"));
     }
-    let prepared = prepare(tx, tenant, app.cluster_id, &app.name, &source, &variables).await?;
+    let registry = state.registry().map(|r| r.address.clone());
+    let prepared = prepare(tx, tenant, app.cluster_id, &app.name, &source, &variables, registry.as_deref()).await?;
     let (count, old_cpus, old_mem) = store::reserved(tx, app.id).await?;
     let (cpus, memory_mb) = store::totals(&prepared.plans);
     let delta = Delta {
@@ -262,6 +293,7 @@ async fn redeploy(
     responses((status = 202, body = Application), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
               (status = 409, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
 pub async fn update(
+    State(state): State<AppState>,
     mut db: TenantDb,
     me: Principal,
     audit: Audit,
@@ -276,7 +308,7 @@ pub async fn update(
     let source = match (req.compose, req.template_version) {
         (Some(_), Some(_)) => return Err(ApiError::invalid_field("compose", "give compose or template_version, not both")),
         (Some(compose), None) => {
-            Source { template_id: None, template_version: None, compose, files: req.files.unwrap_or(current.files.0.clone()) }
+            Text { template_id: None, template_version: None, compose, files: req.files.unwrap_or(current.files.0.clone()) }
         }
         (None, version) => match current.template_id {
             Some(t) if version.is_some() || req.files.is_none() => {
@@ -286,7 +318,7 @@ pub async fn update(
             None if version.is_some() => {
                 return Err(ApiError::invalid_field("template_version", "the application runs inline Compose, not a template"));
             }
-            None => Source {
+            None => Text {
                 template_id: None,
                 template_version: None,
                 compose: current.compose.clone(),
@@ -295,7 +327,7 @@ pub async fn update(
         },
     };
     let variables = req.variables.unwrap_or(current.variables.0);
-    let (row, job) = redeploy(&mut tx, &me, &app, source, variables, BTreeMap::new()).await?;
+    let (row, job) = redeploy(&mut tx, &state, &me, &app, source, variables, BTreeMap::new()).await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
 }
@@ -306,6 +338,7 @@ pub async fn update(
     responses((status = 202, body = Application), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
               (status = 409, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
 pub async fn rollback(
+    State(state): State<AppState>,
     mut db: TenantDb,
     me: Principal,
     audit: Audit,
@@ -323,8 +356,8 @@ pub async fn rollback(
     let old =
         store::revision(&mut tx, id, target).await?.ok_or_else(|| ApiError::invalid_field("revision", "no such revision"))?;
     let source =
-        Source { template_id: old.template_id, template_version: old.template_version, compose: old.compose, files: old.files.0 };
-    let (row, job) = redeploy(&mut tx, &me, &app, source, old.variables.0, old.images.0).await?;
+        Text { template_id: old.template_id, template_version: old.template_version, compose: old.compose, files: old.files.0 };
+    let (row, job) = redeploy(&mut tx, &state, &me, &app, source, old.variables.0, old.images.0).await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
 }

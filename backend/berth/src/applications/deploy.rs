@@ -112,8 +112,10 @@ async fn deploy(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> {
     }
     let rev = store::revision(&mut conn, app.id, revision).await?.context("the revision is missing")?;
     let policy = store::policy(&mut conn, app.tenant_id).await?;
+    let registry = env.registry.as_ref().map(|r| r.address.as_str());
+    let variables = store::with_builtins(&mut conn, app.tenant_id, registry, &rev.variables.0).await?;
     drop(conn);
-    let input = Input { text: &rev.compose, files: &rev.files.0, variables: &rev.variables.0 };
+    let input = Input { text: &rev.compose, files: &rev.files.0, variables: &variables };
     let loaded = compose::load(&input, &policy).map_err(|errors| {
         let text = errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>().join("; ");
         anyhow::anyhow!("the Compose file no longer loads: {text}")

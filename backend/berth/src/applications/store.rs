@@ -161,6 +161,29 @@ pub async fn insert_revision(
     Ok(())
 }
 
+/// Variables Berth gives every deploy: where its registry is and the tenant's namespace there, so a
+/// Compose file can name `${BERTH_REGISTRY}/${BERTH_TENANT}/web:1`. They are not stored with the
+/// revision (they are Berth's, not the caller's) and override any the caller gives.
+pub const BUILTIN_VARIABLES: [&str; 2] = ["BERTH_REGISTRY", "BERTH_TENANT"];
+
+pub async fn with_builtins(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    registry: Option<&str>,
+    variables: &BTreeMap<String, String>,
+) -> sqlx::Result<BTreeMap<String, String>> {
+    let mut all = variables.clone();
+    if let Some(address) = registry {
+        all.insert("BERTH_REGISTRY".to_owned(), address.to_owned());
+    }
+    let slug: Option<String> =
+        sqlx::query_scalar("SELECT slug FROM tenants WHERE id = $1").bind(tenant).fetch_optional(conn).await?;
+    if let Some(slug) = slug {
+        all.insert("BERTH_TENANT".to_owned(), slug);
+    }
+    Ok(all)
+}
+
 /// The tenant's admission policy ('{}' in the row means the defaults).
 pub async fn policy(conn: &mut PgConnection, tenant: Uuid) -> sqlx::Result<Policy> {
     let value: Option<Json<Policy>> =
