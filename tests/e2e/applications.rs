@@ -705,3 +705,99 @@ async fn templates_carry_files_show_diffs_and_import_bundles() {
     let r = app.post("/api/v1/applications", &t.owner, json!({"name": "g", "cluster_id": cluster, "gallery": "nope"})).await;
     r.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
 }
+
+/// The names of the engine's objects of `kind` carrying a stack's label, with the stack prefix cut.
+fn stack_objects(cli: &Docker, engine: &str, kind: &str, stack: &str) -> Vec<String> {
+    let filter = format!("label=com.docker.stack.namespace={stack}");
+    let mut names: Vec<String> = cli
+        .ok(engine, &[kind, "ls", "--filter", &filter, "--format", "{{.Name}}"])
+        .lines()
+        .map(|n| n.strip_prefix(&format!("{stack}_")).unwrap_or(n).to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Compares every service, network, config and secret of two stacks: the same names, and specs equal
+/// once stack names, ids, versions and the engine's own bookkeeping are set aside.
+fn assert_same_stacks(cli: &Docker, engine: &str, ours: &str, theirs: &str, file: &str) {
+    let nets = network_names(cli, engine);
+    for kind in ["service", "network", "config", "secret"] {
+        let names = stack_objects(cli, engine, kind, ours);
+        assert_eq!(names, stack_objects(cli, engine, kind, theirs), "{file}: the {kind}s differ");
+        println!("{file}: {kind}s compared: {names:?}");
+        assert!(kind != "service" || !names.is_empty(), "{file}: no services to compare");
+        for name in names {
+            let mut a = normalise(inspect(cli, engine, kind, &format!("{ours}_{name}")), ours, &nets);
+            let mut b = normalise(inspect(cli, engine, kind, &format!("{theirs}_{name}")), theirs, &nets);
+            for v in [&mut a, &mut b] {
+                let map = v.as_object_mut().unwrap();
+                for key in ["Id", "Created", "IPAM", "Containers", "Peers", "Services", "ServiceStatus"] {
+                    map.remove(key);
+                }
+                if let Some(options) = map.get_mut("Options").and_then(Value::as_object_mut) {
+                    options.remove("com.docker.network.driver.overlay.vxlanid_list");
+                }
+            }
+            assert_eq!(a, b, "{file}: {kind} {name}: Berth's (left) differs from docker stack deploy's (right)");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_corpus_file_deploys_exactly_as_docker_stack_deploy_does() {
+    let app = TestApp::spawn_with_registry(1 << 30).await.with_workers();
+    let address = app.registry.as_ref().unwrap().address.clone();
+    let t = app.tenant("Corpus").await;
+    let email = app.get("/api/v1/me", &t.owner).await.body["email"].as_str().unwrap().to_owned();
+    let created = app.post("/api/v1/clusters", &t.owner, json!({"name": "corpus", "managers": 1, "workers": 0})).await;
+    let cluster = created.id();
+    let job = app.wait_job(&t.owner, created.body["job_id"].as_str().unwrap(), Duration::from_secs(180)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let creds = app.get(&format!("/api/v1/clusters/{cluster}/credentials"), &t.owner).await.body;
+    let manager = creds["endpoint"].as_str().unwrap().trim_start_matches("tcp://").split(':').next().unwrap().to_owned();
+    let cli = Docker::new(&creds);
+    let ctx = build_context("corpus");
+    let dir = temp_data_dir("berth-corpus");
+    let _cleanup = RemoveOnDrop(vec![ctx.clone(), dir.clone()]);
+    let image = format!("{address}/{}/corpus:1", t.slug);
+    cli.ok(&manager, &["build", "-q", "-t", &image, ctx.to_str().unwrap()]);
+    let login = cli.login(&manager, &address, &email, PASSWORD);
+    assert!(login.status.success(), "docker login: {}", String::from_utf8_lossy(&login.stderr));
+    cli.ok(&manager, &["push", &image]);
+    // What the corpus declares as external.
+    cli.ok(&manager, &["network", "create", "-d", "overlay", "--attachable", "shared"]);
+    std::fs::write(dir.join("token"), "external\n").unwrap();
+    cli.ok(&manager, &["secret", "create", "shared_token", dir.join("token").to_str().unwrap()]);
+
+    for (i, file) in ["ingress.yml", "volumes.yml"].iter().enumerate() {
+        let compose = std::fs::read_to_string(Path::new(CORPUS).join(file)).unwrap();
+        std::fs::write(dir.join(file), &compose).unwrap();
+        let (theirs, ours) = (format!("cli{i}"), format!("berth{i}"));
+        let out = std::process::Command::new("/usr/bin/docker")
+            .env("DOCKER_CERT_PATH", &cli.certs)
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CONFIG", &cli.config)
+            .env("IMAGE", &image)
+            .current_dir(&dir)
+            .args(["-H", &format!("tcp://{manager}:2376"), "stack", "deploy", "--with-registry-auth", "-c", file, &theirs])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{file}: docker stack deploy: {}", String::from_utf8_lossy(&out.stderr));
+        let r = app
+            .post(
+                "/api/v1/applications",
+                &t.owner,
+                json!({"name": ours, "cluster_id": cluster, "compose": compose, "variables": {"IMAGE": image}}),
+            )
+            .await;
+        r.expect(StatusCode::ACCEPTED);
+        let job = app.wait_job(&t.owner, r.body["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;
+        assert_eq!(job["state"], "succeeded", "{file}: {job}");
+        assert_same_stacks(&cli, &manager, &ours, &theirs, file);
+    }
+
+    let gone = app.delete(&format!("/api/v1/clusters/{cluster}"), &t.owner).await;
+    let job = app.wait_job(&t.owner, gone.body["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+}

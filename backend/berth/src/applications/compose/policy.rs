@@ -107,8 +107,9 @@ pub fn check(policy: &Policy, project: &mut Project, diags: &mut Diagnostics) {
     for (key, vol) in &project.volumes {
         // The local driver can mount a host path as a "volume" (`o: bind`, `device: /path`).
         let opts = vol.driver_opts.as_ref();
-        let binds =
-            opts.is_some_and(|o| o.get("o").is_some_and(|v| v.split(',').any(|x| x == "bind")) || o.contains_key("device"));
+        let binds = opts.is_some_and(|o| {
+            o.get("o").is_some_and(|v| v.split(',').any(|x| x == "bind")) || o.get("device").is_some_and(|d| d.starts_with('/'))
+        });
         if binds && !policy.allow_bind_mounts {
             diags.error(
                 &format!("volumes.{key}.driver_opts"),
