@@ -7,7 +7,7 @@ BERTH_LISTEN ?= 127.0.0.1:8080
 BERTH_ADMIN_EMAIL ?= admin@berth.localhost
 export BERTH_DATA_DIR BERTH_LISTEN BERTH_ADMIN_EMAIL
 
-.PHONY: run test deps build openapi bench bench-clusters bench-events bench-registry fmt lint ci
+.PHONY: run test deps build openapi bench bench-clusters bench-events bench-registry bench-applications fmt lint ci
 
 deps:
 	@scripts/install-deps.sh
@@ -46,6 +46,10 @@ bench-events:
 bench-registry:
 	@scripts/install-deps.sh bench
 	scripts/bench-registry.sh
+
+bench-applications:
+	@scripts/install-deps.sh bench
+	scripts/bench-applications.sh
 
 fmt:
 	cargo fmt --all

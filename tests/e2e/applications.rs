@@ -10,7 +10,7 @@ use berth_tests::{PASSWORD, TestApp, temp_data_dir};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::docker_cli::{Docker, RemoveOnDrop, build_context};
+use berth_tests::docker_cli::{Docker, RemoveOnDrop, build_context};
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/compose");
 
@@ -510,10 +510,12 @@ async fn a_deploy_killed_mid_way_converges_after_restart_with_no_duplicate_or_or
     cli.ok(&manager, &["build", "-q", "-t", "crashapp:1", ctx.to_str().unwrap()]);
 
     let mut compose = String::from("version: '3.8'\nservices:\n");
-    // Enough services that the kill lands while some are still to be created.
-    for i in 10..22 {
+    // Enough services (a deploy applies several at once) that the kill lands while some are still to be
+    // created; one of them runs a task, the others none.
+    for i in 10..50 {
+        let replicas = if i == 10 { 1 } else { 0 };
         compose.push_str(&format!(
-            "  s{i}:\n    image: crashapp:1\n    command: ['/bin/busybox', 'sleep', '3600']\n    deploy: {{resources: {{limits: {{memory: 16M}}}}}}\n"
+            "  s{i}:\n    image: crashapp:1\n    command: ['/bin/busybox', 'sleep', '3600']\n    deploy: {{replicas: {replicas}, resources: {{limits: {{memory: 16M}}}}}}\n"
         ));
     }
     let deployed =
@@ -544,16 +546,16 @@ async fn a_deploy_killed_mid_way_converges_after_restart_with_no_duplicate_or_or
     let _b = berth_tests::WorkerProcess::start(&app.db_name, &data_dir, 3);
     let job = app.wait_job(&t.owner, &job_id, Duration::from_secs(120)).await;
     assert_eq!((job["state"].as_str(), job["attempts"].as_i64()), (Some("succeeded"), Some(2)), "{job}");
-    assert!(partial.len() < 12, "the worker died before the deploy finished: {partial:?}");
-    let expected: Vec<String> = (10..22).map(|i| format!("crash_s{i}")).collect();
+    assert!(partial.len() < 40, "the worker died before the deploy finished: {partial:?}");
+    let expected: Vec<String> = (10..50).map(|i| format!("crash_s{i}")).collect();
     assert_eq!(on_engine(&cli), expected, "exactly the file's services");
     let running =
         app.wait_for(&t.owner, "/api/v1/applications", Duration::from_secs(90), |b| b["items"][0]["status"] == "running").await;
     assert_eq!(running["items"][0]["deployed_revision"], 1);
-    let services = app.get(&format!("/api/v1/applications/{}/services", deployed.id()), &t.owner).await.body;
+    let services = app.get(&format!("/api/v1/applications/{}/services?limit=100", deployed.id()), &t.owner).await.body;
     let ids: std::collections::HashSet<&str> =
         services["items"].as_array().unwrap().iter().map(|s| s["swarm_service_id"].as_str().unwrap()).collect();
-    assert_eq!(ids.len(), 12, "each row names its own engine service: {services}");
+    assert_eq!(ids.len(), 40, "each row names its own engine service: {services}");
 
     let gone = app.delete(&format!("/api/v1/clusters/{cluster}"), &t.owner).await;
     let job = app.wait_job(&t.owner, gone.body["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;

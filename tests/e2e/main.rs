@@ -6,7 +6,6 @@ mod bad_input;
 mod clusters;
 mod conformance;
 mod cross_tenant;
-mod docker_cli;
 mod embedded;
 mod fixtures;
 mod openapi;

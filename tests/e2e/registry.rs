@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use berth_tests::{PASSWORD, TestApp, temp_data_dir};
 
-use crate::docker_cli::{Docker, RemoveOnDrop, build_context};
+use berth_tests::docker_cli::{Docker, RemoveOnDrop, build_context};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};

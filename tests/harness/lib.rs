@@ -5,6 +5,8 @@
 //! of a pipe from this process: when the test process exits — passing, failing, panicking or killed —
 //! the pipe closes, the shell stops PostgreSQL and removes its directory. Nothing outlives the tests.
 
+pub mod docker_cli;
+
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;

@@ -16,6 +16,7 @@ use bollard::query_parameters::{
     ListConfigsOptions, ListNetworksOptions, ListSecretsOptions, ListServicesOptions, UpdateConfigOptions, UpdateSecretOptions,
     UpdateServiceOptions,
 };
+use futures_util::StreamExt;
 use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::types::Json;
@@ -134,44 +135,30 @@ async fn deploy(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> {
     let ids = ensure_objects(&ctx, &engine, &stack).await?;
     ctx.progress("services", 40).await?;
     let existing = existing_services(&engine, stack.name).await?;
-    let mut images = rev.images.0.clone();
+    // Services are independent once their networks, secrets and configs exist: they are applied a few
+    // at a time (each its own calls to the manager), which is where a deploy spends its time.
+    let pinned_before = &rev.images.0;
+    let done = std::sync::atomic::AtomicUsize::new(0);
     let total = loaded.project.services.len().max(1);
-    for (i, key) in loaded.project.services.keys().enumerate() {
-        let image = &loaded.project.services[key].image;
-        let auth = registry_auth(db, &env, &app, image).await?;
-        let mut spec = stack.service(key, &ids);
-        let (pinned, platforms) = match images.get(key) {
-            Some(p) => (p.clone(), None),
-            None => resolve(&ctx, &engine, image, auth.clone()).await?,
-        };
-        images.insert(key.clone(), pinned.clone());
-        let task = spec.task_template.as_mut().expect("convert sets a task template");
-        task.container_spec.as_mut().expect("convert sets a container spec").image = Some(pinned.clone());
-        if let Some(placement) = task.placement.as_mut() {
-            placement.platforms = platforms;
-        }
-        let name = stack.scoped(key);
-        let swarm_id = match existing.get(&name) {
-            Some(current) => {
-                ctx.log(&format!("updating service {name}")).await?;
-                update(&engine, current, spec, auth).await?;
-                current.id.clone()
-            }
-            None => {
-                ctx.log(&format!("creating service {name}")).await?;
-                let created =
-                    engine.docker.create_service(spec, auth).await.with_context(|| format!("creating service {name}"))?;
-                created.id.context("the engine gave no service id")?
-            }
-        };
-        sqlx::query("UPDATE services SET swarm_service_id = $3, image_digest = $4, updated_at = now() WHERE application_id = $1 AND name = $2")
-            .bind(app.id)
-            .bind(key)
-            .bind(&swarm_id)
-            .bind(&pinned)
-            .execute(db)
-            .await?;
-        ctx.progress(&format!("service {name} applied"), 40 + (60 * (i + 1) / total) as i32).await?;
+    let keys: Vec<String> = loaded.project.services.keys().cloned().collect();
+    let (ctx_ref, env_ref, app_ref, engine_ref, stack_ref, ids_ref, existing_ref, done_ref) =
+        (&ctx, &*env, &app, &engine, &stack, &ids, &existing, &done);
+    let applied: Vec<anyhow::Result<(String, String)>> = futures_util::stream::iter(keys)
+        .map(move |key: String| async move {
+            let before = pinned_before.get(&key);
+            let pinned =
+                apply_service(ctx_ref, env_ref, app_ref, engine_ref, stack_ref, ids_ref, existing_ref, &key, before).await?;
+            let n = done_ref.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            ctx_ref.progress(&format!("service {} applied", stack_ref.scoped(&key)), 40 + (60 * n / total) as i32).await?;
+            Ok((key, pinned))
+        })
+        .buffer_unordered(SERVICES_AT_ONCE)
+        .collect()
+        .await;
+    let mut images = rev.images.0.clone();
+    for result in applied {
+        let (key, pinned) = result?;
+        images.insert(key, pinned);
     }
     sqlx::query("UPDATE application_revisions SET images = $3 WHERE application_id = $1 AND revision = $2")
         .bind(app.id)
@@ -185,6 +172,58 @@ async fn deploy(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> {
         .execute(db)
         .await?;
     Ok(())
+}
+
+/// How many services a deploy creates or updates at once.
+const SERVICES_AT_ONCE: usize = 8;
+
+/// Creates or updates one service of the stack with its image pinned (or the pin the revision already
+/// has), and records its engine id. Returns the pinned image.
+#[allow(clippy::too_many_arguments)]
+async fn apply_service(
+    ctx: &JobCtx,
+    env: &WorkerEnv,
+    app: &AppRow,
+    engine: &Engine,
+    stack: &Stack<'_>,
+    ids: &ObjectIds,
+    existing: &HashMap<String, Current>,
+    key: &str,
+    pinned_before: Option<&String>,
+) -> anyhow::Result<String> {
+    let image = &stack.project.services[key].image;
+    let auth = registry_auth(&ctx.db, env, app, image).await?;
+    let mut spec = stack.service(key, ids);
+    let (pinned, platforms) = match pinned_before {
+        Some(p) => (p.clone(), None),
+        None => resolve(ctx, engine, image, auth.clone()).await?,
+    };
+    let task = spec.task_template.as_mut().expect("convert sets a task template");
+    task.container_spec.as_mut().expect("convert sets a container spec").image = Some(pinned.clone());
+    if let Some(placement) = task.placement.as_mut() {
+        placement.platforms = platforms;
+    }
+    let name = stack.scoped(key);
+    let swarm_id = match existing.get(&name) {
+        Some(current) => {
+            ctx.log(&format!("updating service {name}")).await?;
+            update(engine, current, spec, auth).await?;
+            current.id.clone()
+        }
+        None => {
+            ctx.log(&format!("creating service {name}")).await?;
+            let created = engine.docker.create_service(spec, auth).await.with_context(|| format!("creating service {name}"))?;
+            created.id.context("the engine gave no service id")?
+        }
+    };
+    sqlx::query("UPDATE services SET swarm_service_id = $3, image_digest = $4, updated_at = now() WHERE application_id = $1 AND name = $2")
+        .bind(app.id)
+        .bind(key)
+        .bind(&swarm_id)
+        .bind(&pinned)
+        .execute(&ctx.db)
+        .await?;
+    Ok(pinned)
 }
 
 /// A service of the stack as the engine has it.

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use berth_tests::temp_data_dir;
+use crate::temp_data_dir;
 use serde_json::Value;
 
 /// (The tests run on a multi-threaded runtime: the CLI blocks its thread while Berth's token service,
