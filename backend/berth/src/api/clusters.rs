@@ -20,6 +20,7 @@ use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::api::pagination::{PageParams, page};
 use crate::auth::Principal;
 use crate::clusters::existing_policy::Endpoint;
+use crate::clusters::store::{self as cluster_store, CLUSTER_COLUMNS, ClusterRow};
 use crate::db::TenantDb;
 use crate::domain::quota::{self, Delta};
 use crate::domain::validate;
@@ -30,47 +31,8 @@ use crate::state::AppState;
 pub const MAX_MANAGERS: i32 = 7;
 pub const MAX_WORKERS: i32 = 100;
 
-#[derive(sqlx::FromRow)]
-struct ClusterRow {
-    id: Uuid,
-    name: String,
-    #[sqlx(try_from = "String")]
-    provider: Provider,
-    #[sqlx(try_from = "String")]
-    status: ClusterStatus,
-    desired_managers: i32,
-    desired_workers: i32,
-    settings: serde_json::Value,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-impl ClusterRow {
-    fn into_dto(self, job_id: Option<Uuid>) -> Cluster {
-        Cluster {
-            id: self.id,
-            name: self.name,
-            provider: self.provider,
-            status: self.status,
-            managers: self.desired_managers,
-            workers: self.desired_workers,
-            endpoint: self.settings.get("endpoint").and_then(|v| v.as_str()).map(str::to_owned),
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            job_id,
-        }
-    }
-}
-
-const CLUSTER_COLUMNS: &str = "id, name, provider, status, desired_managers, desired_workers, settings, created_at, updated_at";
-
 async fn load_cluster(conn: &mut PgConnection, tenant: Uuid, id: Uuid, lock: bool) -> ApiResult<ClusterRow> {
-    let sql = format!(
-        "SELECT {CLUSTER_COLUMNS} FROM clusters WHERE tenant_id = $1 AND id = $2{}",
-        if lock { " FOR UPDATE" } else { "" }
-    );
-    let row: Option<ClusterRow> = sqlx::query_as(&sql).bind(tenant).bind(id).fetch_optional(conn).await?;
-    row.ok_or_else(|| ApiError::not_found("cluster"))
+    cluster_store::load(conn, tenant, id, lock).await
 }
 
 fn check_shape(managers: Option<i32>, workers: Option<i32>) -> ApiResult<()> {

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use berth_types::{
     AdmissionPolicy, Application, ApplicationRevision, ApplicationStatus, ClusterStatus, Container, CreateApplication, Page,
-    Problem, Role, RollbackApplication, Service, UpdateApplication, UpdateService,
+    Problem, Provider, Role, RollbackApplication, Service, UpdateApplication, UpdateService,
 };
 use serde_json::json;
 use sqlx::PgConnection;
@@ -93,24 +93,22 @@ async fn prepare(
     variables: &BTreeMap<String, String>,
     registry: Option<&str>,
 ) -> ApiResult<Prepared> {
-    let row: Option<(String, String, i32)> = sqlx::query_as(
-        "SELECT status, provider, (SELECT count(*)::int4 FROM nodes WHERE cluster_id = c.id AND state <> 'removing')
-           FROM clusters c WHERE tenant_id = $1 AND id = $2",
-    )
-    .bind(tenant)
-    .bind(cluster)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let (status, provider, nodes) = row.ok_or_else(|| ApiError::invalid_field("cluster_id", "no such cluster"))?;
-    if status == ClusterStatus::Deleting.as_str() {
+    let cluster = crate::clusters::store::load(conn, tenant, cluster, false).await.map_err(|e| {
+        if e.status == StatusCode::NOT_FOUND { ApiError::invalid_field("cluster_id", "no such cluster") } else { e }
+    })?;
+    if cluster.status == ClusterStatus::Deleting {
         return Err(ApiError::conflict("cluster-deleting", "the cluster is being deleted"));
     }
+    let nodes: i64 = sqlx::query_scalar("SELECT count(*) FROM nodes WHERE cluster_id = $1 AND state <> 'removing'")
+        .bind(cluster.id)
+        .fetch_one(&mut *conn)
+        .await?;
     let policy = store::policy(conn, tenant).await?;
     let all = store::with_builtins(conn, tenant, registry, variables).await?;
     let input = Input { text: &source.compose, files: &source.files, variables: &all };
     let mut loaded = compose::load(&input, &policy).map_err(|errors| compose::invalid("compose", &errors))?;
     // Local nodes share this host's kernel; an adopted cluster's kernel is not known here.
-    if provider == "local" && !crate::providers::local::kernel_has_ipvs() {
+    if cluster.provider == Provider::Local && !crate::providers::local::kernel_has_ipvs() {
         let mut diags = compose::Diagnostics { warnings: std::mem::take(&mut loaded.warnings), ..Default::default() };
         compose::mesh::warn_without_ipvs(&loaded.project, &mut diags);
         diags.sort();
@@ -130,7 +128,7 @@ async fn prepare(
     if let Some(name) = unknown {
         return Err(ApiError::invalid_field(&format!("variables.{name}"), "the Compose file does not use this variable"));
     }
-    let plans = store::plan(&loaded.project, nodes.max(1));
+    let plans = store::plan(&loaded.project, i32::try_from(nodes).unwrap_or(i32::MAX).max(1));
     Ok(Prepared { loaded, plans })
 }
 

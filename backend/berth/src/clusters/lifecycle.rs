@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use berth_types::{ClusterStatus, Provider};
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -21,14 +22,6 @@ use crate::jobs::runner::JobCtx;
 use crate::jobs::{Target, emit};
 use crate::providers::{NodeProvider, NodeSpec, NodeState};
 
-#[derive(sqlx::FromRow)]
-struct ClusterRow {
-    tenant_id: Uuid,
-    provider: String,
-    status: String,
-    local_network: Option<i32>,
-}
-
 #[derive(sqlx::FromRow, Clone)]
 struct NodeRow {
     id: Uuid,
@@ -37,13 +30,6 @@ struct NodeRow {
     state: String,
     provider_state: sqlx::types::Json<NodeState>,
     swarm_node_id: Option<String>,
-}
-
-async fn load_cluster(db: &PgPool, id: Uuid) -> anyhow::Result<Option<ClusterRow>> {
-    Ok(sqlx::query_as("SELECT tenant_id, provider, status, local_network FROM clusters WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db)
-        .await?)
 }
 
 /// Managers first, then workers, each in name order: the first row is the swarm's first manager.
@@ -107,20 +93,20 @@ fn address(node: &NodeRow) -> anyhow::Result<IpAddr> {
 
 pub async fn converge(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> {
     let id = ctx.job.target_id;
-    let Some(cluster) = load_cluster(&ctx.db, id).await? else {
+    let Some(cluster) = super::store::by_id(&ctx.db, id).await? else {
         return ctx.log("the cluster no longer exists; nothing to do").await;
     };
-    if cluster.status == "deleting" {
+    if cluster.status == ClusterStatus::Deleting {
         return ctx.log("the cluster is being deleted; nothing to do").await;
     }
-    if cluster.status == "failed" {
+    if cluster.status == ClusterStatus::Failed {
         // A new job on a failed cluster is another try at making it: it is provisioning again.
         sqlx::query("UPDATE clusters SET status = 'provisioning', updated_at = now() WHERE id = $1 AND status = 'failed'")
             .bind(id)
             .execute(&ctx.db)
             .await?;
     }
-    if cluster.provider == "existing" {
+    if cluster.provider == Provider::Existing {
         return adopt(&ctx, &env, id, cluster.tenant_id).await;
     }
     let provider = &env.local;
@@ -292,12 +278,12 @@ async fn remove_node(
 
 pub async fn delete(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> {
     let id = ctx.job.target_id;
-    let Some(cluster) = load_cluster(&ctx.db, id).await? else {
+    let Some(cluster) = super::store::by_id(&ctx.db, id).await? else {
         return ctx.log("the cluster is already gone").await;
     };
     let nodes = load_nodes(&ctx.db, id).await?;
     // An adopted cluster's machines are the user's: deleting it in Berth only forgets it.
-    if cluster.provider == "local" {
+    if cluster.provider == Provider::Local {
         let provider = &env.local;
         let network = cluster.local_network;
         let total = nodes.len().max(1) as i32;

@@ -9,6 +9,7 @@ pub mod existing_policy;
 pub mod lifecycle;
 pub mod observe;
 pub mod reconciler;
+pub mod store;
 
 use std::path::PathBuf;
 use std::sync::Arc;
