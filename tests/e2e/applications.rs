@@ -186,6 +186,27 @@ async fn a_stack_deployed_by_berth_equals_docker_stack_deploy_and_is_operated_on
         assert!(c["node_id"].is_string() && c["container_id"].is_string(), "{c}");
         assert_eq!(c["host_ports"][0]["published"], 18080, "{c}");
     }
+    // Each running task gets its container's addresses (one per network it is on: front and back).
+    let with_addresses = app
+        .wait_for(
+            &t.owner,
+            &format!("/api/v1/services/{}/containers", web["id"].as_str().unwrap()),
+            Duration::from_secs(30),
+            |b| {
+                b["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|c| c["state"] == "running")
+                    .all(|c| c["addresses"].as_array().unwrap().len() == 2)
+            },
+        )
+        .await;
+    for c in with_addresses["items"].as_array().unwrap().iter().filter(|c| c["state"] == "running") {
+        for a in c["addresses"].as_array().unwrap() {
+            assert!(a.as_str().unwrap().parse::<std::net::IpAddr>().is_ok(), "{c}");
+        }
+    }
     // Each web task answers on its node's host port.
     for node in app.get(&format!("/api/v1/clusters/{cluster}/nodes"), &t.owner).await.body["items"].as_array().unwrap() {
         let url = format!("http://{}:18080/marker", node["address"].as_str().unwrap());

@@ -324,6 +324,52 @@ async fn write_tasks(
     Ok(())
 }
 
+/// Gives running tasks of a Berth-provisioned cluster their container's IP addresses, read once per
+/// task from the engine of the node it runs on (the manager's task list does not carry them). Tasks of
+/// adopted clusters keep none: Berth reaches only their manager.
+pub async fn fill_addresses(db: &PgPool, env: &crate::clusters::WorkerEnv, cluster: Uuid) -> anyhow::Result<()> {
+    let pending: Vec<(Uuid, String, String)> = sqlx::query_as(
+        "SELECT c.id, c.container_id, n.address FROM containers c
+           JOIN services s ON s.id = c.service_id JOIN applications a ON a.id = s.application_id
+           JOIN clusters k ON k.id = a.cluster_id
+           JOIN nodes n ON n.id = c.node_id
+          WHERE a.cluster_id = $1 AND k.provider = 'local' AND c.state = 'running' AND c.addresses = '{}'
+            AND c.container_id IS NOT NULL AND n.address IS NOT NULL
+          LIMIT 50",
+    )
+    .bind(cluster)
+    .fetch_all(db)
+    .await?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let access = crate::clusters::access::ClusterAccess::ensure(db, env, cluster).await?;
+    let mut engines: HashMap<String, Engine> = HashMap::new();
+    for (row, container, node) in pending {
+        let Ok(ip) = node.parse() else { continue };
+        if !engines.contains_key(&node) {
+            engines.insert(node.clone(), access.engine(ip).await?);
+        }
+        let engine = &engines[&node];
+        let Ok(inspected) = engine.docker.inspect_container(&container, None).await else { continue };
+        let addresses: Vec<String> = inspected
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default()
+            .into_values()
+            .filter_map(|n| n.ip_address.filter(|ip| !ip.is_empty()))
+            .collect();
+        if !addresses.is_empty() {
+            sqlx::query("UPDATE containers SET addresses = $2, updated_at = now() WHERE id = $1")
+                .bind(row)
+                .bind(&addresses)
+                .execute(db)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -122,10 +122,13 @@ async fn reconcile(db: PgPool, env: Arc<WorkerEnv>, owner: String, cluster: Uuid
                 }
             }
         }
-        if let (Some(m), Some(tenant)) = (&manager, tenant)
-            && let Err(e) = crate::applications::observe::pass(&db, tenant, cluster, m).await
-        {
-            tracing::debug!(%cluster, error = %e, "observing applications failed");
+        if let (Some(m), Some(tenant)) = (&manager, tenant) {
+            if let Err(e) = crate::applications::observe::pass(&db, tenant, cluster, m).await {
+                tracing::debug!(%cluster, error = %e, "observing applications failed");
+            }
+            if let Err(e) = crate::applications::observe::fill_addresses(&db, &env, cluster).await {
+                tracing::debug!(%cluster, error = %e, "reading task addresses failed");
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(APPLICATIONS_EVERY) => {}
