@@ -16,7 +16,7 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v ip >/dev/null || need+=(iproute2)
 command -v iptables >/dev/null || need+=(iptables)
 command -v nsenter >/dev/null || need+=(util-linux)
-# The built-in registry (distribution 2.8), and busybox for the image the registry tests build.
+# The built-in registry (distribution 2.8), and busybox-static: the gallery's base image (and the tests' images) are made from its /bin/busybox.
 command -v docker-registry >/dev/null || need+=(docker-registry)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v cc >/dev/null || need+=(gcc)
