@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use berth_tests::docker_cli::{Docker, RemoveOnDrop, build_context};
+use berth_tests::docker_cli::{Docker, RealCluster, RemoveOnDrop, build_context};
 use berth_tests::{PASSWORD, TestApp};
 use serde_json::{Value, json};
 
@@ -76,19 +76,6 @@ fn compose(services: usize, replicas: usize) -> String {
     text
 }
 
-fn stack_deploy(cli: &Docker, engine: &str, dir: &std::path::Path, file: &str, image: &str, stack: &str) {
-    let out = std::process::Command::new("/usr/bin/docker")
-        .env("DOCKER_CERT_PATH", &cli.certs)
-        .env("DOCKER_TLS_VERIFY", "1")
-        .env("DOCKER_CONFIG", &cli.config)
-        .env("IMAGE", image)
-        .current_dir(dir)
-        .args(["-H", &format!("tcp://{engine}:2376"), "stack", "deploy", "--with-registry-auth", "-c", file, stack])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "docker stack deploy: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 async fn deploy_app(app: &TestApp, token: &str, cluster: &str, name: &str, text: &str, image: &str) -> Value {
     let r = app
         .post(
@@ -133,13 +120,9 @@ async fn main() {
     let address = app.registry.as_ref().unwrap().address.clone();
     let t = app.tenant("Bench").await;
     let email = app.get("/api/v1/me", &t.owner).await.body["email"].as_str().unwrap().to_owned();
-    let created = app.post("/api/v1/clusters", &t.owner, json!({"name": "bench", "managers": 1, "workers": 1})).await;
-    let cluster = created.id().to_string();
-    let job = app.wait_job(&t.owner, created.body["job_id"].as_str().unwrap(), Duration::from_secs(180)).await;
-    assert_eq!(job["state"], "succeeded", "{job}");
-    let creds = app.get(&format!("/api/v1/clusters/{cluster}/credentials"), &t.owner).await.body;
-    let manager = creds["endpoint"].as_str().unwrap().trim_start_matches("tcp://").split(':').next().unwrap().to_owned();
-    let cli = Docker::new(&creds);
+    let real = RealCluster::create(&app, &t.owner, "bench", 1, 1).await;
+    let cluster = real.id.to_string();
+    let (manager, cli) = (real.manager.clone(), &real.cli);
     let dir = berth_tests::temp_data_dir("berth-bench-apps");
     let mut keep = vec![dir.clone()];
     let login = cli.login(&manager, &address, &email, PASSWORD);
@@ -166,15 +149,15 @@ async fn main() {
     for round in 0..ROUNDS {
         let stack = format!("cli{round}");
         let start = Instant::now();
-        stack_deploy(&cli, &manager, &dir, "five.yml", &images[0], &stack);
-        converged(&cli, &manager, &stack, 5);
+        cli.stack_deploy(&manager, &dir, "five.yml", &[("IMAGE", &images[0])], &stack);
+        converged(cli, &manager, &stack, 5);
         theirs.push(start.elapsed().as_secs_f64());
-        rm_stack(&cli, &manager, &stack);
+        rm_stack(cli, &manager, &stack);
 
         let name = format!("berth{round}");
         let start = Instant::now();
         let body = deploy_app(&app, &t.owner, &cluster, &name, &five, &images[0]).await;
-        converged(&cli, &manager, &name, 5);
+        converged(cli, &manager, &name, 5);
         ours.push(start.elapsed().as_secs_f64());
         delete_app(&app, &t.owner, body["id"].as_str().unwrap()).await;
     }
@@ -187,10 +170,10 @@ async fn main() {
     // 2. Rolling update of 10 replicas.
     let roll = compose(1, 10);
     std::fs::write(dir.join("roll.yml"), &roll).unwrap();
-    stack_deploy(&cli, &manager, &dir, "roll.yml", &images[0], "clir");
-    converged(&cli, &manager, "clir", 1);
+    cli.stack_deploy(&manager, &dir, "roll.yml", &[("IMAGE", &images[0])], "clir");
+    converged(cli, &manager, "clir", 1);
     let body = deploy_app(&app, &t.owner, &cluster, "roll", &roll, &images[0]).await;
-    converged(&cli, &manager, "roll", 1);
+    converged(cli, &manager, "roll", 1);
     let app_id = body["id"].as_str().unwrap().to_owned();
     let services = app.get(&format!("/api/v1/applications/{app_id}/services"), &t.owner).await.body;
     let service = services["items"][0]["id"].as_str().unwrap().to_owned();
@@ -199,7 +182,7 @@ async fn main() {
         let image = &images[(round + 1) % 2];
         let start = Instant::now();
         cli.ok(&manager, &["service", "update", "-d", "-q", "--with-registry-auth", "--image", image, "clir_s0"]);
-        updated(&cli, &manager, "clir_s0");
+        updated(cli, &manager, "clir_s0");
         theirs.push(start.elapsed().as_secs_f64());
 
         let start = Instant::now();
@@ -207,7 +190,7 @@ async fn main() {
         assert_eq!(r.status, reqwest::StatusCode::ACCEPTED, "{}", r.body);
         // The job first has to apply the change; then the engine rolls.
         app.wait_job(&t.owner, r.body["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
-        updated(&cli, &manager, "roll_s0");
+        updated(cli, &manager, "roll_s0");
         ours.push(start.elapsed().as_secs_f64());
     }
     let (b, c) = (median(ours), median(theirs));
@@ -215,7 +198,7 @@ async fn main() {
         "rolling update of 10 replicas: berth {b:.2} s, docker service update {c:.2} s (medians of {ROUNDS}) -> ratio {:.2} (goal <= 1.1)",
         b / c
     );
-    rm_stack(&cli, &manager, "clir");
+    rm_stack(cli, &manager, "clir");
 
     // 4. Status freshness (on the 10-replica service, before the read path's 200 services).
     let ps = cli.ok(&manager, &["service", "ps", "-q", "--filter", "desired-state=running", "roll_s0"]);
@@ -247,7 +230,7 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // Let Swarm replace it before the next kill.
-        converged(&cli, &manager, "roll", 1);
+        converged(cli, &manager, "roll", 1);
         let ps = cli.ok(&manager, &["service", "ps", "-q", "--filter", "desired-state=running", "roll_s0"]);
         tasks = ps.lines().map(str::to_owned).collect();
     }
@@ -318,8 +301,7 @@ async fn main() {
         berth_rps / engine_rps
     );
     delete_app(&app, &t.owner, &wide).await;
-    let gone = app.delete(&format!("/api/v1/clusters/{cluster}"), &t.owner).await;
-    app.wait_job(&t.owner, gone.body["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;
+    real.delete(&app, &t.owner).await;
 }
 
 /// Runs `call` from `concurrency` tasks for `secs` seconds; returns completed calls per second.

@@ -10,7 +10,7 @@ use berth_tests::{PASSWORD, TestApp, temp_data_dir};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use berth_tests::docker_cli::{Docker, RemoveOnDrop, build_context};
+use berth_tests::docker_cli::{Docker, RealCluster, RemoveOnDrop, build_context};
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/compose");
 
@@ -84,14 +84,9 @@ async fn a_stack_deployed_by_berth_equals_docker_stack_deploy_and_is_operated_on
     let t = app.tenant("Acme").await;
     let email = app.get("/api/v1/me", &t.owner).await.body["email"].as_str().unwrap().to_owned();
 
-    let created = app.post("/api/v1/clusters", &t.owner, json!({"name": "apps", "managers": 1, "workers": 1})).await;
-    created.expect(StatusCode::ACCEPTED);
-    let cluster = created.id();
-    let job = app.wait_job(&t.owner, created.body["job_id"].as_str().unwrap(), Duration::from_secs(180)).await;
-    assert_eq!(job["state"], "succeeded", "{job}");
-    let creds = app.get(&format!("/api/v1/clusters/{cluster}/credentials"), &t.owner).await.body;
-    let manager = creds["endpoint"].as_str().unwrap().trim_start_matches("tcp://").split(':').next().unwrap().to_owned();
-    let cli = Docker::new(&creds);
+    let real = RealCluster::create(&app, &t.owner, "apps", 1, 1).await;
+    let cluster = real.id;
+    let (manager, cli) = (real.manager.clone(), &real.cli);
 
     // An image in the tenant's namespace of the built-in registry.
     let ctx = build_context(&format!("apps {}", uuid::Uuid::new_v4()));
@@ -110,16 +105,7 @@ async fn a_stack_deployed_by_berth_equals_docker_stack_deploy_and_is_operated_on
         std::fs::write(dir.join(name), content).unwrap();
     }
     std::fs::write(dir.join("stack.yml"), &compose).unwrap();
-    let out = std::process::Command::new("/usr/bin/docker")
-        .env("DOCKER_CERT_PATH", &cli.certs)
-        .env("DOCKER_TLS_VERIFY", "1")
-        .env("DOCKER_CONFIG", &cli.config)
-        .env("IMAGE", &image)
-        .current_dir(&dir)
-        .args(["-H", &format!("tcp://{manager}:2376"), "stack", "deploy", "--with-registry-auth", "-c", "stack.yml", "cli"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "docker stack deploy: {}", String::from_utf8_lossy(&out.stderr));
+    cli.stack_deploy(&manager, &dir, "stack.yml", &[("IMAGE", &image)], "cli");
 
     let deployed = app
         .post(
@@ -140,15 +126,15 @@ async fn a_stack_deployed_by_berth_equals_docker_stack_deploy_and_is_operated_on
     assert_eq!(names, ["berth_agent", "berth_web", "berth_worker"]);
 
     // Whole specs, equal once the stack names, ids and versions are set aside.
-    let nets = network_names(&cli, &manager);
+    let nets = network_names(cli, &manager);
     for service in ["web", "worker", "agent"] {
-        let ours = normalise(inspect(&cli, &manager, "service", &format!("berth_{service}"))["Spec"].clone(), "berth", &nets);
-        let theirs = normalise(inspect(&cli, &manager, "service", &format!("cli_{service}"))["Spec"].clone(), "cli", &nets);
+        let ours = normalise(inspect(cli, &manager, "service", &format!("berth_{service}"))["Spec"].clone(), "berth", &nets);
+        let theirs = normalise(inspect(cli, &manager, "service", &format!("cli_{service}"))["Spec"].clone(), "cli", &nets);
         assert_eq!(ours, theirs, "service {service}: Berth's spec (left) differs from docker stack deploy's (right)");
     }
     for (kind, name) in [("network", "front"), ("network", "back"), ("config", "site"), ("secret", "token")] {
-        let mut ours = normalise(inspect(&cli, &manager, kind, &format!("berth_{name}")), "berth", &nets);
-        let mut theirs = normalise(inspect(&cli, &manager, kind, &format!("cli_{name}")), "cli", &nets);
+        let mut ours = normalise(inspect(cli, &manager, kind, &format!("berth_{name}")), "berth", &nets);
+        let mut theirs = normalise(inspect(cli, &manager, kind, &format!("cli_{name}")), "cli", &nets);
         for v in [&mut ours, &mut theirs] {
             // Networks: the engine's own bookkeeping (subnets handed out, attached containers, peers).
             for key in ["Id", "Created", "IPAM", "Containers", "Peers", "Services"] {
@@ -224,13 +210,13 @@ async fn a_stack_deployed_by_berth_equals_docker_stack_deploy_and_is_operated_on
     assert_eq!(updated.body["revision"], 2);
     let job = app.wait_job(&t.owner, updated.body["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
     assert_eq!(job["state"], "succeeded", "{job}");
-    assert!(env_of(&cli).as_array().unwrap().contains(&json!("GREETING=hello berth")));
+    assert!(env_of(cli).as_array().unwrap().contains(&json!("GREETING=hello berth")));
     let back = app.post(&format!("/api/v1/applications/{application}/rollback"), &t.owner, json!({})).await;
     back.expect(StatusCode::ACCEPTED);
     assert_eq!(back.body["revision"], 3);
     let job = app.wait_job(&t.owner, back.body["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
     assert_eq!(job["state"], "succeeded", "{job}");
-    assert!(env_of(&cli).as_array().unwrap().contains(&json!("GREETING=hello world")));
+    assert!(env_of(cli).as_array().unwrap().contains(&json!("GREETING=hello world")));
     let revisions = app.get(&format!("/api/v1/applications/{application}/revisions"), &t.owner).await;
     let revs = revisions.body["items"].as_array().unwrap();
     assert_eq!(revs.len(), 3);
@@ -246,7 +232,7 @@ async fn a_stack_deployed_by_berth_equals_docker_stack_deploy_and_is_operated_on
     scaled.expect(StatusCode::ACCEPTED);
     let job = app.wait_job(&t.owner, scaled.body["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
     assert_eq!(job["state"], "succeeded", "{job}");
-    let spec = inspect(&cli, &manager, "service", "berth_worker");
+    let spec = inspect(cli, &manager, "service", "berth_worker");
     assert_eq!(spec["Spec"]["Mode"]["Replicated"]["Replicas"], 3);
 
     // Hostile Compose is refused before anything reaches the engine.
@@ -274,10 +260,7 @@ async fn a_stack_deployed_by_berth_equals_docker_stack_deploy_and_is_operated_on
     app.get(&format!("/api/v1/applications/{application}"), &t.owner).await.problem(StatusCode::NOT_FOUND, "not-found");
 
     // The cluster (and with it every node, namespace and process) goes with its deletion.
-    let gone = app.delete(&format!("/api/v1/clusters/{cluster}"), &t.owner).await;
-    gone.expect(StatusCode::ACCEPTED);
-    let job = app.wait_job(&t.owner, gone.body["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;
-    assert_eq!(job["state"], "succeeded", "{job}");
+    real.delete(&app, &t.owner).await;
 }
 
 /// The `data` of every event in a finished Server-Sent Events body.
@@ -291,14 +274,9 @@ async fn services_are_observed_logged_updated_start_first_and_restarted() {
     let address = app.registry.as_ref().unwrap().address.clone();
     let t = app.tenant("Ops").await;
     let email = app.get("/api/v1/me", &t.owner).await.body["email"].as_str().unwrap().to_owned();
-    let created = app.post("/api/v1/clusters", &t.owner, json!({"name": "ops", "managers": 1, "workers": 1})).await;
-    created.expect(StatusCode::ACCEPTED);
-    let cluster = created.id();
-    let job = app.wait_job(&t.owner, created.body["job_id"].as_str().unwrap(), Duration::from_secs(180)).await;
-    assert_eq!(job["state"], "succeeded", "{job}");
-    let creds = app.get(&format!("/api/v1/clusters/{cluster}/credentials"), &t.owner).await.body;
-    let manager = creds["endpoint"].as_str().unwrap().trim_start_matches("tcp://").split(':').next().unwrap().to_owned();
-    let cli = Docker::new(&creds);
+    let real = RealCluster::create(&app, &t.owner, "ops", 1, 1).await;
+    let cluster = real.id;
+    let (manager, cli) = (real.manager.clone(), &real.cli);
     let login = cli.login(&manager, &address, &email, PASSWORD);
     assert!(login.status.success(), "docker login: {}", String::from_utf8_lossy(&login.stderr));
     let mut dirs = Vec::new();
@@ -388,7 +366,7 @@ services:
     loop {
         let states = cli.ok(&manager, &["service", "ps", "--format", "{{.CurrentState}}", "ops_api"]);
         most_running = most_running.max(states.lines().filter(|s| s.starts_with("Running")).count());
-        let spec = inspect(&cli, &manager, "service", "ops_api");
+        let spec = inspect(cli, &manager, "service", "ops_api");
         let done = spec["UpdateStatus"]["State"] == "completed";
         if done || std::time::Instant::now() > deadline {
             assert!(done, "the update did not complete: {}", spec["UpdateStatus"]);
@@ -397,7 +375,7 @@ services:
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(most_running > 2, "start-first never ran old and new tasks together (at most {most_running} running)");
-    let spec = inspect(&cli, &manager, "service", "ops_api");
+    let spec = inspect(cli, &manager, "service", "ops_api");
     let running_image = spec["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].as_str().unwrap().to_owned();
     assert!(running_image.starts_with(&format!("{}@sha256:", images[1])), "{running_image}");
     app.wait_for(&t.owner, &format!("/api/v1/services/{api_id}"), Duration::from_secs(30), |s| {
@@ -411,13 +389,10 @@ services:
     restarted.expect(StatusCode::ACCEPTED);
     let job = app.wait_job(&t.owner, restarted.body["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
     assert_eq!(job["state"], "succeeded", "{job}");
-    let after = inspect(&cli, &manager, "service", "ops_api")["Spec"]["TaskTemplate"]["ForceUpdate"].as_u64().unwrap();
+    let after = inspect(cli, &manager, "service", "ops_api")["Spec"]["TaskTemplate"]["ForceUpdate"].as_u64().unwrap();
     assert_eq!(after, before + 1);
 
-    let gone = app.delete(&format!("/api/v1/clusters/{cluster}"), &t.owner).await;
-    gone.expect(StatusCode::ACCEPTED);
-    let job = app.wait_job(&t.owner, gone.body["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;
-    assert_eq!(job["state"], "succeeded", "{job}");
+    real.delete(&app, &t.owner).await;
 }
 
 #[tokio::test]
@@ -517,14 +492,9 @@ async fn a_deploy_killed_mid_way_converges_after_restart_with_no_duplicate_or_or
     }
     let _cleanup = Cleanup(data_dir.clone());
     let mut a = berth_tests::WorkerProcess::start(&app.db_name, &data_dir, 3);
-    let created = app.post("/api/v1/clusters", &t.owner, json!({"name": "crash", "managers": 1, "workers": 0})).await;
-    created.expect(StatusCode::ACCEPTED);
-    let cluster = created.id();
-    let job = app.wait_job(&t.owner, created.body["job_id"].as_str().unwrap(), Duration::from_secs(180)).await;
-    assert_eq!(job["state"], "succeeded", "{job}");
-    let creds = app.get(&format!("/api/v1/clusters/{cluster}/credentials"), &t.owner).await.body;
-    let manager = creds["endpoint"].as_str().unwrap().trim_start_matches("tcp://").split(':').next().unwrap().to_owned();
-    let cli = Docker::new(&creds);
+    let real = RealCluster::create(&app, &t.owner, "crash", 1, 0).await;
+    let cluster = real.id;
+    let (manager, cli) = (real.manager.clone(), &real.cli);
     // A one-node cluster runs an image built on its own engine (no registry needed).
     let ctx = build_context("crash");
     let _ctx = RemoveOnDrop(vec![ctx.clone()]);
@@ -560,7 +530,7 @@ async fn a_deploy_killed_mid_way_converges_after_restart_with_no_duplicate_or_or
         names.sort();
         names
     };
-    let partial = on_engine(&cli);
+    let partial = on_engine(cli);
     println!("services on the engine when the worker died: {partial:?}");
 
     // Another worker resumes the job once the lease runs out; the stack converges.
@@ -569,7 +539,7 @@ async fn a_deploy_killed_mid_way_converges_after_restart_with_no_duplicate_or_or
     assert_eq!((job["state"].as_str(), job["attempts"].as_i64()), (Some("succeeded"), Some(2)), "{job}");
     assert!(partial.len() < 40, "the worker died before the deploy finished: {partial:?}");
     let expected: Vec<String> = (10..50).map(|i| format!("crash_s{i}")).collect();
-    assert_eq!(on_engine(&cli), expected, "exactly the file's services");
+    assert_eq!(on_engine(cli), expected, "exactly the file's services");
     let running =
         app.wait_for(&t.owner, "/api/v1/applications", Duration::from_secs(90), |b| b["items"][0]["status"] == "running").await;
     assert_eq!(running["items"][0]["deployed_revision"], 1);
@@ -578,9 +548,7 @@ async fn a_deploy_killed_mid_way_converges_after_restart_with_no_duplicate_or_or
         services["items"].as_array().unwrap().iter().map(|s| s["swarm_service_id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 40, "each row names its own engine service: {services}");
 
-    let gone = app.delete(&format!("/api/v1/clusters/{cluster}"), &t.owner).await;
-    let job = app.wait_job(&t.owner, gone.body["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;
-    assert_eq!(job["state"], "succeeded", "{job}");
+    real.delete(&app, &t.owner).await;
 }
 
 /// Every line of a service's logs so far.
@@ -602,10 +570,8 @@ async fn every_gallery_template_deploys_and_works_on_a_real_cluster() {
     let names: Vec<String> =
         gallery.body["items"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap().to_owned()).collect();
     assert!(names.len() >= 6, "{names:?}");
-    let created = app.post("/api/v1/clusters", &t.owner, json!({"name": "gallery", "managers": 1, "workers": 0})).await;
-    let cluster = created.id();
-    let job = app.wait_job(&t.owner, created.body["job_id"].as_str().unwrap(), Duration::from_secs(180)).await;
-    assert_eq!(job["state"], "succeeded", "{job}");
+    let real = RealCluster::create(&app, &t.owner, "gallery", 1, 0).await;
+    let cluster = real.id;
 
     // Each template deploys with its defaults, on the base image Berth makes from Debian's busybox.
     let mut apps = BTreeMap::new();
@@ -656,9 +622,7 @@ async fn every_gallery_template_deploys_and_works_on_a_real_cluster() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    let gone = app.delete(&format!("/api/v1/clusters/{cluster}"), &t.owner).await;
-    let job = app.wait_job(&t.owner, gone.body["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;
-    assert_eq!(job["state"], "succeeded", "{job}");
+    real.delete(&app, &t.owner).await;
 }
 
 #[tokio::test]
@@ -773,13 +737,9 @@ async fn every_corpus_file_deploys_exactly_as_docker_stack_deploy_does() {
     let address = app.registry.as_ref().unwrap().address.clone();
     let t = app.tenant("Corpus").await;
     let email = app.get("/api/v1/me", &t.owner).await.body["email"].as_str().unwrap().to_owned();
-    let created = app.post("/api/v1/clusters", &t.owner, json!({"name": "corpus", "managers": 1, "workers": 0})).await;
-    let cluster = created.id();
-    let job = app.wait_job(&t.owner, created.body["job_id"].as_str().unwrap(), Duration::from_secs(180)).await;
-    assert_eq!(job["state"], "succeeded", "{job}");
-    let creds = app.get(&format!("/api/v1/clusters/{cluster}/credentials"), &t.owner).await.body;
-    let manager = creds["endpoint"].as_str().unwrap().trim_start_matches("tcp://").split(':').next().unwrap().to_owned();
-    let cli = Docker::new(&creds);
+    let real = RealCluster::create(&app, &t.owner, "corpus", 1, 0).await;
+    let cluster = real.id;
+    let (manager, cli) = (real.manager.clone(), &real.cli);
     let ctx = build_context("corpus");
     let dir = temp_data_dir("berth-corpus");
     let _cleanup = RemoveOnDrop(vec![ctx.clone(), dir.clone()]);
@@ -797,16 +757,7 @@ async fn every_corpus_file_deploys_exactly_as_docker_stack_deploy_does() {
         let compose = std::fs::read_to_string(Path::new(CORPUS).join(file)).unwrap();
         std::fs::write(dir.join(file), &compose).unwrap();
         let (theirs, ours) = (format!("cli{i}"), format!("berth{i}"));
-        let out = std::process::Command::new("/usr/bin/docker")
-            .env("DOCKER_CERT_PATH", &cli.certs)
-            .env("DOCKER_TLS_VERIFY", "1")
-            .env("DOCKER_CONFIG", &cli.config)
-            .env("IMAGE", &image)
-            .current_dir(&dir)
-            .args(["-H", &format!("tcp://{manager}:2376"), "stack", "deploy", "--with-registry-auth", "-c", file, &theirs])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{file}: docker stack deploy: {}", String::from_utf8_lossy(&out.stderr));
+        cli.stack_deploy(&manager, &dir, file, &[("IMAGE", &image)], &theirs);
         let r = app
             .post(
                 "/api/v1/applications",
@@ -817,10 +768,8 @@ async fn every_corpus_file_deploys_exactly_as_docker_stack_deploy_does() {
         r.expect(StatusCode::ACCEPTED);
         let job = app.wait_job(&t.owner, r.body["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;
         assert_eq!(job["state"], "succeeded", "{file}: {job}");
-        assert_same_stacks(&cli, &manager, &ours, &theirs, file);
+        assert_same_stacks(cli, &manager, &ours, &theirs, file);
     }
 
-    let gone = app.delete(&format!("/api/v1/clusters/{cluster}"), &t.owner).await;
-    let job = app.wait_job(&t.owner, gone.body["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;
-    assert_eq!(job["state"], "succeeded", "{job}");
+    real.delete(&app, &t.owner).await;
 }

@@ -99,3 +99,50 @@ pub fn build_context(marker: &str) -> PathBuf {
     .unwrap();
     dir
 }
+
+impl Docker {
+    /// `docker stack deploy --with-registry-auth -c <file> <stack>`, run in `dir` (where the file and
+    /// the files it names are) with `env` set, as a customer would run it.
+    pub fn stack_deploy(&self, engine: &str, dir: &std::path::Path, file: &str, env: &[(&str, &str)], stack: &str) {
+        let out = Command::new("/usr/bin/docker")
+            .env("DOCKER_CERT_PATH", &self.certs)
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CONFIG", &self.config)
+            .envs(env.iter().copied())
+            .current_dir(dir)
+            .args(["-H", &format!("tcp://{engine}:2376"), "stack", "deploy", "--with-registry-auth", "-c", file, stack])
+            .output()
+            .expect("the docker CLI (docker.io) is needed: run `make test`");
+        assert!(out.status.success(), "docker stack deploy -c {file}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// A real local cluster of a tenant, made through the API, and the Docker CLI on its first manager.
+pub struct RealCluster {
+    pub id: uuid::Uuid,
+    /// The first manager's engine address.
+    pub manager: String,
+    pub cli: Docker,
+}
+
+impl RealCluster {
+    pub async fn create(app: &crate::TestApp, token: &str, name: &str, managers: u32, workers: u32) -> RealCluster {
+        let created = app
+            .post("/api/v1/clusters", token, serde_json::json!({"name": name, "managers": managers, "workers": workers}))
+            .await;
+        assert_eq!(created.status, reqwest::StatusCode::ACCEPTED, "{}", created.body);
+        let id = created.id();
+        let job = app.wait_job(token, created.body["job_id"].as_str().unwrap(), std::time::Duration::from_secs(180)).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+        let creds = app.get(&format!("/api/v1/clusters/{id}/credentials"), token).await.body;
+        let manager = creds["endpoint"].as_str().unwrap().trim_start_matches("tcp://").split(':').next().unwrap().to_owned();
+        RealCluster { id, manager, cli: Docker::new(&creds) }
+    }
+
+    /// Deletes the cluster through the API and waits until its nodes are gone.
+    pub async fn delete(self, app: &crate::TestApp, token: &str) {
+        let gone = app.delete(&format!("/api/v1/clusters/{}", self.id), token).await;
+        let job = app.wait_job(token, gone.body["job_id"].as_str().unwrap(), std::time::Duration::from_secs(120)).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+    }
+}

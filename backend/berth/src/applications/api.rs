@@ -214,15 +214,7 @@ pub async fn create(
 pub async fn list(mut db: TenantDb, me: Principal, ApiQuery(q): ApiQuery<PageParams>) -> ApiResult<Json<Page<Application>>> {
     let tenant = me.tenant()?;
     let limit = q.limit()?;
-    let rows: Vec<AppRow> = sqlx::query_as(&format!(
-        "{} WHERE a.tenant_id = $1 AND ($2::uuid IS NULL OR a.id > $2) ORDER BY a.id LIMIT $3",
-        store::APP_SELECT
-    ))
-    .bind(tenant)
-    .bind(q.after::<Uuid>()?)
-    .bind(limit + 1)
-    .fetch_all(&mut *db)
-    .await?;
+    let rows = store::apps_page(&mut db, tenant, q.after::<Uuid>()?, limit + 1).await?;
     Ok(Json(page(rows, limit, |r| r.id, |r| r.into_dto(None))))
 }
 
@@ -396,17 +388,7 @@ pub async fn revisions(
     let tenant = me.tenant()?;
     let limit = q.limit()?;
     store::load_app(&mut db, tenant, id, false).await?;
-    let rows: Vec<store::RevisionRow> = sqlx::query_as(&format!(
-        "SELECT {} FROM application_revisions
-          WHERE tenant_id = $1 AND application_id = $2 AND ($3::int IS NULL OR revision > $3) ORDER BY revision LIMIT $4",
-        store::REVISION_COLUMNS
-    ))
-    .bind(tenant)
-    .bind(id)
-    .bind(q.after::<i32>()?)
-    .bind(limit + 1)
-    .fetch_all(&mut *db)
-    .await?;
+    let rows = store::revisions_page(&mut db, tenant, id, q.after::<i32>()?, limit + 1).await?;
     Ok(Json(page(rows, limit, |r| r.revision, Into::into)))
 }
 
@@ -423,16 +405,7 @@ pub async fn list_services(
     let tenant = me.tenant()?;
     let limit = q.limit()?;
     store::load_app(&mut db, tenant, id, false).await?;
-    let rows: Vec<store::ServiceRow> = sqlx::query_as(&format!(
-        "SELECT {} FROM services WHERE tenant_id = $1 AND application_id = $2 AND ($3::uuid IS NULL OR id > $3) ORDER BY id LIMIT $4",
-        store::SERVICE_COLUMNS
-    ))
-    .bind(tenant)
-    .bind(id)
-    .bind(q.after::<Uuid>()?)
-    .bind(limit + 1)
-    .fetch_all(&mut *db)
-    .await?;
+    let rows = store::services_page(&mut db, tenant, id, q.after::<Uuid>()?, limit + 1).await?;
     Ok(Json(page(rows, limit, |r| r.id, |r| r.into_dto(None))))
 }
 
@@ -470,11 +443,7 @@ pub async fn update_service(
         crate::registry::pin::ImageRef::parse(image).map_err(|e| ApiError::invalid_field("image", e))?;
     }
     let mut tx = db.begin().await?;
-    let svc = store::load_service(&mut tx, tenant, id, true).await?;
-    let app = store::load_app(&mut tx, tenant, svc.application_id, true).await?;
-    if app.status == ApplicationStatus::Deleting {
-        return Err(ApiError::conflict("application-deleting", "the application is being deleted"));
-    }
+    let (svc, app) = store::service_for_change(&mut tx, tenant, id).await?;
     if req.replicas.is_some() && svc.mode == "global" {
         return Err(ApiError::invalid_field("replicas", "a global service runs one task per node; it cannot be scaled"));
     }
@@ -515,11 +484,7 @@ pub async fn restart_service(
     let tenant = me.tenant_with(Role::Developer)?;
     audit.record("service.restart", "service", id);
     let mut tx = db.begin().await?;
-    let svc = store::load_service(&mut tx, tenant, id, true).await?;
-    let app = store::load_app(&mut tx, tenant, svc.application_id, true).await?;
-    if app.status == ApplicationStatus::Deleting {
-        return Err(ApiError::conflict("application-deleting", "the application is being deleted"));
-    }
+    let (svc, app) = store::service_for_change(&mut tx, tenant, id).await?;
     let job = enqueue(&mut tx, tenant, "service.restart", app.id, json!({ "service": id })).await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(svc.into_dto(Some(job)))))
@@ -537,16 +502,7 @@ pub async fn list_containers(
     let tenant = me.tenant()?;
     let limit = q.limit()?;
     store::load_service(&mut db, tenant, id, false).await?;
-    let rows: Vec<store::ContainerRow> = sqlx::query_as(&format!(
-        "SELECT {} FROM containers WHERE tenant_id = $1 AND service_id = $2 AND ($3::uuid IS NULL OR id > $3) ORDER BY id LIMIT $4",
-        store::CONTAINER_COLUMNS
-    ))
-    .bind(tenant)
-    .bind(id)
-    .bind(q.after::<Uuid>()?)
-    .bind(limit + 1)
-    .fetch_all(&mut *db)
-    .await?;
+    let rows = store::containers_page(&mut db, tenant, id, q.after::<Uuid>()?, limit + 1).await?;
     Ok(Json(page(rows, limit, |r| r.id, Into::into)))
 }
 

@@ -97,7 +97,7 @@ pub fn find(name: &str) -> Option<(String, BTreeMap<String, String>)> {
 /// The built-in gallery (every tenant sees the same, read-only).
 #[utoipa::path(get, path = "/api/v1/gallery", tag = "templates",
     responses((status = 200, body = Page<GalleryTemplate>), (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
-pub async fn list(me: Principal) -> ApiResult<Json<Page<GalleryTemplate>>> {
+pub async fn list_gallery(me: Principal) -> ApiResult<Json<Page<GalleryTemplate>>> {
     me.tenant()?;
     Ok(Json(Page { items: ENTRIES.iter().map(to_dto).collect(), next_cursor: None }))
 }
@@ -105,7 +105,7 @@ pub async fn list(me: Principal) -> ApiResult<Json<Page<GalleryTemplate>>> {
 #[utoipa::path(get, path = "/api/v1/gallery/{name}", tag = "templates", params(("name" = String, Path)),
     responses((status = 200, body = GalleryTemplate), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-pub async fn get(me: Principal, ApiPath(name): ApiPath<String>) -> ApiResult<Json<GalleryTemplate>> {
+pub async fn get_gallery(me: Principal, ApiPath(name): ApiPath<String>) -> ApiResult<Json<GalleryTemplate>> {
     me.tenant()?;
     ENTRIES.iter().find(|e| e.name == name).map(|e| Json(to_dto(e))).ok_or_else(|| ApiError::not_found("gallery template"))
 }

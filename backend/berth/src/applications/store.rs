@@ -389,3 +389,82 @@ impl From<ContainerRow> for Container {
 pub const CONTAINER_COLUMNS: &str =
     "id, service_id, node_id, swarm_task_id, container_id, slot, state, desired_state, message, error,
     exit_code, addresses, host_ports, started_at, created_at, updated_at";
+
+// ------------------------------------------------------------------------- pages, keyset by id
+
+pub async fn apps_page(conn: &mut PgConnection, tenant: Uuid, after: Option<Uuid>, limit: i64) -> sqlx::Result<Vec<AppRow>> {
+    sqlx::query_as(&format!("{APP_SELECT} WHERE a.tenant_id = $1 AND ($2::uuid IS NULL OR a.id > $2) ORDER BY a.id LIMIT $3"))
+        .bind(tenant)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+}
+
+pub async fn revisions_page(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    app: Uuid,
+    after: Option<i32>,
+    limit: i64,
+) -> sqlx::Result<Vec<RevisionRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {REVISION_COLUMNS} FROM application_revisions
+          WHERE tenant_id = $1 AND application_id = $2 AND ($3::int IS NULL OR revision > $3) ORDER BY revision LIMIT $4"
+    ))
+    .bind(tenant)
+    .bind(app)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn services_page(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    app: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<ServiceRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {SERVICE_COLUMNS} FROM services
+          WHERE tenant_id = $1 AND application_id = $2 AND ($3::uuid IS NULL OR id > $3) ORDER BY id LIMIT $4"
+    ))
+    .bind(tenant)
+    .bind(app)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn containers_page(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    service: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<ContainerRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {CONTAINER_COLUMNS} FROM containers
+          WHERE tenant_id = $1 AND service_id = $2 AND ($3::uuid IS NULL OR id > $3) ORDER BY id LIMIT $4"
+    ))
+    .bind(tenant)
+    .bind(service)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// A service and its application, both locked, for a change: refused while the application is being
+/// deleted.
+pub async fn service_for_change(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> ApiResult<(ServiceRow, AppRow)> {
+    let svc = load_service(conn, tenant, id, true).await?;
+    let app = load_app(conn, tenant, svc.application_id, true).await?;
+    if app.status == ApplicationStatus::Deleting {
+        return Err(ApiError::conflict("application-deleting", "the application is being deleted"));
+    }
+    Ok((svc, app))
+}
