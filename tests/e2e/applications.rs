@@ -483,14 +483,7 @@ async fn a_deploy_killed_mid_way_converges_after_restart_with_no_duplicate_or_or
     let app = TestApp::spawn().await;
     let t = app.tenant("Crash").await;
     let data_dir = temp_data_dir("berth-app-crash");
-    struct Cleanup(std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            berth::providers::local::LocalProvider::new(&self.0, None).destroy_all_blocking();
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(data_dir.clone());
+    let _cleanup = berth_tests::DestroyNodesOnDrop(data_dir.clone());
     let mut a = berth_tests::WorkerProcess::start(&app.db_name, &data_dir, 3);
     let real = RealCluster::create(&app, &t.owner, "crash", 1, 0).await;
     let cluster = real.id;

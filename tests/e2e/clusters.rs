@@ -192,14 +192,7 @@ async fn a_killed_worker_s_job_resumes_elsewhere_and_two_workers_share_the_queue
     let app = TestApp::spawn().await;
     let t = app.tenant("Acme").await;
     let data_dir = temp_data_dir("berth-crash");
-    struct Cleanup(std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            berth::providers::local::LocalProvider::new(&self.0, None).destroy_all_blocking();
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(data_dir.clone());
+    let _cleanup = berth_tests::DestroyNodesOnDrop(data_dir.clone());
 
     // Worker A takes the job; it is killed with -9 once it has started provisioning.
     let mut a = WorkerProcess::start(&app.db_name, &data_dir, 3);

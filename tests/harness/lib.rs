@@ -560,6 +560,17 @@ pub fn node_dockerd(netns: &str) -> Option<i32> {
     })
 }
 
+/// Destroys every local node made under a data directory (namespaces, dockerds, bridges) and removes
+/// the directory when dropped: for tests whose nodes are made by `berth worker` processes.
+pub struct DestroyNodesOnDrop(pub PathBuf);
+
+impl Drop for DestroyNodesOnDrop {
+    fn drop(&mut self) {
+        berth::providers::local::LocalProvider::new(&self.0, None).destroy_all_blocking();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A `berth worker` process on a test database, killed (and its nodes left to the test) on drop.
 pub struct WorkerProcess {
     pub child: std::process::Child,

@@ -245,6 +245,16 @@ async fn existing_services(engine: &Engine, stack: &str) -> anyhow::Result<HashM
     Ok(out)
 }
 
+/// An update of a service at `version` (the engine refuses a stale one), with registry auth from the
+/// new spec.
+fn update_options(version: u64) -> anyhow::Result<UpdateServiceOptions> {
+    Ok(UpdateServiceOptions {
+        version: i32::try_from(version).context("service version out of range")?,
+        registry_auth_from: "spec".to_owned(),
+        rollback: None,
+    })
+}
+
 /// Sends the complete new spec at the service's current version, keeping its force-update counter, as
 /// the CLI does: anything changed on the engine outside the stack is reset.
 async fn update(
@@ -256,11 +266,7 @@ async fn update(
     if let Some(task) = spec.task_template.as_mut() {
         task.force_update = current.force_update;
     }
-    let options = UpdateServiceOptions {
-        version: i32::try_from(current.version).context("service version out of range")?,
-        registry_auth_from: "spec".to_owned(),
-        rollback: None,
-    };
+    let options = update_options(current.version)?;
     let name = spec.name.clone().unwrap_or_default();
     engine.docker.update_service(&current.id, spec, options, auth).await.with_context(|| format!("updating service {name}"))?;
     Ok(())
@@ -268,7 +274,7 @@ async fn update(
 
 /// `--prune`: removes the stack's services whose key the file no longer has.
 async fn prune_services(ctx: &JobCtx, engine: &Engine, stack: &Stack<'_>) -> anyhow::Result<()> {
-    let mut names: Vec<(String, String)> = existing_services(engine, stack.name)
+    let names: Vec<(String, String)> = existing_services(engine, stack.name)
         .await?
         .into_iter()
         .filter(|(name, _)| {
@@ -277,13 +283,16 @@ async fn prune_services(ctx: &JobCtx, engine: &Engine, stack: &Stack<'_>) -> any
         })
         .map(|(name, current)| (name, current.id))
         .collect();
-    names.sort();
-    for (name, id) in names {
+    remove_services(ctx, engine, names).await
+}
+
+/// Removes services (name, engine id), in name order, as `docker stack rm` does; one already gone is
+/// fine.
+async fn remove_services(ctx: &JobCtx, engine: &Engine, mut services: Vec<(String, String)>) -> anyhow::Result<()> {
+    services.sort();
+    for (name, id) in services {
         ctx.log(&format!("removing service {name}")).await?;
-        match engine.docker.delete_service(&id).await {
-            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
-            Err(e) => return Err(e).with_context(|| format!("removing service {name}")),
-        }
+        ignore_missing(engine.docker.delete_service(&id).await).with_context(|| format!("removing service {name}"))?;
     }
     Ok(())
 }
@@ -428,15 +437,8 @@ async fn delete(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> {
 pub async fn remove_stack(ctx: &JobCtx, engine: &Engine, stack: &str) -> anyhow::Result<()> {
     let filters = label_filter(stack);
     ctx.progress("removing services", 20).await?;
-    let mut services = existing_services(engine, stack).await?.into_iter().collect::<Vec<_>>();
-    services.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, current) in services {
-        ctx.log(&format!("removing service {name}")).await?;
-        match engine.docker.delete_service(&current.id).await {
-            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
-            Err(e) => return Err(e).with_context(|| format!("removing service {name}")),
-        }
-    }
+    let services = existing_services(engine, stack).await?.into_iter().map(|(name, current)| (name, current.id)).collect();
+    remove_services(ctx, engine, services).await?;
     ctx.progress("removing secrets and configs", 50).await?;
     for s in engine.docker.list_secrets(Some(ListSecretsOptions { filters: Some(filters.clone()) })).await? {
         if let Some(id) = s.id {
@@ -525,9 +527,7 @@ async fn update_service(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> 
         spec.labels.get_or_insert_with(Default::default).insert(IMAGE_LABEL.to_owned(), image.clone());
         pinned = Some(p);
     }
-    let version = current.version.and_then(|v| v.index).unwrap_or(0);
-    let options =
-        UpdateServiceOptions { version: i32::try_from(version)?, registry_auth_from: "spec".to_owned(), rollback: None };
+    let options = update_options(current.version.and_then(|v| v.index).unwrap_or(0))?;
     engine.docker.update_service(&current.id.unwrap_or_default(), spec, options, auth).await.context("updating the service")?;
     if let Some(p) = pinned {
         sqlx::query("UPDATE services SET image_digest = $2 WHERE id = $1").bind(row.id).bind(p).execute(&ctx.db).await?;
@@ -543,9 +543,7 @@ async fn restart_service(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()>
     task.force_update = Some(task.force_update.unwrap_or(0) + 1);
     let image = task.container_spec.as_ref().and_then(|c| c.image.clone()).unwrap_or_default();
     let auth = registry_auth(&ctx.db, &env, &app, &image).await?;
-    let version = current.version.and_then(|v| v.index).unwrap_or(0);
-    let options =
-        UpdateServiceOptions { version: i32::try_from(version)?, registry_auth_from: "spec".to_owned(), rollback: None };
+    let options = update_options(current.version.and_then(|v| v.index).unwrap_or(0))?;
     engine.docker.update_service(&current.id.unwrap_or_default(), spec, options, auth).await.context("restarting the service")?;
     Ok(())
 }

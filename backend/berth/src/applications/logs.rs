@@ -18,7 +18,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use super::store;
+use super::store::{self, TaskRef};
 use crate::api::extract::{ApiPath, ApiQuery};
 use crate::auth::Principal;
 use crate::clusters::access::connect_manager;
@@ -65,15 +65,6 @@ impl LogParams {
             tail: self.tail.map_or_else(|| "all".to_owned(), |n| n.to_string()),
         })
     }
-}
-
-/// A task whose log is read.
-#[derive(sqlx::FromRow, Clone)]
-struct TaskRef {
-    swarm_task_id: String,
-    container_id: Option<String>,
-    node_id: Option<Uuid>,
-    slot: Option<i32>,
 }
 
 /// The lines of one task's log, labelled.
@@ -151,12 +142,7 @@ pub async fn service_logs(
     let tenant = me.tenant()?;
     let service = store::load_service(&mut db, tenant, id, false).await?;
     let app = store::load_app(&mut db, tenant, service.application_id, false).await?;
-    let tasks: Vec<TaskRef> = sqlx::query_as(
-        "SELECT swarm_task_id, container_id, node_id, slot FROM containers WHERE service_id = $1 AND container_id IS NOT NULL ORDER BY slot, id",
-    )
-    .bind(id)
-    .fetch_all(&mut *db)
-    .await?;
+    let tasks = store::task_refs(&mut db, id).await?;
     drop(db);
     stream_tasks(state, app.cluster_id, tasks, params).await
 }
@@ -174,22 +160,8 @@ pub async fn container_logs(
     ApiQuery(params): ApiQuery<LogParams>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let tenant = me.tenant()?;
-    #[derive(sqlx::FromRow)]
-    struct Located {
-        cluster_id: Uuid,
-        #[sqlx(flatten)]
-        task: TaskRef,
-    }
-    let row: Option<Located> = sqlx::query_as(
-        "SELECT a.cluster_id, c.swarm_task_id, c.container_id, c.node_id, c.slot
-           FROM containers c JOIN services s ON s.id = c.service_id JOIN applications a ON a.id = s.application_id
-          WHERE c.tenant_id = $1 AND c.id = $2",
-    )
-    .bind(tenant)
-    .bind(id)
-    .fetch_optional(&mut *db)
-    .await?;
-    let found = row.ok_or_else(|| ApiError::not_found("container"))?;
+    let row = store::task_ref(&mut db, tenant, id).await?;
+    let (cluster, task) = row.ok_or_else(|| ApiError::not_found("container"))?;
     drop(db);
-    stream_tasks(state, found.cluster_id, vec![found.task], params).await
+    stream_tasks(state, cluster, vec![task], params).await
 }

@@ -176,9 +176,7 @@ pub async fn with_builtins(
     if let Some(address) = registry {
         all.insert("BERTH_REGISTRY".to_owned(), address.to_owned());
     }
-    let slug: Option<String> =
-        sqlx::query_scalar("SELECT slug FROM tenants WHERE id = $1").bind(tenant).fetch_optional(conn).await?;
-    if let Some(slug) = slug {
+    if let Some(slug) = crate::registry::store::slug_of(conn, tenant).await? {
         all.insert("BERTH_TENANT".to_owned(), slug);
     }
     Ok(all)
@@ -384,6 +382,46 @@ impl From<ContainerRow> for Container {
             updated_at: r.updated_at,
         }
     }
+}
+
+/// A task whose log is read: its ids and where it runs.
+#[derive(sqlx::FromRow, Clone)]
+pub struct TaskRef {
+    pub swarm_task_id: String,
+    pub container_id: Option<String>,
+    pub node_id: Option<Uuid>,
+    pub slot: Option<i32>,
+}
+
+/// The service's tasks that have a container, by slot.
+pub async fn task_refs(conn: &mut PgConnection, service: Uuid) -> sqlx::Result<Vec<TaskRef>> {
+    sqlx::query_as(
+        "SELECT swarm_task_id, container_id, node_id, slot FROM containers
+          WHERE service_id = $1 AND container_id IS NOT NULL ORDER BY slot, id",
+    )
+    .bind(service)
+    .fetch_all(conn)
+    .await
+}
+
+/// One of the tenant's tasks, with the cluster it runs on.
+pub async fn task_ref(conn: &mut PgConnection, tenant: Uuid, container: Uuid) -> sqlx::Result<Option<(Uuid, TaskRef)>> {
+    #[derive(sqlx::FromRow)]
+    struct Located {
+        cluster_id: Uuid,
+        #[sqlx(flatten)]
+        task: TaskRef,
+    }
+    let row: Option<Located> = sqlx::query_as(
+        "SELECT a.cluster_id, c.swarm_task_id, c.container_id, c.node_id, c.slot
+           FROM containers c JOIN services s ON s.id = c.service_id JOIN applications a ON a.id = s.application_id
+          WHERE c.tenant_id = $1 AND c.id = $2",
+    )
+    .bind(tenant)
+    .bind(container)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| (r.cluster_id, r.task)))
 }
 
 pub const CONTAINER_COLUMNS: &str =

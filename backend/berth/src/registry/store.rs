@@ -7,7 +7,7 @@ use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-pub async fn slug_of(db: &PgPool, tenant: Uuid) -> sqlx::Result<Option<String>> {
+pub async fn slug_of<'e>(db: impl sqlx::PgExecutor<'e>, tenant: Uuid) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar("SELECT slug FROM tenants WHERE id = $1").bind(tenant).fetch_optional(db).await
 }
 

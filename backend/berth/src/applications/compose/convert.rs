@@ -468,10 +468,13 @@ fn base64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
 }
 
-/// `nginx` → `nginx:latest`; references with a tag or digest are kept.
+/// `nginx` → `nginx:latest`; references with a tag or digest (and ones that do not parse, which the
+/// engine will refuse as they are) are kept.
 pub fn with_default_tag(image: &str) -> String {
-    let last = image.rsplit('/').next().unwrap_or(image);
-    if image.contains('@') || last.contains(':') { image.to_owned() } else { format!("{image}:latest") }
+    match crate::registry::pin::ImageRef::parse(image) {
+        Ok(r) if r.tag.is_none() && r.digest.is_none() => format!("{image}:latest"),
+        _ => image.to_owned(),
+    }
 }
 
 fn env(environment: &BTreeMap<String, Option<String>>) -> Vec<String> {
