@@ -7,13 +7,17 @@ BERTH_LISTEN ?= 127.0.0.1:8080
 BERTH_ADMIN_EMAIL ?= admin@berth.localhost
 export BERTH_DATA_DIR BERTH_LISTEN BERTH_ADMIN_EMAIL
 
-.PHONY: run test deps build openapi bench bench-clusters bench-events bench-registry bench-applications fmt lint ci
+.PHONY: run test deps build console openapi bench bench-clusters bench-events bench-registry bench-applications fmt lint ci
 
 deps:
 	@scripts/install-deps.sh
 
-build: deps
+build: deps console
 	cargo build -p berth
+
+# The web console (wasm), into target/console; `berth serve` serves it at /.
+console: deps
+	scripts/build-console.sh
 
 # The admin password is generated on first run and kept in the data directory (mode 0600).
 run: build
@@ -23,7 +27,7 @@ run: build
 	@echo "Admin login: $(BERTH_ADMIN_EMAIL) / $$(cat $(BERTH_DATA_DIR)/admin-password)"
 	BERTH_ADMIN_PASSWORD="$$(cat $(BERTH_DATA_DIR)/admin-password)" ./target/debug/berth serve
 
-test: deps
+test: deps console
 	cargo build --workspace --all-targets
 	scripts/test-summary.sh
 

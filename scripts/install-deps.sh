@@ -21,6 +21,12 @@ command -v docker-registry >/dev/null || need+=(docker-registry)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v cc >/dev/null || need+=(gcc)
 [ -e /usr/include/stdio.h ] || need+=(libc6-dev)
+# The web console: precompressed assets (brotli), wasm-opt and axe-core from npm; its tests drive
+# Debian's Chromium through ChromeDriver.
+command -v brotli >/dev/null || need+=(brotli)
+command -v npm >/dev/null || need+=(npm)
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 # The API conformance test runs schemathesis (PyPI) from a virtualenv under target/.
 command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
@@ -64,3 +70,28 @@ if [ "$("$venv/bin/st" --version 2>/dev/null | awk '{print $NF}')" != "$SCHEMATH
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
+
+# The console's toolchain: the wasm target, and wasm-bindgen's CLI at exactly the version of the
+# wasm-bindgen crate in Cargo.lock (they must match). `--locked` is left out on purpose: the CLI's own
+# lock file names crate versions that a registry mirror may not have yet.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  rustup target add wasm32-unknown-unknown
+fi
+wasm_bindgen_version=$(sed -n '/^name = "wasm-bindgen"$/{n;s/^version = "\(.*\)"$/\1/p}' "$root/Cargo.lock")
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$wasm_bindgen_version" ]; then
+  echo "installing wasm-bindgen-cli $wasm_bindgen_version (a few minutes, once)"
+  CARGO_TARGET_DIR="$root/target/tools/wasm-bindgen-build" cargo install -q wasm-bindgen-cli --version "$wasm_bindgen_version"
+  rm -rf "$root/target/tools/wasm-bindgen-build"
+fi
+# npm packages, pinned, under target/tools: binaryen's wasm-opt (Debian's binaryen 108 makes wasm that
+# browsers reject) and axe-core, the accessibility engine the browser tests inject into each page.
+npm_tool() { # name version
+  local dir="$root/target/tools/$1"
+  [ "$(cat "$dir/.version" 2>/dev/null)" = "$2" ] && return 0
+  echo "installing $1 $2 (npm) into $dir"
+  rm -rf "$dir" && mkdir -p "$dir"
+  npm install -s --no-audit --no-fund --prefix "$dir" "$1@$2" >/dev/null && echo "$2" > "$dir/.version"
+}
+npm_tool binaryen 132.0.0 || echo "warning: npm's binaryen could not be installed; the console is built without wasm-opt (larger, same behaviour)" >&2
+npm_tool axe-core 4.14.1

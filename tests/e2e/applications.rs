@@ -679,6 +679,7 @@ async fn templates_carry_files_show_diffs_and_import_bundles() {
     gallery.expect(StatusCode::OK);
     assert_eq!(gallery.body["services"], json!(["queue", "web", "worker"]));
     assert_eq!(gallery.body["variables"]["WORKERS"], json!({"default": "2", "required": false}));
+    assert!(gallery.body["variables"].get("BERTH_REGISTRY").is_none(), "Berth sets its own variables: {}", gallery.body);
     let cluster = crate::fixtures::cluster(&app, &t.owner).await;
     let r = app.post("/api/v1/applications", &t.owner, json!({"name": "g", "cluster_id": cluster, "gallery": "stateful"})).await;
     r.problem(StatusCode::CONFLICT, "registry-off");

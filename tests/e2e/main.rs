@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod clusters;
 mod conformance;
+mod console;
 mod cross_tenant;
 mod embedded;
 mod fixtures;

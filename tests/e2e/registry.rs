@@ -5,50 +5,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use berth_tests::{PASSWORD, TestApp, temp_data_dir};
+use berth_tests::{PASSWORD, TestApp, saved_tarball, temp_data_dir};
 
 use berth_tests::docker_cli::{Docker, RemoveOnDrop, build_context};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-
-/// A `docker save`-style tarball built here, for the bad-input cases (no engine needed).
-fn saved_tarball(repo_tags: &[&str], marker: &str) -> Vec<u8> {
-    let mut layer = tar::Builder::new(Vec::new());
-    let data = marker.as_bytes();
-    let mut h = tar::Header::new_gnu();
-    h.set_size(data.len() as u64);
-    h.set_mode(0o644);
-    h.set_cksum();
-    layer.append_data(&mut h, "marker", data).unwrap();
-    let layer = layer.into_inner().unwrap();
-    let layer_hex = hex::encode(Sha256::digest(&layer));
-    let config = serde_json::to_vec(&json!({
-        "architecture": "amd64", "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_hex}")]}
-    }))
-    .unwrap();
-    let config_hex = hex::encode(Sha256::digest(&config));
-    let manifest = serde_json::to_vec(&json!([{
-        "Config": format!("{config_hex}.json"),
-        "RepoTags": repo_tags,
-        "Layers": [format!("{layer_hex}/layer.tar")]
-    }]))
-    .unwrap();
-    let mut out = tar::Builder::new(Vec::new());
-    for (name, bytes) in [
-        (format!("{config_hex}.json"), &config),
-        (format!("{layer_hex}/layer.tar"), &layer),
-        ("manifest.json".to_owned(), &manifest),
-    ] {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        out.append_data(&mut h, name, bytes.as_slice()).unwrap();
-    }
-    out.into_inner().unwrap()
-}
 
 async fn import(app: &TestApp, token: &str, tarball: Vec<u8>) -> berth_tests::Resp {
     let r = app

@@ -5,6 +5,7 @@
 //! of a pipe from this process: when the test process exits — passing, failing, panicking or killed —
 //! the pipe closes, the shell stops PostgreSQL and removes its directory. Nothing outlives the tests.
 
+pub mod browser;
 pub mod docker_cli;
 
 use std::io::Read;
@@ -201,6 +202,8 @@ pub fn serve_config(max_body: usize) -> ServeConfig {
             throttle: Default::default(),
         },
         max_body_bytes: max_body,
+        // Only the console's own tests serve it (see `TestApp::spawn_with`).
+        console_dir: PathBuf::from("/nonexistent"),
         existing: test_existing_policy(),
         // Tests that need the registry start their own (see `TestApp::spawn_with_registry`).
         registry: berth::config::RegistryConfig { mode: berth::config::RegistryMode::Off, ..Default::default() },
@@ -212,6 +215,15 @@ pub fn serve_config(max_body: usize) -> ServeConfig {
         },
         event_delivery: Default::default(),
     }
+}
+
+/// A configuration that serves the built console (see [`browser::console_dir`]), with access tokens
+/// that live `access_ttl_secs`.
+pub fn console_config(access_ttl_secs: u64) -> ServeConfig {
+    let mut cfg = serve_config(64 * 1024);
+    cfg.console_dir = browser::console_dir();
+    cfg.security.access_token_ttl_secs = access_ttl_secs;
+    cfg
 }
 
 /// Tests may adopt swarms through sockets under the temporary directory and over TCP only inside the
@@ -270,7 +282,12 @@ impl TestApp {
     /// An app running the built-in registry on free ports of the platform address (`import_max_bytes`
     /// as given). Add workers whose nodes trust it with [`TestApp::with_workers`].
     pub async fn spawn_with_registry(import_max_bytes: u64) -> TestApp {
-        let mut app = Self::spawn().await;
+        Self::spawn_with_registry_and(serve_config(64 * 1024), import_max_bytes).await
+    }
+
+    /// [`TestApp::spawn_with_registry`] with a configuration of the test's own.
+    pub async fn spawn_with_registry_and(cfg: ServeConfig, import_max_bytes: u64) -> TestApp {
+        let mut app = Self::spawn_with(cfg).await;
         let state = app.state.clone().expect("spawned apps keep their state");
         let ip = platform_address().await;
         let (port, auth_port) = (free_port_on(ip), free_port_on(ip));
@@ -292,6 +309,12 @@ impl TestApp {
             data_dir,
         });
         app
+    }
+
+    /// An app that also serves the built console (see [`browser::console_dir`]), with access tokens
+    /// that live `access_ttl_secs`.
+    pub async fn spawn_with_console(access_ttl_secs: u64) -> TestApp {
+        Self::spawn_with(console_config(access_ttl_secs)).await
     }
 
     /// Runs job workers and reconcilers in-process, as `berth serve` does (trusting the registry, if any).
@@ -323,8 +346,9 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let kept = state.clone();
+        let console = berth::console::Console::open(&cfg.console_dir);
         tokio::spawn(async move {
-            let app = berth::api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let app = berth::api::router(state, console).into_make_service_with_connect_info::<std::net::SocketAddr>();
             axum::serve(listener, app).await.unwrap();
         });
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
@@ -388,7 +412,7 @@ impl TestApp {
             .await;
         r.expect(StatusCode::CREATED);
         let owner = self.login(&email, PASSWORD).await;
-        Tenant { id: r.id(), slug: r.body["slug"].as_str().unwrap().to_owned(), owner }
+        Tenant { id: r.id(), slug: r.body["slug"].as_str().unwrap().to_owned(), owner, owner_email: email }
     }
 
     /// Adds a user with `role` to the owner's tenant and returns its access token.
@@ -612,6 +636,8 @@ pub struct Tenant {
     pub id: Uuid,
     pub slug: String,
     pub owner: String,
+    /// The owner logs in with this and [`PASSWORD`].
+    pub owner_email: String,
 }
 
 /// A response, read whole.
@@ -657,4 +683,43 @@ impl Resp {
     pub fn id(&self) -> Uuid {
         self.body["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no id in {}", self.text))
     }
+}
+
+/// A `docker save`-style tarball built here, for the bad-input cases (no engine needed).
+pub fn saved_tarball(repo_tags: &[&str], marker: &str) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut layer = tar::Builder::new(Vec::new());
+    let data = marker.as_bytes();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    layer.append_data(&mut h, "marker", data).unwrap();
+    let layer = layer.into_inner().unwrap();
+    let layer_hex = hex::encode(sha2::Sha256::digest(&layer));
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_hex}")]}
+    }))
+    .unwrap();
+    let config_hex = hex::encode(sha2::Sha256::digest(&config));
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": format!("{config_hex}.json"),
+        "RepoTags": repo_tags,
+        "Layers": [format!("{layer_hex}/layer.tar")]
+    }]))
+    .unwrap();
+    let mut out = tar::Builder::new(Vec::new());
+    for (name, bytes) in [
+        (format!("{config_hex}.json"), &config),
+        (format!("{layer_hex}/layer.tar"), &layer),
+        ("manifest.json".to_owned(), &manifest),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        out.append_data(&mut h, name, bytes.as_slice()).unwrap();
+    }
+    out.into_inner().unwrap()
 }

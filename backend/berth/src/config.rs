@@ -70,6 +70,11 @@ pub struct ServeConfig {
     #[arg(long, env = "BERTH_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// The built web console (`scripts/build-console.sh` writes it here), served at `/`. When it holds
+    /// no console, Berth serves the API alone and `/` leads to the API docs.
+    #[arg(long, env = "BERTH_CONSOLE_DIR", default_value = "target/console")]
+    pub console_dir: std::path::PathBuf,
+
     #[command(flatten)]
     pub existing: ExistingPolicy,
 

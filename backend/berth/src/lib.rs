@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod clusters;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod data_dir;
 pub mod db;

@@ -81,7 +81,11 @@ async fn serve_with(
         println!("Registry: {}  (docker login {} with your Berth e-mail and password)", reg.address, reg.address);
     }
     // The peer address is the client's address for throttling (see `auth::throttle`).
-    let app = crate::api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let console = crate::console::Console::open(&cfg.console_dir);
+    if console.is_none() {
+        tracing::warn!(dir = %cfg.console_dir.display(), "no console built there (scripts/build-console.sh); serving the API only");
+    }
+    let app = crate::api::router(state.clone(), console).into_make_service_with_connect_info::<SocketAddr>();
     let mut on_stop = stopped;
     let mut server = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -83,6 +83,20 @@ pub struct RefreshRequest {
     pub refresh_token: String,
 }
 
+/// A browser session (`POST /api/v1/auth/session`): the access token in the body, the refresh token in
+/// an HttpOnly cookie that scripts cannot read.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionResponse {
+    /// A short-lived JWT; send it as `Authorization: Bearer <access_token>`.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Lifetime of the access token in seconds.
+    pub expires_in: u64,
+    /// Who is signed in.
+    pub me: Me,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Me {
     pub id: Uuid,

@@ -44,9 +44,20 @@ pub async fn login(
     ClientAddr(addr): ClientAddr,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
+    Ok(Json(sign_in(&state, &audit, addr, req).await?.0))
+}
+
+/// Checks the credentials and starts a login session (a new refresh-token family): the login
+/// endpoint's work, shared with the console's session endpoint.
+pub async fn sign_in(
+    state: &AppState,
+    audit: &Audit,
+    addr: std::net::IpAddr,
+    req: LoginRequest,
+) -> ApiResult<(TokenResponse, Principal)> {
     audit.actor_label(&req.email);
     audit.record("auth.login", "user", "");
-    let checked = check_password(&state, &req.email, req.password, addr).await;
+    let checked = check_password(state, &req.email, req.password, addr).await;
     let (principal, user_id) = match checked {
         Ok(ok) => ok,
         Err(Refused { user, principal, error }) => {
@@ -62,9 +73,9 @@ pub async fn login(
     audit.record("auth.login", "user", user_id);
     audit.principal(&principal);
     let mut tx = state.system.begin().await?;
-    let tokens = issue_tokens(&state, &mut tx, user_id, principal.tenant_id, principal.role, Uuid::now_v7()).await?;
+    let tokens = issue_tokens(state, &mut tx, user_id, principal.tenant_id, principal.role, Uuid::now_v7()).await?;
     tx.commit().await?;
-    Ok(Json(tokens))
+    Ok((tokens, principal))
 }
 
 /// Why a password check failed, and whose account it was (for the audit log) when that is known.
@@ -166,6 +177,17 @@ pub async fn refresh(
     ClientAddr(addr): ClientAddr,
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
+    Ok(Json(rotate(&state, &audit, addr, &req.refresh_token).await?.0))
+}
+
+/// Exchanges a refresh token for new tokens (the refresh endpoint's work, shared with the console's
+/// cookie session): single use, reuse revokes the whole login, throttled per address.
+pub async fn rotate(
+    state: &AppState,
+    audit: &Audit,
+    addr: std::net::IpAddr,
+    refresh_token: &str,
+) -> ApiResult<(TokenResponse, Principal)> {
     audit.record("auth.refresh", "user", "");
     let attempt = Attempt::Refresh { addr };
     throttle::attempt(&state.system, &state.security.throttle, &attempt).await?;
@@ -179,7 +201,7 @@ pub async fn refresh(
           WHERE r.token_hash = $1
             FOR UPDATE OF r",
     )
-    .bind(token_hash(&req.refresh_token))
+    .bind(token_hash(refresh_token))
     .fetch_optional(&mut *tx)
     .await?;
     let row = row.ok_or_else(|| ApiError::unauthorized("invalid refresh token"))?;
@@ -205,12 +227,14 @@ pub async fn refresh(
         ));
     }
     sqlx::query("UPDATE refresh_tokens SET used_at = now() WHERE id = $1").bind(row.id).execute(&mut *tx).await?;
-    let tokens = issue_tokens(&state, &mut tx, row.user_id, row.tenant_id, row.role, row.family_id).await?;
+    let tokens = issue_tokens(state, &mut tx, row.user_id, row.tenant_id, row.role, row.family_id).await?;
     tx.commit().await?;
-    Ok(Json(tokens))
+    let principal =
+        Principal { actor: Actor::User { user_id: row.user_id }, tenant_id: row.tenant_id, role: row.role, label: String::new() };
+    Ok((tokens, principal))
 }
 
-async fn revoke_family(tx: &mut PgConnection, family: Uuid) -> sqlx::Result<()> {
+pub async fn revoke_family(tx: &mut PgConnection, family: Uuid) -> sqlx::Result<()> {
     sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL")
         .bind(family)
         .execute(tx)
@@ -248,6 +272,11 @@ pub async fn revoke_sessions_of(tx: &mut PgConnection, users: &[Uuid]) -> sqlx::
 #[utoipa::path(get, path = "/api/v1/me", tag = "auth",
     responses((status = 200, body = Me), (status = 401, body = Problem)), security(("bearer" = [])))]
 pub async fn me(State(state): State<AppState>, me: Principal) -> ApiResult<Json<Me>> {
+    Ok(Json(describe(&state, &me).await?))
+}
+
+/// The `me` document of a principal.
+pub async fn describe(state: &AppState, me: &Principal) -> ApiResult<Me> {
     let email: String =
         sqlx::query_scalar("SELECT email FROM users WHERE id = $1").bind(me.user_id()).fetch_one(&state.system).await?;
     let tenant = match me.tenant_id {
@@ -258,5 +287,5 @@ pub async fn me(State(state): State<AppState>, me: Principal) -> ApiResult<Json<
         Actor::User { .. } => "user",
         Actor::Token { .. } => "token",
     };
-    Ok(Json(Me { id: me.user_id(), email, role: me.role, tenant, via: via.to_owned() }))
+    Ok(Me { id: me.user_id(), email, role: me.role, tenant, via: via.to_owned() })
 }

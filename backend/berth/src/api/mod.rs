@@ -20,6 +20,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::applications::api as applications;
 use crate::applications::{gallery, templates};
+use crate::console::Console;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -36,6 +37,7 @@ pub mod openapi;
 pub mod ops;
 pub mod pagination;
 pub mod registries;
+pub mod session;
 pub mod tenants;
 pub mod tokens;
 pub mod users;
@@ -50,6 +52,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::me))
+        .routes(routes!(session::create, session::delete))
+        .routes(routes!(session::refresh))
         .routes(routes!(tenants::create, tenants::list))
         .routes(routes!(tenants::get, tenants::delete))
         .routes(routes!(tenants::suspend))
@@ -111,14 +115,20 @@ pub fn openapi() -> serde_json::Value {
 }
 
 /// The whole HTTP application.
-pub fn router(state: AppState) -> Router {
+///
+/// With a built `console`, every path outside `/api/` is the console's (see [`Console::serve`]);
+/// without one, `/` leads to the API docs.
+pub fn router(state: AppState, console: Option<Console>) -> Router {
     let (api_routes, spec) = routes().split_for_parts();
     let spec = openapi::complete(spec);
     let request_id = HeaderName::from_static("x-request-id");
+    let api_routes = match &console {
+        Some(_) => api_routes,
+        None => api_routes.route("/", get(|| async { Redirect::temporary("/api/docs/") })),
+    };
 
     api_routes
-        .route("/", get(|| async { Redirect::temporary("/api/docs/") }))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no-such-route", "there is no such route").into_response() })
+        .fallback(move |req: Request<axum::body::Body>| async move { Console::serve(console.as_ref(), req).await })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this route does not accept that method")
                 .into_response()

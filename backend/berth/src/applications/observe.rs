@@ -5,7 +5,11 @@
 //! cluster across all Berth processes), which calls [`pass`] every half second.
 //!
 //! Rows are written only when something changed, each change with an event on the tenant's feed, so an
-//! idle cluster costs the database one read per pass.
+//! idle cluster costs the database a few reads per pass.
+//!
+//! Desired replicas are Berth's (the API writes them) until the engine's differ while no change of
+//! Berth's can be on its way: then someone scaled the service outside Berth (the Docker CLI), and the
+//! engine's count is adopted, as Swarm itself has it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -127,12 +131,9 @@ pub async fn pass(db: &PgPool, tenant: Uuid, cluster: Uuid, engine: &Engine) -> 
         return Ok(());
     }
     let app_ids: Vec<Uuid> = apps.iter().map(|a| a.id).collect();
-    let rows: Vec<ServiceState> = sqlx::query_as(
-        "SELECT id, application_id, name, mode, replicas, replicas_running, status, message FROM services WHERE application_id = ANY($1)",
-    )
-    .bind(&app_ids)
-    .fetch_all(db)
-    .await?;
+    // Taken before the engine is read: a job finished after this may have changed the engine after the
+    // read (see `settled` below).
+    let read_at: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(db).await?;
 
     let filters = HashMap::from([("label".to_owned(), vec![NAMESPACE_LABEL.to_owned()])]);
     let services = engine.docker.list_services(Some(ListServicesOptions { filters: Some(filters), status: Some(true) })).await?;
@@ -198,6 +199,25 @@ pub async fn pass(db: &PgPool, tenant: Uuid, cluster: Uuid, engine: &Engine) -> 
     .collect();
 
     let mut tx = db.begin().await?;
+    // The rows are read (and locked) only now, after the engine: a scale committed by the API before this
+    // is seen here, and none can commit until this pass has written its observations.
+    let rows: Vec<ServiceState> = sqlx::query_as(
+        "SELECT id, application_id, name, mode, replicas, replicas_running, status, message FROM services
+          WHERE application_id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind(&app_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    // Applications whose changes may not have reached the engine when it was read: a job of theirs is
+    // queued or running, or finished after the read began.
+    let unsettled: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT DISTINCT target_id FROM jobs WHERE target_type = 'application' AND target_id = ANY($1)
+            AND (state IN ('queued', 'running') OR finished_at >= $2)",
+    )
+    .bind(&app_ids)
+    .bind(read_at)
+    .fetch_all(&mut *tx)
+    .await?;
     let mut statuses: HashMap<Uuid, Vec<&'static str>> = HashMap::new();
     let mut messages: HashMap<Uuid, String> = HashMap::new();
     for row in &rows {
@@ -209,8 +229,13 @@ pub async fn pass(db: &PgPool, tenant: Uuid, cluster: Uuid, engine: &Engine) -> 
         if !o.error.is_empty() {
             messages.entry(app.id).or_insert_with(|| format!("{}: {}", row.name, o.error));
         }
-        // A global service's desired count is the engine's (one per eligible node).
-        let desired = if row.mode == "global" { o.desired } else { row.replicas };
+        // A global service's desired count is the engine's (one per eligible node). A replicated one's is
+        // Berth's desired state; when the engine's differs and every change of Berth's has reached the
+        // engine, someone scaled it outside Berth (`docker service scale`), and that becomes the desired
+        // state — as the engine itself has it. While a change of Berth's may still be on its way, the
+        // engine's count is the old one and Berth's stands.
+        let settled = !unsettled.contains(&app.id);
+        let desired = if row.mode == "global" || settled { o.desired } else { row.replicas };
         let changed = sqlx::query(
             "UPDATE services SET replicas = $2, replicas_running = $3, image_digest = coalesce($4, image_digest), ports = $5,
                     update_state = $6, message = $7, status = $8, swarm_service_id = $9, observed_at = now(), updated_at = now()
@@ -229,7 +254,9 @@ pub async fn pass(db: &PgPool, tenant: Uuid, cluster: Uuid, engine: &Engine) -> 
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if changed > 0 && (row.replicas_running != o.running || row.status != status || row.message != o.error) {
+        if changed > 0
+            && (row.replicas != desired || row.replicas_running != o.running || row.status != status || row.message != o.error)
+        {
             let target = Target { tenant_id: Some(tenant), kind: "service", id: row.id };
             let data = json!({ "application_id": app.id, "name": row.name, "status": status, "replicas_desired": desired,
                                "replicas_running": o.running, "message": o.error });

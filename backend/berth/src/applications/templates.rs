@@ -102,9 +102,14 @@ fn check_files(files: &BTreeMap<String, String>) -> ApiResult<()> {
     Ok(())
 }
 
-/// What a template version declares, from its text: the one conversion used by the API and the gallery.
+/// What a template version asks of whoever deploys it, from its text: the one conversion used by the
+/// API and the gallery. Berth's own variables (`BERTH_REGISTRY`, `BERTH_TENANT`) are left out: Berth
+/// always sets them, so they are never the caller's to give.
 pub fn variables_of(refs: BTreeMap<String, compose::interpolate::Reference>) -> BTreeMap<String, TemplateVariable> {
-    refs.into_iter().map(|(k, r)| (k, TemplateVariable { default: r.default, required: r.required })).collect()
+    refs.into_iter()
+        .filter(|(k, _)| !crate::applications::store::BUILTIN_VARIABLES.contains(&k.as_str()))
+        .map(|(k, r)| (k, TemplateVariable { default: r.default, required: r.required }))
+        .collect()
 }
 
 /// Checks a template's Compose text and files: every error, each with its path and position, as one 422.

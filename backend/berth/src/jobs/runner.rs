@@ -50,14 +50,21 @@ pub struct JobCtx {
 }
 
 impl JobCtx {
-    /// Records the current step and percentage, and logs the step.
+    /// Records the current step and percentage, logs the step, and tells the tenant's change feed
+    /// (`job.progress`: what the console's progress bars follow).
     pub async fn progress(&self, step: &str, percent: i32) -> anyhow::Result<()> {
+        let percent = percent.clamp(0, 100);
+        let mut tx = self.db.begin().await?;
         sqlx::query("UPDATE jobs SET step = $2, percent = $3, updated_at = now() WHERE id = $1")
             .bind(self.job.id)
             .bind(step)
-            .bind(percent.clamp(0, 100))
-            .execute(&self.db)
+            .bind(percent)
+            .execute(&mut *tx)
             .await?;
+        let target = Target { tenant_id: self.job.tenant_id, kind: &self.job.target_type, id: self.job.target_id };
+        let data = serde_json::json!({ "job_id": self.job.id, "kind": self.job.kind, "step": step, "percent": percent });
+        emit(&mut tx, &target, "job.progress", data).await?;
+        tx.commit().await?;
         self.log(step).await
     }
 

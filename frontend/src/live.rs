@@ -1,0 +1,185 @@
+//! Live data: the tenant's change feed (`/api/v1/events`) and task logs, read as Server-Sent Events.
+//!
+//! One feed per signed-in tenant user. Pages do not poll: they ask for a version number that moves
+//! whenever an event they care about arrives ([`changes`]), and reload what depends on it. The feed
+//! reconnects on its own, resuming after the last event it saw, so nothing is missed.
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use berth_types::Event;
+use leptos::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+use crate::api::{self, ApiError};
+use crate::sse;
+
+struct Subscriber {
+    id: u64,
+    wants: Box<dyn Fn(&Event) -> bool>,
+    version: RwSignal<u64>,
+}
+
+thread_local! {
+    static SUBSCRIBERS: RefCell<Vec<Subscriber>> = const { RefCell::new(Vec::new()) };
+    static NEXT_ID: RefCell<u64> = const { RefCell::new(0) };
+    static FEED: RefCell<Option<web_sys::AbortController>> = const { RefCell::new(None) };
+    /// Other open streams (task logs), ended with the page.
+    static STREAMS: RefCell<Vec<web_sys::AbortController>> = const { RefCell::new(Vec::new()) };
+    /// The latest events of this session, newest last (the dashboard's "recent events").
+    static RECENT: RefCell<std::collections::VecDeque<Event>> = const { RefCell::new(std::collections::VecDeque::new()) };
+}
+
+/// How many recent events are kept for the dashboard.
+const RECENT_KEPT: usize = 50;
+
+/// The latest events seen by this session's feed, newest first.
+pub fn recent() -> Vec<Event> {
+    RECENT.with(|r| r.borrow().iter().rev().cloned().collect())
+}
+
+/// A version that moves when an event matching `wants` arrives; read it in a resource to reload then.
+/// The subscription ends with the calling component.
+pub fn changes(wants: impl Fn(&Event) -> bool + 'static) -> RwSignal<u64> {
+    let version = RwSignal::new(0u64);
+    let id = NEXT_ID.with(|n| {
+        *n.borrow_mut() += 1;
+        *n.borrow()
+    });
+    SUBSCRIBERS.with(|s| s.borrow_mut().push(Subscriber { id, wants: Box::new(wants), version }));
+    on_cleanup(move || SUBSCRIBERS.with(|s| s.borrow_mut().retain(|x| x.id != id)));
+    version
+}
+
+fn dispatch(event: &Event) {
+    RECENT.with(|r| {
+        let mut r = r.borrow_mut();
+        r.push_back(event.clone());
+        while r.len() > RECENT_KEPT {
+            r.pop_front();
+        }
+    });
+    SUBSCRIBERS.with(|s| {
+        for sub in s.borrow().iter() {
+            if (sub.wants)(event) {
+                sub.version.update(|v| *v += 1);
+            }
+        }
+    });
+}
+
+/// Starts the tenant's feed (once per session); `connected` tells the page header whether it is live.
+pub fn start_feed(connected: RwSignal<bool>) {
+    stop_feed();
+    close_when_leaving();
+    let controller = web_sys::AbortController::new().expect("AbortController");
+    let signal = controller.signal();
+    FEED.with(|f| *f.borrow_mut() = Some(controller));
+    wasm_bindgen_futures::spawn_local(async move {
+        let mut after: Option<i64> = None;
+        while !signal.aborted() {
+            let path = match after {
+                Some(id) => format!("/events?after={id}"),
+                None => "/events".to_owned(),
+            };
+            let result = read(
+                &path,
+                &signal,
+                || connected.set(true),
+                |m| {
+                    if let Ok(e) = serde_json::from_str::<Event>(&m.data) {
+                        after = Some(e.id);
+                        dispatch(&e);
+                    }
+                },
+            )
+            .await;
+            let _ = connected.try_set(false);
+            if matches!(result, Err(ApiError { status: 401 | 403, .. })) {
+                return; // the session is over; the login page takes it from here
+            }
+            sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+/// Ends every stream when the page goes away (reload, another site, a closed tab). A browser may keep
+/// a streaming response's connection open after the page that read it is gone, and it opens at most
+/// six connections to one HTTP/1.1 server: a few reloads would otherwise leave the next page's
+/// requests waiting for a free connection.
+fn close_when_leaving() {
+    thread_local!(static HOOKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    if HOOKED.with(|h| h.replace(true)) {
+        return;
+    }
+    let Some(window) = web_sys::window() else { return };
+    let on_hide = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(|| {
+        stop_feed();
+        STREAMS.with(|s| s.borrow_mut().drain(..).for_each(|c| c.abort()));
+    });
+    let _ = window.add_event_listener_with_callback("pagehide", on_hide.as_ref().unchecked_ref());
+    on_hide.forget();
+}
+
+pub fn stop_feed() {
+    FEED.with(|f| {
+        if let Some(c) = f.borrow_mut().take() {
+            c.abort();
+        }
+    });
+}
+
+/// A controller for a stream that must also end when the page goes away.
+pub fn stream_controller() -> web_sys::AbortController {
+    let c = web_sys::AbortController::new().expect("AbortController");
+    STREAMS.with(|s| {
+        let mut s = s.borrow_mut();
+        s.retain(|c| !c.signal().aborted());
+        s.push(c.clone());
+    });
+    close_when_leaving();
+    c
+}
+
+/// Reads one Server-Sent Events stream to its end, handing each message to `on_message`.
+pub async fn read(
+    path: &str,
+    signal: &web_sys::AbortSignal,
+    on_open: impl FnOnce(),
+    mut on_message: impl FnMut(sse::Message),
+) -> Result<(), ApiError> {
+    let resp = api::open_stream(path, signal).await?;
+    on_open();
+    let Some(body) = resp.body() else { return Ok(()) };
+    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+    let mut parser = sse::Parser::default();
+    loop {
+        let chunk = match JsFuture::from(reader.read()).await {
+            Ok(c) => c,
+            Err(_) => return Ok(()), // aborted or the connection dropped
+        };
+        let done = js_sys::Reflect::get(&chunk, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true);
+        if done {
+            return Ok(());
+        }
+        if let Ok(value) = js_sys::Reflect::get(&chunk, &"value".into()) {
+            let bytes = js_sys::Uint8Array::new(&value).to_vec();
+            for m in parser.push(&bytes) {
+                on_message(m);
+            }
+        }
+    }
+}
+
+pub async fn sleep(d: Duration) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        set_timeout(
+            move || {
+                let _ = resolve.call0(&wasm_bindgen::JsValue::NULL);
+            },
+            d,
+        );
+    });
+    let _ = JsFuture::from(promise).await;
+}

@@ -1,0 +1,155 @@
+//! Platform administration: tenants (create, suspend and resume, quotas).
+
+use berth_types::{CreateTenant, CreatedTenant, Page, QuotaReport, Quotas, Tenant, TenantStatus};
+use leptos::prelude::*;
+use uuid::Uuid;
+
+use crate::api::{self, ApiError};
+use crate::components::{Badge, Empty, MaybeError, PageHeader, loaded};
+use crate::format;
+
+#[component]
+pub fn Tenants() -> impl IntoView {
+    let version = RwSignal::new(0u32);
+    let tenants = LocalResource::new(move || {
+        version.get();
+        api::get::<Page<Tenant>>("/admin/tenants?limit=500")
+    });
+    let error = RwSignal::new(None::<ApiError>);
+    let (name, email, password) = (RwSignal::new(String::new()), RwSignal::new(String::new()), RwSignal::new(String::new()));
+    let create = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        error.set(None);
+        let body = CreateTenant {
+            name: name.get_untracked(),
+            owner_email: email.get_untracked(),
+            owner_password: password.get_untracked(),
+        };
+        leptos::task::spawn_local(async move {
+            match api::post::<CreatedTenant>("/admin/tenants", &body).await {
+                Ok(_) => {
+                    for s in [name, email, password] {
+                        s.set(String::new());
+                    }
+                    version.update(|v| *v += 1);
+                }
+                Err(e) => error.set(Some(e)),
+            }
+        });
+    };
+    let toggle = move |id: Uuid, suspend: bool| {
+        leptos::task::spawn_local(async move {
+            let path = format!("/admin/tenants/{id}/{}", if suspend { "suspend" } else { "resume" });
+            match api::post::<Tenant>(&path, &serde_json::json!({})).await {
+                Ok(_) => version.update(|v| *v += 1),
+                Err(e) => error.set(Some(e)),
+            }
+        });
+    };
+    let editing = RwSignal::new(None::<Uuid>);
+    view! {
+        <PageHeader title="Tenants" />
+        <MaybeError error=error />
+        <section class="card">
+            <h2>"New tenant"</h2>
+            <form class="form" on:submit=create>
+                <label for="tenant-name">"Name"</label>
+                <input id="tenant-name" required prop:value=move || name.get() on:input=move |ev| name.set(event_target_value(&ev)) />
+                <label for="owner-email">"Owner's e-mail"</label>
+                <input id="owner-email" type="email" required prop:value=move || email.get() on:input=move |ev| email.set(event_target_value(&ev)) />
+                <label for="owner-password">"Owner's first password"</label>
+                <input id="owner-password" type="password" autocomplete="new-password" required prop:value=move || password.get() on:input=move |ev| password.set(event_target_value(&ev)) />
+                <button type="submit" class="primary" id="create-tenant">"Create tenant"</button>
+            </form>
+        </section>
+        {loaded(tenants, move |page: Page<Tenant>| {
+            if page.items.is_empty() {
+                return view! { <Empty>"No tenants yet."</Empty> }.into_any();
+            }
+            view! {
+                <table class="table" id="tenants">
+                    <thead><tr><th scope="col">"Name"</th><th scope="col">"Slug"</th><th scope="col">"Status"</th>
+                        <th scope="col">"Created"</th><th scope="col">"Actions"</th></tr></thead>
+                    <tbody>
+                        {page.items.into_iter().map(|t| {
+                            let id = t.id;
+                            let active = t.status == TenantStatus::Active;
+                            view! {
+                                <tr data-tenant=t.slug.clone()>
+                                    <td>{t.name.clone()}</td>
+                                    <td><code>{t.slug.clone()}</code></td>
+                                    <td><Badge status=t.status.as_str() /></td>
+                                    <td>{format::time(t.created_at)}</td>
+                                    <td class="row-actions">
+                                        <button on:click=move |_| toggle(id, active)>{if active { "Suspend" } else { "Resume" }}</button>
+                                        <button on:click=move |_| editing.set(Some(id))>"Quotas"</button>
+                                    </td>
+                                </tr>
+                            }
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            }.into_any()
+        })}
+        {move || editing.get().map(|id| view! { <QuotaEditor id=id /> })}
+    }
+}
+
+#[component]
+fn QuotaEditor(id: Uuid) -> impl IntoView {
+    let report = LocalResource::new(move || async move { api::get::<QuotaReport>(&format!("/admin/tenants/{id}/quotas")).await });
+    view! { {loaded(report, move |r: QuotaReport| view! { <QuotaForm id=id quotas=r.quotas /> })} }
+}
+
+#[component]
+fn QuotaForm(id: Uuid, quotas: Quotas) -> impl IntoView {
+    let num = |v: Option<String>| RwSignal::new(v.unwrap_or_default());
+    let fields = [
+        ("max_clusters", "Clusters", num(quotas.max_clusters.map(|v| v.to_string()))),
+        ("max_nodes", "Nodes", num(quotas.max_nodes.map(|v| v.to_string()))),
+        ("max_applications", "Applications", num(quotas.max_applications.map(|v| v.to_string()))),
+        ("max_services", "Services", num(quotas.max_services.map(|v| v.to_string()))),
+        ("max_cpus", "CPUs", num(quotas.max_cpus.map(|v| v.to_string()))),
+        ("max_memory_mb", "Memory (MiB)", num(quotas.max_memory_mb.map(|v| v.to_string()))),
+        ("max_image_storage_mb", "Image storage (MiB)", num(quotas.max_image_storage_mb.map(|v| v.to_string()))),
+    ];
+    let error = RwSignal::new(None::<ApiError>);
+    let saved = RwSignal::new(false);
+    let save = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let mut body = serde_json::Map::new();
+        for (key, _, value) in fields {
+            let v = value.get_untracked();
+            let v = v.trim();
+            body.insert(
+                key.into(),
+                if v.is_empty() {
+                    serde_json::Value::Null
+                } else {
+                    serde_json::from_str(v).unwrap_or(serde_json::Value::String(v.into()))
+                },
+            );
+        }
+        leptos::task::spawn_local(async move {
+            match api::put::<serde_json::Value>(&format!("/admin/tenants/{id}/quotas"), &body).await {
+                Ok(_) => saved.set(true),
+                Err(e) => error.set(Some(e)),
+            }
+        });
+    };
+    view! {
+        <section class="card" id="quota-editor">
+            <h2>"Quotas"</h2>
+            <p class="hint">"Leave a field empty for no limit."</p>
+            <form class="form" on:submit=save>
+                <MaybeError error=error />
+                {fields.into_iter().map(|(key, label, value)| view! {
+                    <label for=key>{label}</label>
+                    <input id=key inputmode="decimal" prop:value=move || value.get() on:input=move |ev| value.set(event_target_value(&ev)) />
+                }).collect_view()}
+                <button type="submit" class="primary" id="save-quotas">"Save quotas"</button>
+                {move || saved.get().then(|| view! { <p class="notice" role="status">"Saved."</p> })}
+            </form>
+        </section>
+    }
+}

@@ -1,0 +1,293 @@
+//! Applications: the list, and an application's page — its services (replicas with +/−, image and
+//! digest, ports, update status, errors), revisions with rollback, and its events as they happen.
+
+use berth_types::{Application, ApplicationRevision, Cluster, Event, Page, Role, RollbackApplication, Service, UpdateService};
+use leptos::prelude::*;
+use leptos_router::components::A;
+use leptos_router::hooks::{use_navigate, use_params_map};
+use uuid::Uuid;
+
+use crate::api::{self, ApiError};
+use crate::app::session;
+use crate::components::{Badge, Empty, MaybeError, PageHeader, TypedConfirm, loaded};
+use crate::format;
+use crate::live;
+
+fn about_applications(e: &Event) -> bool {
+    matches!(e.target_type.as_str(), "application" | "service")
+}
+
+/// Whether an event concerns application `id` (itself, or one of its services).
+fn about(id: Uuid, e: &Event) -> bool {
+    e.target_id == Some(id) || e.data.get("application_id").and_then(|v| v.as_str()) == Some(id.to_string().as_str())
+}
+
+#[component]
+pub fn ApplicationList() -> impl IntoView {
+    let s = session();
+    let changed = live::changes(about_applications);
+    let apps = LocalResource::new(move || {
+        changed.get();
+        async move {
+            let (apps, clusters) = futures_util::join!(
+                api::get::<Page<Application>>("/applications?limit=500"),
+                api::get::<Page<Cluster>>("/clusters?limit=500")
+            );
+            Ok::<_, ApiError>((apps?.items, clusters?.items))
+        }
+    });
+    view! {
+        <PageHeader title="Applications">
+            <Show when=move || s.can(Role::Developer)>
+                <A href="/deploy" attr:class="button primary" attr:id="deploy">"Deploy an application"</A>
+            </Show>
+        </PageHeader>
+        {loaded(apps, |(apps, clusters): (Vec<Application>, Vec<Cluster>)| {
+            if apps.is_empty() {
+                return view! { <Empty>"No applications yet. Deploy one from the gallery or from your own Compose templates."</Empty> }.into_any();
+            }
+            let cluster_name = |id: Uuid| clusters.iter().find(|c| c.id == id).map(|c| c.name.clone()).unwrap_or_default();
+            view! {
+                <table class="table" id="applications">
+                    <thead><tr><th scope="col">"Name"</th><th scope="col">"Status"</th><th scope="col">"Cluster"</th>
+                        <th scope="col">"Revision"</th><th scope="col">"Updated"</th></tr></thead>
+                    <tbody>
+                        {apps.into_iter().map(|a| {
+                            let (name, cluster) = (a.name.clone(), cluster_name(a.cluster_id));
+                            view! {
+                            <tr>
+                                <td><A href=format!("/applications/{}", a.id)>{name}</A></td>
+                                <td><Badge status=a.status.as_str() /></td>
+                                <td><A href=format!("/clusters/{}", a.cluster_id)>{cluster}</A></td>
+                                <td>{a.revision}</td>
+                                <td>{format::time(a.updated_at)}</td>
+                            </tr>
+                        }}).collect_view()}
+                    </tbody>
+                </table>
+            }.into_any()
+        })}
+    }
+}
+
+#[component]
+pub fn ApplicationPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.with(|p| p.get("id").and_then(|s| s.parse::<Uuid>().ok()));
+    let changed = live::changes(move |e| {
+        params.with_untracked(|p| p.get("id").and_then(|s| s.parse::<Uuid>().ok())).is_some_and(|id| about(id, e))
+    });
+    let app = LocalResource::new(move || {
+        changed.get();
+        let id = id();
+        async move {
+            let id = id.ok_or_else(not_found)?;
+            let (app_path, services_path) = (format!("/applications/{id}"), format!("/applications/{id}/services?limit=500"));
+            let (app, services) =
+                futures_util::join!(api::get::<Application>(&app_path), api::get::<Page<Service>>(&services_path));
+            Ok::<_, ApiError>((app?, services?.items))
+        }
+    });
+    let revisions = LocalResource::new(move || {
+        changed.get();
+        let id = id();
+        async move {
+            let id = id.ok_or_else(not_found)?;
+            api::get::<Page<ApplicationRevision>>(&format!("/applications/{id}/revisions?limit=500")).await
+        }
+    });
+    view! {
+        {loaded(app, move |(app, services): (Application, Vec<Service>)| view! {
+            <Summary app=app.clone() />
+            <section class="card">
+                <h2>"Services"</h2>
+                <Services services=services changed=changed />
+            </section>
+            <section class="card">
+                <h2>"Revisions"</h2>
+                {loaded(revisions, move |page: Page<ApplicationRevision>| view! { <Revisions app=app.clone() revisions=page.items /> })}
+            </section>
+        })}
+        <AppEvents changed=changed id=Signal::derive(id) />
+    }
+}
+
+pub fn not_found() -> ApiError {
+    ApiError { status: 404, kind: "not-found".into(), detail: "There is no such page.".into(), errors: vec![] }
+}
+
+#[component]
+fn Summary(app: Application) -> impl IntoView {
+    let s = session();
+    let error = RwSignal::new(None::<ApiError>);
+    let navigate = use_navigate();
+    let id = app.id;
+    let delete = Callback::new(move |_| {
+        let navigate = navigate.clone();
+        leptos::task::spawn_local(async move {
+            match api::delete_accepted::<Application>(&format!("/applications/{id}")).await {
+                Ok(_) => navigate("/applications", Default::default()),
+                Err(e) => error.set(Some(e)),
+            }
+        });
+    });
+    let warnings = app.warnings.clone();
+    let deployed = app.deployed_revision.map(|r| r.to_string()).unwrap_or_else(|| "none yet".into());
+    view! {
+        <PageHeader title=app.name.clone() />
+        <MaybeError error=error />
+        <dl class="facts">
+            <dt>"Status"</dt><dd id="app-status"><Badge status=app.status.as_str() /></dd>
+            <dt>"Revision"</dt><dd>{format!("{} (deployed: {deployed})", app.revision)}</dd>
+            <dt>"Cluster"</dt><dd><A href=format!("/clusters/{}", app.cluster_id)>"open"</A></dd>
+            {(!app.message.is_empty()).then(|| view! { <dt>"Message"</dt><dd>{app.message.clone()}</dd> })}
+        </dl>
+        {(!warnings.is_empty()).then(|| view! {
+            <div class="warning" role="status">
+                <p>"Compose warnings:"</p>
+                <ul>{warnings.into_iter().map(|w| view! { <li><code>{w.path}</code>{format!(" (line {}): ", w.line)}{w.message}</li> }).collect_view()}</ul>
+            </div>
+        })}
+        {s.can(Role::Developer).then(|| view! {
+            <TypedConfirm name=app.name.clone() action="Delete application" on_confirm=delete id="delete-application" />
+        })}
+    }
+}
+
+/// Changes a service's replicas (the +/− buttons and the service page's form); `changed` moves once
+/// Berth has accepted it, so the page shows the new desired count at once.
+pub fn scale(id: Uuid, replicas: i32, error: RwSignal<Option<ApiError>>, changed: RwSignal<u64>) {
+    leptos::task::spawn_local(async move {
+        let body = UpdateService { replicas: Some(replicas), image: None };
+        match api::patch::<Service>(&format!("/services/{id}"), &body).await {
+            Ok(_) => changed.update(|v| *v += 1),
+            Err(e) => error.set(Some(e)),
+        }
+    });
+}
+
+#[component]
+fn Services(services: Vec<Service>, changed: RwSignal<u64>) -> impl IntoView {
+    let s = session();
+    let dev = s.can(Role::Developer);
+    let error = RwSignal::new(None::<ApiError>);
+    if services.is_empty() {
+        return view! { <Empty>"No services yet."</Empty> }.into_any();
+    }
+    view! {
+        <MaybeError error=error />
+        <div class="table-wrap">
+        <table class="table" id="services">
+            <thead><tr><th scope="col">"Service"</th><th scope="col">"Status"</th><th scope="col">"Replicas"</th>
+                <th scope="col">"Image"</th><th scope="col">"Ports"</th><th scope="col">"Update"</th><th scope="col">"Message"</th></tr></thead>
+            <tbody>
+                {services.into_iter().map(|svc| {
+                    let id = svc.id;
+                    let desired = svc.replicas_desired;
+                    let replicated = svc.mode == "replicated";
+                    let ports = svc.ports.iter().map(|p| format!("{}:{}/{} ({})", p.published, p.target, p.protocol, p.mode)).collect::<Vec<_>>().join(", ");
+                    let (row_name, link_name) = (svc.name.clone(), svc.name.clone());
+                    let (less, more) = (format!("Remove a replica of {}", svc.name), format!("Add a replica of {}", svc.name));
+                    let digest = svc.image_digest.as_deref().map(format::short_digest).unwrap_or_default();
+                    view! {
+                        <tr data-service=row_name>
+                            <td><A href=format!("/services/{id}")>{link_name}</A></td>
+                            <td><Badge status=svc.status.as_str() /></td>
+                            <td>
+                                <span class="replicas">
+                                    {(dev && replicated).then(|| view! {
+                                        <button class="small" aria-label=less.clone()
+                                            disabled=desired == 0 on:click=move |_| scale(id, desired - 1, error, changed)>"−"</button>
+                                    })}
+                                    <span class="count">{format!("{}/{}", svc.replicas_running, desired)}</span>
+                                    {(dev && replicated).then(|| view! {
+                                        <button class="small" aria-label=more.clone()
+                                            on:click=move |_| scale(id, desired + 1, error, changed)>"+"</button>
+                                    })}
+                                </span>
+                            </td>
+                            <td><code>{svc.image.clone()}</code>{(!digest.is_empty()).then(|| view! { <br /><span class="muted mono">{digest}</span> })}</td>
+                            <td>{ports}</td>
+                            <td>{svc.update_state.clone().unwrap_or_default()}</td>
+                            <td>{svc.message.clone()}</td>
+                        </tr>
+                    }
+                }).collect_view()}
+            </tbody>
+        </table>
+        </div>
+    }.into_any()
+}
+
+#[component]
+fn Revisions(app: Application, revisions: Vec<ApplicationRevision>) -> impl IntoView {
+    let s = session();
+    let dev = s.can(Role::Developer);
+    let error = RwSignal::new(None::<ApiError>);
+    let id = app.id;
+    let rollback = move |revision: i32| {
+        leptos::task::spawn_local(async move {
+            let body = RollbackApplication { revision: Some(revision) };
+            if let Err(e) = api::post::<Application>(&format!("/applications/{id}/rollback"), &body).await {
+                error.set(Some(e));
+            }
+        });
+    };
+    let mut revisions = revisions;
+    revisions.sort_by_key(|r| std::cmp::Reverse(r.revision));
+    view! {
+        <MaybeError error=error />
+        <table class="table" id="revisions">
+            <thead><tr><th scope="col">"Revision"</th><th scope="col">"Created"</th><th scope="col">"Template"</th>
+                <th scope="col">"Images"</th>{dev.then(|| view! { <th scope="col">"Actions"</th> })}</tr></thead>
+            <tbody>
+                {revisions.into_iter().map(|r| {
+                    let current = r.revision == app.revision;
+                    let images = r.images.iter().map(|(s, i)| format!("{s}: {}", format::short_digest(i))).collect::<Vec<_>>().join(", ");
+                    let template = r.template_version.map(|v| format!("version {v}")).unwrap_or_else(|| "Compose".into());
+                    let rev = r.revision;
+                    view! {
+                        <tr data-revision=rev>
+                            <td>{rev}{current.then_some(" (current)")}</td>
+                            <td>{format::time(r.created_at)}</td>
+                            <td>{template}</td>
+                            <td class="mono">{images}</td>
+                            {dev.then(|| view! {
+                                <td>{(!current).then(|| view! {
+                                    <button on:click=move |_| rollback(rev)>{format!("Roll back to {rev}")}</button>
+                                })}</td>
+                            })}
+                        </tr>
+                    }
+                }).collect_view()}
+            </tbody>
+        </table>
+    }
+}
+
+#[component]
+fn AppEvents(changed: RwSignal<u64>, id: Signal<Option<Uuid>>) -> impl IntoView {
+    view! {
+        <section class="card">
+            <h2>"Events"</h2>
+            {move || {
+                changed.get();
+                let Some(id) = id.get() else { return ().into_any() };
+                let events: Vec<Event> = live::recent().into_iter().filter(|e| about(id, e)).take(20).collect();
+                if events.is_empty() {
+                    return view! { <Empty>"No events since you opened Berth. Deploys, scaling and state changes appear here live."</Empty> }.into_any();
+                }
+                let now = chrono::Utc::now();
+                view! {
+                    <ul class="events" id="app-events">
+                        {events.into_iter().map(|e| {
+                            let what = e.data.get("name").and_then(|v| v.as_str()).map(|n| format!(" {n}")).unwrap_or_default();
+                            let to = e.data.get("to").or(e.data.get("status")).and_then(|v| v.as_str()).map(|s| format!(" → {s}")).unwrap_or_default();
+                            view! { <li><code>{e.kind.clone()}</code>{what}{to}" "<span class="muted">{format::ago(e.at, now)}</span></li> }
+                        }).collect_view()}
+                    </ul>
+                }.into_any()
+            }}
+        </section>
+    }
+}

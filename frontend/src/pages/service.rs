@@ -1,0 +1,277 @@
+//! A service's page: its tasks (node, state, IP, host port, exit code, error), live logs (follow,
+//! pause, filter, download), scale, change image, restart.
+
+use std::collections::HashMap;
+
+use berth_types::{Application, Container, LogLine, Node, Page, Role, Service, UpdateService};
+use leptos::prelude::*;
+use leptos_router::components::A;
+use leptos_router::hooks::use_params_map;
+use uuid::Uuid;
+
+use crate::api::{self, ApiError};
+use crate::app::session;
+use crate::components::{Badge, Empty, MaybeError, PageHeader, download, loaded};
+use crate::format;
+use crate::live;
+use crate::pages::applications::{not_found, scale};
+
+#[derive(Clone)]
+struct Loaded {
+    service: Service,
+    application: Application,
+    tasks: Vec<Container>,
+    nodes: HashMap<Uuid, String>,
+}
+
+async fn load(id: Uuid) -> Result<Loaded, ApiError> {
+    let service = api::get::<Service>(&format!("/services/{id}")).await?;
+    let (app_path, tasks_path) =
+        (format!("/applications/{}", service.application_id), format!("/services/{id}/containers?limit=500"));
+    let (application, tasks) = futures_util::join!(api::get::<Application>(&app_path), api::get::<Page<Container>>(&tasks_path));
+    let application = application?;
+    let nodes = api::get::<Page<Node>>(&format!("/clusters/{}/nodes?limit=500", application.cluster_id))
+        .await
+        .map(|p| p.items.into_iter().map(|n| (n.id, n.name)).collect())
+        .unwrap_or_default();
+    Ok(Loaded { service, application, tasks: tasks?.items, nodes })
+}
+
+#[component]
+pub fn ServicePage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.with(|p| p.get("id").and_then(|s| s.parse::<Uuid>().ok()));
+    let changed = live::changes(move |e| {
+        let id = params.with_untracked(|p| p.get("id").and_then(|s| s.parse::<Uuid>().ok()));
+        // Its own observations, and the jobs and states of applications (one of them is its own).
+        id.is_some_and(|id| e.target_id == Some(id) || e.target_type == "application")
+    });
+    let data = LocalResource::new(move || {
+        changed.get();
+        let id = id();
+        async move { load(id.ok_or_else(not_found)?).await }
+    });
+    view! {
+        {loaded(data, move |l: Loaded| view! { <Body loaded=l changed=changed /> })}
+        {move || id().map(|id| view! { <Logs id=id /> })}
+    }
+}
+
+#[component]
+fn Body(loaded: Loaded, changed: RwSignal<u64>) -> impl IntoView {
+    let s = session();
+    let Loaded { service, application, tasks, nodes } = loaded;
+    let ports = service
+        .ports
+        .iter()
+        .map(|p| format!("{}:{}/{} ({})", p.published, p.target, p.protocol, p.mode))
+        .collect::<Vec<_>>()
+        .join(", ");
+    view! {
+        <PageHeader title=service.name.clone() />
+        <p><A href=format!("/applications/{}", application.id)>{format!("← {}", application.name)}</A></p>
+        <dl class="facts">
+            <dt>"Status"</dt><dd id="service-status"><Badge status=service.status.as_str() /></dd>
+            <dt>"Replicas"</dt><dd id="service-replicas">{format!("{} running of {} desired", service.replicas_running, service.replicas_desired)}</dd>
+            <dt>"Image"</dt><dd><code>{service.image.clone()}</code></dd>
+            <dt>"Digest"</dt><dd class="mono">{service.image_digest.clone().unwrap_or_else(|| "not pinned yet".into())}</dd>
+            <dt>"Mode"</dt><dd>{service.mode.clone()}</dd>
+            <dt>"Ports"</dt><dd>{if ports.is_empty() { "none".to_owned() } else { ports }}</dd>
+            <dt>"Update"</dt><dd>{service.update_state.clone().unwrap_or_else(|| "none".into())}</dd>
+            {(!service.message.is_empty()).then(|| view! { <dt>"Message"</dt><dd class="field-error">{service.message.clone()}</dd> })}
+        </dl>
+        {s.can(Role::Developer).then(|| view! { <Actions service=service.clone() changed=changed /> })}
+        <section class="card">
+            <h2>"Tasks"</h2>
+            <Tasks tasks=tasks nodes=nodes />
+        </section>
+    }
+}
+
+#[component]
+fn Actions(service: Service, changed: RwSignal<u64>) -> impl IntoView {
+    let id = service.id;
+    let replicas = RwSignal::new(service.replicas_desired.to_string());
+    let image = RwSignal::new(service.image.clone());
+    let error = RwSignal::new(None::<ApiError>);
+    let done = RwSignal::new(None::<String>);
+    let replicated = service.mode == "replicated";
+    let set_image = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let body = UpdateService { replicas: None, image: Some(image.get_untracked()) };
+        leptos::task::spawn_local(async move {
+            match api::patch::<Service>(&format!("/services/{id}"), &body).await {
+                Ok(_) => {
+                    done.set(Some("Image update started.".into()));
+                    changed.update(|v| *v += 1);
+                }
+                Err(e) => error.set(Some(e)),
+            }
+        });
+    };
+    let restart = move |_| {
+        leptos::task::spawn_local(async move {
+            match api::post_empty::<Service>(&format!("/services/{id}/restart")).await {
+                Ok(_) => done.set(Some("Restart started: tasks are replaced one by one.".into())),
+                Err(e) => error.set(Some(e)),
+            }
+        });
+    };
+    view! {
+        <section class="card">
+            <h2>"Change"</h2>
+            <MaybeError error=error />
+            {move || done.get().map(|d| view! { <p class="notice" role="status">{d}</p> })}
+            {replicated.then(|| view! {
+                <form class="form inline-form" on:submit=move |ev: leptos::ev::SubmitEvent| {
+                    ev.prevent_default();
+                    match replicas.get_untracked().trim().parse::<i32>() {
+                        Ok(n) => scale(id, n, error, changed),
+                        Err(_) => error.set(Some(ApiError { status: 0, kind: "input".into(), detail: "Replicas must be a whole number.".into(), errors: vec![] })),
+                    }
+                }>
+                    <label>"Replicas "<input type="number" min="0" id="replicas" prop:value=move || replicas.get()
+                        on:input=move |ev| replicas.set(event_target_value(&ev)) /></label>
+                    <button type="submit" id="scale">"Scale"</button>
+                </form>
+            })}
+            <form class="form inline-form" on:submit=set_image>
+                <label>"Image "<input type="text" id="image" class="wide" prop:value=move || image.get()
+                    on:input=move |ev| image.set(event_target_value(&ev)) /></label>
+                <button type="submit" id="set-image">"Update image"</button>
+            </form>
+            <p><button id="restart" on:click=restart>"Restart (rolling)"</button></p>
+        </section>
+    }
+}
+
+#[component]
+fn Tasks(tasks: Vec<Container>, nodes: HashMap<Uuid, String>) -> impl IntoView {
+    if tasks.is_empty() {
+        return view! { <Empty>"No tasks yet."</Empty> }.into_any();
+    }
+    let mut tasks = tasks;
+    tasks.sort_by(|a, b| (a.slot, b.created_at).cmp(&(b.slot, a.created_at)));
+    view! {
+        <div class="table-wrap">
+        <table class="table" id="tasks">
+            <thead><tr><th scope="col">"Slot"</th><th scope="col">"Node"</th><th scope="col">"State"</th><th scope="col">"Desired"</th>
+                <th scope="col">"IP"</th><th scope="col">"Host ports"</th><th scope="col">"Exit"</th><th scope="col">"Message"</th><th scope="col">"Started"</th></tr></thead>
+            <tbody>
+                {tasks.into_iter().map(|t| {
+                    let node = t.node_id.and_then(|n| nodes.get(&n).cloned()).unwrap_or_default();
+                    let ports = t.host_ports.iter().map(|p| format!("{}→{}", p.published, p.target)).collect::<Vec<_>>().join(", ");
+                    view! {
+                        <tr>
+                            <td>{t.slot.map(|s| s.to_string()).unwrap_or_default()}</td>
+                            <td>{node}</td>
+                            <td><Badge status=t.state.clone() /></td>
+                            <td>{t.desired_state.clone()}</td>
+                            <td class="mono">{t.addresses.join(", ")}</td>
+                            <td>{ports}</td>
+                            <td>{t.exit_code.filter(|_| t.state != "running").map(|c| c.to_string()).unwrap_or_default()}</td>
+                            <td class:field-error=!t.error.is_empty()>{if t.error.is_empty() { t.message.clone() } else { t.error.clone() }}</td>
+                            <td>{t.started_at.map(format::time).unwrap_or_default()}</td>
+                        </tr>
+                    }
+                }).collect_view()}
+            </tbody>
+        </table>
+        </div>
+    }.into_any()
+}
+
+/// Most lines the viewer keeps (older ones scroll away).
+const KEPT_LINES: usize = 2000;
+
+/// Live logs of every task of the service, streamed while "Follow" is on.
+#[component]
+fn Logs(id: Uuid) -> impl IntoView {
+    let lines = RwSignal::new(Vec::<LogLine>::new());
+    let following = RwSignal::new(true);
+    let paused = RwSignal::new(false);
+    let filter = RwSignal::new(String::new());
+    let held = StoredValue::new(Vec::<LogLine>::new());
+    let error = RwSignal::new(None::<ApiError>);
+    let controller = StoredValue::new_local(None::<web_sys::AbortController>);
+    let stop = move || {
+        if let Some(c) = controller.get_value() {
+            c.abort();
+        }
+    };
+    let start = move || {
+        stop();
+        let c = live::stream_controller();
+        let signal = c.signal();
+        controller.set_value(Some(c));
+        lines.set(Vec::new());
+        leptos::task::spawn_local(async move {
+            let path = format!("/services/{id}/logs?follow=true&tail=200&timestamps=true");
+            let result = live::read(
+                &path,
+                &signal,
+                || (),
+                |m| {
+                    let Ok(line) = serde_json::from_str::<LogLine>(&m.data) else { return };
+                    if paused.get_untracked() {
+                        held.update_value(|h| h.push(line));
+                        return;
+                    }
+                    lines.update(|l| {
+                        l.push(line);
+                        let excess = l.len().saturating_sub(KEPT_LINES);
+                        l.drain(..excess);
+                    });
+                },
+            )
+            .await;
+            if let Err(e) = result {
+                error.set(Some(e));
+            }
+        });
+    };
+    Effect::new(move |_| if following.get() { start() } else { stop() });
+    on_cleanup(stop);
+    let resume = move || {
+        let mut h = Vec::new();
+        held.update_value(|v| h = std::mem::take(v));
+        lines.update(|l| l.extend(h));
+    };
+    let shown = move || {
+        let f = filter.get().to_lowercase();
+        lines.with(|l| {
+            l.iter()
+                .filter(|x| f.is_empty() || x.line.to_lowercase().contains(&f))
+                .map(render_line)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    };
+    let save = move |_| {
+        let text = lines.with(|l| l.iter().map(render_line).collect::<Vec<_>>().join("\n"));
+        download(&format!("service-{id}.log"), "text/plain", &text);
+    };
+    view! {
+        <section class="card">
+            <h2>"Logs"</h2>
+            <div class="actions">
+                <label class="inline"><input type="checkbox" id="follow" prop:checked=move || following.get()
+                    on:change=move |ev| following.set(event_target_checked(&ev)) />" Follow"</label>
+                <button id="pause" on:click=move |_| { if paused.get_untracked() { resume() } paused.update(|p| *p = !*p); }>
+                    {move || if paused.get() { "Resume" } else { "Pause" }}
+                </button>
+                <label>"Filter "<input type="search" id="log-filter" prop:value=move || filter.get()
+                    on:input=move |ev| filter.set(event_target_value(&ev)) /></label>
+                <button id="download-logs" on:click=save>"Download"</button>
+            </div>
+            <MaybeError error=error />
+            <pre class="logs" id="logs" tabindex="0" aria-label="Service logs" aria-live="off">{shown}</pre>
+        </section>
+    }
+}
+
+fn render_line(l: &LogLine) -> String {
+    let task = l.slot.map(|s| format!(".{s}")).unwrap_or_default();
+    let at = l.timestamp.as_deref().map(|t| t.get(..19).unwrap_or(t).replace('T', " ")).unwrap_or_default();
+    format!("{at} {task}{} {}", if l.stream == "stderr" { " !" } else { "" }, l.line)
+}
