@@ -135,8 +135,14 @@ fn Shell() -> impl IntoView {
                     <Route path=path!("/applications/:id") view=pages::applications::ApplicationPage />
                     <Route path=path!("/services/:id") view=pages::service::ServicePage />
                     <Route path=path!("/deploy") view=pages::deploy::Deploy />
+                    <Route path=path!("/templates") view=pages::templates::TemplateList />
+                    <Route path=path!("/templates/new") view=pages::templates::NewTemplate />
+                    <Route path=path!("/templates/:id") view=pages::templates::TemplatePage />
                     <Route path=path!("/images") view=pages::images::Images />
                     <Route path=path!("/tokens") view=pages::tokens::Tokens />
+                    <Route path=path!("/users") view=pages::people::Users />
+                    <Route path=path!("/audit") view=pages::people::Audit />
+                    <Route path=path!("/admin/tenants/:id") view=pages::admin::TenantPage />
                 </Routes>
             </main>
         </div>
@@ -152,8 +158,13 @@ fn tenant_nav(session: Session) -> impl IntoView {
             <Show when=move || session.can(Role::Developer)>
                 <li><A href="/deploy">"Deploy"</A></li>
             </Show>
+            <li><A href="/templates">"Templates"</A></li>
             <li><A href="/images">"Images"</A></li>
             <li><A href="/tokens">"API tokens"</A></li>
+            <Show when=move || session.can(Role::Admin)>
+                <li><A href="/users">"Users"</A></li>
+                <li><A href="/audit">"Audit log"</A></li>
+            </Show>
         </ul>
     }
 }
@@ -162,6 +173,8 @@ fn admin_nav() -> impl IntoView {
     view! {
         <ul>
             <li><A href="/" exact=true>"Tenants"</A></li>
+            <li><A href="/audit">"Audit log"</A></li>
+            <li><A href="/tokens">"API tokens"</A></li>
         </ul>
     }
 }

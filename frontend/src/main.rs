@@ -8,12 +8,17 @@
 //!   tenant's change feed that keeps pages current.
 //! - `app`: the shell (navigation, session gate) and the routes; `pages/`: one module per page;
 //!   `components`: what pages share (tables' states, badges, progress, confirmations).
+//! - `editor`, `highlight`, `diffview`: the Compose editor (server-checked, findings at their line) and
+//!   the side-by-side diff of template versions.
 //! - `format`: pure formatting, unit-tested on the host.
 
 mod api;
 mod app;
 mod components;
+mod diffview;
+mod editor;
 mod format;
+mod highlight;
 mod live;
 mod pages;
 mod sse;

@@ -380,3 +380,138 @@ async fn a_customer_runs_an_application_from_the_console() {
     app.wait_for(&t.owner, "/api/v1/clusters", Duration::from_secs(120), |c| c["items"].as_array().is_some_and(|i| i.is_empty()))
         .await;
 }
+
+/// Templates in the console: the Compose editor marks the server's errors at their line and lists
+/// them; a fixed file is saved, edited into a second version and compared side by side; a bundle is
+/// imported.
+#[tokio::test]
+async fn templates_are_written_with_findings_at_their_line_and_compared_side_by_side() {
+    let app = TestApp::spawn_with_console(900).await;
+    let t = app.tenant("Editors").await;
+    let b = Browser::start(&app.base).await;
+    b.goto("/templates/new").await;
+    b.log_in(&t.owner_email, PASSWORD).await;
+    b.fill("#template-name", "site").await;
+    b.fill("#compose", "version: \"3.8\"\nservices:\n  web:\n    image: busybox\n    deploy:\n      replicas: many\n").await;
+    b.wait_text("#compose-findings", "line 6").await;
+    b.wait_text("#compose-findings", "services.web.deploy.replicas").await;
+    let marked = b.eval("return [...document.querySelectorAll('.editor .line')].flatMap((l, i) => l.classList.contains('err') ? [i + 1] : [])").await;
+    assert_eq!(marked, json!([6]), "the error is marked at its line");
+    b.survey("template-new").await;
+    // Fixed, with a key Swarm ignores: a warning at its line, and the file can be saved.
+    b.fill(
+        "#compose",
+        "version: \"3.8\"\nservices:\n  web:\n    image: busybox\n    container_name: web\n    deploy:\n      replicas: 2\n",
+    )
+    .await;
+    b.wait_text("#compose-findings", "Warning").await;
+    b.wait_text("#compose-findings", "line 5").await;
+    b.click("#create-template").await;
+    b.wait_text("h1", "site").await;
+    b.find("#versions").await;
+    // A second version, compared with the first side by side.
+    b.fill("#compose", "version: \"3.8\"\nservices:\n  web:\n    image: busybox\n    deploy:\n      replicas: 3\n").await;
+    b.click("#save-template").await;
+    b.wait_text(".notice", "Saved as version 2").await;
+    b.find("#diff").await;
+    let sides = b
+        .eval("return ['removed', 'added'].map(c => [...document.querySelectorAll('#diff td.' + c)].map(td => td.textContent))")
+        .await;
+    assert_eq!(sides, json!([["    container_name: web", "      replicas: 2"], ["      replicas: 3"]]), "side by side: {sides}");
+    b.survey("template").await;
+    // A bundle becomes a template.
+    b.click("nav a[href='/templates']").await;
+    b.fill("#dab-name", "bundled").await;
+    b.fill("#dab-bundle", r#"{"Version": "0.1", "Services": {"api": {"Image": "busybox", "Args": ["sleep", "1d"]}}}"#).await;
+    b.click("#import-dab").await;
+    b.wait_text("h1", "bundled").await;
+    b.wait_text("#compose-findings", "Valid: services api").await;
+    b.click("nav a[href='/templates']").await;
+    b.find("#gallery").await;
+    b.survey("templates").await;
+}
+
+/// The platform admin manages tenants (quotas, admission policy, suspension) and a tenant's admin
+/// manages its people and reads its audit log; a suspended tenant and a removed user are told so.
+#[tokio::test]
+async fn admins_manage_tenants_people_and_the_audit_log() {
+    let app = TestApp::spawn_with_console(4).await;
+    let b = Browser::start(&app.base).await;
+    b.goto("/").await;
+    b.log_in(berth_tests::ADMIN_EMAIL, berth_tests::ADMIN_PASSWORD).await;
+    b.wait_text("h1", "Tenants").await;
+    b.fill("#tenant-name", "Globex").await;
+    b.fill("#owner-email", "owner@globex.test").await;
+    b.fill("#owner-password", PASSWORD).await;
+    b.click("#create-tenant").await;
+    b.wait_text("#tenants", "globex").await;
+    b.survey("tenants").await;
+    b.click("#tenants a").await;
+    b.wait_text("h1", "Globex").await;
+    b.fill("#max_clusters", "2").await;
+    b.click("#save-quotas").await;
+    b.wait_text("#quota-editor .notice", "Saved").await;
+    b.click("#allow_bind_mounts").await;
+    b.fill("#default-memory", "256").await;
+    b.click("#save-policy").await;
+    b.wait_text("#admission-policy .notice", "Saved").await;
+    b.survey("tenant").await;
+    let tenants = app.get("/api/v1/admin/tenants", &app.admin).await.body;
+    let id =
+        tenants["items"].as_array().unwrap().iter().find(|t| t["slug"] == "globex").unwrap()["id"].as_str().unwrap().to_owned();
+    let quotas = app.get(&format!("/api/v1/admin/tenants/{id}/quotas"), &app.admin).await.body;
+    assert_eq!(quotas["quotas"]["max_clusters"], 2);
+    let policy = app.get(&format!("/api/v1/admin/tenants/{id}/admission-policy"), &app.admin).await.body;
+    assert_eq!((policy["allow_bind_mounts"].clone(), policy["default_memory_limit_mb"].clone()), (json!(true), json!(256)));
+
+    // Suspended: its owner is told so at login.
+    b.click("nav a[href='/']").await;
+    b.click("tr[data-tenant='globex'] button").await;
+    b.wait_text("tr[data-tenant='globex']", "suspended").await;
+    b.click("#logout").await;
+    b.fill("#email", "owner@globex.test").await;
+    b.fill("#password", PASSWORD).await;
+    b.click("#sign-in").await;
+    b.wait_text(".error", "suspended").await;
+    app.post(&format!("/api/v1/admin/tenants/{id}/resume"), &app.admin, json!({})).await.expect(StatusCode::OK);
+
+    // The owner adds a developer, then makes them a viewer; the audit log shows both, filtered.
+    b.log_in("owner@globex.test", PASSWORD).await;
+    b.click("nav a[href='/users']").await;
+    b.fill("#user-email", "dev@globex.test").await;
+    b.fill("#user-password", PASSWORD).await;
+    b.find("#user-role").await.select_by_value("developer").await.unwrap();
+    b.click("#add-user").await;
+    b.wait_text("#users", "dev@globex.test").await;
+    b.find("select[aria-label='Role of dev@globex.test']").await.select_by_value("viewer").await.unwrap();
+    b.survey("users").await;
+    let owner = app.login("owner@globex.test", PASSWORD).await;
+    app.wait_for(&owner, "/api/v1/users", Duration::from_secs(10), |u| {
+        u["items"].as_array().unwrap().iter().any(|u| u["email"] == "dev@globex.test" && u["role"] == "viewer")
+    })
+    .await;
+    b.click("nav a[href='/audit']").await;
+    b.fill("#audit-action", "user.").await;
+    b.click("#audit-filter").await;
+    b.wait_text("#audit tbody tr", "user.update").await;
+    let actions =
+        b.eval("return [...document.querySelectorAll('#audit tbody tr td:nth-child(3)')].map(td => td.textContent)").await;
+    assert_eq!(actions, json!(["user.update", "user.create"]), "newest first, only `user.` actions");
+    b.survey("audit").await;
+
+    // A user removed while signed in is told so when the session is next renewed.
+    let dev = app.get("/api/v1/users", &owner).await.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == "dev@globex.test")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    b.click("#logout").await;
+    b.log_in("dev@globex.test", PASSWORD).await;
+    app.delete(&format!("/api/v1/users/{dev}"), &owner).await.expect(StatusCode::NO_CONTENT);
+    b.wait_text(".notice", "session has ended").await;
+    b.find("#email").await;
+}

@@ -127,6 +127,8 @@ fn cases() -> Vec<Case> {
             |s| Some(json!({"name": format!("d-{s}"), "bundle": {"Version": "0.1", "Services": {"a": {"Image": "busybox"}}}})),
             DEV_CREATE,
         ),
+        // Checking Compose stores nothing: every member of a tenant may.
+        with_body(M::POST, "/api/v1/templates/check", |_| Some(json!({"compose": fixtures::COMPOSE})), READ),
         case(M::GET, "/api/v1/gallery", READ),
         case(M::GET, "/api/v1/gallery/static-site", READ),
         // registries and images

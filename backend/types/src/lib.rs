@@ -384,6 +384,23 @@ pub struct TemplateVersion {
 
 /// What changed between two versions of a template, as a unified diff of the Compose text and of
 /// each file.
+/// Compose text (and the files it names) to check without storing anything.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckCompose {
+    pub compose: String,
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, String>,
+}
+
+/// What valid Compose text declares, and what Swarm would ignore in it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ComposeCheck {
+    pub services: Vec<String>,
+    pub variables: std::collections::BTreeMap<String, TemplateVariable>,
+    pub warnings: Vec<ComposeWarning>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TemplateDiff {
     pub from: i32,

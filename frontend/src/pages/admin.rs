@@ -1,8 +1,12 @@
-//! Platform administration: tenants (create, suspend and resume, quotas).
+//! Platform administration: tenants (create, suspend and resume, quotas, admission policy).
 
-use berth_types::{CreateTenant, CreatedTenant, Page, QuotaReport, Quotas, Tenant, TenantStatus};
+use berth_types::{AdmissionPolicy, CreateTenant, CreatedTenant, Page, QuotaReport, Quotas, Tenant, TenantStatus};
 use leptos::prelude::*;
+use leptos_router::components::A;
+use leptos_router::hooks::use_params_map;
 use uuid::Uuid;
+
+use crate::pages::dashboard::QuotaUsage;
 
 use crate::api::{self, ApiError};
 use crate::components::{Badge, Empty, MaybeError, PageHeader, loaded};
@@ -46,7 +50,6 @@ pub fn Tenants() -> impl IntoView {
             }
         });
     };
-    let editing = RwSignal::new(None::<Uuid>);
     view! {
         <PageHeader title="Tenants" />
         <MaybeError error=error />
@@ -76,13 +79,12 @@ pub fn Tenants() -> impl IntoView {
                             let active = t.status == TenantStatus::Active;
                             view! {
                                 <tr data-tenant=t.slug.clone()>
-                                    <td>{t.name.clone()}</td>
+                                    <td><A href=format!("/admin/tenants/{id}")>{t.name.clone()}</A></td>
                                     <td><code>{t.slug.clone()}</code></td>
                                     <td><Badge status=t.status.as_str() /></td>
                                     <td>{format::time(t.created_at)}</td>
                                     <td class="row-actions">
                                         <button on:click=move |_| toggle(id, active)>{if active { "Suspend" } else { "Resume" }}</button>
-                                        <button on:click=move |_| editing.set(Some(id))>"Quotas"</button>
                                     </td>
                                 </tr>
                             }
@@ -91,14 +93,107 @@ pub fn Tenants() -> impl IntoView {
                 </table>
             }.into_any()
         })}
-        {move || editing.get().map(|id| view! { <QuotaEditor id=id /> })}
     }
 }
 
+/// One tenant: its state, quota usage and quotas, and its admission policy.
 #[component]
-fn QuotaEditor(id: Uuid) -> impl IntoView {
-    let report = LocalResource::new(move || async move { api::get::<QuotaReport>(&format!("/admin/tenants/{id}/quotas")).await });
-    view! { {loaded(report, move |r: QuotaReport| view! { <QuotaForm id=id quotas=r.quotas /> })} }
+pub fn TenantPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.with(|p| p.get("id").and_then(|s| s.parse::<Uuid>().ok()));
+    let data = LocalResource::new(move || {
+        let id = id();
+        async move {
+            let id = id.ok_or_else(crate::pages::applications::not_found)?;
+            let (t, q, p) = (
+                format!("/admin/tenants/{id}"),
+                format!("/admin/tenants/{id}/quotas"),
+                format!("/admin/tenants/{id}/admission-policy"),
+            );
+            let (tenant, report, policy) =
+                futures_util::join!(api::get::<Tenant>(&t), api::get::<QuotaReport>(&q), api::get::<AdmissionPolicy>(&p));
+            Ok::<_, ApiError>((tenant?, report?, policy?))
+        }
+    });
+    view! {
+        {loaded(data, |(tenant, report, policy): (Tenant, QuotaReport, AdmissionPolicy)| view! {
+            <PageHeader title=tenant.name.clone() />
+            <dl class="facts">
+                <dt>"Slug"</dt><dd><code>{tenant.slug.clone()}</code></dd>
+                <dt>"Status"</dt><dd><Badge status=tenant.status.as_str() /></dd>
+                <dt>"Created"</dt><dd>{format::time(tenant.created_at)}</dd>
+            </dl>
+            <QuotaUsage report=report.clone() />
+            <QuotaForm id=tenant.id quotas=report.quotas />
+            <PolicyForm id=tenant.id policy=policy />
+        })}
+    }
+}
+
+/// The tenant's admission policy: what its Compose files may ask of the nodes.
+#[component]
+fn PolicyForm(id: Uuid, policy: AdmissionPolicy) -> impl IntoView {
+    let flags = [
+        ("allow_bind_mounts", "Bind mounts of node paths", RwSignal::new(policy.allow_bind_mounts)),
+        ("allow_docker_socket", "The Docker socket", RwSignal::new(policy.allow_docker_socket)),
+        (
+            "allow_host_access",
+            "Host network, PID and IPC namespaces, devices, privileged",
+            RwSignal::new(policy.allow_host_access),
+        ),
+        ("allow_manager_placement", "Placement on manager nodes", RwSignal::new(policy.allow_manager_placement)),
+    ];
+    let caps = RwSignal::new(policy.allowed_capabilities.join(", "));
+    let memory = RwSignal::new(policy.default_memory_limit_mb.to_string());
+    let error = RwSignal::new(None::<ApiError>);
+    let saved = RwSignal::new(false);
+    let save = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        error.set(None);
+        saved.set(false);
+        let get = |i: usize| flags[i].2.get_untracked();
+        let body = AdmissionPolicy {
+            allow_bind_mounts: get(0),
+            allow_docker_socket: get(1),
+            allow_host_access: get(2),
+            allow_manager_placement: get(3),
+            allowed_capabilities: caps
+                .get_untracked()
+                .split(',')
+                .map(|c| c.trim().to_owned())
+                .filter(|c| !c.is_empty())
+                .collect(),
+            default_memory_limit_mb: memory.get_untracked().trim().parse().unwrap_or(-1),
+        };
+        leptos::task::spawn_local(async move {
+            match api::put::<AdmissionPolicy>(&format!("/admin/tenants/{id}/admission-policy"), &body).await {
+                Ok(_) => saved.set(true),
+                Err(e) => error.set(Some(e)),
+            }
+        });
+    };
+    view! {
+        <section class="card" id="admission-policy">
+            <h2>"Admission policy"</h2>
+            <p class="hint">"What this tenant's applications may ask of the nodes. Everything is refused by default."</p>
+            <form class="form" on:submit=save>
+                <MaybeError error=error />
+                <fieldset>
+                    <legend>"Allow"</legend>
+                    {flags.into_iter().map(|(key, label, value)| view! {
+                        <label class="inline"><input type="checkbox" id=key prop:checked=move || value.get()
+                            on:change=move |ev| value.set(event_target_checked(&ev)) />" "{label}</label>
+                    }).collect_view()}
+                </fieldset>
+                <label for="allowed-capabilities">"Capabilities services may add (comma-separated)"</label>
+                <input id="allowed-capabilities" placeholder="NET_ADMIN, SYS_TIME" prop:value=move || caps.get() on:input=move |ev| caps.set(event_target_value(&ev)) />
+                <label for="default-memory">"Memory limit when a service sets none (MiB)"</label>
+                <input id="default-memory" inputmode="numeric" prop:value=move || memory.get() on:input=move |ev| memory.set(event_target_value(&ev)) />
+                <button type="submit" class="primary" id="save-policy">"Save policy"</button>
+                {move || saved.get().then(|| view! { <p class="notice" role="status">"Saved."</p> })}
+            </form>
+        </section>
+    }
 }
 
 #[component]

@@ -93,7 +93,7 @@ fn Dashboard() -> impl IntoView {
                         {format!("{nodes_down} node(s) not ready, {services_short} service(s) below their desired replicas.")}
                     </p>
                 })}
-                <Quotas report=o.quotas />
+                <QuotaUsage report=o.quotas />
             }
         })}
         <RecentEvents changed=changed />
@@ -101,7 +101,7 @@ fn Dashboard() -> impl IntoView {
 }
 
 #[component]
-pub fn Quotas(report: QuotaReport) -> impl IntoView {
+pub fn QuotaUsage(report: QuotaReport) -> impl IntoView {
     let (q, u) = (report.quotas, report.usage);
     let rows = vec![
         ("Clusters", format::usage(u.clusters as f64, q.max_clusters.map(f64::from), "")),

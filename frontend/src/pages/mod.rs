@@ -7,7 +7,9 @@ pub mod dashboard;
 pub mod deploy;
 pub mod images;
 pub mod login;
+pub mod people;
 pub mod service;
+pub mod templates;
 pub mod tokens;
 
 use leptos::prelude::*;

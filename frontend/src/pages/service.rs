@@ -213,11 +213,12 @@ fn Logs(id: Uuid) -> impl IntoView {
                 || (),
                 |m| {
                     let Ok(line) = serde_json::from_str::<LogLine>(&m.data) else { return };
-                    if paused.get_untracked() {
-                        held.update_value(|h| h.push(line));
+                    // (`try_`: the page may be gone while the last chunk is read.)
+                    if paused.try_get_untracked().unwrap_or(false) {
+                        held.try_update_value(|h| h.push(line));
                         return;
                     }
-                    lines.update(|l| {
+                    lines.try_update(|l| {
                         l.push(line);
                         let excess = l.len().saturating_sub(KEPT_LINES);
                         l.drain(..excess);
@@ -226,7 +227,7 @@ fn Logs(id: Uuid) -> impl IntoView {
             )
             .await;
             if let Err(e) = result {
-                error.set(Some(e));
+                let _ = error.try_set(Some(e));
             }
         });
     };

@@ -147,27 +147,68 @@ struct AuditRow {
     at: chrono::DateTime<chrono::Utc>,
 }
 
-/// The audit log, newest entries last. Owners and admins see their tenant's; platform admins see all.
-#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(PageParams),
-    responses((status = 200, body = Page<AuditEntry>), (status = 401, body = berth_types::Problem), (status = 403, body = berth_types::Problem)),
+/// Which entries of the audit log to list, and in which order.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    /// Items per page, 1–500 (default 50).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page (of the same order and filters).
+    pub cursor: Option<String>,
+    /// Only actions starting with this, e.g. `cluster.` or `auth.login`.
+    pub action: Option<String>,
+    /// Only entries whose actor's label (e-mail or token name) contains this, ignoring case.
+    pub actor: Option<String>,
+    /// Only entries about this kind of object (`cluster`, `user`, …).
+    pub target_type: Option<String>,
+    /// Only `success` or only `failure`.
+    pub outcome: Option<String>,
+    /// Newest entries first (the default is oldest first).
+    #[serde(default)]
+    pub newest_first: bool,
+}
+
+/// The audit log, oldest entries first unless asked otherwise, optionally filtered. Owners and admins
+/// see their tenant's; platform admins see all.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditParams),
+    responses((status = 200, body = Page<AuditEntry>), (status = 400, body = berth_types::Problem), (status = 401, body = berth_types::Problem),
+              (status = 403, body = berth_types::Problem), (status = 422, body = berth_types::Problem)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     me: Principal,
-    ApiQuery(q): ApiQuery<PageParams>,
+    ApiQuery(q): ApiQuery<AuditParams>,
 ) -> ApiResult<axum::Json<Page<AuditEntry>>> {
     let scope = if me.role == Role::PlatformAdmin { None } else { Some(me.tenant_with(Role::Admin)?) };
-    let limit = q.limit()?;
-    let rows: Vec<AuditRow> = sqlx::query_as(
+    if let Some(o) = &q.outcome
+        && !matches!(o.as_str(), "success" | "failure")
+    {
+        return Err(ApiError::invalid_field("outcome", "must be `success` or `failure`"));
+    }
+    let paging = PageParams { limit: q.limit, cursor: q.cursor.clone() };
+    let limit = paging.limit()?;
+    let (after, order) = if q.newest_first { ("id < $2", "DESC") } else { ("id > $2", "ASC") };
+    // LIKE patterns from user text: its own wildcards are matched literally.
+    let like = |s: &str| s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    let rows: Vec<AuditRow> = sqlx::query_as(&format!(
         "SELECT id, tenant_id, actor_type, actor_id, actor_label, action, target_type, target_id, outcome,
                 status_code, request_id, at
            FROM audit_log
-          WHERE ($1::uuid IS NULL OR tenant_id = $1) AND ($2::bigint IS NULL OR id > $2)
-          ORDER BY id LIMIT $3",
-    )
+          WHERE ($1::uuid IS NULL OR tenant_id = $1) AND ($2::bigint IS NULL OR {after})
+            AND ($4::text IS NULL OR action LIKE $4 || '%')
+            AND ($5::text IS NULL OR actor_label ILIKE '%' || $5 || '%')
+            AND ($6::text IS NULL OR target_type = $6)
+            AND ($7::text IS NULL OR outcome = $7)
+          ORDER BY id {order} LIMIT $3"
+    ))
     .bind(scope)
-    .bind(q.after::<i64>()?)
+    .bind(paging.after::<i64>()?)
     .bind(limit + 1)
+    .bind(q.action.as_deref().map(like))
+    .bind(q.actor.as_deref().map(like))
+    .bind(&q.target_type)
+    .bind(&q.outcome)
     .fetch_all(state.pool_for(&me))
     .await?;
     Ok(axum::Json(page(

@@ -76,6 +76,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(templates::version))
         .routes(routes!(templates::diff))
         .routes(routes!(templates::import_dab))
+        .routes(routes!(templates::check_compose))
         .routes(routes!(gallery::list_gallery))
         .routes(routes!(gallery::get_gallery))
         .routes(routes!(registries::create, registries::list))

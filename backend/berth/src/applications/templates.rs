@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::http::StatusCode;
 use berth_types::{
-    ComposeWarning, CreateTemplate, ImportDab, Page, Problem, Role, Template, TemplateDiff, TemplateVariable, TemplateVersion,
-    UpdateTemplate,
+    CheckCompose, ComposeCheck, ComposeWarning, CreateTemplate, ImportDab, Page, Problem, Role, Template, TemplateDiff,
+    TemplateVariable, TemplateVersion, UpdateTemplate,
 };
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -191,6 +191,21 @@ pub async fn create(
     let t = create_template(&mut db, &me, &req.name, &req.description, &req.compose, &req.files).await?;
     audit.record("template.create", "template", t.id);
     Ok((StatusCode::CREATED, Json(t)))
+}
+
+/// Checks Compose text as creating a template would, and stores nothing: every error at once (422, each
+/// with its path, line and column), or what the text declares and its warnings. For editors and CI.
+#[utoipa::path(post, path = "/api/v1/templates/check", tag = "templates", request_body = CheckCompose,
+    responses((status = 200, body = ComposeCheck), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn check_compose(me: Principal, ApiJson(req): ApiJson<CheckCompose>) -> ApiResult<Json<ComposeCheck>> {
+    me.tenant()?;
+    let info = check(&req.compose, &req.files)?;
+    Ok(Json(ComposeCheck {
+        services: info.services,
+        variables: variables_of(info.variables),
+        warnings: store::warnings(&info.warnings),
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/templates", tag = "templates", params(PageParams),
