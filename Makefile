@@ -7,7 +7,7 @@ BERTH_LISTEN ?= 127.0.0.1:8080
 BERTH_ADMIN_EMAIL ?= admin@berth.localhost
 export BERTH_DATA_DIR BERTH_LISTEN BERTH_ADMIN_EMAIL
 
-.PHONY: run test deps build console openapi bench bench-clusters bench-events bench-registry bench-applications fmt lint ci
+.PHONY: run test deps build console openapi bench bench-clusters bench-events bench-registry bench-applications bench-console fmt lint ci
 
 deps:
 	@scripts/install-deps.sh
@@ -54,6 +54,10 @@ bench-registry:
 bench-applications:
 	@scripts/install-deps.sh bench
 	scripts/bench-applications.sh
+
+bench-console:
+	@scripts/install-deps.sh bench
+	scripts/bench-console.sh
 
 fmt:
 	cargo fmt --all

@@ -55,6 +55,7 @@ impl std::fmt::Display for ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 type Refresh = Shared<LocalBoxFuture<'static, ApiResult<()>>>;
+type OnLost = Box<dyn Fn(ApiError)>;
 
 thread_local! {
     /// The access token, in memory only.
@@ -62,7 +63,7 @@ thread_local! {
     /// A refresh in flight: concurrent 401s wait for the same one (a refresh token works once).
     static REFRESHING: RefCell<Option<Refresh>> = const { RefCell::new(None) };
     /// Told when the session is over (refresh refused): the app shows the login page with the reason.
-    static ON_LOST: RefCell<Option<Box<dyn Fn(ApiError)>>> = const { RefCell::new(None) };
+    static ON_LOST: RefCell<Option<OnLost>> = const { RefCell::new(None) };
     /// Bumped by every new session, so a timer of an older one does nothing.
     static GENERATION: RefCell<u64> = const { RefCell::new(0) };
 }

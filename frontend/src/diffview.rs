@@ -13,11 +13,14 @@ pub enum Row {
     },
 }
 
+/// Numbered lines of one side, waiting to be paired with the other's.
+type Side = Vec<(u32, String)>;
+
 pub fn rows(diff: &str) -> Vec<Row> {
     let mut out = Vec::new();
     let (mut l, mut r) = (0u32, 0u32);
-    let (mut removed, mut added): (Vec<(u32, String)>, Vec<(u32, String)>) = (Vec::new(), Vec::new());
-    let flush = |out: &mut Vec<Row>, removed: &mut Vec<(u32, String)>, added: &mut Vec<(u32, String)>| {
+    let (mut removed, mut added): (Side, Side) = (Vec::new(), Vec::new());
+    let flush = |out: &mut Vec<Row>, removed: &mut Side, added: &mut Side| {
         let n = removed.len().max(added.len());
         let (mut a, mut b) = (removed.drain(..), added.drain(..));
         for _ in 0..n {

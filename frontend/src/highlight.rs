@@ -186,7 +186,7 @@ mod tests {
     use Kind::*;
 
     /// The line's tokens, checked to give the line back, as (kind, text) pairs to compare.
-    fn kinds(text: &str) -> Vec<(Kind, String)> {
+    fn kinds(text: &str) -> Vec<(Kind, std::string::String)> {
         let tokens = line(text);
         assert_eq!(tokens.iter().map(|(_, t)| t.as_str()).collect::<std::string::String>(), text, "tokens give the line back");
         tokens

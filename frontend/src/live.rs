@@ -1,8 +1,9 @@
 //! Live data: the tenant's change feed (`/api/v1/events`) and task logs, read as Server-Sent Events.
 //!
 //! One feed per signed-in tenant user. Pages do not poll: they ask for a version number that moves
-//! whenever an event they care about arrives ([`changes`]), and reload what depends on it. The feed
-//! reconnects on its own, resuming after the last event it saw, so nothing is missed.
+//! whenever events they care about arrive ([`changes`]; a burst within 100 ms counts once), and reload
+//! what depends on it. The feed reconnects on its own, resuming after the last event it saw, so
+//! nothing is missed.
 
 use std::cell::RefCell;
 use std::time::Duration;
@@ -21,9 +22,18 @@ struct Subscriber {
     version: RwSignal<u64>,
 }
 
+/// A handler given each event itself (see [`each`]).
+struct Handler {
+    id: u64,
+    handle: Box<dyn Fn(&Event)>,
+}
+
 thread_local! {
     static SUBSCRIBERS: RefCell<Vec<Subscriber>> = const { RefCell::new(Vec::new()) };
+    static HANDLERS: RefCell<Vec<Handler>> = const { RefCell::new(Vec::new()) };
     static NEXT_ID: RefCell<u64> = const { RefCell::new(0) };
+    /// Subscribers an event matched, waiting for the next flush.
+    static PENDING: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
     static FEED: RefCell<Option<web_sys::AbortController>> = const { RefCell::new(None) };
     /// Other open streams (task logs), ended with the page.
     static STREAMS: RefCell<Vec<web_sys::AbortController>> = const { RefCell::new(Vec::new()) };
@@ -52,7 +62,23 @@ pub fn changes(wants: impl Fn(&Event) -> bool + 'static) -> RwSignal<u64> {
     version
 }
 
+/// Events arriving within this long of each other move a page's version once: a burst (a deploy, ten
+/// services scaled at once) reloads the page once, not once per event.
+const COALESCE: Duration = Duration::from_millis(100);
+
+/// Calls `handle` with every event as it arrives, for pages that update one row in place rather than
+/// reload everything. The handler ends with the calling component.
+pub fn each(handle: impl Fn(&Event) + 'static) {
+    let id = NEXT_ID.with(|n| {
+        *n.borrow_mut() += 1;
+        *n.borrow()
+    });
+    HANDLERS.with(|h| h.borrow_mut().push(Handler { id, handle: Box::new(handle) }));
+    on_cleanup(move || HANDLERS.with(|h| h.borrow_mut().retain(|x| x.id != id)));
+}
+
 fn dispatch(event: &Event) {
+    HANDLERS.with(|h| h.borrow().iter().for_each(|x| (x.handle)(event)));
     RECENT.with(|r| {
         let mut r = r.borrow_mut();
         r.push_back(event.clone());
@@ -60,11 +86,31 @@ fn dispatch(event: &Event) {
             r.pop_front();
         }
     });
+    let mut schedule = false;
     SUBSCRIBERS.with(|s| {
         for sub in s.borrow().iter() {
             if (sub.wants)(event) {
-                sub.version.update(|v| *v += 1);
+                PENDING.with(|p| {
+                    let mut p = p.borrow_mut();
+                    schedule |= p.is_empty();
+                    if !p.contains(&sub.id) {
+                        p.push(sub.id);
+                    }
+                });
             }
+        }
+    });
+    if schedule {
+        set_timeout(flush, COALESCE);
+    }
+}
+
+/// Moves the version of every subscriber an event matched since the last flush.
+fn flush() {
+    let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    SUBSCRIBERS.with(|s| {
+        for sub in s.borrow().iter().filter(|s| pending.contains(&s.id)) {
+            let _ = sub.version.try_update(|v| *v += 1);
         }
     });
 }

@@ -224,6 +224,9 @@ async fn a_customer_runs_an_application_from_the_console() {
     b.wait_text("#cluster-status", "ready").await;
     b.find("#nodes tbody tr").await;
     b.survey("cluster").await;
+    b.click("nav a[href='/clusters']").await;
+    b.find("#clusters").await;
+    b.survey("clusters").await;
     let clusters = app.get("/api/v1/clusters", &t.owner).await.body;
     let cluster = clusters["items"][0]["id"].as_str().unwrap().to_owned();
 
@@ -258,6 +261,11 @@ async fn a_customer_runs_an_application_from_the_console() {
     let worker_id = worker["id"].as_str().unwrap().to_owned();
     b.wait_text("tr[data-service='worker'] .count", "1/1").await;
     b.survey("application").await;
+    b.click("nav a[href='/applications']").await;
+    b.find("#applications").await;
+    b.survey("applications").await;
+    b.goto(&format!("/applications/{app_id}")).await;
+    b.find("#services").await;
 
     // Scale from the console: Berth and the engine agree.
     b.click("tr[data-service='worker'] button[aria-label='Add a replica of worker']").await;
@@ -373,7 +381,7 @@ async fn a_customer_runs_an_application_from_the_console() {
     b.log_in(&t.owner_email, PASSWORD).await;
     b.goto(&format!("/clusters/{cluster}")).await;
     b.click("#delete-cluster").await;
-    assert!(b.find("#delete-cluster-go").await.is_enabled().await.unwrap() == false, "disabled until the name is typed");
+    assert!(!b.find("#delete-cluster-go").await.is_enabled().await.unwrap(), "disabled until the name is typed");
     b.fill("#delete-cluster-confirm", "prod").await;
     b.click("#delete-cluster-go").await;
     b.wait_text("h1", "Clusters").await;
@@ -435,7 +443,10 @@ async fn templates_are_written_with_findings_at_their_line_and_compared_side_by_
 /// manages its people and reads its audit log; a suspended tenant and a removed user are told so.
 #[tokio::test]
 async fn admins_manage_tenants_people_and_the_audit_log() {
-    let app = TestApp::spawn_with_console(4).await;
+    // Access tokens of 12 s: a removed user's session ends at its next renewal, within the test's wait.
+    // (So the API calls below each use a token fresh from a login.)
+    let app = TestApp::spawn_with_console(12).await;
+    let admin = || app.login(berth_tests::ADMIN_EMAIL, berth_tests::ADMIN_PASSWORD);
     let b = Browser::start(&app.base).await;
     b.goto("/").await;
     b.log_in(berth_tests::ADMIN_EMAIL, berth_tests::ADMIN_PASSWORD).await;
@@ -456,12 +467,13 @@ async fn admins_manage_tenants_people_and_the_audit_log() {
     b.click("#save-policy").await;
     b.wait_text("#admission-policy .notice", "Saved").await;
     b.survey("tenant").await;
-    let tenants = app.get("/api/v1/admin/tenants", &app.admin).await.body;
+    let a = admin().await;
+    let tenants = app.get("/api/v1/admin/tenants", &a).await.body;
     let id =
         tenants["items"].as_array().unwrap().iter().find(|t| t["slug"] == "globex").unwrap()["id"].as_str().unwrap().to_owned();
-    let quotas = app.get(&format!("/api/v1/admin/tenants/{id}/quotas"), &app.admin).await.body;
+    let quotas = app.get(&format!("/api/v1/admin/tenants/{id}/quotas"), &a).await.body;
     assert_eq!(quotas["quotas"]["max_clusters"], 2);
-    let policy = app.get(&format!("/api/v1/admin/tenants/{id}/admission-policy"), &app.admin).await.body;
+    let policy = app.get(&format!("/api/v1/admin/tenants/{id}/admission-policy"), &a).await.body;
     assert_eq!((policy["allow_bind_mounts"].clone(), policy["default_memory_limit_mb"].clone()), (json!(true), json!(256)));
 
     // Suspended: its owner is told so at login.
@@ -473,7 +485,7 @@ async fn admins_manage_tenants_people_and_the_audit_log() {
     b.fill("#password", PASSWORD).await;
     b.click("#sign-in").await;
     b.wait_text(".error", "suspended").await;
-    app.post(&format!("/api/v1/admin/tenants/{id}/resume"), &app.admin, json!({})).await.expect(StatusCode::OK);
+    app.post(&format!("/api/v1/admin/tenants/{id}/resume"), &admin().await, json!({})).await.expect(StatusCode::OK);
 
     // The owner adds a developer, then makes them a viewer; the audit log shows both, filtered.
     b.log_in("owner@globex.test", PASSWORD).await;
@@ -500,6 +512,7 @@ async fn admins_manage_tenants_people_and_the_audit_log() {
     b.survey("audit").await;
 
     // A user removed while signed in is told so when the session is next renewed.
+    let owner = app.login("owner@globex.test", PASSWORD).await;
     let dev = app.get("/api/v1/users", &owner).await.body["items"]
         .as_array()
         .unwrap()
@@ -511,6 +524,7 @@ async fn admins_manage_tenants_people_and_the_audit_log() {
         .to_owned();
     b.click("#logout").await;
     b.log_in("dev@globex.test", PASSWORD).await;
+    let owner = app.login("owner@globex.test", PASSWORD).await;
     app.delete(&format!("/api/v1/users/{dev}"), &owner).await.expect(StatusCode::NO_CONTENT);
     b.wait_text(".notice", "session has ended").await;
     b.find("#email").await;

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::api::{self, ApiError};
 use crate::app::session;
-use crate::components::{Badge, Empty, MaybeError, PageHeader, TypedConfirm, loaded};
+use crate::components::{Badge, Empty, ErrorBox, Loading, MaybeError, PageHeader, TypedConfirm, loaded};
 use crate::format;
 use crate::live;
 
@@ -74,19 +74,51 @@ pub fn ApplicationList() -> impl IntoView {
 pub fn ApplicationPage() -> impl IntoView {
     let params = use_params_map();
     let id = move || params.with(|p| p.get("id").and_then(|s| s.parse::<Uuid>().ok()));
+    let current = move || params.with_untracked(|p| p.get("id").and_then(|s| s.parse::<Uuid>().ok()));
+    // A service's own observation updates its row in place; anything else about the application
+    // (jobs, its status, revisions) reloads the page's data.
+    // (A job's `running` and `progress` change nothing shown here; its queueing and its end do.)
     let changed = live::changes(move |e| {
-        params.with_untracked(|p| p.get("id").and_then(|s| s.parse::<Uuid>().ok())).is_some_and(|id| about(id, e))
+        !matches!(e.kind.as_str(), "service.observed" | "job.running" | "job.progress")
+            && current().is_some_and(|id| about(id, e))
     });
     let app = LocalResource::new(move || {
         changed.get();
         let id = id();
+        async move { api::get::<Application>(&format!("/applications/{}", id.ok_or_else(not_found)?)).await }
+    });
+    // The services live in a signal that each reload updates in place: the table keeps the rows whose
+    // service did not change (with 200 services, rebuilding them all on every event drops frames).
+    let services = RwSignal::new(None::<Result<Vec<Service>, ApiError>>);
+    let services_res = LocalResource::new(move || {
+        changed.get();
+        let id = id();
         async move {
             let id = id.ok_or_else(not_found)?;
-            let (app_path, services_path) = (format!("/applications/{id}"), format!("/applications/{id}/services?limit=500"));
-            let (app, services) =
-                futures_util::join!(api::get::<Application>(&app_path), api::get::<Page<Service>>(&services_path));
-            Ok::<_, ApiError>((app?, services?.items))
+            api::get::<Page<Service>>(&format!("/applications/{id}/services?limit=500")).await.map(|p| p.items)
         }
+    });
+    Effect::new(move |_| {
+        if let Some(r) = services_res.get() {
+            services.set(Some(r));
+        }
+    });
+    live::each(move |e| {
+        if e.kind != "service.observed" || !current().is_some_and(|id| about(id, e)) {
+            return;
+        }
+        let Some(sid) = e.target_id else { return };
+        leptos::task::spawn_local(async move {
+            if let Ok(fresh) = api::get::<Service>(&format!("/services/{sid}")).await {
+                let _ = services.try_update(|all| {
+                    if let Some(Ok(all)) = all
+                        && let Some(row) = all.iter_mut().find(|s| s.id == fresh.id)
+                    {
+                        *row = fresh;
+                    }
+                });
+            }
+        });
     });
     let revisions = LocalResource::new(move || {
         changed.get();
@@ -97,18 +129,19 @@ pub fn ApplicationPage() -> impl IntoView {
         }
     });
     view! {
-        {loaded(app, move |(app, services): (Application, Vec<Service>)| view! {
-            <Summary app=app.clone() />
-            <section class="card">
-                <h2>"Services"</h2>
-                <Services services=services changed=changed />
-            </section>
-            <section class="card">
-                <h2>"Revisions"</h2>
-                {loaded(revisions, move |page: Page<ApplicationRevision>| view! { <Revisions app=app.clone() revisions=page.items /> })}
-            </section>
-        })}
-        <AppEvents changed=changed id=Signal::derive(id) />
+        {loaded(app, |app: Application| view! { <Summary app=app /> })}
+        <section class="card">
+            <h2>"Services"</h2>
+            <Services services=services changed=changed />
+        </section>
+        <section class="card">
+            <h2>"Revisions"</h2>
+            {loaded(revisions, move |page: Page<ApplicationRevision>| {
+                let current = app.get().and_then(Result::ok).map(|a| (a.id, a.revision));
+                current.map(|(id, revision)| view! { <Revisions id=id current=revision revisions=page.items /> })
+            })}
+        </section>
+        <AppEvents id=Signal::derive(id) />
     }
 }
 
@@ -167,64 +200,87 @@ pub fn scale(id: Uuid, replicas: i32, error: RwSignal<Option<ApiError>>, changed
 }
 
 #[component]
-fn Services(services: Vec<Service>, changed: RwSignal<u64>) -> impl IntoView {
+fn Services(services: RwSignal<Option<Result<Vec<Service>, ApiError>>>, changed: RwSignal<u64>) -> impl IntoView {
     let s = session();
     let dev = s.can(Role::Developer);
     let error = RwSignal::new(None::<ApiError>);
-    if services.is_empty() {
-        return view! { <Empty>"No services yet."</Empty> }.into_any();
+    // Which of loading, failed, empty or a table to show: changes rarely, unlike the rows.
+    let state = Memo::new(move |_| {
+        services.with(|s| match s {
+            None => 0,
+            Some(Err(_)) => 1,
+            Some(Ok(v)) if v.is_empty() => 2,
+            Some(Ok(_)) => 3,
+        })
+    });
+    let rows = move || services.with(|s| s.as_ref().and_then(|r| r.as_ref().ok()).cloned().unwrap_or_default());
+    move || {
+        match state.get() {
+        0 => view! { <Loading /> }.into_any(),
+        1 => services.with_untracked(|s| match s {
+            Some(Err(e)) => view! { <ErrorBox error=e.clone() /> }.into_any(),
+            _ => ().into_any(),
+        }),
+        2 => view! { <Empty>"No services yet."</Empty> }.into_any(),
+        _ => view! {
+            <MaybeError error=error />
+            <div class="table-wrap">
+            <table class="table" id="services">
+                <thead><tr><th scope="col">"Service"</th><th scope="col">"Status"</th><th scope="col">"Replicas"</th>
+                    <th scope="col">"Image"</th><th scope="col">"Ports"</th><th scope="col">"Update"</th><th scope="col">"Message"</th></tr></thead>
+                <tbody>
+                    <For each=rows key=|svc: &Service| (svc.id, svc.updated_at) children=move |svc: Service| service_row(svc, dev, error, changed) />
+                </tbody>
+            </table>
+            </div>
+        }.into_any(),
     }
+    }
+}
+
+fn service_row(svc: Service, dev: bool, error: RwSignal<Option<ApiError>>, changed: RwSignal<u64>) -> impl IntoView {
+    let id = svc.id;
+    let desired = svc.replicas_desired;
+    let replicated = svc.mode == "replicated";
+    let ports = svc
+        .ports
+        .iter()
+        .map(|p| format!("{}:{}/{} ({})", p.published, p.target, p.protocol, p.mode))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (row_name, link_name) = (svc.name.clone(), svc.name.clone());
+    let (less, more) = (format!("Remove a replica of {}", svc.name), format!("Add a replica of {}", svc.name));
+    let digest = svc.image_digest.as_deref().map(format::short_digest).unwrap_or_default();
     view! {
-        <MaybeError error=error />
-        <div class="table-wrap">
-        <table class="table" id="services">
-            <thead><tr><th scope="col">"Service"</th><th scope="col">"Status"</th><th scope="col">"Replicas"</th>
-                <th scope="col">"Image"</th><th scope="col">"Ports"</th><th scope="col">"Update"</th><th scope="col">"Message"</th></tr></thead>
-            <tbody>
-                {services.into_iter().map(|svc| {
-                    let id = svc.id;
-                    let desired = svc.replicas_desired;
-                    let replicated = svc.mode == "replicated";
-                    let ports = svc.ports.iter().map(|p| format!("{}:{}/{} ({})", p.published, p.target, p.protocol, p.mode)).collect::<Vec<_>>().join(", ");
-                    let (row_name, link_name) = (svc.name.clone(), svc.name.clone());
-                    let (less, more) = (format!("Remove a replica of {}", svc.name), format!("Add a replica of {}", svc.name));
-                    let digest = svc.image_digest.as_deref().map(format::short_digest).unwrap_or_default();
-                    view! {
-                        <tr data-service=row_name>
-                            <td><A href=format!("/services/{id}")>{link_name}</A></td>
-                            <td><Badge status=svc.status.as_str() /></td>
-                            <td>
-                                <span class="replicas">
-                                    {(dev && replicated).then(|| view! {
-                                        <button class="small" aria-label=less.clone()
-                                            disabled=desired == 0 on:click=move |_| scale(id, desired - 1, error, changed)>"−"</button>
-                                    })}
-                                    <span class="count">{format!("{}/{}", svc.replicas_running, desired)}</span>
-                                    {(dev && replicated).then(|| view! {
-                                        <button class="small" aria-label=more.clone()
-                                            on:click=move |_| scale(id, desired + 1, error, changed)>"+"</button>
-                                    })}
-                                </span>
-                            </td>
-                            <td><code>{svc.image.clone()}</code>{(!digest.is_empty()).then(|| view! { <br /><span class="muted mono">{digest}</span> })}</td>
-                            <td>{ports}</td>
-                            <td>{svc.update_state.clone().unwrap_or_default()}</td>
-                            <td>{svc.message.clone()}</td>
-                        </tr>
-                    }
-                }).collect_view()}
-            </tbody>
-        </table>
-        </div>
-    }.into_any()
+        <tr data-service=row_name>
+            <td><A href=format!("/services/{id}")>{link_name}</A></td>
+            <td><Badge status=svc.status.as_str() /></td>
+            <td>
+                <span class="replicas">
+                    {(dev && replicated).then(|| view! {
+                        <button class="small" aria-label=less.clone()
+                            disabled=desired == 0 on:click=move |_| scale(id, desired - 1, error, changed)>"−"</button>
+                    })}
+                    <span class="count">{format!("{}/{}", svc.replicas_running, desired)}</span>
+                    {(dev && replicated).then(|| view! {
+                        <button class="small" aria-label=more.clone()
+                            on:click=move |_| scale(id, desired + 1, error, changed)>"+"</button>
+                    })}
+                </span>
+            </td>
+            <td><code>{svc.image.clone()}</code>{(!digest.is_empty()).then(|| view! { <br /><span class="muted mono">{digest}</span> })}</td>
+            <td>{ports}</td>
+            <td>{svc.update_state.clone().unwrap_or_default()}</td>
+            <td>{svc.message.clone()}</td>
+        </tr>
+    }
 }
 
 #[component]
-fn Revisions(app: Application, revisions: Vec<ApplicationRevision>) -> impl IntoView {
+fn Revisions(id: Uuid, current: i32, revisions: Vec<ApplicationRevision>) -> impl IntoView {
     let s = session();
     let dev = s.can(Role::Developer);
     let error = RwSignal::new(None::<ApiError>);
-    let id = app.id;
     let rollback = move |revision: i32| {
         leptos::task::spawn_local(async move {
             let body = RollbackApplication { revision: Some(revision) };
@@ -242,18 +298,18 @@ fn Revisions(app: Application, revisions: Vec<ApplicationRevision>) -> impl Into
                 <th scope="col">"Images"</th>{dev.then(|| view! { <th scope="col">"Actions"</th> })}</tr></thead>
             <tbody>
                 {revisions.into_iter().map(|r| {
-                    let current = r.revision == app.revision;
+                    let is_current = r.revision == current;
                     let images = r.images.iter().map(|(s, i)| format!("{s}: {}", format::short_digest(i))).collect::<Vec<_>>().join(", ");
                     let template = r.template_version.map(|v| format!("version {v}")).unwrap_or_else(|| "Compose".into());
                     let rev = r.revision;
                     view! {
                         <tr data-revision=rev>
-                            <td>{rev}{current.then_some(" (current)")}</td>
+                            <td>{rev}{is_current.then_some(" (current)")}</td>
                             <td>{format::time(r.created_at)}</td>
                             <td>{template}</td>
                             <td class="mono">{images}</td>
                             {dev.then(|| view! {
-                                <td>{(!current).then(|| view! {
+                                <td>{(!is_current).then(|| view! {
                                     <button on:click=move |_| rollback(rev)>{format!("Roll back to {rev}")}</button>
                                 })}</td>
                             })}
@@ -266,7 +322,8 @@ fn Revisions(app: Application, revisions: Vec<ApplicationRevision>) -> impl Into
 }
 
 #[component]
-fn AppEvents(changed: RwSignal<u64>, id: Signal<Option<Uuid>>) -> impl IntoView {
+fn AppEvents(id: Signal<Option<Uuid>>) -> impl IntoView {
+    let changed = live::changes(move |e| id.with_untracked(|id| id.is_some_and(|id| about(id, e))));
     view! {
         <section class="card">
             <h2>"Events"</h2>

@@ -79,6 +79,12 @@ fn Dashboard() -> impl IntoView {
     view! {
         <h1>"Dashboard"</h1>
         {loaded(data, |o: Overview| {
+            // A user-timing mark once the data is on screen (the console benchmark reads it).
+            request_animation_frame(|| {
+                if let Some(p) = web_sys::window().and_then(|w| w.performance()) {
+                    let _ = p.mark("berth:dashboard-data");
+                }
+            });
             let nodes_down = o.nodes.iter().filter(|n| n.state.as_str() != "ready").count();
             let services_short = o.services.iter().filter(|s| s.replicas_running < s.replicas_desired).count();
             view! {

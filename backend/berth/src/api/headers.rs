@@ -20,7 +20,7 @@ const DOCS_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 
 const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; \
      font-src 'self'; connect-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// Everything under `/api/` is data, not a page.
+/// Everything under `/api/`, and the operations endpoints, is data, not a page.
 const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'";
 
 pub async fn middleware(req: Request, next: Next) -> Response {
@@ -28,7 +28,7 @@ pub async fn middleware(req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let csp = if path.starts_with("/api/docs") {
         DOCS_CSP
-    } else if path.starts_with("/api/") {
+    } else if path.starts_with("/api/") || matches!(path, "/healthz" | "/readyz" | "/metrics") {
         API_CSP
     } else {
         CONSOLE_CSP
