@@ -196,7 +196,8 @@ impl Browser {
         std::fs::write(dir.join(format!("{name}-{width}.png")), png).unwrap();
     }
 
-    /// Screenshots at desktop and phone widths, and the accessibility check, for one main page.
+    /// Screenshots at desktop and phone widths and in the dark theme, and the accessibility check in
+    /// both themes, for one main page.
     pub async fn survey(&self, name: &str) {
         self.assert_accessible(name).await;
         self.screenshot(name).await;
@@ -204,6 +205,22 @@ impl Browser {
         tokio::time::sleep(Duration::from_millis(300)).await;
         self.screenshot(name).await;
         self.resize(DESKTOP).await;
+        self.color_scheme("dark").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.assert_accessible(&format!("{name} (dark)")).await;
+        self.screenshot(&format!("{name}-dark")).await;
+        self.color_scheme("light").await;
+    }
+
+    /// Emulates the system's light or dark preference (`prefers-color-scheme`) through ChromeDriver's
+    /// DevTools passthrough.
+    pub async fn color_scheme(&self, scheme: &str) {
+        let session = self.client.session_id().await.unwrap().unwrap_or_default();
+        let url = format!("http://127.0.0.1:{}/session/{session}/goog/cdp/execute", self.port);
+        let body = json!({"cmd": "Emulation.setEmulatedMedia",
+                          "params": {"features": [{"name": "prefers-color-scheme", "value": scheme}]}});
+        let resp = reqwest::Client::new().post(url).json(&body).send().await.expect("ChromeDriver's DevTools passthrough");
+        assert!(resp.status().is_success(), "emulating {scheme}: {}", resp.text().await.unwrap_or_default());
     }
 
     /// Runs axe-core (npm, installed by scripts/install-deps.sh) on the page; fails on any critical or

@@ -33,7 +33,7 @@ const COOKIE_PATH: &str = "/api/v1/auth/session";
     responses((status = 200, body = SessionResponse, headers(("set-cookie" = String, description = "`berth_session`: the refresh token, HttpOnly, SameSite=Strict"))),
               (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem),
               (status = 429, body = Problem, description = "Too many failed logins for this account from this address (or from everywhere); see `Retry-After`.")))]
-pub async fn create(
+pub async fn start_session(
     State(state): State<AppState>,
     audit: Audit,
     ClientAddr(addr): ClientAddr,
@@ -51,7 +51,12 @@ pub async fn create(
     responses((status = 200, body = SessionResponse, headers(("set-cookie" = String, description = "The rotated `berth_session` cookie"))),
               (status = 401, body = Problem), (status = 403, body = Problem),
               (status = 429, body = Problem, description = "Too many invalid refresh tokens from this address; see `Retry-After`.")))]
-pub async fn refresh(State(state): State<AppState>, audit: Audit, ClientAddr(addr): ClientAddr, headers: HeaderMap) -> Response {
+pub async fn renew_session(
+    State(state): State<AppState>,
+    audit: Audit,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+) -> Response {
     let result = async {
         let token = cookie(&headers).ok_or_else(|| ApiError::unauthorized("no session in this browser; log in"))?;
         let (tokens, principal) = rotate(&state, &audit, addr, &token).await?;
@@ -83,7 +88,7 @@ pub struct EndSession {
 #[utoipa::path(delete, path = "/api/v1/auth/session", tag = "auth", params(EndSession,
         ("berth_session" = Option<String>, Cookie, description = "The session's refresh token")),
     responses((status = 204, description = "Logged out; the cookie is cleared"), (status = 400, body = Problem)))]
-pub async fn delete(
+pub async fn end_session(
     State(state): State<AppState>,
     audit: Audit,
     headers: HeaderMap,
