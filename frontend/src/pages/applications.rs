@@ -75,18 +75,11 @@ pub fn ApplicationPage() -> impl IntoView {
     let params = use_params_map();
     let id = move || params.with(|p| p.get("id").and_then(|s| s.parse::<Uuid>().ok()));
     let current = move || params.with_untracked(|p| p.get("id").and_then(|s| s.parse::<Uuid>().ok()));
-    // What an event changes on this page: a service's own events (`service.observed`,
-    // `service.updated`) its row, fetched alone; the application's jobs and status its summary and
-    // revisions; a finished deploy also the set of services. (A job's `running` and `progress` change
-    // nothing shown here.)
+    // A service's own observation updates its row in place; anything else about the application
+    // (jobs, its status, revisions) reloads the page's data.
+    // (A job's `running` and `progress` change nothing shown here; its queueing and its end do.)
     let changed = live::changes(move |e| {
-        !e.kind.starts_with("service.")
-            && !matches!(e.kind.as_str(), "job.running" | "job.progress")
-            && current().is_some_and(|id| about(id, e))
-    });
-    let deployed = live::changes(move |e| {
-        matches!(e.kind.as_str(), "job.succeeded" | "job.failed")
-            && e.data.get("kind").and_then(|k| k.as_str()).is_some_and(|k| k.starts_with("application."))
+        !matches!(e.kind.as_str(), "service.observed" | "job.running" | "job.progress")
             && current().is_some_and(|id| about(id, e))
     });
     let app = LocalResource::new(move || {
@@ -98,7 +91,7 @@ pub fn ApplicationPage() -> impl IntoView {
     // service did not change (with 200 services, rebuilding them all on every event drops frames).
     let services = RwSignal::new(None::<Result<Vec<Service>, ApiError>>);
     let services_res = LocalResource::new(move || {
-        deployed.get();
+        changed.get();
         let id = id();
         async move {
             let id = id.ok_or_else(not_found)?;
@@ -111,7 +104,7 @@ pub fn ApplicationPage() -> impl IntoView {
         }
     });
     live::each(move |e| {
-        if !e.kind.starts_with("service.") || !current().is_some_and(|id| about(id, e)) {
+        if e.kind != "service.observed" || !current().is_some_and(|id| about(id, e)) {
             return;
         }
         let Some(sid) = e.target_id else { return };
