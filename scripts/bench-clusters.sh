@@ -103,7 +103,7 @@ wait_gone() { until_ok is_gone "$1"; }
 
 cargo build --release -q -p berth
 mkdir -p "$DATA/berth"
-BERTH_DATA_DIR="$DATA/berth" BERTH_LISTEN="127.0.0.1:$PORT" BERTH_ADMIN_EMAIL=bench@berth.test \
+BERTH_ROUTER=off BERTH_DATA_DIR="$DATA/berth" BERTH_LISTEN="127.0.0.1:$PORT" BERTH_ADMIN_EMAIL=bench@berth.test \
   BERTH_ADMIN_PASSWORD=bench-password RUST_LOG=warn ./target/release/berth serve >"$DATA/server.log" 2>&1 &
 SERVER_PID=$!
 until_ok curl -sf "$BASE/readyz"

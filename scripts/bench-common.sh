@@ -3,7 +3,7 @@
 
 # Starts the server with any extra VAR=value settings given, sets SERVER_PID, waits until it is ready.
 start_berth() {
-  env "$@" BERTH_DATA_DIR="$DATA" BERTH_LISTEN="127.0.0.1:$PORT" BERTH_ADMIN_EMAIL=bench@berth.test \
+  env BERTH_ROUTER=off "$@" BERTH_DATA_DIR="$DATA" BERTH_LISTEN="127.0.0.1:$PORT" BERTH_ADMIN_EMAIL=bench@berth.test \
     BERTH_ADMIN_PASSWORD=bench-password RUST_LOG="${RUST_LOG:-warn}" ./target/release/berth serve >"$DATA/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 300); do

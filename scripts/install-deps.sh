@@ -21,6 +21,8 @@ command -v docker-registry >/dev/null || need+=(docker-registry)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v cc >/dev/null || need+=(gcc)
 [ -e /usr/include/stdio.h ] || need+=(libc6-dev)
+# The router: Berth drives Debian's HAProxy (2.6) as each cluster's ingress.
+command -v haproxy >/dev/null || need+=(haproxy)
 # The web console: precompressed assets (brotli), wasm-opt and axe-core from npm; its tests drive
 # Debian's Chromium through ChromeDriver.
 command -v brotli >/dev/null || need+=(brotli)
@@ -46,9 +48,11 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   # Debian starts services on install where it can; Berth runs its own, so leave the machine as it was
   # (a system docker-registry would also hold port 5000 on every address).
-  if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
-    systemctl disable --now docker-registry >/dev/null 2>&1 || true
-  fi
+  for unit in docker-registry haproxy; do
+    if command -v systemctl >/dev/null && systemctl is-active --quiet "$unit" 2>/dev/null; then
+      systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    fi
+  done
   if [ -d /etc/postgresql ] && command -v pg_lsclusters >/dev/null; then
     pg_lsclusters --no-header 2>/dev/null | awk '$4=="online"{print $1, $2}' | while read -r v c; do
       pg_ctlcluster "$v" "$c" stop || true

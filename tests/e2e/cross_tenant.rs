@@ -38,6 +38,7 @@ async fn another_tenants_objects_are_404_on_every_verb_and_nothing_changes() {
         (M::PATCH, format!("/api/v1/applications/{}", o.application), Some(json!({}))),
         (M::DELETE, format!("/api/v1/applications/{}", o.application), None),
         (M::GET, format!("/api/v1/applications/{}/revisions", o.application), None),
+        (M::GET, format!("/api/v1/routes/{}", o.route), None),
         (M::GET, format!("/api/v1/applications/{}/services", o.application), None),
         (M::GET, format!("/api/v1/services/{}", o.service), None),
         (M::PATCH, format!("/api/v1/services/{}", o.service), Some(json!({"replicas": 9}))),
@@ -67,6 +68,7 @@ async fn another_tenants_objects_are_404_on_every_verb_and_nothing_changes() {
                 .replace(&o.application.to_string(), &uuid::Uuid::now_v7().to_string())
                 .replace(&o.service.to_string(), &uuid::Uuid::now_v7().to_string())
                 .replace(&o.job.to_string(), &uuid::Uuid::now_v7().to_string())
+                .replace(&o.route.to_string(), &uuid::Uuid::now_v7().to_string())
                 .replace(&o.user.to_string(), &uuid::Uuid::now_v7().to_string())
                 .replace(&o.token.to_string(), &uuid::Uuid::now_v7().to_string());
             let r2 = app.call(method.clone(), &nowhere, Some(caller), body.clone()).await;
@@ -87,13 +89,14 @@ async fn another_tenants_objects_are_404_on_every_verb_and_nothing_changes() {
         "/api/v1/registries",
         "/api/v1/images",
         "/api/v1/applications",
+        "/api/v1/routes",
         "/api/v1/jobs",
         "/api/v1/users",
         "/api/v1/tokens",
     ] {
         let r = app.get(list, &b.owner).await;
         r.expect(StatusCode::OK);
-        let a_ids = [o.cluster, o.template, o.registry, o.application, o.job, o.user, o.token].map(|id| id.to_string());
+        let a_ids = [o.cluster, o.template, o.registry, o.application, o.route, o.job, o.user, o.token].map(|id| id.to_string());
         for item in r.body["items"].as_array().unwrap() {
             assert!(!a_ids.contains(&item["id"].as_str().unwrap().to_owned()), "{list} shows A's {item}");
         }

@@ -47,7 +47,9 @@ impl Served {
             .env("BERTH_LISTEN", format!("127.0.0.1:{port}"))
             .env("BERTH_ADMIN_EMAIL", "root@example.test")
             .env("BERTH_ADMIN_PASSWORD", "root-password")
-            .env("BERTH_REGISTRY", "off");
+            .env("BERTH_REGISTRY", "off")
+            // Each Berth its own router port (the default, 8000, is one per machine).
+            .env("BERTH_ROUTER_LISTEN", format!("127.0.0.1:{}", free_port()));
         cmd
     }
 
@@ -148,10 +150,12 @@ async fn serve_runs_and_stops_its_own_postgres_and_registry() {
     let address = format!("{ip}:{port}");
     let auth = auth_port.to_string();
     let dir = std::env::temp_dir().join(format!("berth-embedded-{}", uuid::Uuid::new_v4().simple()));
+    let router = format!("127.0.0.1:{}", free_port());
     let env = [
         ("BERTH_REGISTRY", "builtin"),
         ("BERTH_REGISTRY_ADDRESS", address.as_str()),
         ("BERTH_REGISTRY_AUTH_PORT", auth.as_str()),
+        ("BERTH_ROUTER_LISTEN", router.as_str()),
     ];
     let mut served = Served::start_in(dir.clone(), free_port(), &env).await;
     assert_eq!(served.login_status().await, 200);
@@ -162,10 +166,22 @@ async fn serve_runs_and_stops_its_own_postgres_and_registry() {
     assert_eq!(registry.len(), 1, "one registry runs, with its storage in the data dir");
     assert!(dir.join("registry/storage").is_dir());
     assert!(std::net::TcpStream::connect(&address).is_ok(), "the registry listens on {address}");
+    // The router: HAProxy, from the data directory, answering for hosts no route names.
+    let routed = reqwest::Client::new().get(format!("http://{router}/")).header("host", "x.apps.localhost").send().await.unwrap();
+    assert_eq!(routed.status(), 404);
+    assert_eq!(routed.text().await.unwrap(), "No route for this host.\n");
+    assert!(!pids_of("haproxy", &dir.join("router")).is_empty(), "HAProxy runs from the data dir");
 
     assert!(served.stop_within(Duration::from_secs(30)), "berth serve did not stop on SIGTERM");
+    assert!(pids_of("haproxy", &dir.join("router")).iter().all(|p| !alive(*p)), "HAProxy outlived berth serve");
     assert!(postgres_pids(&dir).is_empty(), "postgres outlived berth serve");
     assert!(registry_pids(&dir).is_empty(), "the registry outlived berth serve");
+}
+
+/// Whether a process is running (not gone, not a zombie).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
 }
 
 /// `docker-registry` processes serving a configuration under `dir`.

@@ -8,6 +8,7 @@ use uuid::Uuid;
 pub const COMPOSE: &str = "services:
   web:
     image: ${IMAGE:-busybox}:${TAG:-1}
+    ports: [{target: 80, mode: host}]
     deploy:
       replicas: 2
       resources:
@@ -25,6 +26,7 @@ pub struct Objects {
     pub registry: Uuid,
     pub application: Uuid,
     pub service: Uuid,
+    pub route: Uuid,
     pub job: Uuid,
     pub user: Uuid,
     pub token: Uuid,
@@ -92,6 +94,8 @@ pub async fn objects(app: &TestApp, t: &Tenant) -> Objects {
     let application = application(app, &t.owner, cluster, template).await;
     let services = app.get(&format!("/api/v1/applications/{application}/services"), &t.owner).await;
     let service = services.body["items"][0]["id"].as_str().unwrap().parse().unwrap();
+    let routes = app.get(&format!("/api/v1/routes?application_id={application}"), &t.owner).await;
+    let route = routes.body["items"][0]["id"].as_str().unwrap().parse().unwrap();
     let jobs = app.get("/api/v1/jobs", &t.owner).await;
     let job = jobs.body["items"][0]["id"].as_str().unwrap().parse().unwrap();
     let token = app.post("/api/v1/tokens", &t.owner, json!({"name": "fixture", "role": "viewer"})).await;
@@ -102,6 +106,7 @@ pub async fn objects(app: &TestApp, t: &Tenant) -> Objects {
         registry: registry(app, &t.owner).await,
         application,
         service,
+        route,
         job,
         user: tenant_user(app, &t.owner).await,
         token: token.id(),

@@ -14,4 +14,5 @@ mod quotas;
 mod registry;
 mod resources;
 mod roles;
+mod routing;
 mod security;

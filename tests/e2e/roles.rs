@@ -170,6 +170,8 @@ fn cases() -> Vec<Case> {
         // These apps reach no cluster: past authorization, the answer is 503.
         case(M::GET, "/api/v1/services/{service}/logs", [401, 503, 503, 503, 503, 503, 403]),
         case(M::GET, "/api/v1/admission-policy", READ),
+        case(M::GET, "/api/v1/routes", READ),
+        case(M::GET, "/api/v1/routes/{route}", READ),
         // jobs and audit
         case(M::GET, "/api/v1/jobs", READ),
         case(M::GET, "/api/v1/jobs/{job}", READ),
@@ -222,6 +224,7 @@ fn fill(path: &str, tenant: Uuid, o: &Objects, fresh: Uuid) -> String {
         .replace("{application}", &o.application.to_string())
         .replace("{service}", &o.service.to_string())
         .replace("{job}", &o.job.to_string())
+        .replace("{route}", &o.route.to_string())
         .replace("{user}", &o.user.to_string())
         .replace("{fresh}", &fresh.to_string())
 }

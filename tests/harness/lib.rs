@@ -214,6 +214,95 @@ pub fn serve_config(max_body: usize) -> ServeConfig {
             external_registry_names: false,
         },
         event_delivery: Default::default(),
+        // Tests that route start their own router (see `TestRouter::start`).
+        routing: berth::routing::RoutingConfig {
+            apps_domain: "apps.localhost".into(),
+            router: berth::routing::RouterMode::Off,
+            router_listen: "127.0.0.1:8000".parse().unwrap(),
+            haproxy_bin: "haproxy".into(),
+        },
+    }
+}
+
+/// A configuration whose route URLs name a router on a free loopback port (start it with
+/// [`TestRouter::start`] on `cfg.routing.router_listen`).
+pub fn routed_config() -> ServeConfig {
+    let mut cfg = serve_config(64 * 1024);
+    cfg.routing.router_listen = std::net::SocketAddr::new([127, 0, 0, 1].into(), free_port_on([127, 0, 0, 1].into()));
+    cfg
+}
+
+/// A router (HAProxy driven by Berth) run in-process for one test, as `berth serve` runs it; its
+/// HAProxy and directory go when dropped.
+pub struct TestRouter {
+    pub listen: std::net::SocketAddr,
+    pub dir: PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl TestRouter {
+    /// Starts a router for the local clusters of `db` on `listen`, and waits until it answers.
+    pub async fn start(db: &PgPool, listen: std::net::SocketAddr) -> TestRouter {
+        Self::start_scoped(db, listen, berth::routing::table::Scope::Local).await
+    }
+
+    pub async fn start_scoped(db: &PgPool, listen: std::net::SocketAddr, scope: berth::routing::table::Scope) -> TestRouter {
+        let dir = temp_data_dir("berth-router");
+        let setup = berth::routing::haproxy::Setup { bin: "haproxy".into(), dir: dir.clone(), listen };
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(berth::routing::router::run(db.clone(), setup, scope, stopped));
+        let router = TestRouter { listen, dir, stop };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(listen).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "the router did not start listening on {listen}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        router
+    }
+
+    /// HAProxy processes started from this router's directory (master and workers).
+    pub fn haproxy_pids(&self) -> Vec<i32> {
+        let needle = self.dir.to_string_lossy().into_owned();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                let cmd =
+                    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).into_owned();
+                cmd.starts_with("haproxy") && cmd.contains(&needle)
+            })
+            .collect()
+    }
+}
+
+impl Drop for TestRouter {
+    fn drop(&mut self) {
+        use nix::sys::signal::{Signal, kill};
+        let _ = self.stop.send(true);
+        // The master first (it stops and reaps its workers), then anything left, so that no worker is
+        // orphaned to an init that may not reap it.
+        let alive = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+        };
+        let pids = self.haproxy_pids();
+        let me = std::process::id().to_string();
+        for pid in &pids {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)).unwrap_or("");
+            if ppid == me {
+                let _ = kill(nix::unistd::Pid::from_raw(*pid), Signal::SIGTERM);
+            }
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while pids.iter().any(|p| alive(*p)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for pid in pids.into_iter().filter(|p| alive(*p)) {
+            let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -450,6 +539,7 @@ impl TestApp {
             "application_revisions",
             "services",
             "containers",
+            "routes",
             "jobs",
             "events",
         ] {

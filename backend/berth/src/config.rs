@@ -84,6 +84,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub external: ExternalRegistryPolicy,
 
+    #[command(flatten)]
+    pub routing: crate::routing::RoutingConfig,
+
     /// How event streams learn of new events: `listen` (one LISTEN per process, the default) or `poll`
     /// (each stream polls the table; only for comparing the two in the benchmark).
     #[arg(long, env = "BERTH_EVENT_DELIVERY", value_enum, default_value_t = Delivery::Listen, hide = true)]
@@ -156,4 +159,18 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+/// Settings of `berth router`: a router on its own, for the clusters named (or all).
+#[derive(Debug, Clone, Args)]
+pub struct RouterRoleConfig {
+    #[command(flatten)]
+    pub db: DbConfig,
+
+    #[command(flatten)]
+    pub routing: crate::routing::RoutingConfig,
+
+    /// Route only to these clusters (repeat the flag); all clusters when none is given.
+    #[arg(long = "cluster", env = "BERTH_ROUTER_CLUSTERS", value_delimiter = ',')]
+    pub clusters: Vec<uuid::Uuid>,
 }

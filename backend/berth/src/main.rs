@@ -22,6 +22,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the largest settings does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the API (and, in later versions, the console, workers and reconcilers) in one process.
@@ -30,6 +32,8 @@ enum Command {
     Worker(WorkerConfig),
     /// Run only the built-in registry (with its token service), for operators who run it apart.
     Registry(RegistryRoleConfig),
+    /// Run only a router (HAProxy kept in step with the route table), e.g. one per ingress machine.
+    Router(berth::config::RouterRoleConfig),
     /// Apply database migrations and exit.
     Migrate(DbConfig),
     /// Print the OpenAPI document (JSON) and exit.
@@ -75,6 +79,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             result
         }
         Command::Registry(cfg) => berth::registry::run_role(cfg).await,
+        Command::Router(cfg) => berth::routing::run_role(cfg).await,
         Command::Migrate(cfg) => {
             let database = Database::open(&cfg).await?;
             let result = berth::db::migrate(&database.pools.system).await;

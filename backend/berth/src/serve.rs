@@ -13,6 +13,8 @@ use crate::config::{RegistryMode, ServeConfig};
 use crate::crypto::{Keys, load_or_create_secret};
 use crate::db::{self, Database, Pools};
 use crate::registry::RegistryTrust;
+use crate::routing::RouterMode;
+use crate::routing::table::Scope;
 use crate::state::AppState;
 
 /// Builds the request state over an open pool: migrations applied, first admin ensured.
@@ -29,6 +31,7 @@ pub async fn prepare(pools: Pools, cfg: &ServeConfig) -> anyhow::Result<AppState
         cfg.existing.clone(),
         cfg.external.clone(),
         cfg.event_delivery,
+        crate::routing::Routing::from_config(&cfg.routing),
     ))
 }
 
@@ -75,6 +78,22 @@ async fn serve_with(
     let env = WorkerEnv::new(state.keys.clone(), cfg.db.data_dir.clone(), cfg.existing.clone(), trust);
     state.set_clusters(env.clone());
     let workers = tokio::spawn(crate::worker::run(database.pools.system.clone(), env, stopped.clone()));
+    let router = match cfg.routing.router {
+        RouterMode::On => {
+            let setup = crate::routing::preflight(&cfg.routing, &cfg.db.data_dir)
+                .await
+                .context("starting the router (BERTH_ROUTER=off runs Berth without it)")?;
+            println!(
+                "Router: http://{}/  (services answer at http://<service>.<application>.<tenant>.{}:{})",
+                setup.listen,
+                cfg.routing.apps_domain,
+                setup.listen.port()
+            );
+            let db = database.pools.system.clone();
+            Some(tokio::spawn(crate::routing::router::run(db, setup, Scope::Local, stopped.clone())))
+        }
+        RouterMode::Off => None,
+    };
     tracing::info!(%addr, "Berth is serving: API at http://{addr}/api/v1, docs at http://{addr}/api/docs/");
     println!("Berth is up: http://{addr}/  (API docs: http://{addr}/api/docs/)");
     if let Some(reg) = state.registry() {
@@ -120,6 +139,11 @@ async fn serve_with(
         Ok(Ok(Err(e))) => tracing::error!(error = %e, "workers stopped with an error"),
         Err(_) => tracing::warn!("workers did not stop in time"),
         _ => {}
+    }
+    if let Some(router) = router
+        && tokio::time::timeout(crate::api::SHUTDOWN_GRACE, router).await.is_err()
+    {
+        tracing::warn!("the router did not stop in time");
     }
     tracing::info!("stopped");
     Ok(())

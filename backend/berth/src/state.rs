@@ -33,6 +33,8 @@ pub struct Inner {
     pub events: Arc<EventHub>,
     /// Turns true when the server begins to shut down: long-lived responses (event streams) end.
     shutdown: watch::Sender<bool>,
+    /// Default domains and route URLs.
+    pub routing: crate::routing::Routing,
     /// The built-in registry, once this process runs it (see [`crate::registry::start`]).
     registry: OnceLock<Arc<Registry>>,
     /// How this process reaches clusters' engines (for requests answered by an engine, such as logs).
@@ -41,6 +43,7 @@ pub struct Inner {
 
 impl AppState {
     /// Builds the state; starts the event hub's listener on the current runtime.
+    #[allow(clippy::too_many_arguments)] // each is one setting of `berth serve`; two callers
     pub fn new(
         pools: Pools,
         keys: Keys,
@@ -49,6 +52,7 @@ impl AppState {
         existing: ExistingPolicy,
         external: ExternalRegistryPolicy,
         delivery: Delivery,
+        routing: crate::routing::Routing,
     ) -> Self {
         let events = EventHub::start(pools.system.clone(), delivery);
         AppState(Arc::new(Inner {
@@ -61,6 +65,7 @@ impl AppState {
             existing,
             external,
             events,
+            routing,
             shutdown: watch::Sender::new(false),
             registry: OnceLock::new(),
             clusters: OnceLock::new(),

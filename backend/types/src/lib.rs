@@ -834,3 +834,35 @@ pub struct AuditEntry {
     pub request_id: String,
     pub at: DateTime<Utc>,
 }
+
+/// A route: requests for `domain` (under `path_prefix`) reach one target port of a service, balanced
+/// over its running tasks by the router.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Route {
+    pub id: Uuid,
+    pub domain: String,
+    /// `/` for the whole domain; otherwise requests whose path is this prefix or under it.
+    pub path_prefix: String,
+    pub service_id: Uuid,
+    pub application_id: Uuid,
+    /// The service's target (container) port.
+    pub port: i32,
+    /// Where the route answers, through the router `berth serve` runs.
+    pub url: String,
+    /// `default` (the domain Berth gives every service with a port), `compose` (declared in the
+    /// Compose file) or `api`.
+    pub source: String,
+    /// Routed only once true: default domains are; a custom domain once proved or granted.
+    pub verified: bool,
+    /// `roundrobin`, `leastconn`, `source` (consistent hashing of the client address) or `random`.
+    pub balance: String,
+    /// Whether a client keeps its task, through a cookie the router sets.
+    pub sticky: bool,
+    /// How long the router waits for the service's answer.
+    pub timeout_secs: i32,
+    /// Largest request body passed on; `null` for no limit.
+    pub max_body_bytes: Option<i64>,
+    /// Running tasks the router balances over right now.
+    pub endpoints: i64,
+    pub created_at: DateTime<Utc>,
+}

@@ -104,6 +104,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::applications::logs::container_logs))
         .routes(routes!(applications::get_policy, applications::set_policy))
         .routes(routes!(applications::my_policy))
+        .routes(routes!(crate::routing::api::list))
+        .routes(routes!(crate::routing::api::get))
         .routes(routes!(jobs::list))
         .routes(routes!(jobs::get))
         .routes(routes!(events::stream))

@@ -80,6 +80,7 @@ async fn template_source(conn: &mut PgConnection, tenant: Uuid, template: Uuid, 
 struct Prepared {
     loaded: Loaded,
     plans: Vec<ServicePlan>,
+    routes: Vec<crate::routing::declare::Declared>,
 }
 
 /// Loads the Compose file under the tenant's policy and plans its services on the cluster. Errors are
@@ -91,8 +92,10 @@ async fn prepare(
     app_name: &str,
     source: &Text,
     variables: &BTreeMap<String, String>,
-    registry: Option<&str>,
+    state: &AppState,
 ) -> ApiResult<Prepared> {
+    let registry = state.registry().map(|r| r.address.clone());
+    let registry = registry.as_deref();
     let cluster = crate::clusters::store::load(conn, tenant, cluster, false).await.map_err(|e| {
         if e.status == StatusCode::NOT_FOUND { ApiError::invalid_field("cluster_id", "no such cluster") } else { e }
     })?;
@@ -129,7 +132,16 @@ async fn prepare(
         return Err(ApiError::invalid_field(&format!("variables.{name}"), "the Compose file does not use this variable"));
     }
     let plans = store::plan(&loaded.project, i32::try_from(nodes).unwrap_or(i32::MAX).max(1));
-    Ok(Prepared { loaded, plans })
+    let slug: String = sqlx::query_scalar("SELECT slug FROM tenants WHERE id = $1").bind(tenant).fetch_one(&mut *conn).await?;
+    let names =
+        crate::routing::declare::Names { application: app_name, tenant_slug: &slug, apps_domain: &state.routing.apps_domain };
+    let mut diags = compose::Diagnostics::default();
+    let routes = crate::routing::declare::routes(&loaded.project, &names, &mut diags);
+    if !diags.errors.is_empty() {
+        diags.sort();
+        return Err(compose::invalid("compose", &diags.errors));
+    }
+    Ok(Prepared { loaded, plans, routes })
 }
 
 fn check_name(name: &str) -> ApiResult<()> {
@@ -174,10 +186,9 @@ pub async fn create(
         _ => return Err(ApiError::invalid_field("compose", "give exactly one of template_id, gallery and compose")),
     };
     let variables = req.variables;
-    let registry = state.registry().map(|r| r.address.clone());
     let mut tx = db.begin().await?;
     let source = source.resolve(&mut tx, tenant).await?;
-    let prepared = prepare(&mut tx, tenant, req.cluster_id, &req.name, &source, &variables, registry.as_deref()).await?;
+    let prepared = prepare(&mut tx, tenant, req.cluster_id, &req.name, &source, &variables, &state).await?;
     let (cpus, memory_mb) = store::totals(&prepared.plans);
     let delta = Delta { applications: 1, services: prepared.plans.len() as i64, cpus, memory_mb, ..Default::default() };
     quota::reserve(&mut tx, tenant, delta).await?;
@@ -202,6 +213,7 @@ pub async fn create(
     };
     store::insert_revision(&mut tx, tenant, id, 1, &revision, me.user_id()).await?;
     store::write_services(&mut tx, tenant, id, &prepared.plans).await?;
+    crate::routing::store::write_declared(&mut tx, tenant, id, &prepared.routes).await?;
     let job = enqueue(&mut tx, tenant, "application.deploy", id, json!({ "revision": 1 })).await?;
     let row = store::load_app(&mut tx, tenant, id, false).await?;
     tx.commit().await?;
@@ -240,8 +252,7 @@ async fn redeploy(
     if app.status == ApplicationStatus::Deleting {
         return Err(ApiError::conflict("application-deleting", "the application is being deleted"));
     }
-    let registry = state.registry().map(|r| r.address.clone());
-    let prepared = prepare(tx, tenant, app.cluster_id, &app.name, &source, &variables, registry.as_deref()).await?;
+    let prepared = prepare(tx, tenant, app.cluster_id, &app.name, &source, &variables, state).await?;
     let (count, old_cpus, old_mem) = store::reserved(tx, app.id).await?;
     let (cpus, memory_mb) = store::totals(&prepared.plans);
     let delta = Delta {
@@ -263,6 +274,7 @@ async fn redeploy(
     };
     store::insert_revision(tx, tenant, app.id, revision, &new, me.user_id()).await?;
     store::write_services(tx, tenant, app.id, &prepared.plans).await?;
+    crate::routing::store::write_declared(tx, tenant, app.id, &prepared.routes).await?;
     sqlx::query(
         "UPDATE applications SET current_revision = $2, template_id = $3, status = CASE WHEN deployed_revision IS NULL THEN 'deploying' ELSE 'updating' END,
                 message = '', updated_at = now() WHERE id = $1",

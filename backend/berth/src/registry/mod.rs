@@ -268,6 +268,7 @@ pub async fn run_role(cfg: crate::config::RegistryRoleConfig) -> anyhow::Result<
             crate::config::ExistingPolicy::default(),
             external::ExternalRegistryPolicy::default(),
             crate::events::Delivery::Listen,
+            crate::routing::Routing::default(),
         );
         let running = start(&state, &cfg.registry, &cfg.db.data_dir).await?;
         println!("Registry is up: {}  (tokens at https://{}/token)", running.registry.address, cfg.registry.auth_address());

@@ -1,0 +1,122 @@
+//! Routing: every service reachable by name through a router Berth keeps in step with the cluster.
+//! One home for the capability:
+//! - `declare` — the routes a Compose file declares (default domains, `berth.routing.port_<N>` labels);
+//! - `ports` — the host-mode port each routed target gets on every task;
+//! - `store` — the `routes` rows a revision writes, and reading them for the API; `api` — `/routes`;
+//! - `table` — the route table as a router reads it (backends and their servers);
+//! - `haproxy_config` — HAProxy's configuration rendered from the table; `haproxy` — the process,
+//!   its checked reloads and its Runtime API; `router` — the loop that keeps one HAProxy in step.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+pub mod api;
+pub mod declare;
+pub mod haproxy;
+pub mod haproxy_config;
+pub mod ports;
+pub mod router;
+pub mod store;
+pub mod table;
+
+/// Whether `berth serve` runs a router for the clusters on this host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum RouterMode {
+    /// Run HAProxy as a supervised child (the default).
+    #[default]
+    On,
+    /// No router in this process (another runs `berth router`, or none is wanted).
+    Off,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RoutingConfig {
+    /// The domain under which every service gets `<service>.<application>.<tenant>.<domain>`.
+    /// `apps.localhost` (the default) works on one machine: browsers and curl send `*.localhost` to
+    /// the loopback address.
+    #[arg(long, env = "BERTH_APPS_DOMAIN", default_value = "apps.localhost")]
+    pub apps_domain: String,
+
+    /// Whether `berth serve` runs the router for local clusters itself.
+    #[arg(long = "router", env = "BERTH_ROUTER", value_enum, default_value_t = RouterMode::On)]
+    pub router: RouterMode,
+
+    /// Where the router takes requests for services.
+    #[arg(long, env = "BERTH_ROUTER_LISTEN", default_value = "127.0.0.1:8000")]
+    pub router_listen: SocketAddr,
+
+    /// The HAProxy program (Debian's `haproxy`, 2.6).
+    #[arg(long, env = "BERTH_HAPROXY_BIN", default_value = "haproxy")]
+    pub haproxy_bin: PathBuf,
+}
+
+/// What request handlers need to know about routing.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    pub apps_domain: String,
+    /// The router's port in route URLs; `None` for 80.
+    pub url_port: Option<u16>,
+}
+
+impl Routing {
+    pub fn from_config(cfg: &RoutingConfig) -> Routing {
+        let port = cfg.router_listen.port();
+        Routing { apps_domain: cfg.apps_domain.to_ascii_lowercase(), url_port: (port != 80).then_some(port) }
+    }
+
+    /// Where a route answers.
+    pub fn url(&self, domain: &str, path_prefix: &str) -> String {
+        match self.url_port {
+            Some(port) => format!("http://{domain}:{port}{path_prefix}"),
+            None => format!("http://{domain}{path_prefix}"),
+        }
+    }
+}
+
+impl Default for Routing {
+    fn default() -> Routing {
+        Routing { apps_domain: "apps.localhost".into(), url_port: Some(8000) }
+    }
+}
+
+/// Checks what a router needs before it starts (HAProxy present, the apps domain a domain, the listen
+/// address free), so a mistake stops Berth with one clear line instead of a router retrying forever.
+pub async fn preflight(cfg: &RoutingConfig, data_dir: &std::path::Path) -> anyhow::Result<haproxy::Setup> {
+    use anyhow::Context;
+    declare::check_domain(&cfg.apps_domain.to_ascii_lowercase())
+        .map_err(|why| anyhow::anyhow!("BERTH_APPS_DOMAIN `{}`: {why}", cfg.apps_domain))?;
+    let version = tokio::process::Command::new(&cfg.haproxy_bin)
+        .arg("-v")
+        .output()
+        .await
+        .with_context(|| format!("running {} (install Debian's haproxy)", cfg.haproxy_bin.display()))?;
+    anyhow::ensure!(version.status.success(), "{} -v failed", cfg.haproxy_bin.display());
+    anyhow::ensure!(cfg.router_listen.port() != 0, "BERTH_ROUTER_LISTEN needs a port");
+    drop(
+        std::net::TcpListener::bind(cfg.router_listen)
+            .with_context(|| format!("the router's address {} (BERTH_ROUTER_LISTEN) is in use", cfg.router_listen))?,
+    );
+    Ok(haproxy::Setup { bin: cfg.haproxy_bin.clone(), dir: data_dir.join("router"), listen: cfg.router_listen })
+}
+
+/// `berth router`: a router on its own, against the shared database, until SIGINT/SIGTERM.
+pub async fn run_role(cfg: crate::config::RouterRoleConfig) -> anyhow::Result<()> {
+    let database = crate::db::Database::open(&cfg.db).await?;
+    let result = async {
+        crate::db::wait_for_migrations(&database.pools.system).await?;
+        let setup = preflight(&cfg.routing, &cfg.db.data_dir).await?;
+        println!("Router is up: http://{}/", setup.listen);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let router =
+            tokio::spawn(router::run(database.pools.system.clone(), setup, table::Scope::Clusters(cfg.clusters), stopped));
+        crate::serve::shutdown_signal().await;
+        let _ = stop.send(true);
+        let _ = router.await;
+        anyhow::Ok(())
+    }
+    .await;
+    database.close().await;
+    result
+}

@@ -1,0 +1,242 @@
+//! A router: keeps one HAProxy in step with the route table. It reads the whole table when the
+//! database announces a change (`berth_routes`) and at least every two seconds, and applies the
+//! difference with what HAProxy has: servers (tasks coming and going, weights, draining) through the
+//! Runtime API, anything else (routes, their options) through a checked reload. It remembers nothing
+//! the table cannot give back: a restarted router starts HAProxy on the table as it is.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::watch;
+
+use super::haproxy::{Haproxy, Setup};
+use super::haproxy_config::server_options;
+use super::table::{self, Backend, Scope, Server, Table};
+
+/// How often a router reads the table even when nothing was announced.
+const RESYNC: Duration = Duration::from_secs(2);
+
+/// What it takes to bring HAProxy from one table to another.
+#[derive(Debug, PartialEq)]
+pub enum Change {
+    Nothing,
+    /// Routes or their options changed: a new configuration and a reload.
+    Reload,
+    /// Only servers changed: these Runtime API commands, in order.
+    Live(Vec<String>),
+}
+
+/// Compares what HAProxy has with what the table wants.
+pub fn plan(applied: &Table, desired: &Table) -> Change {
+    if applied == desired {
+        return Change::Nothing;
+    }
+    let same_routes =
+        applied.len() == desired.len() && applied.iter().zip(desired).all(|((ka, a), (kb, b))| ka == kb && a.same_shape(b));
+    // HAProxy 2.6 takes no `cookie` on a server added live, so a sticky route's servers change by
+    // reload (which keeps connections; stickiness survives because cookies name tasks).
+    let sticky_changed = applied.values().zip(desired.values()).any(|(a, b)| b.sticky && a.servers != b.servers);
+    if !same_routes || sticky_changed {
+        return Change::Reload;
+    }
+    let mut commands = Vec::new();
+    for (old, new) in applied.values().zip(desired.values()) {
+        servers(old, new, &mut commands);
+    }
+    Change::Live(commands)
+}
+
+fn servers(old: &Backend, new: &Backend, out: &mut Vec<String>) {
+    let be = new.name();
+    let remove = |name: &str, out: &mut Vec<String>| {
+        out.push(format!("set server {be}/{name} state maint"));
+        out.push(format!("shutdown sessions server {be}/{name}"));
+        out.push(format!("del server {be}/{name}"));
+    };
+    let add = |name: &str, s: &Server, out: &mut Vec<String>| {
+        out.push(format!("add server {be}/{name} {}", server_options(name, s, false)));
+        out.push(format!("enable health {be}/{name}"));
+        out.push(format!("set server {be}/{name} state {}", if s.draining { "drain" } else { "ready" }));
+    };
+    for name in old.servers.keys() {
+        if !new.servers.contains_key(name) {
+            remove(name, out);
+        }
+    }
+    for (name, s) in &new.servers {
+        match old.servers.get(name) {
+            None => add(name, s, out),
+            Some(was) if (&was.address, was.port) != (&s.address, s.port) => {
+                remove(name, out);
+                add(name, s, out);
+            }
+            Some(was) => {
+                if was.weight != s.weight {
+                    out.push(format!("set server {be}/{name} weight {}", s.weight));
+                }
+                if was.draining != s.draining {
+                    out.push(format!("set server {be}/{name} state {}", if s.draining { "drain" } else { "ready" }));
+                }
+            }
+        }
+    }
+}
+
+/// Whether a Runtime API answer means the command did what it said.
+fn accepted(command: &str, answer: &str) -> bool {
+    let answer = answer.trim();
+    if command.starts_with("add server") {
+        answer.contains("New server registered")
+    } else if command.starts_with("del server") {
+        answer.contains("Server deleted")
+    } else {
+        answer.is_empty()
+    }
+}
+
+/// Runs a router until `stopping` turns true, restarting HAProxy whenever it exits.
+pub async fn run(db: PgPool, setup: Setup, scope: Scope, mut stopping: watch::Receiver<bool>) {
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match serve(&db, &setup, &scope, &mut stopping).await {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), retry_in = ?pause, "the router stopped; starting it again"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = crate::supervise::stopped(&mut stopping) => return,
+        }
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One life of HAProxy: started on the table as it is, then kept in step. `Ok` when asked to stop.
+async fn serve(db: &PgPool, setup: &Setup, scope: &Scope, stopping: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
+    let mut listener = PgListener::connect_with(db).await?;
+    listener.listen("berth_routes").await?;
+    let mut applied = table::read(db, scope).await?;
+    let mut proxy = Haproxy::start(setup, &applied).await?;
+    tracing::info!(listen = %setup.listen, routes = applied.len(), "router serving");
+    loop {
+        tokio::select! {
+            n = listener.try_recv() => {
+                // `None`: the connection was lost and announcements with it; the read below catches up.
+                if let Err(e) = n { tracing::warn!(error = %e, "router lost its database listener"); tokio::time::sleep(Duration::from_millis(500)).await; }
+            }
+            () = tokio::time::sleep(RESYNC) => {}
+            status = proxy.child.wait() => anyhow::bail!("HAProxy exited ({})", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())),
+            () = crate::supervise::stopped(stopping) => {
+                proxy.stop().await;
+                return Ok(());
+            }
+        }
+        let desired = match table::read(db, scope).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "router cannot read the route table");
+                continue;
+            }
+        };
+        match apply(&mut proxy, &applied, &desired).await {
+            Ok(()) => applied = desired,
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "router kept HAProxy's current configuration"),
+        }
+    }
+}
+
+/// Brings HAProxy from `applied` to `desired`: live when only servers changed (falling back to a
+/// reload if HAProxy refuses a command), else a checked reload.
+async fn apply(proxy: &mut Haproxy, applied: &Table, desired: &Table) -> anyhow::Result<()> {
+    match plan(applied, desired) {
+        Change::Nothing => Ok(()),
+        Change::Reload => proxy.reload(desired).await,
+        Change::Live(commands) => {
+            for command in &commands {
+                let answer = proxy.command(command).await?;
+                if !accepted(command, &answer) {
+                    tracing::info!(command, answer = answer.trim(), "HAProxy refused a live change; reloading instead");
+                    return proxy.reload(desired).await;
+                }
+            }
+            proxy.setup.write(desired).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::routing::table::Balance;
+
+    fn backend(route: Uuid, servers: &[(&str, u16, bool)]) -> Backend {
+        Backend {
+            route,
+            domain: "web.shop.acme.apps.localhost".into(),
+            path_prefix: "/".into(),
+            balance: Balance::RoundRobin,
+            sticky: false,
+            timeout_secs: 60,
+            max_body_bytes: None,
+            servers: servers
+                .iter()
+                .map(|(n, port, draining)| {
+                    ((*n).to_owned(), Server { address: "10.213.1.2".into(), port: *port, weight: 1, draining: *draining })
+                })
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    fn table(b: Backend) -> Table {
+        [(b.route, b)].into_iter().collect()
+    }
+
+    #[test]
+    fn servers_change_live_and_routes_by_reload() {
+        let r = Uuid::now_v7();
+        let be = backend(r, &[]).name();
+        let before = table(backend(r, &[("t_a", 30001, false), ("t_b", 30002, false)]));
+        assert_eq!(plan(&before, &before), Change::Nothing);
+
+        let after = table(backend(r, &[("t_b", 30002, true), ("t_c", 30003, false)]));
+        let Change::Live(cmds) = plan(&before, &after) else { panic!("servers alone change live") };
+        assert_eq!(
+            cmds,
+            [
+                format!("set server {be}/t_a state maint"),
+                format!("shutdown sessions server {be}/t_a"),
+                format!("del server {be}/t_a"),
+                format!("set server {be}/t_b state drain"),
+                format!("add server {be}/t_c 10.213.1.2:30003 weight 1 check inter 1s fall 2 rise 1"),
+                format!("enable health {be}/t_c"),
+                format!("set server {be}/t_c state ready"),
+            ]
+        );
+
+        let mut sticky = backend(r, &[("t_b", 30002, false)]);
+        sticky.sticky = true;
+        assert_eq!(plan(&before, &table(sticky.clone())), Change::Reload, "an option of the route needs a reload");
+        let mut sticky_more = sticky.clone();
+        sticky_more
+            .servers
+            .insert("t_c".into(), Server { address: "10.213.1.3".into(), port: 30003, weight: 1, draining: false });
+        assert_eq!(plan(&table(sticky), &table(sticky_more)), Change::Reload, "a sticky route's servers change by reload");
+        let mut two = before.clone();
+        let other = backend(Uuid::now_v7(), &[]);
+        two.insert(other.route, other);
+        assert_eq!(plan(&before, &two), Change::Reload, "a new route needs a reload");
+    }
+
+    #[test]
+    fn answers_are_read_per_command() {
+        assert!(accepted("add server r_x/t_a 1.2.3.4:5", "New server registered.\n"));
+        assert!(!accepted("add server r_x/t_a 1.2.3.4:5", "Already exists a server with the same name in backend.\n"));
+        assert!(accepted("del server r_x/t_a", "Server deleted.\n"));
+        assert!(accepted("set server r_x/t_a state drain", "\n"));
+        assert!(!accepted("set server r_x/t_a state drain", "No such server.\n"));
+    }
+}

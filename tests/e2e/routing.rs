@@ -1,0 +1,298 @@
+//! Routing on a real Swarm through a real HAProxy: host-based routes to a service's tasks on two nodes,
+//! tasks entering and leaving rotation as the service scales (measured), tasks killed under steady
+//! load, and routes that are refused before they reach HAProxy.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use berth_tests::docker_cli::{RealCluster, RemoveOnDrop, build_context};
+use berth_tests::{PASSWORD, TestApp, TestRouter, routed_config};
+use reqwest::StatusCode;
+use serde_json::json;
+
+/// A request through the router for `host`: (status, body). Connects to the router's IP; the name
+/// travels only in the Host header (nothing is looked up).
+async fn through(http: &reqwest::Client, router: &TestRouter, host: &str) -> (u16, String) {
+    match http.get(format!("http://{}/", router.listen)).header("host", host).send().await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default().trim().to_owned()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// The running tasks' slots the database shows for a service, by swarm task id.
+async fn running_slots(app: &TestApp, service: &str) -> BTreeMap<String, i64> {
+    let rows: Vec<(String, Option<i32>)> = sqlx::query_as(
+        "SELECT swarm_task_id, slot FROM containers WHERE service_id = $1::uuid AND state = 'running' AND desired_state = 'running'",
+    )
+    .bind(service)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    rows.into_iter().map(|(t, s)| (t, i64::from(s.unwrap_or(0)))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling() {
+    let cfg = routed_config();
+    let listen = cfg.routing.router_listen;
+    let app = TestApp::spawn_with_registry_and(cfg, 1 << 30).await.with_workers();
+    let router = TestRouter::start(&app.db, listen).await;
+    let address = app.registry.as_ref().unwrap().address.clone();
+    let t = app.tenant("Routed").await;
+    let email = app.get("/api/v1/me", &t.owner).await.body["email"].as_str().unwrap().to_owned();
+    let real = RealCluster::create(&app, &t.owner, "edge", 1, 1).await;
+    let (manager, cli) = (real.manager.clone(), &real.cli);
+    let login = cli.login(&manager, &address, &email, PASSWORD);
+    assert!(login.status.success(), "docker login: {}", String::from_utf8_lossy(&login.stderr));
+    let ctx = build_context(&format!("routed {}", uuid::Uuid::new_v4()));
+    let _cleanup = RemoveOnDrop(vec![ctx.clone()]);
+    let image = format!("{address}/{}/web:1", t.slug);
+    cli.ok(&manager, &["build", "-q", "-t", &image, ctx.to_str().unwrap()]);
+    cli.ok(&manager, &["push", &image]);
+
+    // `ports: ["8080"]` is the short syntax (Swarm's routing mesh, absent here): Berth adds the
+    // host-mode port its router reaches each task at.
+    let compose = r#"services:
+  web:
+    image: ${IMAGE}
+    command: ["/bin/busybox", "sh", "-c", "mkdir /www && hostname > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www"]
+    hostname: "web-{{.Task.Slot}}"
+    ports: ["8080"]
+    deploy:
+      replicas: 2
+      resources: {limits: {memory: 32M}}
+"#;
+    let deployed = app
+        .post(
+            "/api/v1/applications",
+            &t.owner,
+            json!({"name": "shop", "cluster_id": real.id, "compose": compose, "variables": {"IMAGE": image}}),
+        )
+        .await;
+    deployed.expect(StatusCode::ACCEPTED);
+    let application = deployed.id();
+    let host = format!("web.shop.{}.apps.localhost", t.slug);
+
+    // The route exists as soon as the application does, with its URL on the router.
+    let routes = app.get(&format!("/api/v1/routes?application_id={application}"), &t.owner).await;
+    routes.expect(StatusCode::OK);
+    let route = routes.body["items"][0].clone();
+    assert_eq!(routes.body["items"].as_array().unwrap().len(), 1, "{}", routes.body);
+    assert_eq!(route["domain"], host.as_str());
+    assert_eq!(route["port"], 8080);
+    assert_eq!(route["source"], "default");
+    assert_eq!(route["verified"], true);
+    assert_eq!(route["url"], format!("http://{host}:{}/", listen.port()));
+    let service = route["service_id"].as_str().unwrap().to_owned();
+    app.wait_for(&t.owner, &format!("/api/v1/routes/{}", route["id"].as_str().unwrap()), Duration::from_secs(90), |r| {
+        r["endpoints"] == 2
+    })
+    .await;
+
+    // Both replicas, one on each node, answer through the router.
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let containers = app.get(&format!("/api/v1/services/{service}/containers"), &t.owner).await.body;
+    let nodes: BTreeSet<&str> = containers["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["state"] == "running")
+        .map(|c| c["node_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes.len(), 2, "the two tasks run on both nodes: {containers}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = BTreeSet::new();
+    while seen.len() < 2 {
+        let (status, body) = through(&http, &router, &host).await;
+        assert!(Instant::now() < deadline, "through the router only {seen:?} answered (last: {status} {body})");
+        if status == 200 {
+            seen.insert(body);
+        }
+    }
+    assert_eq!(seen, BTreeSet::from(["web-1".to_owned(), "web-2".to_owned()]));
+    let mut counts = BTreeMap::<String, u32>::new();
+    for _ in 0..40 {
+        let (status, body) = through(&http, &router, &host).await;
+        assert_eq!(status, 200, "{body}");
+        *counts.entry(body).or_default() += 1;
+    }
+    assert_eq!(counts.values().copied().collect::<Vec<_>>(), [20, 20], "round robin over both tasks: {counts:?}");
+    // The host is matched without its port and case-insensitively; other hosts have no route.
+    let (status, _) = through(&http, &router, &format!("{}:{}", host.to_uppercase(), listen.port())).await;
+    assert_eq!(status, 200);
+    let (status, body) = through(&http, &router, &format!("nothing.shop.{}.apps.localhost", t.slug)).await;
+    assert_eq!((status, body.as_str()), (404, "No route for this host."));
+
+    // Scaling: each new task serves through the router soon after the engine reports it running,
+    // and requests keep succeeding while tasks come and go.
+    let mut delays = Vec::new();
+    for (trial, replicas) in [4, 2, 4, 2, 4].into_iter().enumerate() {
+        let before = running_slots(&app, &service).await;
+        let r = app.patch(&format!("/api/v1/services/{service}"), &t.owner, json!({"replicas": replicas})).await;
+        r.expect(StatusCode::ACCEPTED);
+        let mut running_at: BTreeMap<i64, Instant> = BTreeMap::new();
+        let mut served_at: BTreeMap<String, Instant> = BTreeMap::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = running_slots(&app, &service).await;
+            for slot in now.values() {
+                if !before.values().any(|s| s == slot) {
+                    running_at.entry(*slot).or_insert_with(Instant::now);
+                }
+            }
+            let (status, body) = through(&http, &router, &host).await;
+            assert_eq!(status, 200, "trial {trial}: a request failed while scaling to {replicas}: {body}");
+            served_at.entry(body).or_insert_with(Instant::now);
+            let grown = replicas > before.len() && running_at.len() == replicas - before.len();
+            let all_served = running_at.keys().all(|slot| served_at.contains_key(&format!("web-{slot}")));
+            let shrunk = replicas < before.len() && now.len() == replicas;
+            if (grown && all_served) || shrunk {
+                break;
+            }
+            assert!(Instant::now() < deadline, "trial {trial}: scaling to {replicas} did not settle: {now:?} {served_at:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for (slot, at) in &running_at {
+            delays.push(served_at[&format!("web-{slot}")].saturating_duration_since(*at));
+        }
+        if replicas < before.len() {
+            // Removed tasks leave the rotation: only the remaining ones answer.
+            let remaining: BTreeSet<String> = running_slots(&app, &service).await.values().map(|s| format!("web-{s}")).collect();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let mut answered = BTreeSet::new();
+                for _ in 0..8 {
+                    let (status, body) = through(&http, &router, &host).await;
+                    assert_eq!(status, 200, "{body}");
+                    answered.insert(body);
+                }
+                if answered.is_subset(&remaining) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "removed tasks still answer: {answered:?} vs {remaining:?}");
+            }
+        }
+    }
+    delays.sort();
+    let p95 = delays[(delays.len() * 95).div_ceil(100) - 1];
+    println!("new task running → serving through the router: {delays:?} (p95 {p95:?})");
+    assert!(p95 <= Duration::from_secs(1), "new tasks took too long to serve: {delays:?}");
+
+    // Deleting the application removes its routes; the router stops answering for the host.
+    let gone = app.delete(&format!("/api/v1/applications/{application}"), &t.owner).await;
+    gone.expect(StatusCode::ACCEPTED);
+    let job = app.wait_job(&t.owner, gone.body["job_id"].as_str().unwrap(), Duration::from_secs(90)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let routes = app.get("/api/v1/routes", &t.owner).await;
+    assert_eq!(routes.body["items"], json!([]));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while through(&http, &router, &host).await.0 != 404 {
+        assert!(Instant::now() < deadline, "the deleted application's host is still routed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    real.delete(&app, &t.owner).await;
+}
+
+#[tokio::test]
+async fn malformed_and_taken_routes_are_refused_before_anything_is_stored() {
+    let app = TestApp::spawn().await;
+    let a = app.tenant("Alpha").await;
+    let b = app.tenant("Beta").await;
+    let cluster_a = crate::fixtures::cluster(&app, &a.owner).await;
+    let cluster_b = crate::fixtures::cluster(&app, &b.owner).await;
+    let with_label =
+        |value: &str| format!("services:\n  web:\n    image: busybox\n    labels:\n      berth.routing.port_8080: '{value}'\n");
+    let before = app.row_counts().await;
+    for (value, says) in [
+        ("not a domain", "not a domain name"),
+        ("10.0.0.1", "an IP address"),
+        ("shop.example.com/a?b", "path prefix"),
+        ("x.apps.localhost", "given by Berth"),
+    ] {
+        let r = app
+            .post(
+                "/api/v1/applications",
+                &a.owner,
+                json!({"name": "shop", "cluster_id": cluster_a, "compose": with_label(value)}),
+            )
+            .await;
+        r.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-compose");
+        assert_eq!(r.body["errors"][0]["field"], "compose.services.web.labels.berth.routing.port_8080", "{}", r.text);
+        assert!(r.body["errors"][0]["message"].as_str().unwrap().contains(says), "{value}: {}", r.text);
+    }
+    let port = app
+        .post(
+            "/api/v1/applications",
+            &a.owner,
+            json!({"name": "shop", "cluster_id": cluster_a, "compose": "services:\n  web:\n    image: busybox\n    labels: {berth.routing.port_http: a.example.com}\n"}),
+        )
+        .await;
+    port.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-compose");
+    assert!(port.text.contains("is not a port"), "{}", port.text);
+    assert_eq!(app.row_counts().await, before, "a refused route stored something");
+
+    // A custom domain is one tenant's: the second tenant to declare it is refused, and its
+    // application is not created. The first tenant's route waits for proof before it is routed.
+    let ok = app
+        .post(
+            "/api/v1/applications",
+            &a.owner,
+            json!({"name": "shop", "cluster_id": cluster_a, "compose": with_label("www.example.com/api")}),
+        )
+        .await;
+    ok.expect(StatusCode::ACCEPTED);
+    let routes = app.get(&format!("/api/v1/routes?application_id={}", ok.id()), &a.owner).await.body;
+    let custom = routes["items"].as_array().unwrap().iter().find(|r| r["domain"] == "www.example.com").unwrap().clone();
+    assert_eq!(
+        (custom["path_prefix"].as_str(), custom["verified"].as_bool(), custom["source"].as_str()),
+        (Some("/api"), Some(false), Some("compose"))
+    );
+    assert_eq!(routes["items"].as_array().unwrap().len(), 2, "the default domain and the label's: {routes}");
+    let before = app.row_counts().await;
+    let taken = app
+        .post(
+            "/api/v1/applications",
+            &b.owner,
+            json!({"name": "copy", "cluster_id": cluster_b, "compose": with_label("WWW.example.com/api/")}),
+        )
+        .await;
+    taken.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
+    assert_eq!(taken.body["errors"][0]["field"], "compose.services.web");
+    assert!(taken.text.contains("`www.example.com/api` is already routed"), "{}", taken.text);
+    assert_eq!(app.row_counts().await, before);
+    // B sees none of A's routes, and filters by domain find nothing of A's.
+    let theirs = app.get("/api/v1/routes?domain=www.example.com", &b.owner).await;
+    assert_eq!(theirs.body["items"], json!([]));
+}
+
+/// A configuration HAProxy would refuse never replaces the one it runs: the router's checked write
+/// leaves the files as they were.
+#[tokio::test]
+async fn a_configuration_haproxy_refuses_never_replaces_a_working_one() {
+    use berth::routing::table::{Backend, Balance, Table};
+    let dir = berth_tests::temp_data_dir("berth-router-check");
+    let setup =
+        berth::routing::haproxy::Setup { bin: "haproxy".into(), dir: dir.clone(), listen: "127.0.0.1:18999".parse().unwrap() };
+    let backend = |domain: &str| Backend {
+        route: uuid::Uuid::now_v7(),
+        domain: domain.into(),
+        path_prefix: "/".into(),
+        balance: Balance::RoundRobin,
+        sticky: false,
+        timeout_secs: 60,
+        max_body_bytes: None,
+        servers: Default::default(),
+    };
+    let good: Table = [backend("a.example.com")].into_iter().map(|b| (b.route, b)).collect();
+    setup.write_checked(&good).await.unwrap();
+    let written = std::fs::read_to_string(dir.join("haproxy.cfg")).unwrap();
+    // A path with a brace would break HAProxy's ACL syntax (the API never lets one through).
+    let mut bad = good.clone();
+    let mut b = backend("b.example.com");
+    b.path_prefix = "/x }".into();
+    bad.insert(b.route, b);
+    let err = setup.write_checked(&bad).await.unwrap_err();
+    assert!(format!("{err:#}").contains("HAProxy refuses the configuration"), "{err:#}");
+    assert_eq!(std::fs::read_to_string(dir.join("haproxy.cfg")).unwrap(), written);
+    let _ = std::fs::remove_dir_all(&dir);
+}
