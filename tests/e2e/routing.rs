@@ -178,7 +178,51 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
     println!("new task running → serving through the router: {delays:?} (p95 {p95:?})");
     assert!(p95 <= Duration::from_secs(1), "new tasks took too long to serve: {delays:?}");
 
+    // A second router, for this cluster only, builds the same table from Berth and serves at once.
+    let second_listen = std::net::SocketAddr::new([127, 0, 0, 1].into(), berth_tests::free_port_on([127, 0, 0, 1].into()));
+    let second = TestRouter::start_scoped(&app.db, second_listen, berth::routing::table::Scope::Clusters(vec![real.id])).await;
+    let everyone: BTreeSet<String> = running_slots(&app, &service).await.values().map(|s| format!("web-{s}")).collect();
+    let mut seen = BTreeSet::new();
+    for _ in 0..16 {
+        let (status, body) = through(&http, &second, &host).await;
+        assert_eq!(status, 200, "{body}");
+        seen.insert(body);
+    }
+    assert_eq!(seen, everyone, "the second router balances over every task at once");
+
+    // The first router stops; under steady load through the second, a task's container is killed and
+    // then a whole node: no request fails (a dead task's requests are retried on another one).
+    drop(router);
+    let nodes = app.get(&format!("/api/v1/clusters/{}/nodes", real.id), &t.owner).await.body;
+    let node_address = |id: &str| {
+        nodes["items"].as_array().unwrap().iter().find(|n| n["id"] == id).unwrap()["address"].as_str().unwrap().to_owned()
+    };
+    let containers = app.get(&format!("/api/v1/services/{service}/containers"), &t.owner).await.body;
+    let running: Vec<serde_json::Value> =
+        containers["items"].as_array().unwrap().iter().filter(|c| c["state"] == "running").cloned().collect();
+    let on_manager =
+        running.iter().find(|c| node_address(c["node_id"].as_str().unwrap()) == manager).expect("a task on the manager");
+    let worker = nodes["items"].as_array().unwrap().iter().find(|n| n["role"] == "worker").unwrap().clone();
+    let load = Load::start(&second, &host, 4);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cli.ok(&manager, &["kill", on_manager["container_id"].as_str().unwrap()]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let netns = format!(
+        "berth-{}-{}",
+        &real.id.simple().to_string()[24..],
+        worker["address"].as_str().unwrap().rsplit('.').next().unwrap()
+    );
+    let pid = berth_tests::node_dockerd(&netns).expect("the worker's dockerd runs");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (ok, failed) = load.stop().await;
+    println!("steady load through a killed task and a killed node: {ok} requests answered, {} failed", failed.len());
+    assert!(ok > 200, "too little load to prove anything: {ok}");
+    assert!(failed.is_empty(), "client-visible failures: {failed:?}");
+    drop(second);
+
     // Deleting the application removes its routes; the router stops answering for the host.
+    let router = TestRouter::start(&app.db, listen).await;
     let gone = app.delete(&format!("/api/v1/applications/{application}"), &t.owner).await;
     gone.expect(StatusCode::ACCEPTED);
     let job = app.wait_job(&t.owner, gone.body["job_id"].as_str().unwrap(), Duration::from_secs(90)).await;
@@ -191,6 +235,50 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     real.delete(&app, &t.owner).await;
+}
+
+/// Requests sent one after another by a few clients until stopped: how many succeeded, and each failure.
+struct Load {
+    stop: tokio::sync::watch::Sender<bool>,
+    clients: Vec<tokio::task::JoinHandle<(u32, Vec<String>)>>,
+}
+
+impl Load {
+    fn start(router: &TestRouter, host: &str, clients: usize) -> Load {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let clients = (0..clients)
+            .map(|_| {
+                let (url, host, stopped) = (format!("http://{}/", router.listen), host.to_owned(), stopped.clone());
+                tokio::spawn(async move {
+                    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+                    let (mut ok, mut failed) = (0, Vec::new());
+                    // Bounded: at most a minute, and each client pauses between requests.
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while !*stopped.borrow() && Instant::now() < deadline {
+                        match http.get(&url).header("host", &host).send().await {
+                            Ok(r) if r.status() == 200 => ok += 1,
+                            Ok(r) => failed.push(format!("{} {}", r.status(), r.text().await.unwrap_or_default().trim())),
+                            Err(e) => failed.push(e.to_string()),
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        Load { stop, clients }
+    }
+
+    async fn stop(self) -> (u32, Vec<String>) {
+        let _ = self.stop.send(true);
+        let (mut ok, mut failed) = (0, Vec::new());
+        for c in self.clients {
+            let (o, f) = c.await.unwrap();
+            ok += o;
+            failed.extend(f);
+        }
+        (ok, failed)
+    }
 }
 
 #[tokio::test]

@@ -11,8 +11,9 @@ use std::path::Path;
 use super::table::{Backend, Balance, Server, Table};
 
 /// Options every server line and every `add server` share: a TCP check each second, out after two
-/// failures, back after one success.
-pub const SERVER_CHECK: &str = "check inter 1s fall 2 rise 1";
+/// failures, back after one success; and a task that refuses or drops a real request is out at once
+/// (the request itself is retried on another task), instead of waiting for its checks to fail.
+pub const SERVER_CHECK: &str = "check inter 1s fall 2 rise 1 observe layer4 error-limit 1 on-error mark-down";
 
 /// Where the router's files are.
 pub struct Files<'a> {

@@ -211,7 +211,7 @@ mod tests {
                 format!("shutdown sessions server {be}/t_a"),
                 format!("del server {be}/t_a"),
                 format!("set server {be}/t_b state drain"),
-                format!("add server {be}/t_c 10.213.1.2:30003 weight 1 check inter 1s fall 2 rise 1"),
+                format!("add server {be}/t_c 10.213.1.2:30003 weight 1 {}", crate::routing::haproxy_config::SERVER_CHECK),
                 format!("enable health {be}/t_c"),
                 format!("set server {be}/t_c state ready"),
             ]
