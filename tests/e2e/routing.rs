@@ -13,7 +13,11 @@ use serde_json::json;
 /// A request through the router for `host`: (status, body). Connects to the router's IP; the name
 /// travels only in the Host header (nothing is looked up).
 async fn through(http: &reqwest::Client, router: &TestRouter, host: &str) -> (u16, String) {
-    match http.get(format!("http://{}/", router.listen)).header("host", host).send().await {
+    through_path(http, router, host, "/").await
+}
+
+async fn through_path(http: &reqwest::Client, router: &TestRouter, host: &str, path: &str) -> (u16, String) {
+    match http.get(format!("http://{}{path}", router.listen)).header("host", host).send().await {
         Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default().trim().to_owned()),
         Err(e) => (0, e.to_string()),
     }
@@ -44,22 +48,30 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
     let (manager, cli) = (real.manager.clone(), &real.cli);
     let login = cli.login(&manager, &address, &email, PASSWORD);
     assert!(login.status.success(), "docker login: {}", String::from_utf8_lossy(&login.stderr));
-    let ctx = build_context(&format!("routed {}", uuid::Uuid::new_v4()));
-    let _cleanup = RemoveOnDrop(vec![ctx.clone()]);
-    let image = format!("{address}/{}/web:1", t.slug);
-    cli.ok(&manager, &["build", "-q", "-t", &image, ctx.to_str().unwrap()]);
-    cli.ok(&manager, &["push", &image]);
+    let mut dirs = Vec::new();
+    let mut images = Vec::new();
+    for version in ["1", "2"] {
+        let ctx = build_context(&format!("v{version}"));
+        let image = format!("{address}/{}/web:{version}", t.slug);
+        cli.ok(&manager, &["build", "-q", "-t", &image, ctx.to_str().unwrap()]);
+        cli.ok(&manager, &["push", &image]);
+        dirs.push(ctx);
+        images.push(image);
+    }
+    let _cleanup = RemoveOnDrop(dirs);
+    let image = images[0].clone();
 
     // `ports: ["8080"]` is the short syntax (Swarm's routing mesh, absent here): Berth adds the
     // host-mode port its router reaches each task at.
     let compose = r#"services:
   web:
     image: ${IMAGE}
-    command: ["/bin/busybox", "sh", "-c", "mkdir /www && hostname > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www"]
+    command: ["/bin/busybox", "sh", "-c", "mkdir /www && hostname > /www/index.html && cp /marker /www/version && exec /bin/busybox httpd -f -p 8080 -h /www"]
     hostname: "web-{{.Task.Slot}}"
     ports: ["8080"]
     deploy:
       replicas: 2
+      update_config: {parallelism: 1, order: start-first, monitor: 1s}
       resources: {limits: {memory: 32M}}
 "#;
     let deployed = app
@@ -177,6 +189,23 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
     let p95 = delays[(delays.len() * 95).div_ceil(100) - 1];
     println!("new task running → serving through the router: {delays:?} (p95 {p95:?})");
     assert!(p95 <= Duration::from_secs(1), "new tasks took too long to serve: {delays:?}");
+
+    // A rolling image update under steady load: new tasks take traffic once running, old ones leave
+    // the rotation as Swarm stops them, and no request fails.
+    let load = Load::start(&router, &host, 4);
+    let r = app.patch(&format!("/api/v1/services/{service}"), &t.owner, json!({"image": images[1]})).await;
+    r.expect(StatusCode::ACCEPTED);
+    app.wait_for(&t.owner, &format!("/api/v1/services/{service}"), Duration::from_secs(120), |s| {
+        s["update_state"] == "completed" && s["status"] == "running" && s["replicas_running"] == 4
+    })
+    .await;
+    let (ok, failed) = load.stop().await;
+    println!("steady load through a rolling update of 4 tasks: {ok} requests answered, {} failed", failed.len());
+    assert!(ok > 100, "too little load to prove anything: {ok}");
+    assert!(failed.is_empty(), "client-visible failures during the rolling update: {failed:?}");
+    for _ in 0..8 {
+        assert_eq!(through_path(&http, &router, &host, "/version").await, (200, "v2".to_owned()));
+    }
 
     // A second router, for this cluster only, builds the same table from Berth and serves at once.
     let second_listen = std::net::SocketAddr::new([127, 0, 0, 1].into(), berth_tests::free_port_on([127, 0, 0, 1].into()));
