@@ -60,3 +60,30 @@ CREATE TRIGGER containers_routes_updated AFTER UPDATE ON containers
     EXECUTE FUNCTION berth_routes_changed();
 CREATE TRIGGER nodes_routes_changed AFTER UPDATE ON nodes
     FOR EACH ROW WHEN (OLD.address IS DISTINCT FROM NEW.address) EXECUTE FUNCTION berth_routes_changed();
+
+-- The TCP target ports a service's Compose file exposes (`ports` targets and labelled ports): each gets
+-- a host-mode port on every task, and any of them may be routed.
+ALTER TABLE services ADD COLUMN exposed_ports integer[] NOT NULL DEFAULT '{}';
+
+-- Custom domains a platform admin has granted a tenant: the domain and every name under it. A route to
+-- a custom domain is routed only once a grant covers it. One tenant per domain.
+CREATE TABLE domain_grants (
+    domain     text PRIMARY KEY CHECK (domain = lower(domain) AND length(domain) BETWEEN 1 AND 253),
+    tenant_id  uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX domain_grants_tenant_idx ON domain_grants (tenant_id);
+ALTER TABLE domain_grants ENABLE ROW LEVEL SECURITY;
+ALTER TABLE domain_grants FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_rows ON domain_grants
+    USING ((SELECT berth_rls_bypassed()) OR tenant_id = (SELECT berth_current_tenant()))
+    WITH CHECK ((SELECT berth_rls_bypassed()) OR tenant_id = (SELECT berth_current_tenant()));
+
+-- Whether another tenant holds a grant covering `d`: routes there are refused, so no tenant can squat
+-- on a name under another's domain. Grants are row-level protected, so the check runs as the
+-- function's owner with the bypass set for its duration, and answers only yes or no.
+CREATE FUNCTION berth_domain_held_by_other(d text, tenant uuid) RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER SET berth.rls_bypass = 'on' SET search_path = public AS $$
+    SELECT EXISTS (SELECT 1 FROM domain_grants g
+                    WHERE g.tenant_id <> tenant AND (d = g.domain OR right(d, length(g.domain) + 1) = '.' || g.domain))
+$$;

@@ -39,6 +39,8 @@ async fn another_tenants_objects_are_404_on_every_verb_and_nothing_changes() {
         (M::DELETE, format!("/api/v1/applications/{}", o.application), None),
         (M::GET, format!("/api/v1/applications/{}/revisions", o.application), None),
         (M::GET, format!("/api/v1/routes/{}", o.route), None),
+        (M::PATCH, format!("/api/v1/routes/{}", o.route), Some(json!({"sticky": true}))),
+        (M::DELETE, format!("/api/v1/routes/{}", o.route), None),
         (M::GET, format!("/api/v1/applications/{}/services", o.application), None),
         (M::GET, format!("/api/v1/services/{}", o.service), None),
         (M::PATCH, format!("/api/v1/services/{}", o.service), Some(json!({"replicas": 9}))),
@@ -112,6 +114,11 @@ async fn another_tenants_objects_are_404_on_every_verb_and_nothing_changes() {
         .await;
     r.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
     assert_eq!(r.body["errors"][0]["field"], "template_id");
+    // Routing to A's service is refused the same way.
+    let r =
+        app.post("/api/v1/routes", &b.owner, json!({"service_id": o.service, "port": 80, "domain": "steal.example.com"})).await;
+    r.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
+    assert_eq!(r.body["errors"][0]["field"], "service_id");
     assert_eq!(app.row_counts().await, before);
 }
 

@@ -21,6 +21,7 @@ enum Fresh {
     Token,
     Tenant,
     Node,
+    Route,
 }
 
 struct Case {
@@ -172,6 +173,17 @@ fn cases() -> Vec<Case> {
         case(M::GET, "/api/v1/admission-policy", READ),
         case(M::GET, "/api/v1/routes", READ),
         case(M::GET, "/api/v1/routes/{route}", READ),
+        with_body(
+            M::POST,
+            "/api/v1/routes",
+            |s| Some(json!({"service_id": "{service}", "port": 80, "domain": format!("r-{s}.example.com")})),
+            DEV_CREATE,
+        ),
+        with_body(M::PATCH, "/api/v1/routes/{route}", |_| Some(json!({"timeout_secs": 30})), [401, 403, 200, 200, 200, 200, 403]),
+        fresh(M::DELETE, "/api/v1/routes/{fresh}", Fresh::Route, DEV_DELETE),
+        // The default route belongs to the Compose file: past authorization, removing it is refused.
+        case(M::DELETE, "/api/v1/routes/{route}", [401, 403, 409, 409, 409, 409, 403]),
+        case(M::GET, "/api/v1/domains", READ),
         // jobs and audit
         case(M::GET, "/api/v1/jobs", READ),
         case(M::GET, "/api/v1/jobs/{job}", READ),
@@ -197,6 +209,14 @@ fn cases() -> Vec<Case> {
         with_body(M::PUT, "/api/v1/admin/tenants/{tenant}/quotas", |_| Some(json!({})), PLATFORM),
         fresh(M::POST, "/api/v1/admin/tenants/{fresh}/suspend", Fresh::Tenant, PLATFORM),
         case(M::POST, "/api/v1/admin/tenants/{tenant}/resume", PLATFORM),
+        case(M::GET, "/api/v1/admin/tenants/{tenant}/domains", PLATFORM),
+        with_body(
+            M::POST,
+            "/api/v1/admin/tenants/{tenant}/domains",
+            |s| Some(json!({"domain": format!("g-{s}.example.org")})),
+            [401, 403, 403, 403, 403, 403, 201],
+        ),
+        case(M::DELETE, "/api/v1/admin/tenants/{tenant}/domains/none.example.org", [401, 403, 403, 403, 403, 403, 404]),
         fresh(M::DELETE, "/api/v1/admin/tenants/{fresh}", Fresh::Tenant, [401, 403, 403, 403, 403, 403, 204]),
     ]
 }
@@ -212,6 +232,12 @@ async fn make_fresh(app: &TestApp, owner: &str, objects: &Objects, kind: Fresh) 
         Fresh::Token => app.post("/api/v1/tokens", owner, json!({"name": "doomed", "role": "viewer"})).await.id(),
         Fresh::Tenant => app.tenant("Doomed").await.id,
         Fresh::Node => objects.node,
+        Fresh::Route => {
+            let domain = format!("doomed-{}.example.com", Uuid::new_v4().simple());
+            let r = app.post("/api/v1/routes", owner, json!({"service_id": objects.service, "port": 80, "domain": domain})).await;
+            assert_eq!(r.status, 201, "{}", r.text);
+            r.id()
+        }
     }
 }
 
@@ -251,7 +277,9 @@ async fn every_role_gets_exactly_the_expected_status_on_every_endpoint() {
             let fresh = make_fresh(&app, &t.owner, &objects, case.fresh).await;
             let path = fill(case.path, t.id, &objects, fresh);
             let suffix = Uuid::new_v4().simple().to_string()[..10].to_owned();
-            let r = app.call(case.method.clone(), &path, caller.as_deref(), (case.body)(&suffix)).await;
+            // Bodies name fixture objects with the same placeholders as paths.
+            let body = (case.body)(&suffix).map(|b| serde_json::from_str(&fill(&b.to_string(), t.id, &objects, fresh)).unwrap());
+            let r = app.call(case.method.clone(), &path, caller.as_deref(), body).await;
             if r.status.as_u16() != case.expect[i] {
                 failures.push(format!(
                     "{} {} as {}: expected {}, got {} ({})",

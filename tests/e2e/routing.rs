@@ -135,6 +135,54 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
     let (status, body) = through(&http, &router, &format!("nothing.shop.{}.apps.localhost", t.slug)).await;
     assert_eq!((status, body.as_str()), (404, "No route for this host."));
 
+    // A custom domain through the API, for one path: stored at once, routed once the domain is granted.
+    let custom = app
+        .post(
+            "/api/v1/routes",
+            &t.owner,
+            json!({"service_id": service, "port": 8080, "domain": "www.shop.test", "path_prefix": "/version"}),
+        )
+        .await;
+    custom.expect(StatusCode::CREATED);
+    assert_eq!(custom.body["verified"], false);
+    assert_eq!(through_path(&http, &router, "www.shop.test", "/version").await.0, 404, "an unproved domain is not routed");
+    let grant = app.post(&format!("/api/v1/admin/tenants/{}/domains", t.id), &app.admin, json!({"domain": "shop.test"})).await;
+    grant.expect(StatusCode::CREATED);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while through_path(&http, &router, "www.shop.test", "/version").await != (200, "v1".to_owned()) {
+        assert!(Instant::now() < deadline, "the granted domain is not routed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(through_path(&http, &router, "www.shop.test", "/version/").await.0, 404, "httpd's own 404 under the prefix");
+    assert_eq!(
+        through_path(&http, &router, "www.shop.test", "/versions").await.1,
+        "No route for this host.",
+        "a prefix is a path segment"
+    );
+    assert_eq!(through_path(&http, &router, "www.shop.test", "/").await.1, "No route for this host.");
+
+    // Stickiness (a reload, since HAProxy 2.6 adds no cookie to live servers): a client keeps its task.
+    let sticky = app.patch(&format!("/api/v1/routes/{}", route["id"].as_str().unwrap()), &t.owner, json!({"sticky": true})).await;
+    sticky.expect(StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let cookie = loop {
+        let r = http.get(format!("http://{listen}/")).header("host", &host).send().await.unwrap();
+        if let Some(c) = r.headers().get("set-cookie") {
+            break c.to_str().unwrap().split(';').next().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no stickiness cookie");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(cookie.starts_with("BERTH_STICKY=t_"), "{cookie}");
+    let mut stuck = BTreeSet::new();
+    for _ in 0..10 {
+        let r = http.get(format!("http://{listen}/")).header("host", &host).header("cookie", &cookie).send().await.unwrap();
+        stuck.insert(r.text().await.unwrap());
+    }
+    assert_eq!(stuck.len(), 1, "a sticky client went to several tasks: {stuck:?}");
+    let plain = app.patch(&format!("/api/v1/routes/{}", route["id"].as_str().unwrap()), &t.owner, json!({"sticky": false})).await;
+    plain.expect(StatusCode::OK);
+
     // Scaling: each new task serves through the router soon after the engine reports it running,
     // and requests keep succeeding while tasks come and go.
     let mut delays = Vec::new();
@@ -380,6 +428,55 @@ async fn malformed_and_taken_routes_are_refused_before_anything_is_stored() {
     // B sees none of A's routes, and filters by domain find nothing of A's.
     let theirs = app.get("/api/v1/routes?domain=www.example.com", &b.owner).await;
     assert_eq!(theirs.body["items"], json!([]));
+
+    // A platform admin grants A the domain: A's route under it is routed from then on. The domain and
+    // names under it are A's alone.
+    let route = format!("/api/v1/routes/{}", custom["id"].as_str().unwrap());
+    let grant = app.post(&format!("/api/v1/admin/tenants/{}/domains", a.id), &app.admin, json!({"domain": "Example.com"})).await;
+    grant.expect(StatusCode::CREATED);
+    assert_eq!(grant.body["domain"], "example.com");
+    assert_eq!(app.get(&route, &a.owner).await.body["verified"], true);
+    assert_eq!(app.get("/api/v1/domains", &a.owner).await.body[0]["domain"], "example.com");
+    assert_eq!(app.get("/api/v1/domains", &b.owner).await.body, json!([]));
+    let clash =
+        app.post(&format!("/api/v1/admin/tenants/{}/domains", b.id), &app.admin, json!({"domain": "shop.example.com"})).await;
+    clash.problem(StatusCode::CONFLICT, "domain-granted");
+    let mine = app
+        .post(
+            "/api/v1/applications",
+            &b.owner,
+            json!({"name": "mine", "cluster_id": cluster_b, "compose": "services:\n  web:\n    image: busybox\n    ports: [{target: 8080, mode: host}]\n"}),
+        )
+        .await;
+    mine.expect(StatusCode::ACCEPTED);
+    let b_service =
+        app.get(&format!("/api/v1/applications/{}/services", mine.id()), &b.owner).await.body["items"][0]["id"].clone();
+    let before = app.row_counts().await;
+    let squat =
+        app.post("/api/v1/routes", &b.owner, json!({"service_id": b_service, "port": 8080, "domain": "api.example.com"})).await;
+    squat.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
+    assert!(squat.text.contains("belongs to another tenant"), "{}", squat.text);
+    let closed =
+        app.post("/api/v1/routes", &b.owner, json!({"service_id": b_service, "port": 9000, "domain": "b.example.net"})).await;
+    closed.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
+    assert_eq!(closed.body["errors"][0]["field"], "port");
+    assert!(closed.text.contains("does not expose port 9000 (it exposes: 8080)"), "{}", closed.text);
+    for (body, field) in [
+        (json!({"service_id": b_service, "port": 8080, "domain": "b.example.net", "balance": "fastest"}), "balance"),
+        (json!({"service_id": b_service, "port": 8080, "domain": "b.example.net", "timeout_secs": 0}), "timeout_secs"),
+        (json!({"service_id": b_service, "port": 8080, "domain": "b.example.net", "path_prefix": "api"}), "path_prefix"),
+        (json!({"service_id": b_service, "port": 8080, "domain": "b.apps.localhost"}), "domain"),
+    ] {
+        let r = app.post("/api/v1/routes", &b.owner, body).await;
+        r.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
+        assert_eq!(r.body["errors"][0]["field"], field, "{}", r.text);
+    }
+    assert_eq!(app.row_counts().await, before);
+
+    // Revoking the grant stops A's route being routed.
+    let revoked = app.delete(&format!("/api/v1/admin/tenants/{}/domains/example.com", a.id), &app.admin).await;
+    revoked.expect(StatusCode::NO_CONTENT);
+    assert_eq!(app.get(&route, &a.owner).await.body["verified"], false);
 }
 
 /// A configuration HAProxy would refuse never replaces the one it runs: the router's checked write

@@ -540,6 +540,7 @@ impl TestApp {
             "services",
             "containers",
             "routes",
+            "domain_grants",
             "jobs",
             "events",
         ] {

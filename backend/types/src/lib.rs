@@ -866,3 +866,64 @@ pub struct Route {
     pub endpoints: i64,
     pub created_at: DateTime<Utc>,
 }
+
+/// A route to a custom domain (`POST /routes`). It is routed once a platform admin has granted the
+/// tenant the domain (or a domain above it).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoute {
+    pub service_id: Uuid,
+    /// One of the ports the service exposes (its Compose `ports` targets and labelled ports).
+    pub port: i32,
+    pub domain: String,
+    /// `/` (the default) for the whole domain.
+    pub path_prefix: Option<String>,
+    /// `roundrobin` (default), `leastconn`, `source` or `random`.
+    pub balance: Option<String>,
+    /// Keep each client on one task through a cookie.
+    pub sticky: Option<bool>,
+    /// 1–3600 seconds (default 60).
+    pub timeout_secs: Option<i32>,
+    /// Largest request body passed on; `0` or absent: no limit.
+    pub max_body_bytes: Option<i64>,
+}
+
+impl CreateRoute {
+    pub fn options(&self) -> RouteOptions {
+        RouteOptions {
+            balance: self.balance.clone(),
+            sticky: self.sticky,
+            timeout_secs: self.timeout_secs,
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+}
+
+/// How a route balances and limits requests. Absent fields keep their value (on create: the defaults).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteOptions {
+    /// `roundrobin` (default), `leastconn`, `source` or `random`.
+    pub balance: Option<String>,
+    /// Keep each client on one task through a cookie.
+    pub sticky: Option<bool>,
+    /// 1–3600 seconds (default 60).
+    pub timeout_secs: Option<i32>,
+    /// Largest request body passed on; `0` removes the limit.
+    pub max_body_bytes: Option<i64>,
+}
+
+/// A custom domain granted to a tenant by a platform admin: routes of that tenant to the domain or any
+/// name under it are routed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DomainGrant {
+    pub domain: String,
+    pub tenant_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDomainGrant {
+    pub domain: String,
+}

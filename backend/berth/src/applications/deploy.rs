@@ -194,7 +194,7 @@ async fn apply_service(
     let image = &stack.project.services[key].image;
     let auth = registry_auth(&ctx.db, env, app, image).await?;
     let mut spec = stack.service(key, ids);
-    crate::routing::ports::publish_routed(&mut spec, &crate::routing::declare::routed_ports(&stack.project.services[key]));
+    crate::routing::ports::publish_routed(&mut spec, &crate::routing::declare::exposed_ports(&stack.project.services[key]));
     let (pinned, platforms) = match pinned_before {
         Some(p) => (p.clone(), None),
         None => resolve(ctx, engine, image, auth.clone()).await?,

@@ -198,6 +198,8 @@ pub struct ServicePlan {
     pub replicas: i32,
     pub cpu_reservation: f64,
     pub memory_reservation_mb: i64,
+    /// Target ports routes may reach ([`crate::routing::declare::exposed_ports`]).
+    pub exposed_ports: Vec<i32>,
 }
 
 /// The services of a project; a global service counts one task per node of the cluster.
@@ -218,6 +220,7 @@ pub fn plan(project: &Project, nodes: i32) -> Vec<ServicePlan> {
                 replicas,
                 cpu_reservation: reservations.map_or(0.0, |r| r.nano_cpus as f64 / 1e9),
                 memory_reservation_mb: reservations.map_or(0, |r| (r.memory + (1 << 20) - 1) >> 20),
+                exposed_ports: crate::routing::declare::exposed_ports(svc).into_iter().map(i32::from).collect(),
             }
         })
         .collect()
@@ -251,12 +254,13 @@ pub async fn write_services(tx: &mut PgConnection, tenant: Uuid, app: Uuid, plan
         .await?;
     for p in plans {
         sqlx::query(
-            "INSERT INTO services (id, tenant_id, application_id, name, image, mode, replicas, cpu_reservation, memory_reservation_mb, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending')
+            "INSERT INTO services (id, tenant_id, application_id, name, image, mode, replicas, cpu_reservation, memory_reservation_mb,
+                                   exposed_ports, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending')
              ON CONFLICT (application_id, name) DO UPDATE
                 SET image = excluded.image, mode = excluded.mode, replicas = excluded.replicas,
                     cpu_reservation = excluded.cpu_reservation, memory_reservation_mb = excluded.memory_reservation_mb,
-                    status = 'updating', updated_at = now()",
+                    exposed_ports = excluded.exposed_ports, status = 'updating', updated_at = now()",
         )
         .bind(Uuid::now_v7())
         .bind(tenant)
@@ -267,6 +271,7 @@ pub async fn write_services(tx: &mut PgConnection, tenant: Uuid, app: Uuid, plan
         .bind(p.replicas)
         .bind(p.cpu_reservation)
         .bind(p.memory_reservation_mb)
+        .bind(&p.exposed_ports)
         .execute(&mut *tx)
         .await?;
     }

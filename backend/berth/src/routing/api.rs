@@ -1,17 +1,22 @@
 //! `/api/v1/routes`: the routes of the caller's tenant, each with the URL it answers at and how many
-//! running tasks serve it. Routes come from deploys (default domains, Compose labels).
+//! running tasks serve it. Routes come from deploys (default domains, Compose labels) and from
+//! integrators (custom domains, routed once a platform admin grants the domain:
+//! `/admin/tenants/{id}/domains`).
 
 use axum::Json;
 use axum::extract::State;
-use berth_types::{Page, Problem, Route};
+use axum::http::StatusCode;
+use berth_types::{CreateDomainGrant, CreateRoute, DomainGrant, Page, Problem, Role, Route, RouteOptions};
 use uuid::Uuid;
 
-use super::store::{self, Filter};
-use crate::api::extract::{ApiPath, ApiQuery};
+use super::declare;
+use super::store::{self, Filter, NewRoute, Options};
+use crate::api::audit::Audit;
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::api::pagination::{PageParams, page};
 use crate::auth::Principal;
 use crate::db::TenantDb;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 /// Which routes to list.
@@ -62,4 +67,224 @@ pub async fn get(
 ) -> ApiResult<Json<Route>> {
     let tenant = me.tenant()?;
     Ok(Json(store::load(&mut db, tenant, id).await?.into_dto(&state.routing)))
+}
+
+/// Routes a custom domain (and path) to one of the ports a service exposes. The route is stored at
+/// once and routed once a grant covers its domain (`verified`).
+#[utoipa::path(post, path = "/api/v1/routes", tag = "routes", request_body = CreateRoute,
+    responses((status = 201, body = Route), (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    mut db: TenantDb,
+    me: Principal,
+    audit: Audit,
+    ApiJson(req): ApiJson<CreateRoute>,
+) -> ApiResult<(StatusCode, Json<Route>)> {
+    let tenant = me.tenant_with(Role::Developer)?;
+    let domain = req.domain.trim().to_ascii_lowercase();
+    declare::check_domain(&domain).map_err(|why| ApiError::invalid_field("domain", why))?;
+    declare::custom_domain_allowed(&domain, &state.routing.apps_domain).map_err(|why| ApiError::invalid_field("domain", why))?;
+    let path_prefix = declare::check_path(req.path_prefix.as_deref().unwrap_or("/"))
+        .map_err(|why| ApiError::invalid_field("path_prefix", why))?;
+    let options = Options::default().with(&req.options())?;
+    let mut tx = db.begin().await?;
+    let service: Option<(Vec<i32>, String, String)> = sqlx::query_as(
+        "SELECT s.exposed_ports, s.name, a.status FROM services s JOIN applications a ON a.id = s.application_id
+          WHERE s.tenant_id = $1 AND s.id = $2 FOR UPDATE OF a",
+    )
+    .bind(tenant)
+    .bind(req.service_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (exposed, name, status) = service.ok_or_else(|| ApiError::invalid_field("service_id", "no such service"))?;
+    if status == "deleting" {
+        return Err(ApiError::conflict("application-deleting", "the application is being deleted"));
+    }
+    if !exposed.contains(&req.port) {
+        let ports = if exposed.is_empty() {
+            "none: add `ports` or a `berth.routing.port_<N>` label to its Compose file".to_owned()
+        } else {
+            exposed.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        };
+        return Err(ApiError::invalid_field(
+            "port",
+            format!("service `{name}` does not expose port {} (it exposes: {ports})", req.port),
+        ));
+    }
+    let new = NewRoute { service: req.service_id, port: req.port, domain: &domain, path_prefix: &path_prefix, options: &options };
+    let id = store::insert(&mut tx, tenant, &new).await?;
+    let row = store::load(&mut tx, tenant, id).await?;
+    tx.commit().await?;
+    audit.record("route.create", "route", id);
+    Ok((StatusCode::CREATED, Json(row.into_dto(&state.routing))))
+}
+
+/// Changes how a route balances and limits requests (any route, including default and declared ones;
+/// a redeploy keeps them).
+#[utoipa::path(patch, path = "/api/v1/routes/{id}", tag = "routes", params(("id" = Uuid, Path)), request_body = RouteOptions,
+    responses((status = 200, body = Route), (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 404, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    mut db: TenantDb,
+    me: Principal,
+    audit: Audit,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<RouteOptions>,
+) -> ApiResult<Json<Route>> {
+    let tenant = me.tenant_with(Role::Developer)?;
+    let mut tx = db.begin().await?;
+    let row = store::load(&mut tx, tenant, id).await?;
+    let options = row.options().with(&req)?;
+    store::set_options(&mut tx, id, &options).await?;
+    let row = store::load(&mut tx, tenant, id).await?;
+    tx.commit().await?;
+    audit.record("route.update", "route", id);
+    Ok(Json(row.into_dto(&state.routing)))
+}
+
+/// Removes a route made through the API. Default and declared routes belong to the Compose file (409).
+#[utoipa::path(delete, path = "/api/v1/routes/{id}", tag = "routes", params(("id" = Uuid, Path)),
+    responses((status = 204, description = "Removed"), (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 404, body = Problem), (status = 409, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn delete(mut db: TenantDb, me: Principal, audit: Audit, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
+    let tenant = me.tenant_with(Role::Developer)?;
+    let mut tx = db.begin().await?;
+    let row = store::load(&mut tx, tenant, id).await?;
+    if row.source != "api" {
+        return Err(ApiError::conflict(
+            "route-declared",
+            format!("this route comes from the application's Compose file ({}): change the file to remove it", row.source),
+        ));
+    }
+    sqlx::query("DELETE FROM routes WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    tx.commit().await?;
+    audit.record("route.delete", "route", id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(sqlx::FromRow)]
+struct GrantRow {
+    domain: String,
+    tenant_id: Uuid,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<GrantRow> for DomainGrant {
+    fn from(r: GrantRow) -> DomainGrant {
+        DomainGrant { domain: r.domain, tenant_id: r.tenant_id, created_at: r.created_at }
+    }
+}
+
+/// The custom domains granted to the caller's tenant.
+#[utoipa::path(get, path = "/api/v1/domains", tag = "routes",
+    responses((status = 200, body = Vec<DomainGrant>), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn my_domains(mut db: TenantDb, me: Principal) -> ApiResult<Json<Vec<DomainGrant>>> {
+    let tenant = me.tenant()?;
+    let rows: Vec<GrantRow> =
+        sqlx::query_as("SELECT domain, tenant_id, created_at FROM domain_grants WHERE tenant_id = $1 ORDER BY domain")
+            .bind(tenant)
+            .fetch_all(&mut *db)
+            .await?;
+    Ok(Json(rows.into_iter().map(Into::into).collect()))
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/tenants/{id}/domains", tag = "admin", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Vec<DomainGrant>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn tenant_domains(
+    State(state): State<AppState>,
+    me: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Vec<DomainGrant>>> {
+    me.require_platform_admin()?;
+    crate::api::tenants::load_tenant(&state.system, id).await?;
+    let rows: Vec<GrantRow> =
+        sqlx::query_as("SELECT domain, tenant_id, created_at FROM domain_grants WHERE tenant_id = $1 ORDER BY domain")
+            .bind(id)
+            .fetch_all(&state.system)
+            .await?;
+    Ok(Json(rows.into_iter().map(Into::into).collect()))
+}
+
+/// Grants a tenant a custom domain and every name under it: its routes there are routed from now on.
+/// A domain belongs to one tenant (409 when another has it; a name under another tenant's domain is
+/// refused too).
+#[utoipa::path(post, path = "/api/v1/admin/tenants/{id}/domains", tag = "admin", params(("id" = Uuid, Path)), request_body = CreateDomainGrant,
+    responses((status = 201, body = DomainGrant), (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn grant_domain(
+    State(state): State<AppState>,
+    me: Principal,
+    audit: Audit,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<CreateDomainGrant>,
+) -> ApiResult<(StatusCode, Json<DomainGrant>)> {
+    me.require_platform_admin()?;
+    let domain = req.domain.trim().to_ascii_lowercase();
+    declare::check_domain(&domain).map_err(|why| ApiError::invalid_field("domain", why))?;
+    declare::custom_domain_allowed(&domain, &state.routing.apps_domain).map_err(|why| ApiError::invalid_field("domain", why))?;
+    let mut tx = state.system.begin().await?;
+    let exists: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM tenants WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(&mut *tx).await?;
+    exists.ok_or_else(|| ApiError::not_found("tenant"))?;
+    // Names above or below the domain that another tenant holds would let two tenants claim one name.
+    let clash: Option<String> = sqlx::query_scalar(
+        "SELECT domain FROM domain_grants WHERE tenant_id <> $1
+            AND (domain = $2 OR right($2, length(domain) + 1) = '.' || domain OR right(domain, length($2) + 1) = '.' || $2)
+          LIMIT 1",
+    )
+    .bind(id)
+    .bind(&domain)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(other) = clash {
+        return Err(ApiError::conflict("domain-granted", format!("`{other}` is granted to another tenant")));
+    }
+    let row: GrantRow = sqlx::query_as(
+        "INSERT INTO domain_grants (domain, tenant_id) VALUES ($1, $2)
+         ON CONFLICT (domain) DO UPDATE SET domain = excluded.domain RETURNING domain, tenant_id, created_at",
+    )
+    .bind(&domain)
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    store::reverify(&mut tx, id).await?;
+    tx.commit().await?;
+    audit.record("domain.grant", "tenant", id);
+    audit.tenant(id);
+    Ok((StatusCode::CREATED, Json(row.into())))
+}
+
+/// Takes a custom domain back: the tenant's routes under it stop being routed.
+#[utoipa::path(delete, path = "/api/v1/admin/tenants/{id}/domains/{domain}", tag = "admin", params(("id" = Uuid, Path), ("domain" = String, Path)),
+    responses((status = 204, description = "Revoked"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn revoke_domain(
+    State(state): State<AppState>,
+    me: Principal,
+    audit: Audit,
+    ApiPath((id, domain)): ApiPath<(Uuid, String)>,
+) -> ApiResult<StatusCode> {
+    me.require_platform_admin()?;
+    let mut tx = state.system.begin().await?;
+    let gone = sqlx::query("DELETE FROM domain_grants WHERE tenant_id = $1 AND domain = $2")
+        .bind(id)
+        .bind(domain.to_ascii_lowercase())
+        .execute(&mut *tx)
+        .await?;
+    if gone.rows_affected() == 0 {
+        return Err(ApiError::not_found("domain grant"));
+    }
+    store::reverify(&mut tx, id).await?;
+    tx.commit().await?;
+    audit.record("domain.revoke", "tenant", id);
+    audit.tenant(id);
+    Ok(StatusCode::NO_CONTENT)
 }

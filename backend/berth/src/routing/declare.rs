@@ -71,22 +71,17 @@ pub fn routes(project: &Project, names: &Names<'_>, diags: &mut Diagnostics) -> 
     routes
 }
 
-/// The target ports a service's routes reach: its labelled ports and the default route's port. Each
-/// gets a host-mode port on every task ([`super::ports`]).
-pub fn routed_ports(svc: &Service) -> BTreeSet<u16> {
-    let mut ports: BTreeSet<u16> = svc
-        .labels
+/// The target ports a service exposes to routes: its TCP `ports` targets and its labelled ports. Each
+/// gets a host-mode port on every task ([`super::ports`]), so any of them can be routed (by the file
+/// or through the API) without another deploy.
+pub fn exposed_ports(svc: &Service) -> BTreeSet<u16> {
+    svc.labels
         .keys()
         .chain(svc.deploy.labels.keys())
         .filter_map(|k| k.strip_prefix(LABEL_PREFIX)?.parse::<u16>().ok())
         .filter(|p| *p > 0)
-        .collect();
-    if ports.is_empty()
-        && let Some(p) = tcp_targets(svc).into_iter().min()
-    {
-        ports.insert(p);
-    }
-    ports
+        .chain(tcp_targets(svc))
+        .collect()
 }
 
 fn tcp_targets(svc: &Service) -> Vec<u16> {

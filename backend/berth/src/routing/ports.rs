@@ -1,5 +1,5 @@
 //! Berth's one extension of the stack's service spec (documented in README's routing section): every
-//! target port a route reaches gets a host-mode port with no fixed published port, so each task is
+//! target port a route may reach gets a host-mode port with no fixed published port, so each task is
 //! given its own ephemeral port on its node (read back from the task's status) and replicas on one
 //! node never collide. The router reaches tasks there: no routing mesh, no virtual IP, no DNS.
 

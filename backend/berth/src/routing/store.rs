@@ -12,11 +12,23 @@ use super::Routing;
 use super::declare::Declared;
 use crate::error::{ApiError, ApiResult};
 
+/// Whether a custom domain is covered by one of the tenant's grants (the domain or one above it).
+const GRANTED: &str = "EXISTS (SELECT 1 FROM domain_grants g WHERE g.tenant_id = r.tenant_id
+                               AND (r.domain = g.domain OR right(r.domain, length(g.domain) + 1) = '.' || g.domain))";
+
 /// Makes an application's `default` and `compose` routes those of its new revision: routes that stay
-/// keep their ids, the others go, new ones are added (default domains verified, custom ones not yet).
-/// A domain and path another application already routes is a 422 at the service.
+/// keep their ids and options, the others go, new ones are added (default domains verified, custom
+/// ones when a grant covers them). Routes to ports the revision no longer exposes go too. A domain
+/// and path another application already routes is a 422 at the service.
 pub async fn write_declared(tx: &mut PgConnection, tenant: Uuid, app: Uuid, routes: &[Declared]) -> ApiResult<()> {
     type Key = (String, i32, String, String, String);
+    sqlx::query(
+        "DELETE FROM routes r USING services s
+          WHERE r.service_id = s.id AND s.application_id = $1 AND NOT (r.port = ANY(s.exposed_ports))",
+    )
+    .bind(app)
+    .execute(&mut *tx)
+    .await?;
     let existing: Vec<(Uuid, String, i32, String, String, String)> = sqlx::query_as(
         "SELECT r.id, s.name, r.port, r.domain, r.path_prefix, r.source FROM routes r JOIN services s ON s.id = r.service_id
           WHERE s.application_id = $1 AND r.source IN ('default', 'compose')",
@@ -43,6 +55,9 @@ pub async fn write_declared(tx: &mut PgConnection, tenant: Uuid, app: Uuid, rout
         if kept.contains(&key) {
             continue;
         }
+        if !r.default {
+            held_by_other(tx, tenant, &r.domain, &format!("compose.services.{}", r.service)).await?;
+        }
         sqlx::query(
             "INSERT INTO routes (id, tenant_id, service_id, port, domain, path_prefix, source, verified)
              SELECT $1, $2, s.id, $4, $5, $6, $7, $8 FROM services s WHERE s.application_id = $3 AND s.name = $9",
@@ -60,6 +75,121 @@ pub async fn write_declared(tx: &mut PgConnection, tenant: Uuid, app: Uuid, rout
         .await
         .map_err(|e| taken(e, &format!("compose.services.{}", r.service), &r.domain, &r.path_prefix))?;
     }
+    reverify(tx, tenant).await?;
+    Ok(())
+}
+
+/// Marks each custom-domain route of a tenant verified exactly when a grant covers it.
+pub async fn reverify(conn: &mut PgConnection, tenant: Uuid) -> sqlx::Result<()> {
+    sqlx::query(&format!(
+        "UPDATE routes r SET verified = {GRANTED}, updated_at = now()
+          WHERE r.tenant_id = $1 AND r.source <> 'default' AND r.verified IS DISTINCT FROM {GRANTED}"
+    ))
+    .bind(tenant)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A route through the API.
+pub struct NewRoute<'a> {
+    pub service: Uuid,
+    pub port: i32,
+    pub domain: &'a str,
+    pub path_prefix: &'a str,
+    pub options: &'a Options,
+}
+
+/// A route's options, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub balance: String,
+    pub sticky: bool,
+    pub timeout_secs: i32,
+    pub max_body_bytes: Option<i64>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { balance: "roundrobin".into(), sticky: false, timeout_secs: 60, max_body_bytes: None }
+    }
+}
+
+impl Options {
+    /// These options with the given changes, or a 422 naming the field.
+    pub fn with(&self, changes: &berth_types::RouteOptions) -> ApiResult<Options> {
+        let mut out = self.clone();
+        if let Some(b) = &changes.balance {
+            if super::table::Balance::parse(b).is_none() {
+                return Err(ApiError::invalid_field("balance", "must be `roundrobin`, `leastconn`, `source` or `random`"));
+            }
+            out.balance = b.clone();
+        }
+        if let Some(s) = changes.sticky {
+            out.sticky = s;
+        }
+        if let Some(t) = changes.timeout_secs {
+            if !(1..=3600).contains(&t) {
+                return Err(ApiError::invalid_field("timeout_secs", "must be 1–3600 seconds"));
+            }
+            out.timeout_secs = t;
+        }
+        match changes.max_body_bytes {
+            Some(0) => out.max_body_bytes = None,
+            Some(n) if n < 0 => return Err(ApiError::invalid_field("max_body_bytes", "must be positive (0: no limit)")),
+            Some(n) => out.max_body_bytes = Some(n),
+            None => {}
+        }
+        Ok(out)
+    }
+}
+
+/// A 422 at `field` when another tenant holds a grant covering the domain.
+async fn held_by_other(conn: &mut PgConnection, tenant: Uuid, domain: &str, field: &str) -> ApiResult<()> {
+    let held: bool =
+        sqlx::query_scalar("SELECT berth_domain_held_by_other($1, $2)").bind(domain).bind(tenant).fetch_one(conn).await?;
+    if held {
+        return Err(ApiError::invalid_field(field, format!("`{domain}` belongs to another tenant")));
+    }
+    Ok(())
+}
+
+/// Inserts a route made through the API; verified when a grant covers its domain.
+pub async fn insert(tx: &mut PgConnection, tenant: Uuid, new: &NewRoute<'_>) -> ApiResult<Uuid> {
+    held_by_other(tx, tenant, new.domain, "domain").await?;
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO routes (id, tenant_id, service_id, port, domain, path_prefix, source, balance, sticky, timeout_secs, max_body_bytes)
+         VALUES ($1, $2, $3, $4, $5, $6, 'api', $7, $8, $9, $10)",
+    )
+    .bind(id)
+    .bind(tenant)
+    .bind(new.service)
+    .bind(new.port)
+    .bind(new.domain)
+    .bind(new.path_prefix)
+    .bind(&new.options.balance)
+    .bind(new.options.sticky)
+    .bind(new.options.timeout_secs)
+    .bind(new.options.max_body_bytes)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| taken(e, "domain", new.domain, new.path_prefix))?;
+    reverify(tx, tenant).await?;
+    Ok(id)
+}
+
+pub async fn set_options(conn: &mut PgConnection, id: Uuid, options: &Options) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE routes SET balance = $2, sticky = $3, timeout_secs = $4, max_body_bytes = $5, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&options.balance)
+    .bind(options.sticky)
+    .bind(options.timeout_secs)
+    .bind(options.max_body_bytes)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -94,6 +224,15 @@ pub struct RouteRow {
 }
 
 impl RouteRow {
+    pub fn options(&self) -> Options {
+        Options {
+            balance: self.balance.clone(),
+            sticky: self.sticky,
+            timeout_secs: self.timeout_secs,
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+
     pub fn into_dto(self, routing: &Routing) -> Route {
         Route {
             url: routing.url(&self.domain, &self.path_prefix),
