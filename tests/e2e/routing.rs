@@ -37,7 +37,8 @@ async fn running_slots(app: &TestApp, service: &str) -> BTreeMap<String, i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling() {
-    let cfg = routed_config();
+    let mut cfg = routed_config();
+    cfg.console_dir = berth_tests::browser::console_dir();
     let listen = cfg.routing.router_listen;
     let app = TestApp::spawn_with_registry_and(cfg, 1 << 30).await.with_workers();
     let router = TestRouter::start(&app.db, listen).await;
@@ -135,6 +136,15 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
     let (status, body) = through(&http, &router, &format!("nothing.shop.{}.apps.localhost", t.slug)).await;
     assert_eq!((status, body.as_str()), (404, "No route for this host."));
 
+    // The console's application page shows where the service answers and how many tasks serve it.
+    let b = berth_tests::browser::Browser::start(&app.base).await;
+    b.goto(&format!("/applications/{application}")).await;
+    b.log_in(&t.owner_email, PASSWORD).await;
+    b.wait_text(&format!("tr[data-route='{host}'] .serving"), "2 tasks").await;
+    let link = b.find(&format!("tr[data-route='{host}'] a[target='_blank']")).await;
+    assert_eq!(link.attr("href").await.unwrap().as_deref(), Some(format!("http://{host}:{}/", listen.port()).as_str()));
+    b.survey("application-routes").await;
+
     // A custom domain through the API, for one path: stored at once, routed once the domain is granted.
     let custom = app
         .post(
@@ -182,6 +192,11 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
     assert_eq!(stuck.len(), 1, "a sticky client went to several tasks: {stuck:?}");
     let plain = app.patch(&format!("/api/v1/routes/{}", route["id"].as_str().unwrap()), &t.owner, json!({"sticky": false})).await;
     plain.expect(StatusCode::OK);
+    // The console shows the custom route, waiting for nothing now that the domain is granted.
+    b.goto(&format!("/applications/{application}")).await;
+    b.wait_text("tr[data-route='www.shop.test']", "www.shop.test/version").await;
+    b.wait_text("tr[data-route='www.shop.test']", "routed").await;
+    drop(b);
 
     // Scaling: each new task serves through the router soon after the engine reports it running,
     // and requests keep succeeding while tasks come and go.

@@ -1,7 +1,10 @@
 //! Applications: the list, and an application's page — its services (replicas with +/−, image and
-//! digest, ports, update status, errors), revisions with rollback, and its events as they happen.
+//! digest, ports, update status, errors), its routes (where each service answers, and how many tasks
+//! serve it), revisions with rollback, and its events as they happen.
 
-use berth_types::{Application, ApplicationRevision, Cluster, Event, Page, Role, RollbackApplication, Service, UpdateService};
+use berth_types::{
+    Application, ApplicationRevision, Cluster, Event, Page, Role, RollbackApplication, Route, Service, UpdateService,
+};
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::{use_navigate, use_params_map};
@@ -120,6 +123,16 @@ pub fn ApplicationPage() -> impl IntoView {
             }
         });
     });
+    // Routes show how many tasks serve them, which moves with every observation of the services.
+    let observed = live::changes(move |e| current().is_some_and(|id| about(id, e)));
+    let routes = LocalResource::new(move || {
+        observed.get();
+        let id = id();
+        async move {
+            let id = id.ok_or_else(not_found)?;
+            api::get::<Page<Route>>(&format!("/routes?application_id={id}&limit=500")).await.map(|p| p.items)
+        }
+    });
     let revisions = LocalResource::new(move || {
         changed.get();
         let id = id();
@@ -133,6 +146,16 @@ pub fn ApplicationPage() -> impl IntoView {
         <section class="card">
             <h2>"Services"</h2>
             <Services services=services changed=changed />
+        </section>
+        <section class="card">
+            <h2>"Routes"</h2>
+            {loaded(routes, move |routes: Vec<Route>| {
+                let names = services.with_untracked(|s| match s {
+                    Some(Ok(all)) => all.iter().map(|s| (s.id, s.name.clone())).collect(),
+                    _ => std::collections::HashMap::new(),
+                });
+                view! { <Routes routes=routes names=names /> }
+            })}
         </section>
         <section class="card">
             <h2>"Revisions"</h2>
@@ -274,6 +297,51 @@ fn service_row(svc: Service, dev: bool, error: RwSignal<Option<ApiError>>, chang
             <td>{svc.message.clone()}</td>
         </tr>
     }
+}
+
+/// Where the application's services answer through the router.
+#[component]
+fn Routes(routes: Vec<Route>, names: std::collections::HashMap<Uuid, String>) -> impl IntoView {
+    if routes.is_empty() {
+        return view! {
+            <Empty>"No routes. A service gets its own domain when its Compose file gives it a port."</Empty>
+        }
+        .into_any();
+    }
+    view! {
+        <div class="table-wrap">
+        <table class="table" id="routes">
+            <thead><tr><th scope="col">"Address"</th><th scope="col">"Service"</th><th scope="col">"Port"</th>
+                <th scope="col">"State"</th><th scope="col">"Serving"</th><th scope="col">"Balance"</th></tr></thead>
+            <tbody>
+                {routes.into_iter().map(|r| {
+                    let state = match (r.verified, r.endpoints) {
+                        (false, _) => "unverified",
+                        (true, 0) => "no tasks",
+                        (true, _) => "routed",
+                    };
+                    let service = names.get(&r.service_id).cloned().unwrap_or_else(|| r.service_id.to_string());
+                    let serving = match r.endpoints { 1 => "1 task".to_owned(), n => format!("{n} tasks") };
+                    let balance = if r.sticky { format!("{} (sticky)", r.balance) } else { r.balance.clone() };
+                    let shown = if r.path_prefix == "/" { r.domain.clone() } else { format!("{}{}", r.domain, r.path_prefix) };
+                    view! {
+                        <tr data-route=r.domain.clone()>
+                            <td><a href=r.url.clone() target="_blank" rel="noopener noreferrer">{shown}</a>
+                                {(r.source != "default").then(|| view! { <br /><span class="muted">{format!("from {}", r.source)}</span> })}</td>
+                            <td><A href=format!("/services/{}", r.service_id)>{service}</A></td>
+                            <td>{r.port}</td>
+                            <td><Badge status=state />
+                                {(!r.verified).then(|| view! { <br /><span class="muted">"routed once a platform admin grants the domain"</span> })}</td>
+                            <td class="serving">{serving}</td>
+                            <td>{balance}</td>
+                        </tr>
+                    }
+                }).collect_view()}
+            </tbody>
+        </table>
+        </div>
+    }
+    .into_any()
 }
 
 #[component]

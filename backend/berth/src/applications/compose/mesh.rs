@@ -16,7 +16,8 @@ pub fn warn_without_ipvs(project: &Project, diags: &mut Diagnostics) {
                     port.spot.line,
                     port.spot.column,
                     "published through Swarm's routing mesh, which this cluster cannot serve (its kernel has no IPVS): \
-                     the port will not answer; write it in the long syntax with `mode: host`",
+                     the port will not answer (Berth's router still reaches the service at its routes); \
+                     to publish it on the nodes, write it in the long syntax with `mode: host`",
                 );
             }
         }
