@@ -7,7 +7,7 @@ BERTH_LISTEN ?= 127.0.0.1:8080
 BERTH_ADMIN_EMAIL ?= admin@berth.localhost
 export BERTH_DATA_DIR BERTH_LISTEN BERTH_ADMIN_EMAIL
 
-.PHONY: run test deps build console openapi bench bench-clusters bench-events bench-registry bench-applications bench-console fmt lint ci
+.PHONY: run test deps build console openapi bench bench-clusters bench-events bench-registry bench-applications bench-console bench-routing fmt lint ci
 
 deps:
 	@scripts/install-deps.sh
@@ -58,6 +58,10 @@ bench-applications:
 bench-console:
 	@scripts/install-deps.sh bench
 	scripts/bench-console.sh
+
+bench-routing:
+	@scripts/install-deps.sh bench
+	scripts/bench-routing.sh
 
 fmt:
 	cargo fmt --all

@@ -87,3 +87,28 @@ CREATE FUNCTION berth_domain_held_by_other(d text, tenant uuid) RETURNS boolean
     SELECT EXISTS (SELECT 1 FROM domain_grants g
                     WHERE g.tenant_id <> tenant AND (d = g.domain OR right(d, length(g.domain) + 1) = '.' || g.domain))
 $$;
+
+-- Traffic each router has seen per route, written by the routers every few seconds from HAProxy's
+-- statistics. Totals count from the row's first write (HAProxy's own start again at zero on each
+-- reload; the router adds what is new). Rates and the response time are the router's last interval.
+CREATE TABLE route_traffic (
+    route_id           uuid NOT NULL REFERENCES routes (id) ON DELETE CASCADE,
+    tenant_id          uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    -- `<host name>@<listen address>` of the router.
+    router             text NOT NULL,
+    requests           bigint NOT NULL DEFAULT 0,
+    responses_5xx      bigint NOT NULL DEFAULT 0,
+    -- Connections to tasks that failed (each retried on another task when it could be).
+    failed_connections bigint NOT NULL DEFAULT 0,
+    requests_per_sec   double precision NOT NULL DEFAULT 0,
+    errors_per_sec     double precision NOT NULL DEFAULT 0,
+    -- HAProxy's average response time over the route's last 1024 requests, in milliseconds.
+    response_ms        integer NOT NULL DEFAULT 0,
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (route_id, router)
+);
+ALTER TABLE route_traffic ENABLE ROW LEVEL SECURITY;
+ALTER TABLE route_traffic FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_rows ON route_traffic
+    USING ((SELECT berth_rls_bypassed()) OR tenant_id = (SELECT berth_current_tenant()))
+    WITH CHECK ((SELECT berth_rls_bypassed()) OR tenant_id = (SELECT berth_current_tenant()));

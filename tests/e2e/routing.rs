@@ -201,12 +201,14 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
     // Scaling: each new task serves through the router soon after the engine reports it running,
     // and requests keep succeeding while tasks come and go.
     let mut delays = Vec::new();
+    let mut end_to_end = Vec::new();
     for (trial, replicas) in [4, 2, 4, 2, 4].into_iter().enumerate() {
         let before = running_slots(&app, &service).await;
         let r = app.patch(&format!("/api/v1/services/{service}"), &t.owner, json!({"replicas": replicas})).await;
         r.expect(StatusCode::ACCEPTED);
         let mut running_at: BTreeMap<i64, Instant> = BTreeMap::new();
         let mut served_at: BTreeMap<String, Instant> = BTreeMap::new();
+        let mut served_wall: BTreeMap<String, chrono::DateTime<chrono::Utc>> = BTreeMap::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let now = running_slots(&app, &service).await;
@@ -217,6 +219,7 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
             }
             let (status, body) = through(&http, &router, &host).await;
             assert_eq!(status, 200, "trial {trial}: a request failed while scaling to {replicas}: {body}");
+            served_wall.entry(body.clone()).or_insert_with(chrono::Utc::now);
             served_at.entry(body).or_insert_with(Instant::now);
             let grown = replicas > before.len() && running_at.len() == replicas - before.len();
             let all_served = running_at.keys().all(|slot| served_at.contains_key(&format!("web-{slot}")));
@@ -229,6 +232,17 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
         }
         for (slot, at) in &running_at {
             delays.push(served_at[&format!("web-{slot}")].saturating_duration_since(*at));
+            // End to end: from the engine's own timestamp of the task's `running` state.
+            let started: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+                "SELECT started_at FROM containers WHERE service_id = $1::uuid AND slot = $2 AND state = 'running'",
+            )
+            .bind(&service)
+            .bind(*slot as i32)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+            let since_engine = served_wall[&format!("web-{slot}")] - started.expect("a running task has its start time");
+            end_to_end.push(since_engine.to_std().unwrap_or_default());
         }
         if replicas < before.len() {
             // Removed tasks leave the rotation: only the remaining ones answer.
@@ -249,9 +263,13 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
         }
     }
     delays.sort();
-    let p95 = delays[(delays.len() * 95).div_ceil(100) - 1];
-    println!("new task running → serving through the router: {delays:?} (p95 {p95:?})");
-    assert!(p95 <= Duration::from_secs(1), "new tasks took too long to serve: {delays:?}");
+    end_to_end.sort();
+    let p95 = |v: &[Duration]| v[(v.len() * 95).div_ceil(100) - 1];
+    println!("Berth sees a new task running → it serves through the router: {delays:?} (p95 {:?})", p95(&delays));
+    println!("the engine reports it running → it serves: {end_to_end:?} (p95 {:?})", p95(&end_to_end));
+    // The router's part is asserted; the whole path also holds Swarm's own reporting and the
+    // observer's pass (measured in a release build by `make bench-routing`).
+    assert!(p95(&delays) <= Duration::from_secs(1), "new tasks took too long to serve: {delays:?}");
 
     // A rolling image update under steady load: new tasks take traffic once running, old ones leave
     // the rotation as Swarm stops them, and no request fails.
@@ -269,6 +287,22 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
     for _ in 0..8 {
         assert_eq!(through_path(&http, &router, &host, "/version").await, (200, "v2".to_owned()));
     }
+    // The router's statistics reach the API and /metrics within a few seconds: every request the load
+    // sent is counted (4xx and 5xx included), none of them a 5xx.
+    let route_path = format!("/api/v1/routes/{}", route["id"].as_str().unwrap());
+    let counted = app
+        .wait_for(&t.owner, &route_path, Duration::from_secs(20), |r| {
+            r["traffic"]["requests_total"].as_i64().unwrap_or(0) >= i64::from(ok)
+        })
+        .await;
+    assert_eq!(counted["traffic"]["responses_5xx_total"], 0, "{counted}");
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("berth_route_requests_total{") && l.contains(&format!("domain=\"{host}\"")))
+        .unwrap_or_else(|| panic!("no traffic line for {host} in /metrics"));
+    let total: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(total >= i64::from(ok), "{line}");
 
     // A second router, for this cluster only, builds the same table from Berth and serves at once.
     let second_listen = std::net::SocketAddr::new([127, 0, 0, 1].into(), berth_tests::free_port_on([127, 0, 0, 1].into()));

@@ -864,7 +864,24 @@ pub struct Route {
     pub max_body_bytes: Option<i64>,
     /// Running tasks the router balances over right now.
     pub endpoints: i64,
+    /// What the routers have seen on this route.
+    pub traffic: RouteTraffic,
     pub created_at: DateTime<Utc>,
+}
+
+/// A route's traffic through every router, from HAProxy's statistics (a few seconds behind).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RouteTraffic {
+    pub requests_total: i64,
+    /// Answers with a 5xx status (from the tasks, or the router's own when no task could answer).
+    pub responses_5xx_total: i64,
+    /// Connections to tasks that failed (retried on another task where possible).
+    pub failed_connections_total: i64,
+    /// Over the routers' last interval (zero when none reported in the last 30 s).
+    pub requests_per_sec: f64,
+    pub errors_per_sec: f64,
+    /// Average response time over the route's last 1024 requests, in milliseconds.
+    pub response_ms: i32,
 }
 
 /// A route to a custom domain (`POST /routes`). It is routed once a platform admin has granted the

@@ -125,8 +125,14 @@ pub fn ApplicationPage() -> impl IntoView {
     });
     // Routes show how many tasks serve them, which moves with every observation of the services.
     let observed = live::changes(move |e| current().is_some_and(|id| about(id, e)));
+    // Traffic moves without events: the routers report it every few seconds.
+    let every = RwSignal::new(0u64);
+    if let Ok(handle) = set_interval_with_handle(move || every.update(|n| *n += 1), std::time::Duration::from_secs(5)) {
+        on_cleanup(move || handle.clear());
+    }
     let routes = LocalResource::new(move || {
         observed.get();
+        every.get();
         let id = id();
         async move {
             let id = id.ok_or_else(not_found)?;
@@ -312,7 +318,7 @@ fn Routes(routes: Vec<Route>, names: std::collections::HashMap<Uuid, String>) ->
         <div class="table-wrap">
         <table class="table" id="routes">
             <thead><tr><th scope="col">"Address"</th><th scope="col">"Service"</th><th scope="col">"Port"</th>
-                <th scope="col">"State"</th><th scope="col">"Serving"</th><th scope="col">"Balance"</th></tr></thead>
+                <th scope="col">"State"</th><th scope="col">"Serving"</th><th scope="col">"Traffic"</th><th scope="col">"Balance"</th></tr></thead>
             <tbody>
                 {routes.into_iter().map(|r| {
                     let state = match (r.verified, r.endpoints) {
@@ -323,6 +329,9 @@ fn Routes(routes: Vec<Route>, names: std::collections::HashMap<Uuid, String>) ->
                     let service = names.get(&r.service_id).cloned().unwrap_or_else(|| r.service_id.to_string());
                     let serving = match r.endpoints { 1 => "1 task".to_owned(), n => format!("{n} tasks") };
                     let balance = if r.sticky { format!("{} (sticky)", r.balance) } else { r.balance.clone() };
+                    let t = &r.traffic;
+                    let traffic = format!("{:.1} req/s, {:.1} 5xx/s, {} ms", t.requests_per_sec, t.errors_per_sec, t.response_ms);
+                    let totals = format!("{} requests, {} 5xx in all", t.requests_total, t.responses_5xx_total);
                     let shown = if r.path_prefix == "/" { r.domain.clone() } else { format!("{}{}", r.domain, r.path_prefix) };
                     view! {
                         <tr data-route=r.domain.clone()>
@@ -333,6 +342,7 @@ fn Routes(routes: Vec<Route>, names: std::collections::HashMap<Uuid, String>) ->
                             <td><Badge status=state />
                                 {(!r.verified).then(|| view! { <br /><span class="muted">"routed once a platform admin grants the domain"</span> })}</td>
                             <td class="serving">{serving}</td>
+                            <td class="traffic">{traffic}<br /><span class="muted">{totals}</span></td>
                             <td>{balance}</td>
                         </tr>
                     }

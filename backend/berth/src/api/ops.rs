@@ -49,9 +49,55 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "could not count jobs for /metrics"),
     }
+    routes_traffic(&state, &mut out).await;
     let pool = &state.system;
     let _ = writeln!(out, "# HELP berth_db_connections Database pool connections.\n# TYPE berth_db_connections gauge");
     let _ = writeln!(out, "berth_db_connections{{state=\"open\"}} {}", pool.size());
     let _ = writeln!(out, "berth_db_connections{{state=\"idle\"}} {}", pool.num_idle());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Per-route traffic through every router (`route_traffic`), as counters and gauges.
+async fn routes_traffic(state: &AppState, out: &mut String) {
+    type Row = (uuid::Uuid, String, String, i64, i64, i64, f64, i32);
+    let rows: Result<Vec<Row>, _> = sqlx::query_as(
+        "SELECT r.id, r.domain, r.path_prefix, sum(t.requests)::int8, sum(t.responses_5xx)::int8, sum(t.failed_connections)::int8,
+                coalesce(sum(t.requests_per_sec) FILTER (WHERE t.updated_at > now() - interval '30 seconds'), 0)::float8,
+                coalesce(max(t.response_ms) FILTER (WHERE t.updated_at > now() - interval '30 seconds'), 0)::int4
+           FROM route_traffic t JOIN routes r ON r.id = t.route_id
+          GROUP BY r.id, r.domain, r.path_prefix ORDER BY r.id",
+    )
+    .fetch_all(&state.system)
+    .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read route traffic for /metrics");
+            return;
+        }
+    };
+    let families = [
+        ("berth_route_requests_total", "counter", "Requests through the routers, per route."),
+        ("berth_route_responses_5xx_total", "counter", "5xx answers, per route."),
+        (
+            "berth_route_failed_connections_total",
+            "counter",
+            "Failed connections to tasks (retried elsewhere where possible), per route.",
+        ),
+        ("berth_route_requests_per_second", "gauge", "Requests per second over the routers' last interval, per route."),
+        ("berth_route_response_milliseconds", "gauge", "Average response time over the route's last 1024 requests."),
+    ];
+    for (i, (name, kind, help)) in families.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (id, domain, path, requests, errors, failed, rate, ms) in &rows {
+            let value = match i {
+                0 => requests.to_string(),
+                1 => errors.to_string(),
+                2 => failed.to_string(),
+                3 => format!("{rate:.3}"),
+                _ => ms.to_string(),
+            };
+            let _ = writeln!(out, "{name}{{route=\"{id}\",domain=\"{domain}\",path=\"{path}\"}} {value}");
+        }
+    }
 }

@@ -109,10 +109,12 @@ backend no_route
         if b.sticky {
             let _ = writeln!(cfg, "    cookie BERTH_STICKY insert indirect nocache httponly");
         }
-        // With no task able to answer, say so instead of HAProxy's bare page.
+        // With no task able to answer, say so instead of HAProxy's bare page. (Not an `nbsrv()` rule:
+        // a freshly reloaded worker counts no usable server until its first checks, and such a rule
+        // refused requests its servers could have answered.)
         let _ = writeln!(
             cfg,
-            "    http-request return status 503 content-type text/plain string \"No task of this service is running.\\n\" if !{{ nbsrv() gt 0 }}"
+            "    http-error status 503 content-type text/plain string \"No task of this service can answer right now.\\n\""
         );
         for (server, s) in &b.servers {
             let _ = writeln!(cfg, "    server {server} {}", server_options(server, s, b.sticky));

@@ -5,7 +5,8 @@
 //! - `store` — the `routes` rows a revision writes, and reading them for the API; `api` — `/routes`;
 //! - `table` — the route table as a router reads it (backends and their servers);
 //! - `haproxy_config` — HAProxy's configuration rendered from the table; `haproxy` — the process,
-//!   its checked reloads and its Runtime API; `router` — the loop that keeps one HAProxy in step.
+//!   its checked reloads and its Runtime API; `router` — the loop that keeps one HAProxy in step;
+//! - `traffic` — per-route requests, errors and response times from HAProxy's statistics.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ pub mod ports;
 pub mod router;
 pub mod store;
 pub mod table;
+pub mod traffic;
 
 /// Whether `berth serve` runs a router for the clusters on this host.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::haproxy::{Haproxy, Setup};
 use super::haproxy_config::server_options;
 use super::table::{self, Backend, Scope, Server, Table};
+use super::traffic::{self, Meter};
 
 /// How often a router reads the table even when nothing was announced.
 const RESYNC: Duration = Duration::from_secs(2);
@@ -118,8 +119,18 @@ async fn serve(db: &PgPool, setup: &Setup, scope: &Scope, stopping: &mut watch::
     let mut applied = table::read(db, scope).await?;
     let mut proxy = Haproxy::start(setup, &applied).await?;
     tracing::info!(listen = %setup.listen, routes = applied.len(), "router serving");
+    let name = router_name(setup);
+    let mut meter = Meter::default();
+    let mut tick = tokio::time::interval(traffic::INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = record_traffic(db, &proxy, &name, &mut meter).await {
+                    tracing::warn!(error = %format!("{e:#}"), "router could not record traffic");
+                }
+                continue;
+            }
             n = listener.try_recv() => {
                 // `None`: the connection was lost and announcements with it; the read below catches up.
                 if let Err(e) = n { tracing::warn!(error = %e, "router lost its database listener"); tokio::time::sleep(Duration::from_millis(500)).await; }
@@ -138,28 +149,55 @@ async fn serve(db: &PgPool, setup: &Setup, scope: &Scope, stopping: &mut watch::
                 continue;
             }
         };
+        if plan(&applied, &desired) == Change::Reload
+            && let Err(e) = record_traffic(db, &proxy, &name, &mut meter).await
+        {
+            // The old worker's counters go with it: count them first.
+            tracing::warn!(error = %format!("{e:#}"), "router could not record traffic before a reload");
+        }
         match apply(&mut proxy, &applied, &desired).await {
-            Ok(()) => applied = desired,
+            Ok(reloaded) => {
+                applied = desired;
+                if reloaded {
+                    // The new worker's counters start at zero.
+                    meter.reset();
+                }
+            }
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "router kept HAProxy's current configuration"),
         }
     }
 }
 
+/// How this router names itself in `route_traffic`: the machine and the address it listens on.
+fn router_name(setup: &Setup) -> String {
+    let host =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "router".into());
+    format!("{host}@{}", setup.listen)
+}
+
+/// Reads HAProxy's per-backend counters and adds what is new to the routes' traffic.
+async fn record_traffic(db: &PgPool, proxy: &Haproxy, name: &str, meter: &mut Meter) -> anyhow::Result<()> {
+    let csv = proxy.command("show stat -1 2 -1").await?;
+    let deltas = meter.read(traffic::parse(&csv), std::time::Instant::now());
+    traffic::write(db, name, &deltas).await?;
+    Ok(())
+}
+
 /// Brings HAProxy from `applied` to `desired`: live when only servers changed (falling back to a
-/// reload if HAProxy refuses a command), else a checked reload.
-async fn apply(proxy: &mut Haproxy, applied: &Table, desired: &Table) -> anyhow::Result<()> {
+/// reload if HAProxy refuses a command), else a checked reload. `true` when HAProxy reloaded.
+async fn apply(proxy: &mut Haproxy, applied: &Table, desired: &Table) -> anyhow::Result<bool> {
     match plan(applied, desired) {
-        Change::Nothing => Ok(()),
-        Change::Reload => proxy.reload(desired).await,
+        Change::Nothing => Ok(false),
+        Change::Reload => proxy.reload(desired).await.map(|()| true),
         Change::Live(commands) => {
             for command in &commands {
                 let answer = proxy.command(command).await?;
                 if !accepted(command, &answer) {
                     tracing::info!(command, answer = answer.trim(), "HAProxy refused a live change; reloading instead");
-                    return proxy.reload(desired).await;
+                    return proxy.reload(desired).await.map(|()| true);
                 }
             }
-            proxy.setup.write(desired).await
+            proxy.setup.write(desired).await.map(|()| false)
         }
     }
 }

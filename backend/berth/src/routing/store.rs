@@ -220,6 +220,12 @@ pub struct RouteRow {
     pub timeout_secs: i32,
     pub max_body_bytes: Option<i64>,
     pub endpoints: i64,
+    pub requests: i64,
+    pub responses_5xx: i64,
+    pub failed_connections: i64,
+    pub requests_per_sec: f64,
+    pub errors_per_sec: f64,
+    pub response_ms: i32,
     pub created_at: DateTime<Utc>,
 }
 
@@ -249,20 +255,36 @@ impl RouteRow {
             timeout_secs: self.timeout_secs,
             max_body_bytes: self.max_body_bytes,
             endpoints: self.endpoints,
+            traffic: berth_types::RouteTraffic {
+                requests_total: self.requests,
+                responses_5xx_total: self.responses_5xx,
+                failed_connections_total: self.failed_connections,
+                requests_per_sec: self.requests_per_sec,
+                errors_per_sec: self.errors_per_sec,
+                response_ms: self.response_ms,
+            },
             created_at: self.created_at,
         }
     }
 }
 
-/// A route with its application and the running tasks that serve it (those at a host port for its
-/// target).
+/// A route with its application, the running tasks that serve it (those at a host port for its
+/// target) and its traffic summed over the routers (rates only from routers heard from lately).
 const ROUTE_SELECT: &str = "
     SELECT r.id, r.domain, r.path_prefix, r.service_id, s.application_id, r.port, r.source, r.verified, r.balance,
            r.sticky, r.timeout_secs, r.max_body_bytes, r.created_at,
            (SELECT count(*) FROM containers c
              WHERE c.service_id = r.service_id AND c.state = 'running' AND c.desired_state = 'running'
-               AND EXISTS (SELECT 1 FROM jsonb_array_elements(c.host_ports) hp WHERE (hp->>'target')::int = r.port)) AS endpoints
-      FROM routes r JOIN services s ON s.id = r.service_id";
+               AND EXISTS (SELECT 1 FROM jsonb_array_elements(c.host_ports) hp WHERE (hp->>'target')::int = r.port)) AS endpoints,
+           tr.requests, tr.responses_5xx, tr.failed_connections, tr.requests_per_sec, tr.errors_per_sec, tr.response_ms
+      FROM routes r JOIN services s ON s.id = r.service_id
+      LEFT JOIN LATERAL (
+           SELECT coalesce(sum(t.requests), 0)::int8 AS requests, coalesce(sum(t.responses_5xx), 0)::int8 AS responses_5xx,
+                  coalesce(sum(t.failed_connections), 0)::int8 AS failed_connections,
+                  coalesce(sum(t.requests_per_sec) FILTER (WHERE t.updated_at > now() - interval '30 seconds'), 0)::float8 AS requests_per_sec,
+                  coalesce(sum(t.errors_per_sec) FILTER (WHERE t.updated_at > now() - interval '30 seconds'), 0)::float8 AS errors_per_sec,
+                  coalesce(max(t.response_ms) FILTER (WHERE t.updated_at > now() - interval '30 seconds'), 0)::int4 AS response_ms
+             FROM route_traffic t WHERE t.route_id = r.id) tr ON true";
 
 /// Which routes a list shows.
 #[derive(Debug, Default)]

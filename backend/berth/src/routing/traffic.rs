@@ -1,0 +1,183 @@
+//! Per-route traffic from HAProxy's statistics (`show stat` on the Runtime API): requests, 5xx
+//! responses, failed connections to tasks and the average response time of each route's backend,
+//! turned into totals and rates and written to `route_traffic` for the API, the console and
+//! `/metrics`. Parsing and accounting are pure; HAProxy's counters start again at zero on every
+//! reload, so the router forgets its last reading then and counts from zero.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// How often a router reads and writes traffic.
+pub const INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One backend's counters as HAProxy reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counters {
+    pub requests: u64,
+    pub responses_5xx: u64,
+    pub failed_connections: u64,
+    pub response_ms: u64,
+}
+
+/// The backends of a `show stat` answer (CSV with a `# `-prefixed header), by route id.
+pub fn parse(csv: &str) -> HashMap<Uuid, Counters> {
+    let mut lines = csv.lines();
+    let Some(header) = lines.next().and_then(|h| h.strip_prefix("# ")) else { return HashMap::new() };
+    let names: Vec<&str> = header.split(',').collect();
+    let col = |name: &str| names.iter().position(|n| *n == name);
+    let (Some(px), Some(sv)) = (col("pxname"), col("svname")) else { return HashMap::new() };
+    let (req_tot, stot, hrsp_5xx, econ, rtime) = (col("req_tot"), col("stot"), col("hrsp_5xx"), col("econ"), col("rtime"));
+    let mut out = HashMap::new();
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').collect();
+        if fields.get(sv) != Some(&"BACKEND") {
+            continue;
+        }
+        let Some(route) = fields.get(px).and_then(|p| p.strip_prefix("r_")).and_then(|id| Uuid::parse_str(id).ok()) else {
+            continue;
+        };
+        let num = |i: Option<usize>| i.and_then(|i| fields.get(i)).and_then(|v| v.parse::<u64>().ok());
+        out.insert(
+            route,
+            Counters {
+                requests: num(req_tot).or(num(stot)).unwrap_or(0),
+                responses_5xx: num(hrsp_5xx).unwrap_or(0),
+                failed_connections: num(econ).unwrap_or(0),
+                response_ms: num(rtime).unwrap_or(0),
+            },
+        );
+    }
+    out
+}
+
+/// What a route did since the last reading.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Delta {
+    pub requests: u64,
+    pub responses_5xx: u64,
+    pub failed_connections: u64,
+    pub requests_per_sec: f64,
+    pub errors_per_sec: f64,
+    pub response_ms: u64,
+}
+
+/// The last reading, to turn HAProxy's counters into differences.
+#[derive(Debug, Default)]
+pub struct Meter {
+    last: HashMap<Uuid, Counters>,
+    at: Option<Instant>,
+    /// Routes whose last written rate was not zero (written once more when traffic stops).
+    busy: std::collections::HashSet<Uuid>,
+}
+
+impl Meter {
+    /// HAProxy started again (a reload or a restart): its counters are back at zero.
+    pub fn reset(&mut self) {
+        self.last.clear();
+        self.at = None;
+    }
+
+    /// The changes since the last reading, for the routes worth writing (traffic now, or a rate to
+    /// bring back to zero).
+    pub fn read(&mut self, now: HashMap<Uuid, Counters>, at: Instant) -> Vec<(Uuid, Delta)> {
+        let secs = self.at.map_or(0.0, |then| at.duration_since(then).as_secs_f64());
+        let mut out = Vec::new();
+        for (route, c) in &now {
+            let before = self.last.get(route).copied().unwrap_or_default();
+            let diff = |a: u64, b: u64| a.saturating_sub(b);
+            let d = Delta {
+                requests: diff(c.requests, before.requests),
+                responses_5xx: diff(c.responses_5xx, before.responses_5xx),
+                failed_connections: diff(c.failed_connections, before.failed_connections),
+                requests_per_sec: if secs > 0.0 { diff(c.requests, before.requests) as f64 / secs } else { 0.0 },
+                errors_per_sec: if secs > 0.0 { diff(c.responses_5xx, before.responses_5xx) as f64 / secs } else { 0.0 },
+                response_ms: c.response_ms,
+            };
+            let active = d.requests > 0 || d.responses_5xx > 0 || d.failed_connections > 0;
+            if active || self.busy.contains(route) {
+                out.push((*route, d));
+            }
+            if active {
+                self.busy.insert(*route);
+            } else {
+                self.busy.remove(route);
+            }
+        }
+        self.last = now;
+        self.at = Some(at);
+        out
+    }
+}
+
+/// Adds a reading to the routes' rows for this router.
+pub async fn write(db: &PgPool, router: &str, deltas: &[(Uuid, Delta)]) -> sqlx::Result<()> {
+    for (route, d) in deltas {
+        sqlx::query(
+            "INSERT INTO route_traffic (route_id, tenant_id, router, requests, responses_5xx, failed_connections,
+                                        requests_per_sec, errors_per_sec, response_ms)
+             SELECT r.id, r.tenant_id, $2, $3, $4, $5, $6, $7, $8 FROM routes r WHERE r.id = $1
+             ON CONFLICT (route_id, router) DO UPDATE
+                SET requests = route_traffic.requests + excluded.requests,
+                    responses_5xx = route_traffic.responses_5xx + excluded.responses_5xx,
+                    failed_connections = route_traffic.failed_connections + excluded.failed_connections,
+                    requests_per_sec = excluded.requests_per_sec, errors_per_sec = excluded.errors_per_sec,
+                    response_ms = excluded.response_ms, updated_at = now()",
+        )
+        .bind(route)
+        .bind(router)
+        .bind(i64::try_from(d.requests).unwrap_or(i64::MAX))
+        .bind(i64::try_from(d.responses_5xx).unwrap_or(i64::MAX))
+        .bind(i64::try_from(d.failed_connections).unwrap_or(i64::MAX))
+        .bind(d.requests_per_sec)
+        .bind(d.errors_per_sec)
+        .bind(i32::try_from(d.response_ms).unwrap_or(i32::MAX))
+        .execute(db)
+        .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csv(rows: &[(&str, &str, u64, u64, u64, u64)]) -> String {
+        let mut s = String::from("# pxname,svname,stot,econ,hrsp_5xx,req_tot,rtime,\n");
+        for (px, sv, stot, econ, h5, req) in rows {
+            s.push_str(&format!("{px},{sv},{stot},{econ},{h5},{req},12,\n"));
+        }
+        s
+    }
+
+    #[test]
+    fn backends_of_routes_are_read_and_turned_into_differences() {
+        let a = Uuid::now_v7();
+        let name = format!("r_{}", a.simple());
+        let first = parse(&csv(&[
+            ("routes", "FRONTEND", 9, 0, 0, 9),
+            (&name, "t_x", 5, 0, 0, 5),
+            (&name, "BACKEND", 10, 1, 2, 10),
+            ("no_route", "BACKEND", 3, 0, 0, 3),
+        ]));
+        assert_eq!(first.len(), 1, "only routes' backends: {first:?}");
+        assert_eq!(first[&a], Counters { requests: 10, responses_5xx: 2, failed_connections: 1, response_ms: 12 });
+
+        let mut meter = Meter::default();
+        let t0 = Instant::now();
+        let d = meter.read(first, t0);
+        assert_eq!(d[0].1.requests, 10, "the first reading counts everything so far");
+        let second = parse(&csv(&[(&name, "BACKEND", 30, 1, 2, 30)]));
+        let d = meter.read(second.clone(), t0 + std::time::Duration::from_secs(2));
+        assert_eq!((d[0].1.requests, d[0].1.responses_5xx, d[0].1.requests_per_sec), (20, 0, 10.0));
+        // Quiet: written once more with zero rates, then not at all.
+        assert_eq!(meter.read(second.clone(), t0 + std::time::Duration::from_secs(4))[0].1.requests_per_sec, 0.0);
+        assert!(meter.read(second, t0 + std::time::Duration::from_secs(6)).is_empty());
+        // A reload: HAProxy counts from zero again, and so does the meter.
+        meter.reset();
+        let d = meter.read(parse(&csv(&[(&name, "BACKEND", 4, 0, 0, 4)])), t0 + std::time::Duration::from_secs(8));
+        assert_eq!(d[0].1.requests, 4);
+    }
+}

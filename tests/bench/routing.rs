@@ -1,0 +1,338 @@
+//! The routing benchmark (`make bench-routing`): Berth's router (Debian's HAProxy, driven by Berth)
+//! on a real 1 + 1 local cluster, measured in one run against baselines on the same machine.
+//!
+//! 1. Route propagation, p50/p95 over `TRIALS` scale-ups: from a new task running (the engine's own
+//!    timestamp of the task's `running` state) to its first answer through the router; and the router's
+//!    share of it, from the moment Berth's database shows the task running.
+//! 2. Throughput (`wrk`, `WRK_SECS` each, alternated `ROUNDS` times, medians) to one task: through
+//!    Berth's router, straight to the task's host port, and through a hand-written static HAProxy
+//!    configuration for the same task (same defaults Berth writes, no controller).
+//! 3. Failed requests during rolling updates of 4 tasks at `RATE` requests per second, through Berth's
+//!    router and through a static configuration of the tasks as they were before the update (a load
+//!    balancer nobody keeps in step with Swarm): for a service declaring `order: start-first`, and for
+//!    one with Swarm's default update (stop-first).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use berth_tests::docker_cli::{RealCluster, RemoveOnDrop, build_context};
+use berth_tests::{PASSWORD, TestApp, TestRouter, routed_config};
+use serde_json::json;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Running tasks of a service: (task id, slot, node address, host port of 8080, when the engine
+/// says it started running).
+async fn tasks(app: &TestApp, service: &str) -> Vec<(String, i32, String, u16, chrono::DateTime<chrono::Utc>)> {
+    type Row = (String, Option<i32>, Option<String>, Option<i32>, Option<chrono::DateTime<chrono::Utc>>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT c.swarm_task_id, c.slot, n.address, (SELECT (hp->>'published')::int FROM jsonb_array_elements(c.host_ports) hp
+                                                     WHERE (hp->>'target')::int = 8080 LIMIT 1), c.started_at
+           FROM containers c LEFT JOIN nodes n ON n.id = c.node_id
+          WHERE c.service_id = $1::uuid AND c.state = 'running' AND c.desired_state = 'running'",
+    )
+    .bind(service)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    rows.into_iter().filter_map(|(t, s, a, p, at)| Some((t, s.unwrap_or(0), a?, u16::try_from(p?).ok()?, at?))).collect()
+}
+
+async fn scale(app: &TestApp, token: &str, service: &str, replicas: usize) {
+    let r = app.patch(&format!("/api/v1/services/{service}"), token, json!({"replicas": replicas})).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while tasks(app, service).await.len() != replicas {
+        assert!(Instant::now() < deadline, "scaling to {replicas} did not settle");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Requests per second `wrk` reached against `url` (with `host` as the Host header).
+fn wrk(url: &str, host: &str, secs: usize) -> f64 {
+    let out = std::process::Command::new("wrk")
+        .args(["-t", "2", "-c", "16", "-d", &format!("{secs}s"), "-H", &format!("Host: {host}"), url])
+        .output()
+        .expect("wrk (scripts/install-deps.sh bench installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("wrk printed no rate: {text}"));
+    assert!(!text.contains("Non-2xx"), "wrk saw errors against {url}: {text}");
+    rps
+}
+
+/// A hand-written HAProxy for fixed servers: the defaults and checks Berth writes, no controller.
+struct StaticHaproxy {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    listen: std::net::SocketAddr,
+}
+
+impl StaticHaproxy {
+    fn start(servers: &[(String, u16)]) -> StaticHaproxy {
+        let dir = berth_tests::temp_data_dir("berth-bench-static");
+        let listen = std::net::SocketAddr::new([127, 0, 0, 1].into(), berth_tests::free_port_on([127, 0, 0, 1].into()));
+        let mut cfg = format!(
+            "global\n    maxconn 4096\ndefaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n    \
+             retries 3\n    option redispatch 1\n    retry-on conn-failure empty-response response-timeout\n\
+             frontend f\n    bind {listen}\n    default_backend b\nbackend b\n    balance roundrobin\n"
+        );
+        for (i, (address, port)) in servers.iter().enumerate() {
+            cfg.push_str(&format!("    server s{i} {address}:{port} check inter 1s fall 2 rise 1\n"));
+        }
+        std::fs::write(dir.join("haproxy.cfg"), cfg).unwrap();
+        let child = std::process::Command::new("haproxy")
+            .args(["-W", "-db", "-f"])
+            .arg(dir.join("haproxy.cfg"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(listen).is_err() {
+            assert!(Instant::now() < deadline, "the static HAProxy did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        StaticHaproxy { child, dir, listen }
+    }
+}
+
+impl Drop for StaticHaproxy {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Sends `rate` requests per second to `url` until stopped (bounded to two minutes); counts answers
+/// and failures.
+struct Paced {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    ok: Arc<AtomicU32>,
+    failed: Arc<AtomicU32>,
+}
+
+impl Paced {
+    fn start(url: String, host: String, rate: usize) -> Paced {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (ok, failed) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let (ok2, failed2) = (ok.clone(), failed.clone());
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut inflight = Vec::new();
+            while !*stopped.borrow() && Instant::now() < deadline {
+                tick.tick().await;
+                let (http, url, host, ok, failed) = (http.clone(), url.clone(), host.clone(), ok2.clone(), failed2.clone());
+                inflight.push(tokio::spawn(async move {
+                    match http.get(&url).header("host", &host).send().await {
+                        Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }));
+            }
+            for f in inflight {
+                let _ = f.await;
+            }
+        });
+        Paced { stop, task, ok, failed }
+    }
+
+    async fn stop(self) -> (u32, u32) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        (self.ok.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let trials = env_usize("TRIALS", 20);
+    let rounds = env_usize("ROUNDS", 3);
+    let wrk_secs = env_usize("WRK_SECS", 5);
+    let rate = env_usize("RATE", 200);
+
+    let cfg = routed_config();
+    let listen = cfg.routing.router_listen;
+    let app = TestApp::spawn_with_registry_and(cfg, 1 << 30).await.with_workers();
+    let router = TestRouter::start(&app.db, listen).await;
+    let address = app.registry.as_ref().unwrap().address.clone();
+    let t = app.tenant("Bench").await;
+    let email = app.get("/api/v1/me", &t.owner).await.body["email"].as_str().unwrap().to_owned();
+    let real = RealCluster::create(&app, &t.owner, "bench", 1, 1).await;
+    let (manager, cli) = (real.manager.clone(), &real.cli);
+    assert!(cli.login(&manager, &address, &email, PASSWORD).status.success());
+    let mut keep = Vec::new();
+    let mut images = Vec::new();
+    for v in ["1", "2"] {
+        let ctx = build_context(&format!("bench {v}"));
+        let image = format!("{address}/{}/web:{v}", t.slug);
+        cli.ok(&manager, &["build", "-q", "-t", &image, ctx.to_str().unwrap()]);
+        cli.ok(&manager, &["push", &image]);
+        keep.push(ctx);
+        images.push(image);
+    }
+    let _cleanup = RemoveOnDrop(keep);
+    let compose = r#"services:
+  web:
+    image: ${IMAGE}
+    command: ["/bin/busybox", "sh", "-c", "mkdir /www && hostname > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www"]
+    hostname: "web-{{.Task.Slot}}"
+    ports: [{target: 8080, mode: host}]
+    deploy:
+      replicas: 2
+      update_config: {parallelism: 1, order: start-first, monitor: 1s}
+      resources: {limits: {memory: 32M}}
+  plain:
+    image: ${IMAGE}
+    command: ["/bin/busybox", "sh", "-c", "mkdir /www && hostname > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www"]
+    ports: [{target: 8080, mode: host}]
+    deploy:
+      replicas: 4
+      resources: {limits: {memory: 32M}}
+"#;
+    let r = app
+        .post(
+            "/api/v1/applications",
+            &t.owner,
+            json!({"name": "shop", "cluster_id": real.id, "compose": compose, "variables": {"IMAGE": images[0]}}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let application = r.id();
+    let host = format!("web.shop.{}.apps.localhost", t.slug);
+    let services = app.get(&format!("/api/v1/applications/{application}/services"), &t.owner).await.body;
+    let id_of = |name: &str| {
+        services["items"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()["id"].as_str().unwrap().to_owned()
+    };
+    let (service, plain) = (id_of("web"), id_of("plain"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while tasks(&app, &service).await.len() < 2 {
+        assert!(Instant::now() < deadline, "the service did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let router_url = format!("http://{listen}/");
+    println!(
+        "# Routing benchmark: {trials} propagation trials, {rounds} rounds of wrk × {wrk_secs} s, rolling update at {rate} req/s\n"
+    );
+
+    // 1. Propagation.
+    let mut delays = Vec::new();
+    let mut end_to_end = Vec::new();
+    for _ in 0..trials {
+        let before: Vec<i32> = tasks(&app, &service).await.iter().map(|t| t.1).collect();
+        let r = app.patch(&format!("/api/v1/services/{service}"), &t.owner, json!({"replicas": before.len() + 1})).await;
+        assert_eq!(r.status, 202);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (slot, running_at, started) = loop {
+            if let Some(t) = tasks(&app, &service).await.into_iter().find(|t| !before.contains(&t.1)) {
+                break (t.1, Instant::now(), t.4);
+            }
+            assert!(Instant::now() < deadline, "no new task");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let want = format!("web-{slot}");
+        loop {
+            let body = http.get(&router_url).header("host", &host).send().await.unwrap().text().await.unwrap();
+            if body.trim() == want {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the new task never answered through the router");
+        }
+        delays.push(running_at.elapsed().as_secs_f64() * 1000.0);
+        end_to_end.push((chrono::Utc::now() - started).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+        scale(&app, &t.owner, &service, before.len()).await;
+    }
+    let (p50, p95) = (percentile(end_to_end.clone(), 0.5), percentile(end_to_end.clone(), 0.95));
+    let (r50, r95) = (percentile(delays.clone(), 0.5), percentile(delays.clone(), 0.95));
+    println!("| route propagation | p50 | p95 |");
+    println!("|---|---|---|");
+    println!("| engine reports the task running → it answers through the router | {p50:.0} ms | {p95:.0} ms |");
+    println!("| of which: Berth's database shows it running → it answers (the router's part) | {r50:.0} ms | {r95:.0} ms |");
+    println!("| Traefik's Swarm provider, default polling interval (not measured here) | up to 15000 ms | |\n");
+
+    // 2. Throughput to one task.
+    scale(&app, &t.owner, &service, 1).await;
+    let one = tasks(&app, &service).await.remove(0);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let direct_url = format!("http://{}:{}/", one.2, one.3);
+    let fixed = StaticHaproxy::start(&[(one.2.clone(), one.3)]);
+    let static_url = format!("http://{}/", fixed.listen);
+    let mut results: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for _ in 0..rounds {
+        results.entry("direct").or_default().push(wrk(&direct_url, &host, wrk_secs));
+        results.entry("router").or_default().push(wrk(&router_url, &host, wrk_secs));
+        results.entry("static").or_default().push(wrk(&static_url, &host, wrk_secs));
+    }
+    let med = |k: &str| percentile(results[k].clone(), 0.5);
+    println!("| throughput to one task (wrk -t2 -c16) | requests/s (median) | ratio |");
+    println!("|---|---|---|");
+    println!("| straight to the task's host port | {:.0} | 1.00 |", med("direct"));
+    println!("| hand-written static HAProxy | {:.0} | {:.2} of direct |", med("static"), med("static") / med("direct"));
+    println!(
+        "| Berth's router | {:.0} | {:.2} of direct, {:.2} of static |\n",
+        med("router"),
+        med("router") / med("direct"),
+        med("router") / med("static")
+    );
+    drop(fixed);
+
+    // 3. Rolling updates of 4 tasks under load: Berth's router against a static configuration of the
+    // tasks as they were before the update.
+    scale(&app, &t.owner, &service, 4).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let plain_host = format!("plain.shop.{}.apps.localhost", t.slug);
+    let mut failures = Vec::new();
+    for (round, service, host, image) in [
+        ("start-first", &service, &host, &images[1]),
+        ("Swarm's default (stop-first)", &plain, &plain_host, &images[1]),
+        ("start-first", &service, &host, &images[0]),
+        ("Swarm's default (stop-first)", &plain, &plain_host, &images[0]),
+    ] {
+        let before: Vec<(String, u16)> = tasks(&app, service).await.into_iter().map(|t| (t.2, t.3)).collect();
+        let fixed = StaticHaproxy::start(&before);
+        let via_router = Paced::start(router_url.clone(), host.clone(), rate / 2);
+        let via_static = Paced::start(format!("http://{}/", fixed.listen), host.clone(), rate / 2);
+        let r = app.patch(&format!("/api/v1/services/{service}"), &t.owner, json!({"image": image})).await;
+        assert_eq!(r.status, 202);
+        let deadline = Instant::now() + Duration::from_secs(180);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        loop {
+            let s = app.get(&format!("/api/v1/services/{service}"), &t.owner).await.body;
+            let new_image = s["image_digest"].as_str().is_some_and(|d| d.starts_with(&format!("{image}@")));
+            if new_image && s["update_state"] == "completed" && s["replicas_running"] == 4 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the update did not complete: {s}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (router_ok, router_failed) = via_router.stop().await;
+        let (static_ok, static_failed) = via_static.stop().await;
+        failures.push((round, router_ok, router_failed, static_ok, static_failed));
+    }
+    println!("| rolling update of 4 tasks, {} req/s to each way in | answered | failed |", rate / 2);
+    println!("|---|---|---|");
+    for (round, router_ok, router_failed, static_ok, static_failed) in failures {
+        println!("| {round}: through Berth's router | {router_ok} | {router_failed} |");
+        println!("| {round}: through a static HAProxy of the tasks before the update | {static_ok} | {static_failed} |");
+    }
+    drop(router);
+    real.delete(&app, &t.owner).await;
+}
