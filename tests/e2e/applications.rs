@@ -720,8 +720,27 @@ fn assert_same_stacks(cli: &Docker, engine: &str, ours: &str, theirs: &str, file
                     options.remove("com.docker.network.driver.overlay.vxlanid_list");
                 }
             }
+            if kind == "service" {
+                without_routing_ports(&mut a, &b);
+            }
             assert_eq!(a, b, "{file}: {kind} {name}: Berth's (left) differs from docker stack deploy's (right)");
         }
+    }
+}
+
+/// Sets aside Berth's one documented extension of a service's spec: a host-mode TCP port with no fixed
+/// published port for each exposed target (what its router reaches tasks at), when the CLI's spec
+/// does not have that port.
+fn without_routing_ports(ours: &mut Value, theirs: &Value) {
+    let theirs_ports = theirs["Spec"]["EndpointSpec"]["Ports"].as_array().cloned().unwrap_or_default();
+    let Some(endpoint) = ours["Spec"]["EndpointSpec"].as_object_mut() else { return };
+    let Some(ports) = endpoint.get_mut("Ports").and_then(Value::as_array_mut) else { return };
+    ports.retain(|p| {
+        let added = p["PublishMode"] == "host" && p["Protocol"] == "tcp" && p["PublishedPort"].as_u64().unwrap_or(0) == 0;
+        !added || theirs_ports.contains(p)
+    });
+    if ports.is_empty() && theirs_ports.is_empty() && theirs["Spec"]["EndpointSpec"].get("Ports").is_none() {
+        endpoint.remove("Ports");
     }
 }
 
