@@ -167,7 +167,15 @@ async fn serve_runs_and_stops_its_own_postgres_and_registry() {
     assert!(dir.join("registry/storage").is_dir());
     assert!(std::net::TcpStream::connect(&address).is_ok(), "the registry listens on {address}");
     // The router: HAProxy, from the data directory, answering for hosts no route names.
-    let routed = reqwest::Client::new().get(format!("http://{router}/")).header("host", "x.apps.localhost").send().await.unwrap();
+    // (The router starts beside the API, so it may answer a moment after `/readyz` does.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let routed = loop {
+        match reqwest::Client::new().get(format!("http://{router}/")).header("host", "x.apps.localhost").send().await {
+            Ok(r) => break r,
+            Err(e) => assert!(Instant::now() < deadline, "the router does not answer: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(routed.status(), 404);
     assert_eq!(routed.text().await.unwrap(), "No route for this host.\n");
     assert!(!pids_of("haproxy", &dir.join("router")).is_empty(), "HAProxy runs from the data dir");

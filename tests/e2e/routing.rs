@@ -196,6 +196,18 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
     b.goto(&format!("/applications/{application}")).await;
     b.wait_text("tr[data-route='www.shop.test']", "www.shop.test/version").await;
     b.wait_text("tr[data-route='www.shop.test']", "routed").await;
+    // The service page: its routes with their settings, and a custom domain added from the form.
+    b.goto(&format!("/services/{service}")).await;
+    b.wait_text(&format!("#service-routes tr[data-route='{host}']"), "2 tasks").await;
+    b.fill("#route-domain", "api.shop.test").await;
+    b.click("#add-route-submit").await;
+    b.wait_text("#service-routes tr[data-route='api.shop.test']", "api.shop.test").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while through(&http, &router, "api.shop.test").await.0 != 200 {
+        assert!(Instant::now() < deadline, "the route added in the console is not served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.survey("service-routes").await;
     drop(b);
 
     // Scaling: each new task serves through the router soon after the engine reports it running,

@@ -1,9 +1,10 @@
-//! A service's page: its tasks (node, state, IP, host port, exit code, error), live logs (follow,
-//! pause, filter, download), scale, change image, restart.
+//! A service's page: its tasks (node, state, IP, host port, exit code, error), its routes (how each
+//! balances, stickiness, timeout; a custom domain added), live logs (follow, pause, filter,
+//! download), scale, change image, restart.
 
 use std::collections::HashMap;
 
-use berth_types::{Application, Container, LogLine, Node, Page, Role, Service, UpdateService};
+use berth_types::{Application, Container, CreateRoute, LogLine, Node, Page, Role, Route, RouteOptions, Service, UpdateService};
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_params_map;
@@ -22,19 +23,25 @@ struct Loaded {
     application: Application,
     tasks: Vec<Container>,
     nodes: HashMap<Uuid, String>,
+    routes: Vec<Route>,
 }
 
 async fn load(id: Uuid) -> Result<Loaded, ApiError> {
     let service = api::get::<Service>(&format!("/services/{id}")).await?;
     let (app_path, tasks_path) =
         (format!("/applications/{}", service.application_id), format!("/services/{id}/containers?limit=500"));
-    let (application, tasks) = futures_util::join!(api::get::<Application>(&app_path), api::get::<Page<Container>>(&tasks_path));
+    let routes_path = format!("/routes?service_id={id}&limit=500");
+    let (application, tasks, routes) = futures_util::join!(
+        api::get::<Application>(&app_path),
+        api::get::<Page<Container>>(&tasks_path),
+        api::get::<Page<Route>>(&routes_path)
+    );
     let application = application?;
     let nodes = api::get::<Page<Node>>(&format!("/clusters/{}/nodes?limit=500", application.cluster_id))
         .await
         .map(|p| p.items.into_iter().map(|n| (n.id, n.name)).collect())
         .unwrap_or_default();
-    Ok(Loaded { service, application, tasks: tasks?.items, nodes })
+    Ok(Loaded { service, application, tasks: tasks?.items, nodes, routes: routes?.items })
 }
 
 #[component]
@@ -60,7 +67,7 @@ pub fn ServicePage() -> impl IntoView {
 #[component]
 fn Body(loaded: Loaded, changed: RwSignal<u64>) -> impl IntoView {
     let s = session();
-    let Loaded { service, application, tasks, nodes } = loaded;
+    let Loaded { service, application, tasks, nodes, routes } = loaded;
     let ports = service
         .ports
         .iter()
@@ -85,6 +92,160 @@ fn Body(loaded: Loaded, changed: RwSignal<u64>) -> impl IntoView {
             <h2>"Tasks"</h2>
             <Tasks tasks=tasks nodes=nodes />
         </section>
+        <section class="card">
+            <h2>"Routes"</h2>
+            <ServiceRoutes service=service.id routes=routes changed=changed />
+        </section>
+    }
+}
+
+/// The service's routes, each with its balancing settings (developers change them), and a form to
+/// route a custom domain to it.
+#[component]
+fn ServiceRoutes(service: Uuid, routes: Vec<Route>, changed: RwSignal<u64>) -> impl IntoView {
+    let dev = session().can(Role::Developer);
+    let error = RwSignal::new(None::<ApiError>);
+    let first_port = routes.first().map(|r| r.port.to_string()).unwrap_or_default();
+    let list = if routes.is_empty() {
+        view! { <Empty>"No routes. The service gets its own domain when its Compose file gives it a port."</Empty> }.into_any()
+    } else {
+        view! {
+            <div class="table-wrap">
+            <table class="table" id="service-routes">
+                <thead><tr><th scope="col">"Address"</th><th scope="col">"Port"</th><th scope="col">"Serving"</th>
+                    <th scope="col">"Traffic"</th><th scope="col">"Settings"</th></tr></thead>
+                <tbody>
+                    {routes.into_iter().map(|r| route_row(r, dev, error, changed)).collect_view()}
+                </tbody>
+            </table>
+            </div>
+        }
+        .into_any()
+    };
+    view! {
+        <MaybeError error=error />
+        {list}
+        {dev.then(|| view! { <AddRoute service=service port=first_port error=error changed=changed /> })}
+    }
+}
+
+fn route_row(r: Route, dev: bool, error: RwSignal<Option<ApiError>>, changed: RwSignal<u64>) -> impl IntoView {
+    let id = r.id;
+    let balance = RwSignal::new(r.balance.clone());
+    let sticky = RwSignal::new(r.sticky);
+    let timeout = RwSignal::new(r.timeout_secs.to_string());
+    let shown = if r.path_prefix == "/" { r.domain.clone() } else { format!("{}{}", r.domain, r.path_prefix) };
+    let t = &r.traffic;
+    let traffic = format!("{:.1} req/s, {:.1} 5xx/s, {} ms", t.requests_per_sec, t.errors_per_sec, t.response_ms);
+    let save = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let Ok(timeout_secs) = timeout.get_untracked().trim().parse::<i32>() else {
+            error.set(Some(ApiError {
+                status: 0,
+                kind: "input".into(),
+                detail: "The timeout is a whole number of seconds.".into(),
+                errors: vec![],
+            }));
+            return;
+        };
+        let body = RouteOptions {
+            balance: Some(balance.get_untracked()),
+            sticky: Some(sticky.get_untracked()),
+            timeout_secs: Some(timeout_secs),
+            max_body_bytes: None,
+        };
+        leptos::task::spawn_local(async move {
+            match api::patch::<Route>(&format!("/routes/{id}"), &body).await {
+                Ok(_) => {
+                    let _ = error.try_set(None);
+                    let _ = changed.try_update(|v| *v += 1);
+                }
+                Err(e) => {
+                    let _ = error.try_set(Some(e));
+                }
+            }
+        });
+    };
+    let settings = if dev {
+        let (b_id, s_id, t_id) = (format!("balance-{id}"), format!("sticky-{id}"), format!("timeout-{id}"));
+        view! {
+            <form class="form inline-form" on:submit=save>
+                <label>"Balance "
+                <select id=b_id on:change=move |ev| balance.set(event_target_value(&ev))>
+                    {["roundrobin", "leastconn", "source", "random"].into_iter().map(|b| view! {
+                        <option value=b selected=balance.get_untracked() == b>{b}</option>
+                    }).collect_view()}
+                </select></label>
+                <label class="inline"><input type="checkbox" id=s_id prop:checked=move || sticky.get()
+                    on:change=move |ev| sticky.set(event_target_checked(&ev)) />" sticky"</label>
+                <label>"Timeout (s) "
+                <input type="number" min="1" max="3600" id=t_id prop:value=move || timeout.get()
+                    on:input=move |ev| timeout.set(event_target_value(&ev)) /></label>
+                <button type="submit" class="small">"Save"</button>
+            </form>
+        }
+        .into_any()
+    } else {
+        let sticky = if r.sticky { ", sticky" } else { "" };
+        view! { <span>{format!("{}{sticky}, {} s", r.balance, r.timeout_secs)}</span> }.into_any()
+    };
+    view! {
+        <tr data-route=r.domain.clone()>
+            <td><a href=r.url.clone() target="_blank" rel="noopener noreferrer">{shown}</a>
+                {(!r.verified).then(|| view! { <br /><span class="muted">"routed once a platform admin grants the domain"</span> })}</td>
+            <td>{r.port}</td>
+            <td>{match r.endpoints { 1 => "1 task".to_owned(), n => format!("{n} tasks") }}</td>
+            <td>{traffic}</td>
+            <td>{settings}</td>
+        </tr>
+    }
+}
+
+/// Routes a custom domain (and path) to the service.
+#[component]
+fn AddRoute(service: Uuid, port: String, error: RwSignal<Option<ApiError>>, changed: RwSignal<u64>) -> impl IntoView {
+    let domain = RwSignal::new(String::new());
+    let path = RwSignal::new("/".to_owned());
+    let port = RwSignal::new(port);
+    let add = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let Ok(port) = port.get_untracked().trim().parse::<i32>() else {
+            error.set(Some(ApiError { status: 0, kind: "input".into(), detail: "The port is a number.".into(), errors: vec![] }));
+            return;
+        };
+        let body = CreateRoute {
+            service_id: service,
+            port,
+            domain: domain.get_untracked(),
+            path_prefix: Some(path.get_untracked()),
+            balance: None,
+            sticky: None,
+            timeout_secs: None,
+            max_body_bytes: None,
+        };
+        leptos::task::spawn_local(async move {
+            match api::post::<Route>("/routes", &body).await {
+                Ok(_) => {
+                    let _ = error.try_set(None);
+                    let _ = domain.try_set(String::new());
+                    let _ = changed.try_update(|v| *v += 1);
+                }
+                Err(e) => {
+                    let _ = error.try_set(Some(e));
+                }
+            }
+        });
+    };
+    view! {
+        <form class="form inline-form" id="add-route" on:submit=add>
+            <label>"Domain "<input type="text" id="route-domain" placeholder="www.example.com" prop:value=move || domain.get()
+                on:input=move |ev| domain.set(event_target_value(&ev)) /></label>
+            <label>"Path "<input type="text" id="route-path" prop:value=move || path.get()
+                on:input=move |ev| path.set(event_target_value(&ev)) /></label>
+            <label>"Port "<input type="number" min="1" max="65535" id="route-port" prop:value=move || port.get()
+                on:input=move |ev| port.set(event_target_value(&ev)) /></label>
+            <button type="submit" id="add-route-submit">"Add route"</button>
+        </form>
     }
 }
 
@@ -266,7 +427,7 @@ fn Logs(id: Uuid) -> impl IntoView {
                 <button id="download-logs" on:click=save>"Download"</button>
             </div>
             <MaybeError error=error />
-            <pre class="logs" id="logs" tabindex="0" aria-label="Service logs" aria-live="off">{shown}</pre>
+            <pre class="logs" id="logs" role="log" tabindex="0" aria-label="Service logs" aria-live="off">{shown}</pre>
         </section>
     }
 }

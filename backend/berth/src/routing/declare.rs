@@ -1,7 +1,7 @@
 //! Which routes a Compose file declares, as pure code: a default domain for every service with a port,
-//! and the `berth.routing.port_<N>: domain[/path][, …]` labels (Alibaba Cloud's convention, on the
-//! service or under `deploy.labels`). Mistakes are errors at the label, so a bad route never reaches a
-//! router.
+//! the `berth.routing.port_<N>: domain[/path][, …]` labels (Alibaba Cloud's convention, on the
+//! service or under `deploy.labels`) and the service's `x-berth: {routes: [{port, domain, path}]}`
+//! extension. Mistakes are errors at the label or entry, so a bad route never reaches a router.
 
 use std::collections::BTreeSet;
 
@@ -46,13 +46,19 @@ pub fn routes(project: &Project, names: &Names<'_>, diags: &mut Diagnostics) -> 
     let mut out = BTreeSet::new();
     for (name, svc) in &project.services {
         let labelled = labelled_routes(name, svc, names, diags);
-        // The default domain goes to the lowest labelled port, else to the lowest TCP port written.
-        let primary = labelled.iter().map(|r| r.port).min().or_else(|| tcp_targets(svc).into_iter().min());
+        // The default domain goes to the lowest port a route names, else to the lowest TCP port written.
+        let primary = labelled
+            .iter()
+            .map(|r| r.port)
+            .chain(svc.routes.iter().map(|r| r.port))
+            .min()
+            .or_else(|| tcp_targets(svc).into_iter().min());
         if let Some(port) = primary {
             let domain = names.default_domain(name);
             out.insert(Declared { service: name.clone(), port, domain, path_prefix: "/".into(), default: true });
         }
         out.extend(labelled);
+        out.extend(extension_routes(name, svc, names, diags));
     }
     let mut seen = BTreeSet::new();
     let mut routes = Vec::new();
@@ -81,7 +87,25 @@ pub fn exposed_ports(svc: &Service) -> BTreeSet<u16> {
         .filter_map(|k| k.strip_prefix(LABEL_PREFIX)?.parse::<u16>().ok())
         .filter(|p| *p > 0)
         .chain(tcp_targets(svc))
+        .chain(svc.routes.iter().map(|r| r.port))
         .collect()
+}
+
+/// The routes of the service's `x-berth.routes` entries, each judged like a label's.
+fn extension_routes(name: &str, svc: &Service, names: &Names<'_>, diags: &mut Diagnostics) -> Vec<Declared> {
+    let mut out = Vec::new();
+    for r in &svc.routes {
+        let mut error = |message: String| diags.error(&r.spot.path, r.spot.line, r.spot.column, message);
+        let domain = r.domain.trim().to_ascii_lowercase();
+        let checked = check_domain(&domain)
+            .and_then(|()| custom_domain_allowed(&domain, names.apps_domain))
+            .and_then(|()| check_path(r.path.as_deref().unwrap_or("/")));
+        match checked {
+            Ok(path_prefix) => out.push(Declared { service: name.to_owned(), port: r.port, domain, path_prefix, default: false }),
+            Err(why) => error(format!("`{}`: {why}", r.domain)),
+        }
+    }
+    out
 }
 
 fn tcp_targets(svc: &Service) -> Vec<u16> {
@@ -240,6 +264,40 @@ mod tests {
         assert!(errors.iter().any(|e| e.contains("`10.0.0.1`: not a domain name: an IP address")), "{errors:?}");
         assert!(errors.iter().any(|e| e.contains("given by Berth")), "{errors:?}");
         assert!(errors.iter().any(|e| e.contains("`http` is not a port")), "{errors:?}");
+    }
+
+    #[test]
+    fn the_berth_extension_declares_routes_and_its_mistakes_are_errors_at_the_entry() {
+        let text = "services:\n  api:\n    image: x\n    x-berth:\n      routes:\n        - {port: 9000, domain: API.example.com, path: /v1/}\n        - {port: 9000, domain: example.org}\n";
+        let (routes, errors) = declared(text);
+        assert!(errors.is_empty(), "{errors:?}");
+        let got: Vec<(u16, &str, &str, bool)> =
+            routes.iter().map(|r| (r.port, r.domain.as_str(), r.path_prefix.as_str(), r.default)).collect();
+        assert_eq!(
+            got,
+            [
+                (9000, "api.example.com", "/v1", false),
+                (9000, "api.shop.acme.apps.localhost", "/", true),
+                (9000, "example.org", "/", false)
+            ]
+        );
+
+        let bad = "services:\n  api:\n    image: x\n    x-berth:\n      routes:\n        - {port: 0, domain: a.example.com}\n        - {domain: b.example.com}\n        - {port: 80, domain: 'c example'}\n        - {port: 80, domain: d.example.com, weight: 3}\n      other: 1\n";
+        let empty = BTreeMap::new();
+        let errors = match load(&Input { text: bad, files: &empty, variables: &empty }, &Policy::default()) {
+            Err(errors) => errors.iter().map(|e| format!("{} (line {}): {}", e.path, e.line, e.message)).collect::<Vec<_>>(),
+            Ok(loaded) => {
+                let names = Names { application: "shop", tenant_slug: "acme", apps_domain: "apps.localhost" };
+                let mut diags = Diagnostics::default();
+                super::routes(&loaded.project, &names, &mut diags);
+                diags.errors.iter().map(|e| format!("{} (line {}): {}", e.path, e.line, e.message)).collect()
+            }
+        };
+        let joined = errors.join("\n");
+        assert!(joined.contains("services.api.x-berth.routes[0].port (line 6): must be a port number"), "{joined}");
+        assert!(joined.contains("services.api.x-berth.routes[1] (line 7): needs `port`"), "{joined}");
+        assert!(joined.contains("services.api.x-berth.routes[3].weight (line 9): unknown key"), "{joined}");
+        assert!(joined.contains("services.api.x-berth.other (line 10): unknown key"), "{joined}");
     }
 
     #[test]

@@ -459,6 +459,9 @@ fn service(node: &Node, path: &str, project: &Project, input: &Input<'_>, diags:
     if let Some(n) = f.get("ports") {
         svc.ports = ports(n, &p("ports"), diags);
     }
+    if let Some(n) = f.get("x-berth") {
+        svc.routes = berth_extension(n, &p("x-berth"), diags);
+    }
     if let Some(n) = f.get("networks") {
         svc.networks = Some(service_networks(n, &p("networks"), project, diags));
     }
@@ -579,6 +582,45 @@ fn file_refs(
         }
         out.push(r);
     }
+    out
+}
+
+/// Berth's service extension: `x-berth: {routes: [{port, domain, path}]}`. (Domains and paths are
+/// judged by `routing::declare`, which knows the apps domain.)
+fn berth_extension(node: &Node, path: &str, diags: &mut Diagnostics) -> Vec<RouteDecl> {
+    let Some(mut f) = fields(node, path, diags) else { return Vec::new() };
+    let mut out = Vec::new();
+    if let Some(list) = f.get("routes") {
+        let rpath = f.path("routes");
+        match &list.value {
+            Value::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let ipath = format!("{rpath}[{i}]");
+                    let Some(mut r) = fields(item, &ipath, diags) else { continue };
+                    let port = r.get("port").and_then(|n| {
+                        let v = read::integer(n, &r.path("port"), diags)?;
+                        u16::try_from(v).ok().filter(|v| *v > 0).or_else(|| {
+                            diags.error(&r.path("port"), n.line, n.column, "must be a port number, 1 to 65535");
+                            None
+                        })
+                    });
+                    let domain = r.get("domain").and_then(|n| read::string(n, &r.path("domain"), diags));
+                    let route_path = r.get("path").and_then(|n| read::string(n, &r.path("path"), diags));
+                    for key in ["port", "domain"] {
+                        if !r.has(key) {
+                            diags.error(&ipath, item.line, item.column, format!("needs `{key}`"));
+                        }
+                    }
+                    r.finish(diags, false);
+                    if let (Some(port), Some(domain)) = (port, domain) {
+                        out.push(RouteDecl { port, domain, path: route_path, spot: spot(&ipath, item) });
+                    }
+                }
+            }
+            _ => read::mismatch(list, &rpath, "a list", diags),
+        }
+    }
+    f.finish(diags, false);
     out
 }
 

@@ -62,10 +62,22 @@ pub struct Service {
     pub deploy: Deploy,
     /// The service-level `restart:`, the restart policy when `deploy.restart_policy` is absent.
     pub restart: Option<String>,
+    /// Routes declared in the service's `x-berth: {routes: [...]}` extension (Berth's; the CLI ignores
+    /// `x-` keys).
+    pub routes: Vec<RouteDecl>,
     /// Keys Swarm cannot honour (the CLI ignores them with a warning) whose value the admission policy
     /// judges: `privileged`, `network_mode`, `pid`, `ipc`, `devices`, `security_opt`, `userns_mode`,
     /// `cgroup_parent`. Each with its value as written.
     pub host_access: Vec<(String, String, Spot)>,
+}
+
+/// One entry of `x-berth.routes`: requests for `domain` (under `path`) reach target port `port`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteDecl {
+    pub port: u16,
+    pub domain: String,
+    pub path: Option<String>,
+    pub spot: Spot,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
