@@ -567,7 +567,7 @@ async fn a_configuration_haproxy_refuses_never_replaces_a_working_one() {
     b.path_prefix = "/x }".into();
     bad.insert(b.route, b);
     let err = setup.write_checked(&bad).await.unwrap_err();
-    assert!(format!("{err:#}").contains("HAProxy refuses the configuration"), "{err:#}");
+    assert!(format!("{err:#}").contains("HAProxy refuses the configuration: [ALERT]"), "the refusal says why: {err:#}");
     assert_eq!(std::fs::read_to_string(dir.join("haproxy.cfg")).unwrap(), written);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -40,15 +40,19 @@ impl Setup {
         write_atomically(&scratch.join("haproxy.cfg"), &cfg).await?;
         let out = Command::new(&self.bin)
             .arg("-c")
-            .arg("-q")
             .arg("-f")
             .arg(scratch.join("haproxy.cfg"))
             .output()
             .await
             .with_context(|| format!("running {} -c", self.bin.display()))?;
         if !out.status.success() {
-            let why = String::from_utf8_lossy(&out.stderr);
-            bail!("HAProxy refuses the configuration: {}", why.trim());
+            // Its alerts say why (`-q` would silence them too).
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let alerts: Vec<&str> = stderr.lines().filter(|l| l.contains("[ALERT]")).map(str::trim).collect();
+            bail!(
+                "HAProxy refuses the configuration: {}",
+                if alerts.is_empty() { stderr.trim().to_owned() } else { alerts.join("; ") }
+            );
         }
         self.write(table).await
     }

@@ -100,7 +100,9 @@ pub async fn preflight(cfg: &RoutingConfig, data_dir: &std::path::Path) -> anyho
         std::net::TcpListener::bind(cfg.router_listen)
             .with_context(|| format!("the router's address {} (BERTH_ROUTER_LISTEN) is in use", cfg.router_listen))?,
     );
-    Ok(haproxy::Setup { bin: cfg.haproxy_bin.clone(), dir: data_dir.join("router"), listen: cfg.router_listen })
+    // HAProxy reads a relative socket path as a host name: the directory must be absolute.
+    let dir = std::path::absolute(data_dir.join("router")).context("the router's directory")?;
+    Ok(haproxy::Setup { bin: cfg.haproxy_bin.clone(), dir, listen: cfg.router_listen })
 }
 
 /// `berth router`: a router on its own, against the shared database, until SIGINT/SIGTERM.
@@ -121,4 +123,28 @@ pub async fn run_role(cfg: crate::config::RouterRoleConfig) -> anyhow::Result<()
     .await;
     database.close().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// HAProxy reads `./x/admin.sock` as an address: a relative data directory (`make run`'s
+    /// `./.berth`) must give the router an absolute one.
+    #[tokio::test]
+    async fn the_router_directory_is_absolute_even_for_a_relative_data_dir() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let cfg = RoutingConfig {
+            apps_domain: "apps.localhost".into(),
+            router: RouterMode::On,
+            router_listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            haproxy_bin: "haproxy".into(),
+        };
+        let setup = preflight(&cfg, std::path::Path::new("./.berth")).await.unwrap();
+        assert!(setup.dir.is_absolute(), "{}", setup.dir.display());
+        assert!(setup.dir.ends_with(".berth/router"), "{}", setup.dir.display());
+        let bad = RoutingConfig { apps_domain: "localhost".into(), ..cfg };
+        let err = preflight(&bad, std::path::Path::new("/tmp")).await.unwrap_err();
+        assert!(format!("{err:#}").contains("BERTH_APPS_DOMAIN `localhost`"), "{err:#}");
+    }
 }
