@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use berth_tests::docker_cli::{RealCluster, RemoveOnDrop, build_context};
+use berth_tests::docker_cli::{RealCluster, push_versions};
 use berth_tests::{PASSWORD, TestApp, TestRouter, routed_config};
 use serde_json::json;
 
@@ -176,18 +176,7 @@ async fn main() {
     let email = app.get("/api/v1/me", &t.owner).await.body["email"].as_str().unwrap().to_owned();
     let real = RealCluster::create(&app, &t.owner, "bench", 1, 1).await;
     let (manager, cli) = (real.manager.clone(), &real.cli);
-    assert!(cli.login(&manager, &address, &email, PASSWORD).status.success());
-    let mut keep = Vec::new();
-    let mut images = Vec::new();
-    for v in ["1", "2"] {
-        let ctx = build_context(&format!("bench {v}"));
-        let image = format!("{address}/{}/web:{v}", t.slug);
-        cli.ok(&manager, &["build", "-q", "-t", &image, ctx.to_str().unwrap()]);
-        cli.ok(&manager, &["push", &image]);
-        keep.push(ctx);
-        images.push(image);
-    }
-    let _cleanup = RemoveOnDrop(keep);
+    let (images, _cleanup) = push_versions(cli, &manager, &address, (&email, PASSWORD), (&t.slug, "web"), &["1", "2"]);
     let compose = r#"services:
   web:
     image: ${IMAGE}

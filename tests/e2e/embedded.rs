@@ -181,15 +181,9 @@ async fn serve_runs_and_stops_its_own_postgres_and_registry() {
     assert!(!pids_of("haproxy", &dir.join("router")).is_empty(), "HAProxy runs from the data dir");
 
     assert!(served.stop_within(Duration::from_secs(30)), "berth serve did not stop on SIGTERM");
-    assert!(pids_of("haproxy", &dir.join("router")).iter().all(|p| !alive(*p)), "HAProxy outlived berth serve");
+    assert!(pids_of("haproxy", &dir.join("router")).iter().all(|p| !berth_tests::alive(*p)), "HAProxy outlived berth serve");
     assert!(postgres_pids(&dir).is_empty(), "postgres outlived berth serve");
     assert!(registry_pids(&dir).is_empty(), "the registry outlived berth serve");
-}
-
-/// Whether a process is running (not gone, not a zombie).
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
 }
 
 /// `docker-registry` processes serving a configuration under `dir`.

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use berth_tests::docker_cli::{RealCluster, RemoveOnDrop, build_context};
+use berth_tests::docker_cli::{RealCluster, push_versions};
 use berth_tests::{PASSWORD, TestApp, TestRouter, routed_config};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -47,19 +47,7 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
     let email = app.get("/api/v1/me", &t.owner).await.body["email"].as_str().unwrap().to_owned();
     let real = RealCluster::create(&app, &t.owner, "edge", 1, 1).await;
     let (manager, cli) = (real.manager.clone(), &real.cli);
-    let login = cli.login(&manager, &address, &email, PASSWORD);
-    assert!(login.status.success(), "docker login: {}", String::from_utf8_lossy(&login.stderr));
-    let mut dirs = Vec::new();
-    let mut images = Vec::new();
-    for version in ["1", "2"] {
-        let ctx = build_context(&format!("v{version}"));
-        let image = format!("{address}/{}/web:{version}", t.slug);
-        cli.ok(&manager, &["build", "-q", "-t", &image, ctx.to_str().unwrap()]);
-        cli.ok(&manager, &["push", &image]);
-        dirs.push(ctx);
-        images.push(image);
-    }
-    let _cleanup = RemoveOnDrop(dirs);
+    let (images, _cleanup) = push_versions(cli, &manager, &address, (&email, PASSWORD), (&t.slug, "web"), &["1", "2"]);
     let image = images[0].clone();
 
     // `ports: ["8080"]` is the short syntax (Swarm's routing mesh, absent here): Berth adds the

@@ -86,6 +86,31 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// `docker login` to the built-in registry as `email`, then builds and pushes
+/// `<registry>/<slug>/<repo>:<version>` for each version (each with its marker `v<version>` at
+/// `/marker`) through the engine at `engine`. The build contexts go when the guard drops.
+pub fn push_versions(
+    cli: &Docker,
+    engine: &str,
+    registry: &str,
+    (email, password): (&str, &str),
+    (slug, repo): (&str, &str),
+    versions: &[&str],
+) -> (Vec<String>, RemoveOnDrop) {
+    let login = cli.login(engine, registry, email, password);
+    assert!(login.status.success(), "docker login: {}", String::from_utf8_lossy(&login.stderr));
+    let (mut images, mut dirs) = (Vec::new(), Vec::new());
+    for version in versions {
+        let ctx = build_context(&format!("v{version}"));
+        let image = format!("{registry}/{slug}/{repo}:{version}");
+        cli.ok(engine, &["build", "-q", "-t", &image, ctx.to_str().unwrap()]);
+        cli.ok(engine, &["push", &image]);
+        dirs.push(ctx);
+        images.push(image);
+    }
+    (images, RemoveOnDrop(dirs))
+}
+
 /// A build context for an image `FROM scratch` holding Debian's static busybox and a marker file, so
 /// that every test's image is its own.
 pub fn build_context(marker: &str) -> PathBuf {

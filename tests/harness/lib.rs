@@ -232,6 +232,12 @@ pub fn routed_config() -> ServeConfig {
     cfg
 }
 
+/// Whether a process is running (not gone, not a zombie).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
 /// A router (HAProxy driven by Berth) run in-process for one test, as `berth serve` runs it; its
 /// HAProxy and directory go when dropped.
 pub struct TestRouter {
@@ -282,10 +288,6 @@ impl Drop for TestRouter {
         let _ = self.stop.send(true);
         // The master first (it stops and reaps its workers), then anything left, so that no worker is
         // orphaned to an init that may not reap it.
-        let alive = |pid: i32| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
-        };
         let pids = self.haproxy_pids();
         let me = std::process::id().to_string();
         for pid in &pids {

@@ -156,11 +156,7 @@ pub fn ApplicationPage() -> impl IntoView {
         <section class="card">
             <h2>"Routes"</h2>
             {loaded(routes, move |routes: Vec<Route>| {
-                let names = services.with_untracked(|s| match s {
-                    Some(Ok(all)) => all.iter().map(|s| (s.id, s.name.clone())).collect(),
-                    _ => std::collections::HashMap::new(),
-                });
-                view! { <Routes routes=routes names=names /> }
+                view! { <Routes routes=routes services=services /> }
             })}
         </section>
         <section class="card">
@@ -307,7 +303,7 @@ fn service_row(svc: Service, dev: bool, error: RwSignal<Option<ApiError>>, chang
 
 /// Where the application's services answer through the router.
 #[component]
-fn Routes(routes: Vec<Route>, names: std::collections::HashMap<Uuid, String>) -> impl IntoView {
+fn Routes(routes: Vec<Route>, services: RwSignal<Option<Result<Vec<Service>, ApiError>>>) -> impl IntoView {
     if routes.is_empty() {
         return view! {
             <Empty>"No routes. A service gets its own domain when its Compose file gives it a port."</Empty>
@@ -326,7 +322,15 @@ fn Routes(routes: Vec<Route>, names: std::collections::HashMap<Uuid, String>) ->
                         (true, 0) => "no tasks",
                         (true, _) => "routed",
                     };
-                    let service = names.get(&r.service_id).cloned().unwrap_or_else(|| r.service_id.to_string());
+                    // The services may load after the routes: the name follows them.
+                    let service_id = r.service_id;
+                    let service = move || {
+                        services.with(|s| match s {
+                            Some(Ok(all)) => all.iter().find(|s| s.id == service_id).map(|s| s.name.clone()),
+                            _ => None,
+                        })
+                        .unwrap_or_else(|| "service".to_owned())
+                    };
                     let serving = match r.endpoints { 1 => "1 task".to_owned(), n => format!("{n} tasks") };
                     let balance = if r.sticky { format!("{} (sticky)", r.balance) } else { r.balance.clone() };
                     let t = &r.traffic;

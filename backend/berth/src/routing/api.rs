@@ -83,9 +83,8 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateRoute>,
 ) -> ApiResult<(StatusCode, Json<Route>)> {
     let tenant = me.tenant_with(Role::Developer)?;
-    let domain = req.domain.trim().to_ascii_lowercase();
-    declare::check_domain(&domain).map_err(|why| ApiError::invalid_field("domain", why))?;
-    declare::custom_domain_allowed(&domain, &state.routing.apps_domain).map_err(|why| ApiError::invalid_field("domain", why))?;
+    let domain =
+        declare::custom_domain(&req.domain, &state.routing.apps_domain).map_err(|why| ApiError::invalid_field("domain", why))?;
     let path_prefix = declare::check_path(req.path_prefix.as_deref().unwrap_or("/"))
         .map_err(|why| ApiError::invalid_field("path_prefix", why))?;
     let options = Options::default().with(&req.options())?;
@@ -227,9 +226,8 @@ pub async fn grant_domain(
     ApiJson(req): ApiJson<CreateDomainGrant>,
 ) -> ApiResult<(StatusCode, Json<DomainGrant>)> {
     me.require_platform_admin()?;
-    let domain = req.domain.trim().to_ascii_lowercase();
-    declare::check_domain(&domain).map_err(|why| ApiError::invalid_field("domain", why))?;
-    declare::custom_domain_allowed(&domain, &state.routing.apps_domain).map_err(|why| ApiError::invalid_field("domain", why))?;
+    let domain =
+        declare::custom_domain(&req.domain, &state.routing.apps_domain).map_err(|why| ApiError::invalid_field("domain", why))?;
     let mut tx = state.system.begin().await?;
     let exists: Option<Uuid> =
         sqlx::query_scalar("SELECT id FROM tenants WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(&mut *tx).await?;

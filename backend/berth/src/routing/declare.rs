@@ -95,14 +95,13 @@ pub fn exposed_ports(svc: &Service) -> BTreeSet<u16> {
 fn extension_routes(name: &str, svc: &Service, names: &Names<'_>, diags: &mut Diagnostics) -> Vec<Declared> {
     let mut out = Vec::new();
     for r in &svc.routes {
-        let mut error = |message: String| diags.error(&r.spot.path, r.spot.line, r.spot.column, message);
-        let domain = r.domain.trim().to_ascii_lowercase();
-        let checked = check_domain(&domain)
-            .and_then(|()| custom_domain_allowed(&domain, names.apps_domain))
-            .and_then(|()| check_path(r.path.as_deref().unwrap_or("/")));
+        let checked = custom_domain(&r.domain, names.apps_domain)
+            .and_then(|domain| Ok((domain, check_path(r.path.as_deref().unwrap_or("/"))?)));
         match checked {
-            Ok(path_prefix) => out.push(Declared { service: name.to_owned(), port: r.port, domain, path_prefix, default: false }),
-            Err(why) => error(format!("`{}`: {why}", r.domain)),
+            Ok((domain, path_prefix)) => {
+                out.push(Declared { service: name.to_owned(), port: r.port, domain, path_prefix, default: false })
+            }
+            Err(why) => diags.error(&r.spot.path, r.spot.line, r.spot.column, format!("`{}`: {why}", r.domain)),
         }
     }
     out
@@ -132,13 +131,9 @@ fn labelled_routes(name: &str, svc: &Service, names: &Names<'_>, diags: &mut Dia
             }
         };
         for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            match parse_entry(entry) {
+            match parse_entry(entry, names.apps_domain) {
                 Ok((domain, path_prefix)) => {
-                    if let Err(why) = custom_domain_allowed(&domain, names.apps_domain) {
-                        error(why);
-                        continue;
-                    }
-                    out.push(Declared { service: name.to_owned(), port, domain, path_prefix, default: false });
+                    out.push(Declared { service: name.to_owned(), port, domain, path_prefix, default: false })
                 }
                 Err(why) => error(format!("`{entry}`: {why}")),
             }
@@ -148,15 +143,22 @@ fn labelled_routes(name: &str, svc: &Service, names: &Names<'_>, diags: &mut Dia
 }
 
 /// `domain[/path]`, optionally after `http://` or `https://` (as Alibaba's labels write it).
-pub fn parse_entry(entry: &str) -> Result<(String, String), String> {
+pub fn parse_entry(entry: &str, apps_domain: &str) -> Result<(String, String), String> {
     let rest = entry.strip_prefix("http://").or_else(|| entry.strip_prefix("https://")).unwrap_or(entry);
     let (domain, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let domain = domain.to_ascii_lowercase();
+    Ok((custom_domain(domain, apps_domain)?, check_path(path)?))
+}
+
+/// A domain a tenant may name (labels, `x-berth`, the API, grants): lowercased, a domain name, and
+/// not under the apps domain.
+pub fn custom_domain(domain: &str, apps_domain: &str) -> Result<String, String> {
+    let domain = domain.trim().to_ascii_lowercase();
     check_domain(&domain)?;
-    Ok((domain, check_path(path)?))
+    custom_domain_allowed(&domain, apps_domain)?;
+    Ok(domain)
 }
 
 /// A host name: dot-separated DNS labels, at least two, at most 253 characters.
@@ -193,7 +195,7 @@ pub fn check_path(path: &str) -> Result<String, String> {
 
 /// Names under the apps domain are Berth's to give (each service's default domain); a tenant cannot
 /// claim one.
-pub fn custom_domain_allowed(domain: &str, apps_domain: &str) -> Result<(), String> {
+fn custom_domain_allowed(domain: &str, apps_domain: &str) -> Result<(), String> {
     if domain == apps_domain || domain.ends_with(&format!(".{apps_domain}")) {
         return Err(format!("names under `{apps_domain}` are given by Berth (each service's default domain)"));
     }
