@@ -27,6 +27,7 @@ pub struct Objects {
     pub application: Uuid,
     pub service: Uuid,
     pub route: Uuid,
+    pub release: Uuid,
     pub job: Uuid,
     pub user: Uuid,
     pub token: Uuid,
@@ -74,6 +75,25 @@ pub async fn application(app: &TestApp, token: &str, cluster: Uuid, template: Uu
     r.id()
 }
 
+/// A running release of a new application of the tenant's. Written straight to the database: a release
+/// through the API needs the application running on a real cluster (see the releases tests), which
+/// these tests of other rules do not have. It "releases" the revision the application runs, so a
+/// promotion has a revision to apply.
+pub async fn release(app: &TestApp, token: &str, cluster: Uuid, template: Uuid) -> Uuid {
+    let application = application(app, token, cluster, template).await;
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO releases (id, tenant_id, application_id, from_revision, to_revision, strategy, weight, state)
+         SELECT $1, tenant_id, id, 1, 1, 'canary', 10, 'running' FROM applications WHERE id = $2",
+    )
+    .bind(id)
+    .bind(application)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    id
+}
+
 pub async fn tenant_user(app: &TestApp, owner: &str) -> Uuid {
     let r = app
         .post(
@@ -107,6 +127,7 @@ pub async fn objects(app: &TestApp, t: &Tenant) -> Objects {
         application,
         service,
         route,
+        release: release(app, &t.owner, cluster, template).await,
         job,
         user: tenant_user(app, &t.owner).await,
         token: token.id(),

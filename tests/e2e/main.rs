@@ -12,6 +12,7 @@ mod fixtures;
 mod openapi;
 mod quotas;
 mod registry;
+mod releases;
 mod resources;
 mod roles;
 mod routing;

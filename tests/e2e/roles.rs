@@ -22,6 +22,7 @@ enum Fresh {
     Tenant,
     Node,
     Route,
+    Release,
 }
 
 struct Case {
@@ -184,6 +185,18 @@ fn cases() -> Vec<Case> {
         // The default route belongs to the Compose file: past authorization, removing it is refused.
         case(M::DELETE, "/api/v1/routes/{route}", [401, 403, 409, 409, 409, 409, 403]),
         case(M::GET, "/api/v1/domains", READ),
+        // releases: the fixture's applications never ran, so past authorization a new release is refused
+        case(M::GET, "/api/v1/applications/{application}/releases", READ),
+        with_body(
+            M::POST,
+            "/api/v1/applications/{application}/releases",
+            |_| Some(json!({"variables": {"TAG": "3"}})),
+            [401, 403, 409, 409, 409, 409, 403],
+        ),
+        case(M::GET, "/api/v1/releases/{release}", READ),
+        with_body(M::PATCH, "/api/v1/releases/{release}", |_| Some(json!({"weight": 20})), [401, 403, 200, 200, 200, 200, 403]),
+        fresh(M::POST, "/api/v1/releases/{fresh}/promote", Fresh::Release, DEV_WRITE_202),
+        fresh(M::POST, "/api/v1/releases/{fresh}/abort", Fresh::Release, DEV_WRITE_202),
         // jobs and audit
         case(M::GET, "/api/v1/jobs", READ),
         case(M::GET, "/api/v1/jobs/{job}", READ),
@@ -232,6 +245,7 @@ async fn make_fresh(app: &TestApp, owner: &str, objects: &Objects, kind: Fresh) 
         Fresh::Token => app.post("/api/v1/tokens", owner, json!({"name": "doomed", "role": "viewer"})).await.id(),
         Fresh::Tenant => app.tenant("Doomed").await.id,
         Fresh::Node => objects.node,
+        Fresh::Release => fixtures::release(app, owner, objects.cluster, objects.template).await,
         Fresh::Route => {
             let domain = format!("doomed-{}.example.com", Uuid::new_v4().simple());
             let r = app.post("/api/v1/routes", owner, json!({"service_id": objects.service, "port": 80, "domain": domain})).await;
@@ -251,6 +265,7 @@ fn fill(path: &str, tenant: Uuid, o: &Objects, fresh: Uuid) -> String {
         .replace("{service}", &o.service.to_string())
         .replace("{job}", &o.job.to_string())
         .replace("{route}", &o.route.to_string())
+        .replace("{release}", &o.release.to_string())
         .replace("{user}", &o.user.to_string())
         .replace("{fresh}", &fresh.to_string())
 }

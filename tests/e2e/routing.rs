@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use berth_tests::docker_cli::{RealCluster, push_versions};
+use berth_tests::load::Load;
 use berth_tests::{PASSWORD, TestApp, TestRouter, routed_config};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -273,7 +274,7 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
 
     // A rolling image update under steady load: new tasks take traffic once running, old ones leave
     // the rotation as Swarm stops them, and no request fails.
-    let load = Load::start(&router, &host, 4);
+    let load = Load::start(&router, &host, 4, Duration::from_secs(60));
     let r = app.patch(&format!("/api/v1/services/{service}"), &t.owner, json!({"image": images[1]})).await;
     r.expect(StatusCode::ACCEPTED);
     app.wait_for(&t.owner, &format!("/api/v1/services/{service}"), Duration::from_secs(120), |s| {
@@ -329,7 +330,7 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
     let on_manager =
         running.iter().find(|c| node_address(c["node_id"].as_str().unwrap()) == manager).expect("a task on the manager");
     let worker = nodes["items"].as_array().unwrap().iter().find(|n| n["role"] == "worker").unwrap().clone();
-    let load = Load::start(&second, &host, 4);
+    let load = Load::start(&second, &host, 4, Duration::from_secs(60));
     tokio::time::sleep(Duration::from_secs(1)).await;
     cli.ok(&manager, &["kill", on_manager["container_id"].as_str().unwrap()]);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -361,50 +362,6 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     real.delete(&app, &t.owner).await;
-}
-
-/// Requests sent one after another by a few clients until stopped: how many succeeded, and each failure.
-struct Load {
-    stop: tokio::sync::watch::Sender<bool>,
-    clients: Vec<tokio::task::JoinHandle<(u32, Vec<String>)>>,
-}
-
-impl Load {
-    fn start(router: &TestRouter, host: &str, clients: usize) -> Load {
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let clients = (0..clients)
-            .map(|_| {
-                let (url, host, stopped) = (format!("http://{}/", router.listen), host.to_owned(), stopped.clone());
-                tokio::spawn(async move {
-                    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-                    let (mut ok, mut failed) = (0, Vec::new());
-                    // Bounded: at most a minute, and each client pauses between requests.
-                    let deadline = Instant::now() + Duration::from_secs(60);
-                    while !*stopped.borrow() && Instant::now() < deadline {
-                        match http.get(&url).header("host", &host).send().await {
-                            Ok(r) if r.status() == 200 => ok += 1,
-                            Ok(r) => failed.push(format!("{} {}", r.status(), r.text().await.unwrap_or_default().trim())),
-                            Err(e) => failed.push(e.to_string()),
-                        }
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    (ok, failed)
-                })
-            })
-            .collect();
-        Load { stop, clients }
-    }
-
-    async fn stop(self) -> (u32, Vec<String>) {
-        let _ = self.stop.send(true);
-        let (mut ok, mut failed) = (0, Vec::new());
-        for c in self.clients {
-            let (o, f) = c.await.unwrap();
-            ok += o;
-            failed.extend(f);
-        }
-        (ok, failed)
-    }
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 
 pub mod browser;
 pub mod docker_cli;
+pub mod load;
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -543,6 +544,7 @@ impl TestApp {
             "containers",
             "routes",
             "domain_grants",
+            "releases",
             "jobs",
             "events",
         ] {

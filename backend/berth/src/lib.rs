@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod pki;
 pub mod providers;
 pub mod registry;
+pub mod releases;
 pub mod routing;
 pub mod serve;
 pub mod state;

@@ -152,6 +152,26 @@ string_enum! {
 }
 
 string_enum! {
+    /// How a release shares traffic: `canary` at any weight, `blue_green` all or nothing (0 or 100).
+    ReleaseStrategy {
+        Canary => "canary",
+        BlueGreen => "blue_green",
+    }
+}
+
+string_enum! {
+    ReleaseState {
+        Starting => "starting",
+        Running => "running",
+        Promoting => "promoting",
+        Promoted => "promoted",
+        Aborting => "aborting",
+        Aborted => "aborted",
+        Failed => "failed",
+    }
+}
+
+string_enum! {
     JobState {
         Queued => "queued",
         Running => "running",
@@ -188,5 +208,7 @@ mod tests {
         check(ApplicationStatus::ALL);
         check(ServiceStatus::ALL);
         check(JobState::ALL);
+        check(ReleaseStrategy::ALL);
+        check(ReleaseState::ALL);
     }
 }

@@ -687,6 +687,9 @@ pub struct Service {
     /// The engine's last task error for this service, if its tasks are failing.
     pub message: String,
     pub swarm_service_id: Option<String>,
+    /// Set on a release's copy of a service (it runs beside the service of the same name until the
+    /// release is promoted or aborted; on the engine it is `<application>_r<revision>_<name>`).
+    pub release_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -943,4 +946,111 @@ pub struct DomainGrant {
 #[serde(deny_unknown_fields)]
 pub struct CreateDomainGrant {
     pub domain: String,
+}
+
+/// Starts a canary or blue/green release of a new revision. The revision is an existing one
+/// (`revision`) or a new one made from the fields `PATCH /applications/{id}` takes (omitted fields keep
+/// the current revision's values). The services whose definition the revision changes run beside the
+/// current ones, and each of their routes sends them `weight` percent of its requests.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRelease {
+    /// `canary` (default) or `blue_green`.
+    pub strategy: Option<ReleaseStrategy>,
+    /// Percent of requests for the new revision: 10 by default for a canary, 0 for blue/green (whose
+    /// weight is 0 or 100).
+    pub weight: Option<i32>,
+    /// An existing revision of the application to release (instead of a new one).
+    pub revision: Option<i32>,
+    pub template_version: Option<i32>,
+    pub compose: Option<String>,
+    pub files: Option<std::collections::BTreeMap<String, String>>,
+    pub variables: Option<std::collections::BTreeMap<String, String>>,
+    /// Abort on its own when the new revision fails.
+    pub auto_abort: Option<AutoAbort>,
+}
+
+/// When a release aborts on its own: the new revision's share of 5xx answers over the last
+/// `window_secs` (counted once it has had `min_requests`) exceeds `max_error_rate`, or one of its
+/// services has had no running task for `window_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AutoAbort {
+    /// A fraction: 0.05 aborts above 5% of answers being 5xx.
+    pub max_error_rate: f64,
+    #[serde(default = "AutoAbort::default_window")]
+    pub window_secs: i32,
+    #[serde(default = "AutoAbort::default_min_requests")]
+    pub min_requests: i64,
+}
+
+impl AutoAbort {
+    fn default_window() -> i32 {
+        60
+    }
+    fn default_min_requests() -> i64 {
+        20
+    }
+}
+
+/// Changes a running release's share of traffic (and its automatic abort; `null` turns it off).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRelease {
+    pub weight: Option<i32>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<AutoAbort>)]
+    pub auto_abort: Option<Option<AutoAbort>>,
+}
+
+/// A field that may be given as `null` (`Some(None)`) or left out (`None`, through `default`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A canary or blue/green release of an application.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Release {
+    pub id: Uuid,
+    pub application_id: Uuid,
+    /// The revision serving when the release began.
+    pub from_revision: i32,
+    /// The revision released.
+    pub to_revision: i32,
+    pub strategy: ReleaseStrategy,
+    /// Percent of requests the new revision gets.
+    pub weight: i32,
+    pub state: ReleaseState,
+    pub auto_abort: Option<AutoAbort>,
+    /// Why the release failed or aborted on its own.
+    pub message: String,
+    /// The new revision's copies of the services it changes.
+    pub services: Vec<ReleaseService>,
+    /// What the routers saw the new revision answer.
+    pub traffic: ReleaseTraffic,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<Uuid>,
+}
+
+/// One service the release runs a copy of.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseService {
+    /// The copy's service id (its tasks are at `/services/{id}/containers`).
+    pub id: Uuid,
+    pub name: String,
+    pub image: String,
+    pub replicas_desired: i32,
+    pub replicas_running: i32,
+}
+
+/// The new revision's answers through every router, in total and over the last minute.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseTraffic {
+    pub requests_total: i64,
+    pub responses_5xx_total: i64,
+    pub requests_last_minute: i64,
+    pub responses_5xx_last_minute: i64,
 }

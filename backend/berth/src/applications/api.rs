@@ -33,11 +33,11 @@ use crate::state::AppState;
 const MAX_NAME: usize = 40;
 
 /// A revision's Compose text and files, and the template version they come from, if any.
-struct Text {
-    template_id: Option<Uuid>,
-    template_version: Option<i32>,
-    compose: String,
-    files: BTreeMap<String, String>,
+pub(crate) struct Text {
+    pub template_id: Option<Uuid>,
+    pub template_version: Option<i32>,
+    pub compose: String,
+    pub files: BTreeMap<String, String>,
 }
 
 /// Where a new application's Compose text comes from.
@@ -77,15 +77,15 @@ async fn template_source(conn: &mut PgConnection, tenant: Uuid, template: Uuid, 
 }
 
 /// A revision's Compose file loaded for a cluster, with its services planned.
-struct Prepared {
-    loaded: Loaded,
-    plans: Vec<ServicePlan>,
-    routes: Vec<crate::routing::declare::Declared>,
+pub(crate) struct Prepared {
+    pub loaded: Loaded,
+    pub plans: Vec<ServicePlan>,
+    pub routes: Vec<crate::routing::declare::Declared>,
 }
 
 /// Loads the Compose file under the tenant's policy and plans its services on the cluster. Errors are
 /// 422s naming each offending path.
-async fn prepare(
+pub(crate) async fn prepare(
     conn: &mut PgConnection,
     tenant: Uuid,
     cluster: Uuid,
@@ -252,6 +252,7 @@ async fn redeploy(
     if app.status == ApplicationStatus::Deleting {
         return Err(ApiError::conflict("application-deleting", "the application is being deleted"));
     }
+    refuse_while_released(tx, app.id).await?;
     let prepared = prepare(tx, tenant, app.cluster_id, &app.name, &source, &variables, state).await?;
     let (count, old_cpus, old_mem) = store::reserved(tx, app.id).await?;
     let (cpus, memory_mb) = store::totals(&prepared.plans);
@@ -262,7 +263,7 @@ async fn redeploy(
         ..Default::default()
     };
     quota::reserve(tx, tenant, delta).await?;
-    let revision = app.current_revision + 1;
+    let revision = store::next_revision(tx, app.id).await?;
     let new = NewRevision {
         template_id: source.template_id,
         template_version: source.template_version,
@@ -288,6 +289,51 @@ async fn redeploy(
     Ok((store::load_app(tx, tenant, app.id, false).await?, job))
 }
 
+/// A revision's source changed as `PATCH /applications/{id}` (and a release) describe it: another
+/// version of its template, inline Compose text, or other files; what is not given stays.
+pub(crate) async fn changed_source(
+    tx: &mut PgConnection,
+    tenant: Uuid,
+    current: &store::RevisionRow,
+    template_version: Option<i32>,
+    compose: Option<String>,
+    files: Option<BTreeMap<String, String>>,
+) -> ApiResult<Text> {
+    Ok(match (compose, template_version) {
+        (Some(_), Some(_)) => return Err(ApiError::invalid_field("compose", "give compose or template_version, not both")),
+        (Some(compose), None) => {
+            Text { template_id: None, template_version: None, compose, files: files.unwrap_or(current.files.0.clone()) }
+        }
+        (None, version) => match current.template_id {
+            Some(t) if version.is_some() || files.is_none() => {
+                template_source(tx, tenant, t, version.or(current.template_version)).await?
+            }
+            Some(_) => return Err(ApiError::invalid_field("files", "a template's files change with a new template version")),
+            None if version.is_some() => {
+                return Err(ApiError::invalid_field("template_version", "the application runs inline Compose, not a template"));
+            }
+            None => Text {
+                template_id: None,
+                template_version: None,
+                compose: current.compose.clone(),
+                files: files.unwrap_or(current.files.0.clone()),
+            },
+        },
+    })
+}
+
+/// A new revision cannot be deployed while a release is open: it would change the services the
+/// release compares against.
+pub(crate) async fn refuse_while_released(tx: &mut PgConnection, app: Uuid) -> ApiResult<()> {
+    if let Some(open) = crate::releases::store::open_of(tx, app).await? {
+        return Err(ApiError::conflict(
+            "release-open",
+            format!("release {} of this application is open: promote or abort it first", open.id),
+        ));
+    }
+    Ok(())
+}
+
 /// Deploys a new revision: another template version, inline Compose text, files or variables (each
 /// defaults to the current revision's). Only what changed changes on the engine, through each
 /// service's `update_config`; services the file no longer has are removed.
@@ -307,27 +353,7 @@ pub async fn update(
     let mut tx = db.begin().await?;
     let app = store::load_app(&mut tx, tenant, id, true).await?;
     let current = store::revision(&mut tx, id, app.current_revision).await?.ok_or_else(|| ApiError::not_found("revision"))?;
-    let source = match (req.compose, req.template_version) {
-        (Some(_), Some(_)) => return Err(ApiError::invalid_field("compose", "give compose or template_version, not both")),
-        (Some(compose), None) => {
-            Text { template_id: None, template_version: None, compose, files: req.files.unwrap_or(current.files.0.clone()) }
-        }
-        (None, version) => match current.template_id {
-            Some(t) if version.is_some() || req.files.is_none() => {
-                template_source(&mut tx, tenant, t, version.or(current.template_version)).await?
-            }
-            Some(_) => return Err(ApiError::invalid_field("files", "a template's files change with a new template version")),
-            None if version.is_some() => {
-                return Err(ApiError::invalid_field("template_version", "the application runs inline Compose, not a template"));
-            }
-            None => Text {
-                template_id: None,
-                template_version: None,
-                compose: current.compose.clone(),
-                files: req.files.unwrap_or(current.files.0.clone()),
-            },
-        },
-    };
+    let source = changed_source(&mut tx, tenant, &current, req.template_version, req.compose, req.files).await?;
     let variables = req.variables.unwrap_or(current.variables.0);
     let (row, job) = redeploy(&mut tx, &state, &me, &app, source, variables, BTreeMap::new()).await?;
     tx.commit().await?;

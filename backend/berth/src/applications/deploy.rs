@@ -5,7 +5,7 @@
 //! Every step looks at what the engine has and does only what is missing or different, so a job killed
 //! anywhere and run again converges: no duplicate services, nothing left behind.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::compose::convert::{IMAGE_LABEL, NAMESPACE_LABEL, ObjectIds, Stack, with_default_tag};
 use super::compose::{self, Input};
-use super::store::{self, AppRow};
+use super::store::{self, AppRow, RevisionRow};
 use crate::clusters::WorkerEnv;
 use crate::clusters::access::connect_manager;
 use crate::jobs::runner::{Handler, Handlers, JobCtx};
@@ -112,27 +112,53 @@ async fn deploy(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> {
         return Ok(());
     }
     let rev = store::revision(&mut conn, app.id, revision).await?.context("the revision is missing")?;
+    drop(conn);
+    apply_revision(&ctx, &env, &app, &rev).await?;
+    sqlx::query("UPDATE applications SET deployed_revision = $2, message = '', updated_at = now() WHERE id = $1 AND current_revision = $2")
+        .bind(app.id)
+        .bind(revision)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Loads a revision's Compose file as the deploy sees it: the tenant's admission policy and Berth's
+/// built-in variables applied.
+pub(crate) async fn load_revision(
+    db: &PgPool,
+    env: &WorkerEnv,
+    app: &AppRow,
+    rev: &RevisionRow,
+) -> anyhow::Result<compose::Loaded> {
+    let mut conn = db.acquire().await?;
     let policy = store::policy(&mut conn, app.tenant_id).await?;
     let registry = env.registry.as_ref().map(|r| r.address.as_str());
     let variables = store::with_builtins(&mut conn, app.tenant_id, registry, &rev.variables.0).await?;
     drop(conn);
     let input = Input { text: &rev.compose, files: &rev.files.0, variables: &variables };
-    let loaded = compose::load(&input, &policy).map_err(|errors| {
+    compose::load(&input, &policy).map_err(|errors| {
         let text = errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>().join("; ");
         anyhow::anyhow!("the Compose file no longer loads: {text}")
-    })?;
+    })
+}
+
+/// Applies a revision to the application's own services as `docker stack deploy --prune` would, and
+/// records the images it pinned on the revision.
+pub(crate) async fn apply_revision(ctx: &JobCtx, env: &WorkerEnv, app: &AppRow, rev: &RevisionRow) -> anyhow::Result<()> {
+    let db = &ctx.db;
+    let loaded = load_revision(db, env, app, rev).await?;
     let stack = Stack { name: &app.name, project: &loaded.project };
     ctx.progress("connecting to a manager", 5).await?;
-    let engine = connect_manager(db, &env, app.cluster_id).await?;
+    let engine = connect_manager(db, env, app.cluster_id).await?;
     if !engine.membership().await?.manager {
         bail!("the engine Berth reached is not a swarm manager");
     }
     ctx.progress("removing services the file no longer has", 10).await?;
-    prune_services(&ctx, &engine, &stack).await?;
+    prune_services(ctx, &engine, &stack).await?;
     ctx.progress("networks", 20).await?;
-    ensure_networks(&ctx, &engine, &stack).await?;
+    ensure_networks(ctx, &engine, &stack).await?;
     ctx.progress("secrets and configs", 30).await?;
-    let ids = ensure_objects(&ctx, &engine, &stack).await?;
+    let ids = ensure_objects(ctx, &engine, &stack).await?;
     ctx.progress("services", 40).await?;
     let existing = existing_services(&engine, stack.name).await?;
     // Services are independent once their networks, secrets and configs exist: they are applied a few
@@ -141,15 +167,14 @@ async fn deploy(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> {
     let done = std::sync::atomic::AtomicUsize::new(0);
     let total = loaded.project.services.len().max(1);
     let keys: Vec<String> = loaded.project.services.keys().cloned().collect();
-    let (ctx_ref, env_ref, app_ref, engine_ref, stack_ref, ids_ref, existing_ref, done_ref) =
-        (&ctx, &*env, &app, &engine, &stack, &ids, &existing, &done);
+    let (engine_ref, stack_ref, ids_ref, existing_ref, done_ref) = (&engine, &stack, &ids, &existing, &done);
     let applied: Vec<anyhow::Result<(String, String)>> = futures_util::stream::iter(keys)
         .map(move |key: String| async move {
             let before = pinned_before.get(&key);
-            let pinned =
-                apply_service(ctx_ref, env_ref, app_ref, engine_ref, stack_ref, ids_ref, existing_ref, &key, before).await?;
+            let target = Applied::Own(existing_ref);
+            let pinned = apply_service(ctx, env, app, engine_ref, stack_ref, ids_ref, target, &key, before).await?;
             let n = done_ref.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            ctx_ref.progress(&format!("service {} applied", stack_ref.scoped(&key)), 40 + (60 * n / total) as i32).await?;
+            ctx.progress(&format!("service {} applied", stack_ref.scoped(&key)), 40 + (60 * n / total) as i32).await?;
             Ok((key, pinned))
         })
         .buffer_unordered(SERVICES_AT_ONCE)
@@ -160,15 +185,16 @@ async fn deploy(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> {
         let (key, pinned) = result?;
         images.insert(key, pinned);
     }
+    record_pins(db, app.id, rev.revision, &images).await
+}
+
+/// Records the images a revision's services were pinned to, so a later apply (a promote, a rollback)
+/// runs the same bytes.
+pub(crate) async fn record_pins(db: &PgPool, app: Uuid, revision: i32, images: &BTreeMap<String, String>) -> anyhow::Result<()> {
     sqlx::query("UPDATE application_revisions SET images = $3 WHERE application_id = $1 AND revision = $2")
-        .bind(app.id)
+        .bind(app)
         .bind(revision)
-        .bind(Json(&images))
-        .execute(db)
-        .await?;
-    sqlx::query("UPDATE applications SET deployed_revision = $2, message = '', updated_at = now() WHERE id = $1 AND current_revision = $2")
-        .bind(app.id)
-        .bind(revision)
+        .bind(Json(images))
         .execute(db)
         .await?;
     Ok(())
@@ -177,17 +203,25 @@ async fn deploy(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> {
 /// How many services a deploy creates or updates at once.
 const SERVICES_AT_ONCE: usize = 8;
 
+/// Which service [`apply_service`] applies: one of the application's own (given those the engine has),
+/// or a release's copy of it.
+#[derive(Clone, Copy)]
+pub(crate) enum Applied<'a> {
+    Own(&'a HashMap<String, Current>),
+    Copy { release: Uuid, stack: &'a str, existing: &'a HashMap<String, Current> },
+}
+
 /// Creates or updates one service of the stack with its image pinned (or the pin the revision already
 /// has), and records its engine id. Returns the pinned image.
 #[allow(clippy::too_many_arguments)]
-async fn apply_service(
+pub(crate) async fn apply_service(
     ctx: &JobCtx,
     env: &WorkerEnv,
     app: &AppRow,
     engine: &Engine,
     stack: &Stack<'_>,
     ids: &ObjectIds,
-    existing: &HashMap<String, Current>,
+    target: Applied<'_>,
     key: &str,
     pinned_before: Option<&String>,
 ) -> anyhow::Result<String> {
@@ -195,6 +229,13 @@ async fn apply_service(
     let auth = registry_auth(&ctx.db, env, app, image).await?;
     let mut spec = stack.service(key, ids);
     crate::routing::ports::publish_routed(&mut spec, &crate::routing::declare::exposed_ports(&stack.project.services[key]));
+    let existing = match target {
+        Applied::Own(existing) => existing,
+        Applied::Copy { release, stack: copy_stack, existing } => {
+            crate::releases::copies::as_copy(&mut spec, copy_stack, release, &app.name);
+            existing
+        }
+    };
     let (pinned, platforms) = match pinned_before {
         Some(p) => (p.clone(), None),
         None => resolve(ctx, engine, image, auth.clone()).await?,
@@ -204,7 +245,7 @@ async fn apply_service(
     if let Some(placement) = task.placement.as_mut() {
         placement.platforms = platforms;
     }
-    let name = stack.scoped(key);
+    let name = spec.name.clone().unwrap_or_else(|| stack.scoped(key));
     let swarm_id = match existing.get(&name) {
         Some(current) => {
             ctx.log(&format!("updating service {name}")).await?;
@@ -217,25 +258,39 @@ async fn apply_service(
             created.id.context("the engine gave no service id")?
         }
     };
-    sqlx::query("UPDATE services SET swarm_service_id = $3, image_digest = $4, updated_at = now() WHERE application_id = $1 AND name = $2")
-        .bind(app.id)
-        .bind(key)
-        .bind(&swarm_id)
-        .bind(&pinned)
-        .execute(&ctx.db)
-        .await?;
+    let release = match target {
+        Applied::Own(_) => None,
+        Applied::Copy { release, .. } => Some(release),
+    };
+    sqlx::query(
+        "UPDATE services SET swarm_service_id = $3, image_digest = $4, updated_at = now()
+          WHERE application_id = $1 AND name = $2 AND release_id IS NOT DISTINCT FROM $5",
+    )
+    .bind(app.id)
+    .bind(key)
+    .bind(&swarm_id)
+    .bind(&pinned)
+    .bind(release)
+    .execute(&ctx.db)
+    .await?;
     Ok(pinned)
 }
 
 /// A service of the stack as the engine has it.
-struct Current {
-    id: String,
-    version: u64,
-    force_update: Option<u64>,
+pub(crate) struct Current {
+    pub id: String,
+    pub version: u64,
+    pub force_update: Option<u64>,
 }
 
-async fn existing_services(engine: &Engine, stack: &str) -> anyhow::Result<HashMap<String, Current>> {
-    let options = ListServicesOptions { filters: Some(label_filter(stack)), ..Default::default() };
+pub(crate) async fn existing_services(engine: &Engine, stack: &str) -> anyhow::Result<HashMap<String, Current>> {
+    services_labelled(engine, NAMESPACE_LABEL, stack).await
+}
+
+/// The engine's services carrying `label=value`, by name.
+pub(crate) async fn services_labelled(engine: &Engine, label: &str, value: &str) -> anyhow::Result<HashMap<String, Current>> {
+    let filters = HashMap::from([("label".to_owned(), vec![format!("{label}={value}")])]);
+    let options = ListServicesOptions { filters: Some(filters), ..Default::default() };
     let mut out = HashMap::new();
     for s in engine.docker.list_services(Some(options)).await? {
         let (Some(id), Some(spec)) = (s.id, s.spec) else { continue };
@@ -289,7 +344,7 @@ async fn prune_services(ctx: &JobCtx, engine: &Engine, stack: &Stack<'_>) -> any
 
 /// Removes services (name, engine id), in name order, as `docker stack rm` does; one already gone is
 /// fine.
-async fn remove_services(ctx: &JobCtx, engine: &Engine, mut services: Vec<(String, String)>) -> anyhow::Result<()> {
+pub(crate) async fn remove_services(ctx: &JobCtx, engine: &Engine, mut services: Vec<(String, String)>) -> anyhow::Result<()> {
     services.sort();
     for (name, id) in services {
         ctx.log(&format!("removing service {name}")).await?;
@@ -298,7 +353,7 @@ async fn remove_services(ctx: &JobCtx, engine: &Engine, mut services: Vec<(Strin
     Ok(())
 }
 
-async fn ensure_networks(ctx: &JobCtx, engine: &Engine, stack: &Stack<'_>) -> anyhow::Result<()> {
+pub(crate) async fn ensure_networks(ctx: &JobCtx, engine: &Engine, stack: &Stack<'_>) -> anyhow::Result<()> {
     let (create, external) = stack.networks();
     for name in external {
         if matches!(name.as_str(), "host" | "bridge" | "none" | "default") {
@@ -351,7 +406,7 @@ async fn find_config(engine: &Engine, name: &str) -> anyhow::Result<Option<(Stri
 
 /// Creates or updates the stack's secrets and configs (the engine allows only label changes on an
 /// existing one, and says so), and finds the ids of every one its services use, external ones included.
-async fn ensure_objects(ctx: &JobCtx, engine: &Engine, stack: &Stack<'_>) -> anyhow::Result<ObjectIds> {
+pub(crate) async fn ensure_objects(ctx: &JobCtx, engine: &Engine, stack: &Stack<'_>) -> anyhow::Result<ObjectIds> {
     let mut ids = ObjectIds::default();
     for spec in stack.secrets() {
         let name = spec.name.clone().unwrap_or_default();
@@ -425,6 +480,8 @@ async fn delete(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> {
     if !cluster_gone {
         ctx.progress("connecting to a manager", 5).await?;
         let engine = connect_manager(db, &env, app.cluster_id).await?;
+        // A release's copies run in stacks of their own.
+        crate::releases::copies::remove(&ctx, &engine, crate::releases::copies::APPLICATION_LABEL, &app.name).await?;
         remove_stack(&ctx, &engine, &app.name).await?;
     }
     let mut tx = db.begin().await?;
@@ -496,7 +553,7 @@ async fn service_target(
     let Ok(row) = store::load_service(&mut conn, app.tenant_id, service, false).await else { return Ok(None) };
     drop(conn);
     let engine = connect_manager(&ctx.db, env, app.cluster_id).await?;
-    let name = format!("{}_{}", app.name, row.name);
+    let name = row.engine_name(&app.name);
     let current = match engine.docker.inspect_service(&name, None).await {
         Ok(s) => s,
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {

@@ -46,6 +46,8 @@ struct ServiceState {
     replicas_running: i32,
     status: String,
     message: String,
+    /// A release's copy runs in a stack of its own, and does not make the application's status.
+    stack: Option<String>,
 }
 
 /// One service as observed.
@@ -202,7 +204,7 @@ pub async fn pass(db: &PgPool, tenant: Uuid, cluster: Uuid, engine: &Engine) -> 
     // The rows are read (and locked) only now, after the engine: a scale committed by the API before this
     // is seen here, and none can commit until this pass has written its observations.
     let rows: Vec<ServiceState> = sqlx::query_as(
-        "SELECT id, application_id, name, mode, replicas, replicas_running, status, message FROM services
+        "SELECT id, application_id, name, mode, replicas, replicas_running, status, message, stack FROM services
           WHERE application_id = ANY($1) ORDER BY id FOR UPDATE",
     )
     .bind(&app_ids)
@@ -222,11 +224,13 @@ pub async fn pass(db: &PgPool, tenant: Uuid, cluster: Uuid, engine: &Engine) -> 
     let mut messages: HashMap<Uuid, String> = HashMap::new();
     for row in &rows {
         let Some(app) = apps.iter().find(|a| a.id == row.application_id) else { continue };
-        let observed = seen.get(&format!("{}_{}", app.name, row.name));
+        let observed = seen.get(&super::store::engine_name(&app.name, row.stack.as_deref(), &row.name));
         let status = service_status(observed);
-        statuses.entry(app.id).or_default().push(status);
+        if row.stack.is_none() {
+            statuses.entry(app.id).or_default().push(status);
+        }
         let Some(o) = observed else { continue };
-        if !o.error.is_empty() {
+        if !o.error.is_empty() && row.stack.is_none() {
             messages.entry(app.id).or_insert_with(|| format!("{}: {}", row.name, o.error));
         }
         // A global service's desired count is the engine's (one per eligible node). A replicated one's is

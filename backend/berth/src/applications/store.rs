@@ -108,6 +108,15 @@ pub async fn revision(conn: &mut PgConnection, app: Uuid, revision: i32) -> sqlx
         .await
 }
 
+/// The number the application's next revision gets (a release may have made revisions after the
+/// current one).
+pub async fn next_revision(conn: &mut PgConnection, app: Uuid) -> sqlx::Result<i32> {
+    sqlx::query_scalar("SELECT coalesce(max(revision), 0) + 1 FROM application_revisions WHERE application_id = $1")
+        .bind(app)
+        .fetch_one(conn)
+        .await
+}
+
 /// What a new revision records.
 pub struct NewRevision<'a> {
     pub template_id: Option<Uuid>,
@@ -247,7 +256,7 @@ pub async fn reserved(conn: &mut PgConnection, app: Uuid) -> sqlx::Result<(i64, 
 /// the ones the revision no longer has (the deploy job removes them from Swarm, like `--prune`).
 pub async fn write_services(tx: &mut PgConnection, tenant: Uuid, app: Uuid, plans: &[ServicePlan]) -> sqlx::Result<()> {
     let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
-    sqlx::query("DELETE FROM services WHERE application_id = $1 AND NOT (name = ANY($2))")
+    sqlx::query("DELETE FROM services WHERE application_id = $1 AND release_id IS NULL AND NOT (name = ANY($2))")
         .bind(app)
         .bind(&names)
         .execute(&mut *tx)
@@ -257,7 +266,7 @@ pub async fn write_services(tx: &mut PgConnection, tenant: Uuid, app: Uuid, plan
             "INSERT INTO services (id, tenant_id, application_id, name, image, mode, replicas, cpu_reservation, memory_reservation_mb,
                                    exposed_ports, status)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending')
-             ON CONFLICT (application_id, name) DO UPDATE
+             ON CONFLICT (application_id, name) WHERE release_id IS NULL DO UPDATE
                 SET image = excluded.image, mode = excluded.mode, replicas = excluded.replicas,
                     cpu_reservation = excluded.cpu_reservation, memory_reservation_mb = excluded.memory_reservation_mb,
                     exposed_ports = excluded.exposed_ports, status = 'updating', updated_at = now()",
@@ -297,11 +306,19 @@ pub struct ServiceRow {
     pub update_state: Option<String>,
     pub message: String,
     pub swarm_service_id: Option<String>,
+    pub release_id: Option<Uuid>,
+    /// The engine stack of a release's copy (`<application>_r<revision>`); `None` for the application's own.
+    pub stack: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 impl ServiceRow {
+    /// The service's name on the engine.
+    pub fn engine_name(&self, application: &str) -> String {
+        engine_name(application, self.stack.as_deref(), &self.name)
+    }
+
     pub fn into_dto(self, job_id: Option<Uuid>) -> Service {
         Service {
             id: self.id,
@@ -319,6 +336,7 @@ impl ServiceRow {
             update_state: self.update_state,
             message: self.message,
             swarm_service_id: self.swarm_service_id,
+            release_id: self.release_id,
             created_at: self.created_at,
             updated_at: self.updated_at,
             job_id,
@@ -328,7 +346,13 @@ impl ServiceRow {
 
 pub const SERVICE_COLUMNS: &str =
     "id, tenant_id, application_id, name, image, image_digest, mode, replicas, replicas_running, cpu_reservation,
-    memory_reservation_mb, status, ports, update_state, message, swarm_service_id, created_at, updated_at";
+    memory_reservation_mb, status, ports, update_state, message, swarm_service_id, release_id, stack, created_at, updated_at";
+
+/// A service's name on the engine: `<stack>_<name>`, where the stack is the application's name, or a
+/// release's own stack for its copies (as `docker stack deploy` names a stack's services).
+pub fn engine_name(application: &str, stack: Option<&str>, name: &str) -> String {
+    format!("{}_{name}", stack.unwrap_or(application))
+}
 
 pub async fn load_service(conn: &mut PgConnection, tenant: Uuid, id: Uuid, lock: bool) -> ApiResult<ServiceRow> {
     let sql = format!(

@@ -89,15 +89,21 @@ pub async fn create(
         .map_err(|why| ApiError::invalid_field("path_prefix", why))?;
     let options = Options::default().with(&req.options())?;
     let mut tx = db.begin().await?;
-    let service: Option<(Vec<i32>, String, String)> = sqlx::query_as(
-        "SELECT s.exposed_ports, s.name, a.status FROM services s JOIN applications a ON a.id = s.application_id
+    let service: Option<(Vec<i32>, String, String, bool)> = sqlx::query_as(
+        "SELECT s.exposed_ports, s.name, a.status, s.release_id IS NOT NULL FROM services s JOIN applications a ON a.id = s.application_id
           WHERE s.tenant_id = $1 AND s.id = $2 FOR UPDATE OF a",
     )
     .bind(tenant)
     .bind(req.service_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let (exposed, name, status) = service.ok_or_else(|| ApiError::invalid_field("service_id", "no such service"))?;
+    let (exposed, name, status, copy) = service.ok_or_else(|| ApiError::invalid_field("service_id", "no such service"))?;
+    if copy {
+        return Err(ApiError::invalid_field(
+            "service_id",
+            "this is a release's copy of a service: route the service itself, and the release shares its routes",
+        ));
+    }
     if status == "deleting" {
         return Err(ApiError::conflict("application-deleting", "the application is being deleted"));
     }

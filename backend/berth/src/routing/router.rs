@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::haproxy::{Haproxy, Setup};
 use super::haproxy_config::server_options;
 use super::table::{self, Backend, Scope, Server, Table};
-use super::traffic::{self, Meter};
+use super::traffic::{self, Meters};
 
 /// How often a router reads the table even when nothing was announced.
 const RESYNC: Duration = Duration::from_secs(2);
@@ -120,7 +120,7 @@ async fn serve(db: &PgPool, setup: &Setup, scope: &Scope, stopping: &mut watch::
     let mut proxy = Haproxy::start(setup, &applied).await?;
     tracing::info!(listen = %setup.listen, routes = applied.len(), "router serving");
     let name = router_name(setup);
-    let mut meter = Meter::default();
+    let mut meter = Meters::default();
     let mut tick = tokio::time::interval(traffic::INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -175,11 +175,16 @@ fn router_name(setup: &Setup) -> String {
     format!("{host}@{}", setup.listen)
 }
 
-/// Reads HAProxy's per-backend counters and adds what is new to the routes' traffic.
-async fn record_traffic(db: &PgPool, proxy: &Haproxy, name: &str, meter: &mut Meter) -> anyhow::Result<()> {
-    let csv = proxy.command("show stat -1 2 -1").await?;
-    let deltas = meter.read(traffic::parse(&csv), std::time::Instant::now());
-    traffic::write(db, name, &deltas).await?;
+/// Reads HAProxy's per-backend and per-server counters (`show stat` of every proxy, types backend
+/// and server) and adds what is new to the routes' traffic and to open releases'.
+async fn record_traffic(db: &PgPool, proxy: &Haproxy, name: &str, meter: &mut Meters) -> anyhow::Result<()> {
+    let csv = proxy.command("show stat -1 6 -1").await?;
+    let reading = traffic::parse(&csv);
+    let at = std::time::Instant::now();
+    let routes = meter.routes.read(reading.routes, at);
+    let copies = meter.copies.read(reading.copies, at);
+    traffic::write(db, name, &routes).await?;
+    traffic::write_copies(db, name, &copies).await?;
     Ok(())
 }
 

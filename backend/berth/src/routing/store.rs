@@ -60,7 +60,8 @@ pub async fn write_declared(tx: &mut PgConnection, tenant: Uuid, app: Uuid, rout
         }
         sqlx::query(
             "INSERT INTO routes (id, tenant_id, service_id, port, domain, path_prefix, source, verified)
-             SELECT $1, $2, s.id, $4, $5, $6, $7, $8 FROM services s WHERE s.application_id = $3 AND s.name = $9",
+             SELECT $1, $2, s.id, $4, $5, $6, $7, $8 FROM services s
+              WHERE s.application_id = $3 AND s.name = $9 AND s.release_id IS NULL",
         )
         .bind(Uuid::now_v7())
         .bind(tenant)

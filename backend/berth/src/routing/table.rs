@@ -66,9 +66,16 @@ impl Backend {
     }
 }
 
-/// A server's name: the Swarm task id, which is unique and stable for the task's life.
-pub fn server_name(task: &str) -> String {
-    format!("t_{task}")
+/// A server's name: the Swarm task id, which is unique and stable for the task's life, after `t_`
+/// for the application's own tasks and `c_` for a release's copies (the traffic of those is counted
+/// apart, for the release).
+pub fn server_name(task: &str, copy: bool) -> String {
+    format!("{}_{task}", if copy { "c" } else { "t" })
+}
+
+/// Whether a server is a release's copy.
+pub fn is_copy(server: &str) -> bool {
+    server.starts_with("c_")
 }
 
 /// Every routed backend, by route id.
@@ -83,24 +90,45 @@ pub enum Scope {
     Clusters(Vec<Uuid>),
 }
 
-type Row = (Uuid, String, String, String, bool, i32, Option<i64>, Option<String>, Option<String>, Option<i32>, Option<bool>);
+#[derive(sqlx::FromRow)]
+struct Row {
+    route: Uuid,
+    domain: String,
+    path_prefix: String,
+    balance: String,
+    sticky: bool,
+    timeout_secs: i32,
+    max_body_bytes: Option<i64>,
+    task: Option<String>,
+    address: Option<String>,
+    published: Option<i32>,
+    leaving: Option<bool>,
+    copy: Option<bool>,
+    /// The open release's percentage, when the route's service has a copy in it.
+    release_weight: Option<i32>,
+}
 
 /// Reads the table. A route is served once its domain is verified; a task is a server while it runs
 /// (Swarm counts a task with a healthcheck as running only once it is healthy) at a host port for the
-/// route's target on a node with an address.
+/// route's target on a node with an address. While a release of the application is open, the tasks of
+/// its copy of the route's service serve the route too, weighted by the release's percentage.
 pub async fn read(db: &PgPool, scope: &Scope) -> sqlx::Result<Table> {
     let (local, clusters) = match scope {
         Scope::Local => (true, Vec::new()),
         Scope::Clusters(ids) => (false, ids.clone()),
     };
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT r.id, r.domain, r.path_prefix, r.balance, r.sticky, r.timeout_secs, r.max_body_bytes,
-                c.swarm_task_id, n.address, (hp.value->>'published')::int, c.desired_state <> 'running'
+        "SELECT r.id AS route, r.domain, r.path_prefix, r.balance, r.sticky, r.timeout_secs, r.max_body_bytes,
+                c.swarm_task_id AS task, n.address, (hp.value->>'published')::int AS published,
+                c.desired_state <> 'running' AS leaving, c.service_id <> s.id AS copy,
+                CASE WHEN cp.id IS NOT NULL THEN rel.weight END AS release_weight
            FROM routes r
            JOIN services s ON s.id = r.service_id
            JOIN applications a ON a.id = s.application_id
            JOIN clusters k ON k.id = a.cluster_id
-           LEFT JOIN containers c ON c.service_id = s.id AND c.state = 'running'
+           LEFT JOIN releases rel ON rel.application_id = a.id AND rel.finished_at IS NULL
+           LEFT JOIN services cp ON cp.release_id = rel.id AND cp.name = s.name
+           LEFT JOIN containers c ON (c.service_id = s.id OR c.service_id = cp.id) AND c.state = 'running'
            LEFT JOIN nodes n ON n.id = c.node_id
            LEFT JOIN LATERAL jsonb_array_elements(c.host_ports) hp
                   ON (hp.value->>'target')::int = r.port AND coalesce(hp.value->>'protocol', 'tcp') IN ('tcp', '')
@@ -112,24 +140,42 @@ pub async fn read(db: &PgPool, scope: &Scope) -> sqlx::Result<Table> {
     .fetch_all(db)
     .await?;
     let mut table = Table::new();
-    for (route, domain, path_prefix, balance, sticky, timeout, max_body, task, address, published, leaving) in rows {
-        let backend = table.entry(route).or_insert_with(|| Backend {
-            route,
-            domain,
-            path_prefix,
-            balance: Balance::parse(&balance).unwrap_or(Balance::RoundRobin),
-            sticky,
-            timeout_secs: u32::try_from(timeout).unwrap_or(60),
-            max_body_bytes: max_body,
+    let mut releases: BTreeMap<Uuid, u8> = BTreeMap::new();
+    for row in rows {
+        if let Some(w) = row.release_weight {
+            releases.insert(row.route, u8::try_from(w.clamp(0, 100)).unwrap_or(0));
+        }
+        let backend = table.entry(row.route).or_insert_with(|| Backend {
+            route: row.route,
+            domain: row.domain,
+            path_prefix: row.path_prefix,
+            balance: Balance::parse(&row.balance).unwrap_or(Balance::RoundRobin),
+            sticky: row.sticky,
+            timeout_secs: u32::try_from(row.timeout_secs).unwrap_or(60),
+            max_body_bytes: row.max_body_bytes,
             servers: BTreeMap::new(),
         });
-        let (Some(task), Some(address), Some(port)) = (task, address, published) else { continue };
+        let (Some(task), Some(address), Some(port)) = (row.task, row.address, row.published) else { continue };
         let Ok(port) = u16::try_from(port) else { continue };
         if port == 0 {
             continue;
         }
-        let server = Server { address, port, weight: 1, draining: leaving.unwrap_or(false) };
-        backend.servers.insert(server_name(&task), server);
+        let server = Server { address, port, weight: 1, draining: row.leaving.unwrap_or(false) };
+        backend.servers.insert(server_name(&task, row.copy.unwrap_or(false)), server);
+    }
+    for (route, percent) in releases {
+        let Some(backend) = table.get_mut(&route) else { continue };
+        weigh(backend, percent);
     }
     Ok(table)
+}
+
+/// Gives a backend's servers the weights that send `percent` of its requests to a release's copies.
+/// Only servers that take new requests are counted, so a draining task does not dilute the split.
+pub fn weigh(backend: &mut Backend, percent: u8) {
+    let serving = |copy: bool| backend.servers.iter().filter(|(n, s)| is_copy(n) == copy && !s.draining).count();
+    let (own, copies) = crate::releases::weights::split(percent, serving(false), serving(true));
+    for (name, server) in &mut backend.servers {
+        server.weight = if is_copy(name) { copies } else { own };
+    }
 }

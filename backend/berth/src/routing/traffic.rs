@@ -22,39 +22,58 @@ pub struct Counters {
     pub response_ms: u64,
 }
 
-/// The backends of a `show stat` answer (CSV with a `# `-prefixed header), by route id.
-pub fn parse(csv: &str) -> HashMap<Uuid, Counters> {
+/// A `show stat` answer (CSV with a `# `-prefixed header): each route's backend by route id, and each
+/// server that is a release's copy by route id and server name (counted per server, as servers come
+/// and go with their counters).
+#[derive(Debug, Default, PartialEq)]
+pub struct Reading {
+    pub routes: HashMap<Uuid, Counters>,
+    pub copies: HashMap<(Uuid, String), Counters>,
+}
+
+pub fn parse(csv: &str) -> Reading {
+    let mut out = Reading::default();
     let mut lines = csv.lines();
-    let Some(header) = lines.next().and_then(|h| h.strip_prefix("# ")) else { return HashMap::new() };
+    let Some(header) = lines.next().and_then(|h| h.strip_prefix("# ")) else { return out };
     let names: Vec<&str> = header.split(',').collect();
     let col = |name: &str| names.iter().position(|n| *n == name);
-    let (Some(px), Some(sv)) = (col("pxname"), col("svname")) else { return HashMap::new() };
+    let (Some(px), Some(sv)) = (col("pxname"), col("svname")) else { return out };
     let (req_tot, stot, hrsp_5xx, econ, rtime) = (col("req_tot"), col("stot"), col("hrsp_5xx"), col("econ"), col("rtime"));
-    let mut out = HashMap::new();
+    // A server has no request count; its answers by class add up to one.
+    let answers: Vec<Option<usize>> =
+        ["hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other"].iter().map(|n| col(n)).collect();
     for line in lines {
         let fields: Vec<&str> = line.split(',').collect();
-        if fields.get(sv) != Some(&"BACKEND") {
-            continue;
-        }
         let Some(route) = fields.get(px).and_then(|p| p.strip_prefix("r_")).and_then(|id| Uuid::parse_str(id).ok()) else {
             continue;
         };
         let num = |i: Option<usize>| i.and_then(|i| fields.get(i)).and_then(|v| v.parse::<u64>().ok());
-        out.insert(
-            route,
-            Counters {
-                requests: num(req_tot).or(num(stot)).unwrap_or(0),
+        let server = fields.get(sv).copied().unwrap_or_default();
+        if server == "BACKEND" {
+            out.routes.insert(
+                route,
+                Counters {
+                    requests: num(req_tot).or(num(stot)).unwrap_or(0),
+                    responses_5xx: num(hrsp_5xx).unwrap_or(0),
+                    failed_connections: num(econ).unwrap_or(0),
+                    response_ms: num(rtime).unwrap_or(0),
+                },
+            );
+        } else if crate::routing::table::is_copy(server) {
+            let counters = Counters {
+                requests: num(req_tot).unwrap_or_else(|| answers.iter().map(|c| num(*c).unwrap_or(0)).sum::<u64>()),
                 responses_5xx: num(hrsp_5xx).unwrap_or(0),
                 failed_connections: num(econ).unwrap_or(0),
                 response_ms: num(rtime).unwrap_or(0),
-            },
-        );
+            };
+            out.copies.insert((route, server.to_owned()), counters);
+        }
     }
     out
 }
 
 /// What a route did since the last reading.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Delta {
     pub requests: u64,
     pub responses_5xx: u64,
@@ -64,16 +83,22 @@ pub struct Delta {
     pub response_ms: u64,
 }
 
-/// The last reading, to turn HAProxy's counters into differences.
-#[derive(Debug, Default)]
-pub struct Meter {
-    last: HashMap<Uuid, Counters>,
+/// The last reading, to turn HAProxy's counters into differences, by route (or by route and server).
+#[derive(Debug)]
+pub struct Meter<K = Uuid> {
+    last: HashMap<K, Counters>,
     at: Option<Instant>,
-    /// Routes whose last written rate was not zero (written once more when traffic stops).
-    busy: std::collections::HashSet<Uuid>,
+    /// Keys whose last written rate was not zero (written once more when traffic stops).
+    busy: std::collections::HashSet<K>,
 }
 
-impl Meter {
+impl<K> Default for Meter<K> {
+    fn default() -> Self {
+        Meter { last: HashMap::new(), at: None, busy: std::collections::HashSet::new() }
+    }
+}
+
+impl<K: Eq + std::hash::Hash + Clone> Meter<K> {
     /// HAProxy started again (a reload or a restart): its counters are back at zero.
     pub fn reset(&mut self) {
         self.last.clear();
@@ -82,7 +107,7 @@ impl Meter {
 
     /// The changes since the last reading, for the routes worth writing (traffic now, or a rate to
     /// bring back to zero).
-    pub fn read(&mut self, now: HashMap<Uuid, Counters>, at: Instant) -> Vec<(Uuid, Delta)> {
+    pub fn read(&mut self, now: HashMap<K, Counters>, at: Instant) -> Vec<(K, Delta)> {
         let secs = self.at.map_or(0.0, |then| at.duration_since(then).as_secs_f64());
         let mut out = Vec::new();
         for (route, c) in &now {
@@ -98,10 +123,10 @@ impl Meter {
             };
             let active = d.requests > 0 || d.responses_5xx > 0 || d.failed_connections > 0;
             if active || self.busy.contains(route) {
-                out.push((*route, d));
+                out.push((route.clone(), d));
             }
             if active {
-                self.busy.insert(*route);
+                self.busy.insert(route.clone());
             } else {
                 self.busy.remove(route);
             }
@@ -109,6 +134,20 @@ impl Meter {
         self.last = now;
         self.at = Some(at);
         out
+    }
+}
+
+/// A meter for the routes and one for releases' copies on them.
+#[derive(Debug, Default)]
+pub struct Meters {
+    pub routes: Meter,
+    pub copies: Meter<(Uuid, String)>,
+}
+
+impl Meters {
+    pub fn reset(&mut self) {
+        self.routes.reset();
+        self.copies.reset();
     }
 }
 
@@ -140,6 +179,36 @@ pub async fn write(db: &PgPool, router: &str, deltas: &[(Uuid, Delta)]) -> sqlx:
     Ok(())
 }
 
+/// Adds what a release's copies answered on each route since the last reading to the open release of
+/// the route's application.
+pub async fn write_copies(db: &PgPool, router: &str, deltas: &[((Uuid, String), Delta)]) -> sqlx::Result<()> {
+    let mut by_route: HashMap<Uuid, Delta> = HashMap::new();
+    for ((route, _), d) in deltas {
+        let sum = by_route.entry(*route).or_default();
+        sum.requests += d.requests;
+        sum.responses_5xx += d.responses_5xx;
+    }
+    for (route, d) in &by_route {
+        if d.requests == 0 && d.responses_5xx == 0 {
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO release_traffic (release_id, tenant_id, router, requests, responses_5xx)
+             SELECT rel.id, rel.tenant_id, $2, $3, $4
+               FROM routes r JOIN services s ON s.id = r.service_id
+               JOIN releases rel ON rel.application_id = s.application_id AND rel.finished_at IS NULL
+              WHERE r.id = $1",
+        )
+        .bind(route)
+        .bind(router)
+        .bind(i64::try_from(d.requests).unwrap_or(i64::MAX))
+        .bind(i64::try_from(d.responses_5xx).unwrap_or(i64::MAX))
+        .execute(db)
+        .await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,7 +230,8 @@ mod tests {
             (&name, "t_x", 5, 0, 0, 5),
             (&name, "BACKEND", 10, 1, 2, 10),
             ("no_route", "BACKEND", 3, 0, 0, 3),
-        ]));
+        ]))
+        .routes;
         assert_eq!(first.len(), 1, "only routes' backends: {first:?}");
         assert_eq!(first[&a], Counters { requests: 10, responses_5xx: 2, failed_connections: 1, response_ms: 12 });
 
@@ -169,7 +239,7 @@ mod tests {
         let t0 = Instant::now();
         let d = meter.read(first, t0);
         assert_eq!(d[0].1.requests, 10, "the first reading counts everything so far");
-        let second = parse(&csv(&[(&name, "BACKEND", 30, 1, 2, 30)]));
+        let second = parse(&csv(&[(&name, "BACKEND", 30, 1, 2, 30)])).routes;
         let d = meter.read(second.clone(), t0 + std::time::Duration::from_secs(2));
         assert_eq!((d[0].1.requests, d[0].1.responses_5xx, d[0].1.requests_per_sec), (20, 0, 10.0));
         // Quiet: written once more with zero rates, then not at all.
@@ -177,7 +247,37 @@ mod tests {
         assert!(meter.read(second, t0 + std::time::Duration::from_secs(6)).is_empty());
         // A reload: HAProxy counts from zero again, and so does the meter.
         meter.reset();
-        let d = meter.read(parse(&csv(&[(&name, "BACKEND", 4, 0, 0, 4)])), t0 + std::time::Duration::from_secs(8));
+        let d = meter.read(parse(&csv(&[(&name, "BACKEND", 4, 0, 0, 4)])).routes, t0 + std::time::Duration::from_secs(8));
         assert_eq!(d[0].1.requests, 4);
+    }
+
+    #[test]
+    fn a_release_s_copies_are_summed_from_their_servers_answers() {
+        let a = Uuid::now_v7();
+        let name = format!("r_{}", a.simple());
+        let text = format!(
+            "# pxname,svname,stot,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,econ,req_tot,\n\
+             {name},t_own,90,0,90,0,0,0,0,0,,\n\
+             {name},c_one,9,0,6,0,1,2,0,1,,\n\
+             {name},c_two,3,0,3,0,0,0,0,0,,\n\
+             {name},BACKEND,102,0,99,0,1,2,0,1,102,\n"
+        );
+        let reading = parse(&text);
+        assert_eq!(reading.routes[&a].requests, 102);
+        assert_eq!(reading.copies.len(), 2, "only copies: {:?}", reading.copies);
+        assert_eq!(
+            reading.copies[&(a, "c_one".to_owned())],
+            Counters { requests: 9, responses_5xx: 2, failed_connections: 1, response_ms: 0 }
+        );
+        // A copy that goes away takes its counters with it; the one that stays counts on.
+        let mut meter: Meter<(Uuid, String)> = Meter::default();
+        let t0 = Instant::now();
+        assert_eq!(meter.read(reading.copies, t0).len(), 2);
+        let later = format!(
+            "# pxname,svname,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,\n{name},c_two,0,3,0,0,5,0,\n{name},c_new,0,1,0,0,1,0,\n"
+        );
+        let d: HashMap<_, _> = meter.read(parse(&later).copies, t0 + std::time::Duration::from_secs(5)).into_iter().collect();
+        assert_eq!((d[&(a, "c_two".to_owned())].requests, d[&(a, "c_two".to_owned())].responses_5xx), (5, 5));
+        assert_eq!((d[&(a, "c_new".to_owned())].requests, d[&(a, "c_new".to_owned())].responses_5xx), (2, 1));
     }
 }

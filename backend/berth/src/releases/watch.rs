@@ -1,0 +1,108 @@
+//! Automatic abort: every few seconds, each running release with an `auto_abort` rule is checked
+//! against what the routers saw its copies answer over the rule's window, and against its copies'
+//! health. A release that breaks its rule is aborted as `POST /releases/{id}/abort` would, with the
+//! reason as its message and on the event stream.
+
+use std::time::Duration;
+
+use berth_types::AutoAbort;
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use super::store::{RELEASE_COLUMNS, ReleaseRow};
+
+/// How often releases are checked.
+const INTERVAL: Duration = Duration::from_secs(2);
+
+/// Why a release with this rule should abort, given its copies' answers over the window and a copy
+/// service with no running task (and the engine's error), if any.
+pub fn verdict(rule: &AutoAbort, requests: i64, errors: i64, down: Option<(&str, &str)>) -> Option<String> {
+    if let Some((service, error)) = down {
+        let error = if error.is_empty() { String::new() } else { format!(": {error}") };
+        return Some(format!("aborted on its own: the new revision's {service} has no running task{error}"));
+    }
+    if requests >= rule.min_requests && requests > 0 {
+        let rate = errors as f64 / requests as f64;
+        if rate > rule.max_error_rate {
+            return Some(format!(
+                "aborted on its own: {errors} of {requests} answers ({:.0}%) of the new revision in the last {} s were 5xx; the limit is {:.0}%",
+                rate * 100.0,
+                rule.window_secs,
+                rule.max_error_rate * 100.0
+            ));
+        }
+    }
+    None
+}
+
+/// Checks releases until `shutdown` turns true.
+pub async fn run(db: PgPool, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = check(&db).await {
+            tracing::warn!(error = %format!("{e:#}"), "could not check releases for automatic abort");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(INTERVAL) => {}
+            () = crate::supervise::stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+async fn check(db: &PgPool) -> anyhow::Result<()> {
+    let ids: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM releases WHERE state = 'running' AND auto_abort IS NOT NULL").fetch_all(db).await?;
+    for id in ids {
+        let mut tx = db.begin().await?;
+        // Locked and read again: another Berth may be checking, or the release may have moved on.
+        let row: Option<ReleaseRow> = sqlx::query_as(&format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases WHERE id = $1 AND state = 'running' FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { continue };
+        let Some(rule) = row.auto_abort.as_ref().map(|a| a.0) else { continue };
+        let (requests, errors): (i64, i64) = sqlx::query_as(
+            "SELECT coalesce(sum(requests), 0)::int8, coalesce(sum(responses_5xx), 0)::int8 FROM release_traffic
+              WHERE release_id = $1 AND at > now() - make_interval(secs => $2)",
+        )
+        .bind(id)
+        .bind(f64::from(rule.window_secs))
+        .fetch_one(&mut *tx)
+        .await?;
+        let down: Option<(String, String)> = sqlx::query_as(
+            "SELECT name, message FROM services WHERE release_id = $1 AND status = 'failed' ORDER BY name LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(why) = verdict(&rule, requests, errors, down.as_ref().map(|(s, e)| (s.as_str(), e.as_str()))) else {
+            continue;
+        };
+        tracing::info!(release = %id, why, "aborting a release");
+        super::api::begin_abort(&mut tx, &row, &why).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULE: AutoAbort = AutoAbort { max_error_rate: 0.1, window_secs: 30, min_requests: 20 };
+
+    #[test]
+    fn aborts_on_errors_over_the_rate_once_enough_requests_were_seen() {
+        assert_eq!(verdict(&RULE, 10, 10, None), None, "too few requests to judge");
+        assert_eq!(verdict(&RULE, 100, 10, None), None, "at the limit");
+        let why = verdict(&RULE, 100, 11, None).unwrap();
+        assert!(why.contains("11 of 100") && why.contains("10%"), "{why}");
+    }
+
+    #[test]
+    fn aborts_when_a_copy_has_no_running_task() {
+        let why = verdict(&RULE, 0, 0, Some(("web", "exec format error"))).unwrap();
+        assert!(why.contains("web has no running task: exec format error"), "{why}");
+    }
+}
