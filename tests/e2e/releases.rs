@@ -66,7 +66,8 @@ fn engine_services(real: &RealCluster) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn releases_share_routes_by_weight_and_promote_or_abort() {
-    let cfg = routed_config();
+    let mut cfg = routed_config();
+    cfg.console_dir = berth_tests::browser::console_dir();
     let listen = cfg.routing.router_listen;
     let app = TestApp::spawn_with_registry_and(cfg, 1 << 30).await.with_workers();
     let router = TestRouter::start(&app.db, listen).await;
@@ -110,18 +111,22 @@ async fn releases_share_routes_by_weight_and_promote_or_abort() {
     }
     assert_eq!(app.get(&releases, &t.owner).await.body["items"], json!([]));
 
-    // A canary at 10%: the new image runs beside the old, and gets a tenth of the requests.
-    let started = app.post(&releases, &t.owner, json!({"variables": {"IMAGE": images[1]}})).await;
-    started.expect(StatusCode::ACCEPTED);
-    assert_eq!(
-        (started.body["strategy"].as_str(), started.body["weight"].as_i64()),
-        (Some("canary"), Some(10)),
-        "{}",
-        started.body
-    );
-    assert_eq!(started.body["to_revision"], 2);
-    assert_eq!(started.body["services"][0]["name"], "web", "only the changed service is copied: {}", started.body);
-    let canary = started.id().to_string();
+    // A canary at 10%, started from the console: the new image runs beside the old, and gets a tenth of
+    // the requests.
+    let b = berth_tests::browser::Browser::start(&app.base).await;
+    b.goto(&format!("/applications/{application}")).await;
+    b.log_in(&t.owner_email, PASSWORD).await;
+    b.find("#start-release").await;
+    b.fill("#release-variables", &format!("IMAGE={}", images[1])).await;
+    b.click("#release-start").await;
+    b.wait_text("#release-strategy-shown", "canary").await;
+    let listed = app.get(&releases, &t.owner).await.body;
+    let started = &listed["items"][0];
+    assert_eq!((started["strategy"].as_str(), started["weight"].as_i64()), (Some("canary"), Some(10)), "{listed}");
+    assert_eq!(started["to_revision"], 2);
+    assert_eq!(started["services"][0]["name"], "web", "only the changed service is copied: {started}");
+    let canary = started["id"].as_str().unwrap().to_owned();
+
     let running = release_state(&app, &t.owner, &canary, "running", Duration::from_secs(120)).await;
     assert!(engine_services(&real).contains(&"shop_r2_web".to_owned()), "{:?}", engine_services(&real));
     // While it is open, the application takes no other revision and no other release.
@@ -140,9 +145,18 @@ async fn releases_share_routes_by_weight_and_promote_or_abort() {
     assert_eq!(counts.values().sum::<usize>(), counts.get("v1").unwrap_or(&0) + new, "only answers: {counts:?}");
     assert!((140..=260).contains(&new), "the new revision's share is 10% ± 3% of 2000: {counts:?} ({running})");
 
-    // The weight changes live.
-    let half = app.patch(&format!("/api/v1/releases/{canary}"), &t.owner, json!({"weight": 50})).await;
-    half.expect(StatusCode::OK);
+    // The console shows the release; its slider changes the weight, live.
+    b.wait_text("#release-state", "running").await;
+    b.wait_text("tr[data-copy='web'] td:nth-child(2)", "2/2").await;
+    b.survey("application-release").await;
+    b.eval(
+        "const s = document.querySelector('#release-weight'); s.value = '50'; s.dispatchEvent(new Event('input', {bubbles: true}));",
+    )
+    .await;
+    b.wait_text("#release-weight-value", "50%").await;
+    b.click("#release-set-weight").await;
+    b.wait_text("#release-weight-shown", "50%").await;
+    assert_eq!(app.get(&format!("/api/v1/releases/{canary}"), &t.owner).await.body["weight"], 50);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let counts = shares(&http, &router, &host, 400).await;
     let new = counts.get("v2").copied().unwrap_or(0);
@@ -153,11 +167,10 @@ async fn releases_share_routes_by_weight_and_promote_or_abort() {
     })
     .await;
 
-    // Promote under steady load: not one request fails while every request moves to the new
-    // revision, the application's own service is updated to it, and the copy is removed.
+    // Promote from the console under steady load: not one request fails while every request moves to
+    // the new revision, the application's own service is updated to it, and the copy is removed.
     let load = Load::start(&router, &host, 4, Duration::from_secs(180));
-    let promoted = app.post(&format!("/api/v1/releases/{canary}/promote"), &t.owner, json!({})).await;
-    promoted.expect(StatusCode::ACCEPTED);
+    b.click("#release-promote").await;
     let done = release_state(&app, &t.owner, &canary, "promoted", Duration::from_secs(180)).await;
     let (ok, failed) = load.stop().await;
     println!("promotion under load: {ok} answered, {} failed", failed.len());
@@ -189,9 +202,11 @@ async fn releases_share_routes_by_weight_and_promote_or_abort() {
     app.patch(&format!("/api/v1/releases/{blue}"), &t.owner, json!({"weight": 100})).await.expect(StatusCode::OK);
     until_some(&http, &router, &host, "v1").await;
     assert_eq!(shares(&http, &router, &host, 100).await, BTreeMap::from([("v1".to_owned(), 100)]));
-    let aborted = app.post(&format!("/api/v1/releases/{blue}/abort"), &t.owner, json!({})).await;
-    aborted.expect(StatusCode::ACCEPTED);
-    assert_eq!(aborted.body["weight"], 0, "requests leave at once: {}", aborted.body);
+    // Abort from the console: requests leave at once.
+    b.wait_text("#release-strategy-shown", "blue/green").await;
+    b.wait_text("#release-weight-shown", "100%").await;
+    b.click("#release-abort").await;
+    app.wait_for(&t.owner, &format!("/api/v1/releases/{blue}"), Duration::from_secs(10), |r| r["weight"] == 0).await;
     release_state(&app, &t.owner, &blue, "aborted", Duration::from_secs(60)).await;
     assert_eq!(shares(&http, &router, &host, 100).await, BTreeMap::from([("v2".to_owned(), 100)]));
     assert!(!engine_services(&real).iter().any(|s| s.starts_with("shop_r")), "{:?}", engine_services(&real));
@@ -247,6 +262,10 @@ async fn releases_share_routes_by_weight_and_promote_or_abort() {
     let listed = app.get(&releases, &t.owner).await.body;
     let states: Vec<&str> = listed["items"].as_array().unwrap().iter().map(|r| r["state"].as_str().unwrap()).collect();
     assert_eq!(states, ["promoted", "aborted", "aborted"]);
+
+    // The console lists them.
+    b.wait_text("#past-releases", "aborted on its own").await;
+    b.find("#start-release").await;
 
     // Deleting the application removes everything, copies included.
     let gone = app.delete(&format!("/api/v1/applications/{application}"), &t.owner).await;

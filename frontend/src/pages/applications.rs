@@ -1,6 +1,7 @@
 //! Applications: the list, and an application's page — its services (replicas with +/−, image and
 //! digest, ports, update status, errors), its routes (where each service answers, and how many tasks
-//! serve it), revisions with rollback, and its events as they happen.
+//! serve it), its canary or blue/green release ([`super::release`]), revisions with rollback, and its
+//! events as they happen.
 
 use berth_types::{
     Application, ApplicationRevision, Cluster, Event, Page, Role, RollbackApplication, Route, Service, UpdateService,
@@ -159,6 +160,7 @@ pub fn ApplicationPage() -> impl IntoView {
                 view! { <Routes routes=routes services=services /> }
             })}
         </section>
+        {move || id().map(|id| view! { <crate::pages::release::Releases id=id changed=changed /> })}
         <section class="card">
             <h2>"Revisions"</h2>
             {loaded(revisions, move |page: Page<ApplicationRevision>| {
@@ -273,12 +275,16 @@ fn service_row(svc: Service, dev: bool, error: RwSignal<Option<ApiError>>, chang
         .map(|p| format!("{}:{}/{} ({})", p.published, p.target, p.protocol, p.mode))
         .collect::<Vec<_>>()
         .join(", ");
-    let (row_name, link_name) = (svc.name.clone(), svc.name.clone());
+    // A release's copy of a service runs beside it until the release is promoted or aborted.
+    let copy = svc.release_id.is_some();
+    let row_name = if copy { format!("{}@release", svc.name) } else { svc.name.clone() };
+    let link_name = svc.name.clone();
     let (less, more) = (format!("Remove a replica of {}", svc.name), format!("Add a replica of {}", svc.name));
     let digest = svc.image_digest.as_deref().map(format::short_digest).unwrap_or_default();
     view! {
         <tr data-service=row_name>
-            <td><A href=format!("/services/{id}")>{link_name}</A></td>
+            <td><A href=format!("/services/{id}")>{link_name}</A>
+                {copy.then(|| view! { <br /><span class="muted">"the release's new revision"</span> })}</td>
             <td><Badge status=svc.status.as_str() /></td>
             <td>
                 <span class="replicas">
@@ -391,7 +397,7 @@ fn Revisions(id: Uuid, current: i32, revisions: Vec<ApplicationRevision>) -> imp
                             <td>{template}</td>
                             <td class="mono">{images}</td>
                             {dev.then(|| view! {
-                                <td>{(!is_current).then(|| view! {
+                                <td>{(rev < current).then(|| view! {
                                     <button on:click=move |_| rollback(rev)>{format!("Roll back to {rev}")}</button>
                                 })}</td>
                             })}

@@ -8,6 +8,7 @@ pub mod deploy;
 pub mod images;
 pub mod login;
 pub mod people;
+pub mod release;
 pub mod service;
 pub mod templates;
 pub mod tokens;
