@@ -23,6 +23,8 @@ command -v cc >/dev/null || need+=(gcc)
 [ -e /usr/include/stdio.h ] || need+=(libc6-dev)
 # The router: Berth drives Debian's HAProxy (2.6) as each cluster's ingress.
 command -v haproxy >/dev/null || need+=(haproxy)
+# The TLS tests obtain certificates from Debian's pebble (a real ACME server) on loopback.
+command -v pebble >/dev/null || need+=(pebble)
 # The web console: precompressed assets (brotli), wasm-opt and axe-core from npm; its tests drive
 # Debian's Chromium through ChromeDriver.
 command -v brotli >/dev/null || need+=(brotli)

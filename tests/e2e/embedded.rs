@@ -48,8 +48,9 @@ impl Served {
             .env("BERTH_ADMIN_EMAIL", "root@example.test")
             .env("BERTH_ADMIN_PASSWORD", "root-password")
             .env("BERTH_REGISTRY", "off")
-            // Each Berth its own router port (the default, 8000, is one per machine).
-            .env("BERTH_ROUTER_LISTEN", format!("127.0.0.1:{}", free_port()));
+            // Each Berth its own router ports (the defaults, 8000 and 8443, are one per machine).
+            .env("BERTH_ROUTER_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("BERTH_ROUTER_TLS_LISTEN", format!("127.0.0.1:{}", free_port()));
         cmd
     }
 

@@ -28,6 +28,7 @@ pub struct Objects {
     pub service: Uuid,
     pub route: Uuid,
     pub release: Uuid,
+    pub certificate: Uuid,
     pub job: Uuid,
     pub user: Uuid,
     pub token: Uuid,
@@ -94,6 +95,22 @@ pub async fn release(app: &TestApp, token: &str, cluster: Uuid, template: Uuid) 
     id
 }
 
+/// An ACME certificate of the tenant's, pending (no authority is reached: written straight to the
+/// database, as the API needs a routed name).
+pub async fn certificate(app: &TestApp, token: &str) -> Uuid {
+    let me = app.get("/api/v1/me", token).await;
+    let tenant: Uuid = me.body["tenant"]["id"].as_str().unwrap().parse().unwrap();
+    let id = Uuid::now_v7();
+    sqlx::query("INSERT INTO certificates (id, tenant_id, domain, source) VALUES ($1, $2, $3, 'acme')")
+        .bind(id)
+        .bind(tenant)
+        .bind(format!("{}.example.net", unique("cert")))
+        .execute(&app.db)
+        .await
+        .unwrap();
+    id
+}
+
 pub async fn tenant_user(app: &TestApp, owner: &str) -> Uuid {
     let r = app
         .post(
@@ -128,6 +145,7 @@ pub async fn objects(app: &TestApp, t: &Tenant) -> Objects {
         service,
         route,
         release: release(app, &t.owner, cluster, template).await,
+        certificate: certificate(app, &t.owner).await,
         job,
         user: tenant_user(app, &t.owner).await,
         token: token.id(),

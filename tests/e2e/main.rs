@@ -17,3 +17,4 @@ mod resources;
 mod roles;
 mod routing;
 mod security;
+mod tls;

@@ -23,6 +23,7 @@ enum Fresh {
     Node,
     Route,
     Release,
+    Certificate,
 }
 
 struct Case {
@@ -197,6 +198,17 @@ fn cases() -> Vec<Case> {
         with_body(M::PATCH, "/api/v1/releases/{release}", |_| Some(json!({"weight": 20})), [401, 403, 200, 200, 200, 200, 403]),
         fresh(M::POST, "/api/v1/releases/{fresh}/promote", Fresh::Release, DEV_WRITE_202),
         fresh(M::POST, "/api/v1/releases/{fresh}/abort", Fresh::Release, DEV_WRITE_202),
+        // certificates: past authorization, a name the tenant does not route is refused
+        case(M::GET, "/api/v1/certificates", READ),
+        with_body(
+            M::POST,
+            "/api/v1/certificates",
+            |s| Some(json!({"domain": format!("c-{s}.example.org")})),
+            [401, 403, 422, 422, 422, 422, 403],
+        ),
+        case(M::GET, "/api/v1/certificates/{certificate}", READ),
+        case(M::POST, "/api/v1/certificates/{certificate}/renew", DEV_WRITE_202),
+        fresh(M::DELETE, "/api/v1/certificates/{fresh}", Fresh::Certificate, DEV_DELETE),
         // jobs and audit
         case(M::GET, "/api/v1/jobs", READ),
         case(M::GET, "/api/v1/jobs/{job}", READ),
@@ -246,6 +258,7 @@ async fn make_fresh(app: &TestApp, owner: &str, objects: &Objects, kind: Fresh) 
         Fresh::Tenant => app.tenant("Doomed").await.id,
         Fresh::Node => objects.node,
         Fresh::Release => fixtures::release(app, owner, objects.cluster, objects.template).await,
+        Fresh::Certificate => fixtures::certificate(app, owner).await,
         Fresh::Route => {
             let domain = format!("doomed-{}.example.com", Uuid::new_v4().simple());
             let r = app.post("/api/v1/routes", owner, json!({"service_id": objects.service, "port": 80, "domain": domain})).await;
@@ -266,6 +279,7 @@ fn fill(path: &str, tenant: Uuid, o: &Objects, fresh: Uuid) -> String {
         .replace("{job}", &o.job.to_string())
         .replace("{route}", &o.route.to_string())
         .replace("{release}", &o.release.to_string())
+        .replace("{certificate}", &o.certificate.to_string())
         .replace("{user}", &o.user.to_string())
         .replace("{fresh}", &fresh.to_string())
 }

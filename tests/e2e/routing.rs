@@ -491,8 +491,12 @@ async fn malformed_and_taken_routes_are_refused_before_anything_is_stored() {
 async fn a_configuration_haproxy_refuses_never_replaces_a_working_one() {
     use berth::routing::table::{Backend, Balance, Table};
     let dir = berth_tests::temp_data_dir("berth-router-check");
-    let setup =
-        berth::routing::haproxy::Setup { bin: "haproxy".into(), dir: dir.clone(), listen: "127.0.0.1:18999".parse().unwrap() };
+    let setup = berth::routing::haproxy::Setup {
+        bin: "haproxy".into(),
+        dir: dir.clone(),
+        listen: "127.0.0.1:18999".parse().unwrap(),
+        tls_listen: None,
+    };
     let backend = |domain: &str| Backend {
         route: uuid::Uuid::now_v7(),
         domain: domain.into(),
@@ -501,16 +505,17 @@ async fn a_configuration_haproxy_refuses_never_replaces_a_working_one() {
         sticky: false,
         timeout_secs: 60,
         max_body_bytes: None,
+        https_redirect: false,
         servers: Default::default(),
     };
-    let good: Table = [backend("a.example.com")].into_iter().map(|b| (b.route, b)).collect();
+    let good = Table { backends: [backend("a.example.com")].into_iter().map(|b| (b.route, b)).collect(), ..Default::default() };
     setup.write_checked(&good).await.unwrap();
     let written = std::fs::read_to_string(dir.join("haproxy.cfg")).unwrap();
     // A path with a brace would break HAProxy's ACL syntax (the API never lets one through).
     let mut bad = good.clone();
     let mut b = backend("b.example.com");
     b.path_prefix = "/x }".into();
-    bad.insert(b.route, b);
+    bad.backends.insert(b.route, b);
     let err = setup.write_checked(&bad).await.unwrap_err();
     assert!(format!("{err:#}").contains("HAProxy refuses the configuration: [ALERT]"), "the refusal says why: {err:#}");
     assert_eq!(std::fs::read_to_string(dir.join("haproxy.cfg")).unwrap(), written);

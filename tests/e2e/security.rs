@@ -166,7 +166,7 @@ async fn a_worker_rechecks_the_rules_when_it_connects() {
     .unwrap();
     let keys = berth::crypto::Keys::from_secret(berth_tests::SECRET).unwrap();
     let dir = berth_tests::temp_data_dir("berth-recheck");
-    let env = berth::clusters::WorkerEnv::new(keys, dir.clone(), berth_tests::test_existing_policy(), None);
+    let env = berth::clusters::WorkerEnv::new(keys, dir.clone(), berth_tests::test_existing_policy(), None, Default::default());
     let err = berth::clusters::access::connect_manager(&app.db, &env, cluster).await.err().expect("refused");
     assert!(format!("{err:#}").contains("refusing to connect to tcp://127.0.0.1:9"), "{err:#}");
     let _ = std::fs::remove_dir_all(dir);

@@ -5,6 +5,7 @@
 //! of a pipe from this process: when the test process exits — passing, failing, panicking or killed —
 //! the pipe closes, the shell stops PostgreSQL and removes its directory. Nothing outlives the tests.
 
+pub mod acme;
 pub mod browser;
 pub mod docker_cli;
 pub mod load;
@@ -221,7 +222,9 @@ pub fn serve_config(max_body: usize) -> ServeConfig {
             router: berth::routing::RouterMode::Off,
             router_listen: "127.0.0.1:8000".parse().unwrap(),
             haproxy_bin: "haproxy".into(),
+            router_tls_listen: "off".into(),
         },
+        acme: Default::default(),
     }
 }
 
@@ -254,10 +257,21 @@ impl TestRouter {
     }
 
     pub async fn start_scoped(db: &PgPool, listen: std::net::SocketAddr, scope: berth::routing::table::Scope) -> TestRouter {
+        Self::start_with(db, listen, None, scope).await
+    }
+
+    /// A router that also serves HTTPS on `tls_listen`.
+    pub async fn start_with(
+        db: &PgPool,
+        listen: std::net::SocketAddr,
+        tls_listen: Option<std::net::SocketAddr>,
+        scope: berth::routing::table::Scope,
+    ) -> TestRouter {
         let dir = temp_data_dir("berth-router");
-        let setup = berth::routing::haproxy::Setup { bin: "haproxy".into(), dir: dir.clone(), listen };
+        let setup = berth::routing::haproxy::Setup { bin: "haproxy".into(), dir: dir.clone(), listen, tls_listen };
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(berth::routing::router::run(db.clone(), setup, scope, stopped));
+        let keys = berth::crypto::Keys::from_secret(SECRET).unwrap();
+        tokio::spawn(berth::routing::router::run(db.clone(), setup, scope, keys, stopped));
         let router = TestRouter { listen, dir, stop };
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while tokio::net::TcpStream::connect(listen).await.is_err() {
@@ -410,14 +424,19 @@ impl TestApp {
     }
 
     /// Runs job workers and reconcilers in-process, as `berth serve` does (trusting the registry, if any).
-    pub fn with_workers(mut self) -> TestApp {
+    pub fn with_workers(self) -> TestApp {
+        self.with_workers_acme(Default::default())
+    }
+
+    /// Workers that obtain certificates from `acme` (a test authority).
+    pub fn with_workers_acme(mut self, acme: berth::certificates::AcmeConfig) -> TestApp {
         let data_dir = temp_data_dir("berth-workers");
         let keys = berth::crypto::Keys::from_secret(SECRET).unwrap();
         let trust = self
             .registry
             .as_ref()
             .map(|r| berth::registry::RegistryTrust { address: r.address.clone(), ca_pem: r.ca_pem.clone() });
-        let env = berth::clusters::WorkerEnv::new(keys, data_dir.clone(), test_existing_policy(), trust);
+        let env = berth::clusters::WorkerEnv::new(keys, data_dir.clone(), test_existing_policy(), trust, acme);
         if let Some(state) = &self.state {
             state.set_clusters(env.clone());
         }
@@ -545,6 +564,7 @@ impl TestApp {
             "routes",
             "domain_grants",
             "releases",
+            "certificates",
             "jobs",
             "events",
         ] {

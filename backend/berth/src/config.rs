@@ -87,6 +87,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub routing: crate::routing::RoutingConfig,
 
+    #[command(flatten)]
+    pub acme: crate::certificates::AcmeConfig,
+
     /// How event streams learn of new events: `listen` (one LISTEN per process, the default) or `poll`
     /// (each stream polls the table; only for comparing the two in the benchmark).
     #[arg(long, env = "BERTH_EVENT_DELIVERY", value_enum, default_value_t = Delivery::Listen, hide = true)]
@@ -109,6 +112,9 @@ pub struct WorkerConfig {
     /// The built-in registry nodes should trust (`--registry off`: none).
     #[command(flatten)]
     pub registry: RegistryConfig,
+
+    #[command(flatten)]
+    pub acme: crate::certificates::AcmeConfig,
 }
 
 /// Settings of `berth registry`: the built-in registry on its own, for operators who run it apart
@@ -173,4 +179,8 @@ pub struct RouterRoleConfig {
     /// Route only to these clusters (repeat the flag); all clusters when none is given.
     #[arg(long = "cluster", env = "BERTH_ROUTER_CLUSTERS", value_delimiter = ',')]
     pub clusters: Vec<uuid::Uuid>,
+
+    /// The master secret (`berth serve`'s): certificates' keys are sealed with it.
+    #[arg(long, env = "BERTH_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
 }

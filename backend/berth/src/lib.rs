@@ -5,6 +5,7 @@ pub mod api;
 pub mod applications;
 pub mod auth;
 pub mod bootstrap;
+pub mod certificates;
 pub mod clusters;
 pub mod config;
 pub mod console;

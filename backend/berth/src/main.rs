@@ -68,7 +68,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
                 RegistryMode::Off => None,
             };
-            let env = berth::clusters::WorkerEnv::new(keys, cfg.db.data_dir.clone(), cfg.existing.clone(), trust);
+            let env =
+                berth::clusters::WorkerEnv::new(keys, cfg.db.data_dir.clone(), cfg.existing.clone(), trust, cfg.acme.clone());
             let (stop, stopped) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
                 berth::serve::shutdown_signal().await;

@@ -75,7 +75,7 @@ async fn serve_with(
         true => Some(RegistryTrust::load(&database.pools.system, &state.keys, &cfg.registry).await?),
         false => None,
     };
-    let env = WorkerEnv::new(state.keys.clone(), cfg.db.data_dir.clone(), cfg.existing.clone(), trust);
+    let env = WorkerEnv::new(state.keys.clone(), cfg.db.data_dir.clone(), cfg.existing.clone(), trust, cfg.acme.clone());
     state.set_clusters(env.clone());
     let workers = tokio::spawn(crate::worker::run(database.pools.system.clone(), env, stopped.clone()));
     let router = match cfg.routing.router {
@@ -89,8 +89,12 @@ async fn serve_with(
                 cfg.routing.apps_domain,
                 setup.listen.port()
             );
+            if let Some(tls) = setup.tls_listen {
+                println!("Router (HTTPS): https://{tls}/");
+            }
             let db = database.pools.system.clone();
-            Some(tokio::spawn(crate::routing::router::run(db, setup, Scope::Local, stopped.clone())))
+            let keys = state.keys.clone();
+            Some(tokio::spawn(crate::routing::router::run(db, setup, Scope::Local, keys, stopped.clone())))
         }
         RouterMode::Off => None,
     };

@@ -17,12 +17,14 @@ pub async fn run(db: PgPool, env: Arc<WorkerEnv>, shutdown: watch::Receiver<bool
     let mut handlers = clusters::handlers(env.clone());
     crate::applications::deploy::add_handlers(&mut handlers, env.clone());
     crate::releases::jobs::add_handlers(&mut handlers, env.clone());
+    crate::certificates::acme::add_handlers(&mut handlers, env.clone());
     let mut runner = Runner::new(db.clone(), handlers);
     // Shorter leases make a crashed worker's jobs resume sooner (tests use a few seconds).
     if let Some(secs) = std::env::var("BERTH_JOB_LEASE_SECS").ok().and_then(|s| s.parse::<u64>().ok()) {
         runner.lease = Duration::from_secs(secs.max(1));
     }
     let releases = tokio::spawn(crate::releases::watch::run(db.clone(), shutdown.clone()));
+    let renewals = tokio::spawn(crate::certificates::acme::renew_loop(db.clone(), env.acme.acme_renew_days, shutdown.clone()));
     let reconcilers = tokio::spawn(clusters::reconciler::supervise(db, env, runner.id.clone(), shutdown.clone()));
     let result = runner.run(shutdown).await;
     match reconcilers.await {
@@ -31,5 +33,6 @@ pub async fn run(db: PgPool, env: Arc<WorkerEnv>, shutdown: watch::Receiver<bool
         Ok(Ok(())) => {}
     }
     let _ = releases.await;
+    let _ = renewals.await;
     result
 }

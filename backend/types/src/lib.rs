@@ -865,6 +865,8 @@ pub struct Route {
     pub timeout_secs: i32,
     /// Largest request body passed on; `null` for no limit.
     pub max_body_bytes: Option<i64>,
+    /// Plain-HTTP requests are redirected to HTTPS (once the routers have a certificate for the domain).
+    pub https_redirect: bool,
     /// Running tasks the router balances over right now.
     pub endpoints: i64,
     /// What the routers have seen on this route.
@@ -906,6 +908,8 @@ pub struct CreateRoute {
     pub timeout_secs: Option<i32>,
     /// Largest request body passed on; `0` or absent: no limit.
     pub max_body_bytes: Option<i64>,
+    /// Redirect plain-HTTP requests to HTTPS once the routers have a certificate for the domain.
+    pub https_redirect: Option<bool>,
 }
 
 impl CreateRoute {
@@ -915,6 +919,7 @@ impl CreateRoute {
             sticky: self.sticky,
             timeout_secs: self.timeout_secs,
             max_body_bytes: self.max_body_bytes,
+            https_redirect: self.https_redirect,
         }
     }
 }
@@ -931,6 +936,8 @@ pub struct RouteOptions {
     pub timeout_secs: Option<i32>,
     /// Largest request body passed on; `0` removes the limit.
     pub max_body_bytes: Option<i64>,
+    /// Redirect plain-HTTP requests to HTTPS (308) once the routers have a certificate for the domain.
+    pub https_redirect: Option<bool>,
 }
 
 /// A custom domain granted to a tenant by a platform admin: routes of that tenant to the domain or any
@@ -1053,4 +1060,38 @@ pub struct ReleaseTraffic {
     pub responses_5xx_total: i64,
     pub requests_last_minute: i64,
     pub responses_5xx_last_minute: i64,
+}
+
+/// A TLS certificate the routers serve for `domain` (chosen by SNI).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Certificate {
+    pub id: Uuid,
+    pub domain: String,
+    /// `uploaded`, or `acme` (obtained and renewed by Berth).
+    pub source: String,
+    /// `pending` (being obtained), `issued` (served) or `failed` (see `message`; a renewal that failed
+    /// leaves the issued certificate served until it expires).
+    pub state: String,
+    pub not_before: Option<DateTime<Utc>>,
+    pub not_after: Option<DateTime<Utc>>,
+    /// The served certificate's serial number, hex.
+    pub serial: String,
+    pub message: String,
+    /// When Berth last obtained it from the authority.
+    pub renewed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<Uuid>,
+}
+
+/// A certificate for a domain the tenant routes (a default domain of one of its routes, or a name a
+/// platform admin granted it). With `certificate_pem` (the chain, leaf first) and `private_key_pem`
+/// (PKCS#8) it is uploaded; without them Berth obtains one over ACME and renews it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCertificate {
+    pub domain: String,
+    pub certificate_pem: Option<String>,
+    pub private_key_pem: Option<String>,
 }

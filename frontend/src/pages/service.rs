@@ -1,10 +1,14 @@
 //! A service's page: its tasks (node, state, IP, host port, exit code, error), its routes (how each
-//! balances, stickiness, timeout; a custom domain added), live logs (follow, pause, filter,
-//! download), scale, change image, restart.
+//! balances, stickiness, timeout, HTTPS redirect, the certificate serving it — or a button that
+//! obtains one; a custom domain added), live logs (follow, pause, filter, download), scale, change
+//! image, restart.
 
 use std::collections::HashMap;
 
-use berth_types::{Application, Container, CreateRoute, LogLine, Node, Page, Role, Route, RouteOptions, Service, UpdateService};
+use berth_types::{
+    Application, Certificate, Container, CreateCertificate, CreateRoute, LogLine, Node, Page, Role, Route, RouteOptions, Service,
+    UpdateService,
+};
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_params_map;
@@ -24,6 +28,7 @@ struct Loaded {
     tasks: Vec<Container>,
     nodes: HashMap<Uuid, String>,
     routes: Vec<Route>,
+    certificates: Vec<Certificate>,
 }
 
 async fn load(id: Uuid) -> Result<Loaded, ApiError> {
@@ -31,17 +36,18 @@ async fn load(id: Uuid) -> Result<Loaded, ApiError> {
     let (app_path, tasks_path) =
         (format!("/applications/{}", service.application_id), format!("/services/{id}/containers?limit=500"));
     let routes_path = format!("/routes?service_id={id}&limit=500");
-    let (application, tasks, routes) = futures_util::join!(
+    let (application, tasks, routes, certificates) = futures_util::join!(
         api::get::<Application>(&app_path),
         api::get::<Page<Container>>(&tasks_path),
-        api::get::<Page<Route>>(&routes_path)
+        api::get::<Page<Route>>(&routes_path),
+        api::get::<Page<Certificate>>("/certificates?limit=500")
     );
     let application = application?;
     let nodes = api::get::<Page<Node>>(&format!("/clusters/{}/nodes?limit=500", application.cluster_id))
         .await
         .map(|p| p.items.into_iter().map(|n| (n.id, n.name)).collect())
         .unwrap_or_default();
-    Ok(Loaded { service, application, tasks: tasks?.items, nodes, routes: routes?.items })
+    Ok(Loaded { service, application, tasks: tasks?.items, nodes, routes: routes?.items, certificates: certificates?.items })
 }
 
 #[component]
@@ -50,8 +56,9 @@ pub fn ServicePage() -> impl IntoView {
     let id = move || params.with(|p| p.get("id").and_then(|s| s.parse::<Uuid>().ok()));
     let changed = live::changes(move |e| {
         let id = params.with_untracked(|p| p.get("id").and_then(|s| s.parse::<Uuid>().ok()));
-        // Its own observations, and the jobs and states of applications (one of them is its own).
-        id.is_some_and(|id| e.target_id == Some(id) || e.target_type == "application")
+        // Its own observations, the jobs and states of applications (one of them is its own), and
+        // certificates (one may serve its routes).
+        id.is_some_and(|id| e.target_id == Some(id) || matches!(e.target_type.as_str(), "application" | "certificate"))
     });
     let data = LocalResource::new(move || {
         changed.get();
@@ -67,7 +74,7 @@ pub fn ServicePage() -> impl IntoView {
 #[component]
 fn Body(loaded: Loaded, changed: RwSignal<u64>) -> impl IntoView {
     let s = session();
-    let Loaded { service, application, tasks, nodes, routes } = loaded;
+    let Loaded { service, application, tasks, nodes, routes, certificates } = loaded;
     let ports = service
         .ports
         .iter()
@@ -94,7 +101,7 @@ fn Body(loaded: Loaded, changed: RwSignal<u64>) -> impl IntoView {
         </section>
         <section class="card">
             <h2>"Routes"</h2>
-            <ServiceRoutes service=service.id routes=routes changed=changed />
+            <ServiceRoutes service=service.id routes=routes certificates=certificates changed=changed />
         </section>
     }
 }
@@ -102,7 +109,7 @@ fn Body(loaded: Loaded, changed: RwSignal<u64>) -> impl IntoView {
 /// The service's routes, each with its balancing settings (developers change them), and a form to
 /// route a custom domain to it.
 #[component]
-fn ServiceRoutes(service: Uuid, routes: Vec<Route>, changed: RwSignal<u64>) -> impl IntoView {
+fn ServiceRoutes(service: Uuid, routes: Vec<Route>, certificates: Vec<Certificate>, changed: RwSignal<u64>) -> impl IntoView {
     let dev = session().can(Role::Developer);
     let error = RwSignal::new(None::<ApiError>);
     let first_port = routes.first().map(|r| r.port.to_string()).unwrap_or_default();
@@ -113,9 +120,12 @@ fn ServiceRoutes(service: Uuid, routes: Vec<Route>, changed: RwSignal<u64>) -> i
             <div class="table-wrap">
             <table class="table" id="service-routes">
                 <thead><tr><th scope="col">"Address"</th><th scope="col">"Port"</th><th scope="col">"Serving"</th>
-                    <th scope="col">"Traffic"</th><th scope="col">"Settings"</th></tr></thead>
+                    <th scope="col">"Traffic"</th><th scope="col">"HTTPS"</th><th scope="col">"Settings"</th></tr></thead>
                 <tbody>
-                    {routes.into_iter().map(|r| route_row(r, dev, error, changed)).collect_view()}
+                    {routes.into_iter().map(|r| {
+                        let cert = certificates.iter().find(|c| covers(&c.domain, &r.domain)).cloned();
+                        route_row(r, cert, dev, error, changed)
+                    }).collect_view()}
                 </tbody>
             </table>
             </div>
@@ -129,10 +139,68 @@ fn ServiceRoutes(service: Uuid, routes: Vec<Route>, changed: RwSignal<u64>) -> i
     }
 }
 
-fn route_row(r: Route, dev: bool, error: RwSignal<Option<ApiError>>, changed: RwSignal<u64>) -> impl IntoView {
+/// Whether a certificate for `name` (perhaps a wildcard) serves `domain`.
+fn covers(name: &str, domain: &str) -> bool {
+    match name.strip_prefix("*.") {
+        Some(parent) => domain.split_once('.').is_some_and(|(_, rest)| rest == parent),
+        None => name == domain,
+    }
+}
+
+/// The route's HTTPS: the certificate serving it (state, until when), or — for developers, on a
+/// verified route — a button that has Berth obtain one.
+fn https_cell(
+    domain: &str,
+    verified: bool,
+    cert: Option<Certificate>,
+    dev: bool,
+    error: RwSignal<Option<ApiError>>,
+    changed: RwSignal<u64>,
+) -> AnyView {
+    match cert {
+        Some(c) => {
+            let until = c.not_after.map(|t| format!("until {}", t.format("%Y-%m-%d"))).unwrap_or_default();
+            let how = if c.source == "acme" { "ACME" } else { "uploaded" };
+            view! {
+                <span class="certificate"><Badge status=c.state.clone() />" "{until}<br /><span class="muted">{format!("{how}: {}", c.domain)}</span>
+                {(!c.message.is_empty()).then(|| view! { <br /><span class="field-error">{c.message.clone()}</span> })}</span>
+            }
+            .into_any()
+        }
+        None if dev && verified => {
+            let domain = domain.to_owned();
+            let label = format!("Get a certificate for {domain}");
+            let obtain = move |_| {
+                let body = CreateCertificate { domain: domain.clone(), certificate_pem: None, private_key_pem: None };
+                leptos::task::spawn_local(async move {
+                    match api::post::<Certificate>("/certificates", &body).await {
+                        Ok(_) => {
+                            let _ = changed.try_update(|v| *v += 1);
+                        }
+                        Err(e) => {
+                            let _ = error.try_set(Some(e));
+                        }
+                    }
+                });
+            };
+            view! { <button class="small certify" aria-label=label on:click=obtain>"Get a certificate"</button> }.into_any()
+        }
+        None => view! { <span class="muted">"none"</span> }.into_any(),
+    }
+}
+
+fn route_row(
+    r: Route,
+    cert: Option<Certificate>,
+    dev: bool,
+    error: RwSignal<Option<ApiError>>,
+    changed: RwSignal<u64>,
+) -> impl IntoView {
     let id = r.id;
     let balance = RwSignal::new(r.balance.clone());
     let sticky = RwSignal::new(r.sticky);
+    let redirect = RwSignal::new(r.https_redirect);
+    let https = https_cell(&r.domain, r.verified, cert, dev, error, changed);
     let timeout = RwSignal::new(r.timeout_secs.to_string());
     let shown = if r.path_prefix == "/" { r.domain.clone() } else { format!("{}{}", r.domain, r.path_prefix) };
     let t = &r.traffic;
@@ -153,6 +221,7 @@ fn route_row(r: Route, dev: bool, error: RwSignal<Option<ApiError>>, changed: Rw
             sticky: Some(sticky.get_untracked()),
             timeout_secs: Some(timeout_secs),
             max_body_bytes: None,
+            https_redirect: Some(redirect.get_untracked()),
         };
         leptos::task::spawn_local(async move {
             match api::patch::<Route>(&format!("/routes/{id}"), &body).await {
@@ -167,7 +236,8 @@ fn route_row(r: Route, dev: bool, error: RwSignal<Option<ApiError>>, changed: Rw
         });
     };
     let settings = if dev {
-        let (b_id, s_id, t_id) = (format!("balance-{id}"), format!("sticky-{id}"), format!("timeout-{id}"));
+        let (b_id, s_id, t_id, h_id) =
+            (format!("balance-{id}"), format!("sticky-{id}"), format!("timeout-{id}"), format!("https-{id}"));
         view! {
             <form class="form inline-form" on:submit=save>
                 <label>"Balance "
@@ -181,13 +251,16 @@ fn route_row(r: Route, dev: bool, error: RwSignal<Option<ApiError>>, changed: Rw
                 <label>"Timeout (s) "
                 <input type="number" min="1" max="3600" id=t_id prop:value=move || timeout.get()
                     on:input=move |ev| timeout.set(event_target_value(&ev)) /></label>
+                <label class="inline"><input type="checkbox" id=h_id prop:checked=move || redirect.get()
+                    on:change=move |ev| redirect.set(event_target_checked(&ev)) />" HTTP → HTTPS"</label>
                 <button type="submit" class="small">"Save"</button>
             </form>
         }
         .into_any()
     } else {
         let sticky = if r.sticky { ", sticky" } else { "" };
-        view! { <span>{format!("{}{sticky}, {} s", r.balance, r.timeout_secs)}</span> }.into_any()
+        let redirect = if r.https_redirect { ", HTTP → HTTPS" } else { "" };
+        view! { <span>{format!("{}{sticky}, {} s{redirect}", r.balance, r.timeout_secs)}</span> }.into_any()
     };
     view! {
         <tr data-route=r.domain.clone()>
@@ -196,6 +269,7 @@ fn route_row(r: Route, dev: bool, error: RwSignal<Option<ApiError>>, changed: Rw
             <td>{r.port}</td>
             <td>{match r.endpoints { 1 => "1 task".to_owned(), n => format!("{n} tasks") }}</td>
             <td>{traffic}</td>
+            <td class="https">{https}</td>
             <td>{settings}</td>
         </tr>
     }
@@ -222,6 +296,7 @@ fn AddRoute(service: Uuid, port: String, error: RwSignal<Option<ApiError>>, chan
             sticky: None,
             timeout_secs: None,
             max_body_bytes: None,
+            https_redirect: None,
         };
         leptos::task::spawn_local(async move {
             match api::post::<Route>("/routes", &body).await {

@@ -29,14 +29,22 @@ pub struct WorkerEnv {
     pub existing: ExistingPolicy,
     /// The built-in registry, which nodes made by Berth trust.
     pub registry: Option<RegistryTrust>,
+    /// Where certificates are obtained.
+    pub acme: crate::certificates::AcmeConfig,
 }
 
 impl WorkerEnv {
-    pub fn new(keys: Keys, data_dir: PathBuf, existing: ExistingPolicy, registry: Option<RegistryTrust>) -> Arc<Self> {
+    pub fn new(
+        keys: Keys,
+        data_dir: PathBuf,
+        existing: ExistingPolicy,
+        registry: Option<RegistryTrust>,
+        acme: crate::certificates::AcmeConfig,
+    ) -> Arc<Self> {
         // Node directories are handed to processes started elsewhere: make the path absolute.
         let _ = std::fs::create_dir_all(&data_dir);
         let data_dir = std::fs::canonicalize(&data_dir).unwrap_or(data_dir);
-        Arc::new(WorkerEnv { local: LocalProvider::new(&data_dir, registry.clone()), keys, data_dir, existing, registry })
+        Arc::new(WorkerEnv { local: LocalProvider::new(&data_dir, registry.clone()), keys, data_dir, existing, registry, acme })
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
-use super::haproxy_config::{Files, render};
+use super::haproxy_config::{Files, Rendered, render};
 use super::table::Table;
 
 /// Where a router's HAProxy runs from: the program, its directory, its listening address.
@@ -22,11 +22,18 @@ pub struct Setup {
     pub bin: PathBuf,
     pub dir: PathBuf,
     pub listen: std::net::SocketAddr,
+    /// Where it serves HTTPS (`None`: plain HTTP only).
+    pub tls_listen: Option<std::net::SocketAddr>,
 }
 
 impl Setup {
     fn files(&self) -> Files<'_> {
-        Files { dir: &self.dir, listen: self.listen }
+        Files { dir: &self.dir, listen: self.listen, tls_listen: self.tls_listen }
+    }
+
+    /// The ACME map's path, as the configuration names it.
+    pub fn acme_map(&self) -> PathBuf {
+        self.files().acme_map()
     }
 
     /// Renders the table into a scratch directory, has HAProxy check it there, and only then writes
@@ -35,9 +42,8 @@ impl Setup {
     pub async fn write_checked(&self, table: &Table) -> anyhow::Result<()> {
         let scratch = self.dir.join("check");
         tokio::fs::create_dir_all(&scratch).await.with_context(|| format!("creating {}", scratch.display()))?;
-        let (cfg, map) = render(table, &Files { dir: &scratch, listen: self.listen });
-        write_atomically(&scratch.join("hosts.map"), &map).await?;
-        write_atomically(&scratch.join("haproxy.cfg"), &cfg).await?;
+        let files = Files { dir: &scratch, listen: self.listen, tls_listen: self.tls_listen };
+        write_files(&files, &render(table, &files))?;
         let out = Command::new(&self.bin)
             .arg("-c")
             .arg("-f")
@@ -60,10 +66,43 @@ impl Setup {
     /// Writes the table's configuration without checking it: for tables that differ from a checked
     /// one only in servers, so that a later reload keeps what the Runtime API changed.
     pub async fn write(&self, table: &Table) -> anyhow::Result<()> {
-        let (cfg, map) = render(table, &self.files());
-        write_atomically(&self.files().hosts_map(), &map).await?;
-        write_atomically(&self.dir.join("haproxy.cfg"), &cfg).await
+        let files = self.files();
+        write_files(&files, &render(table, &files))
     }
+}
+
+/// Writes everything HAProxy reads into the files' directory: the certificates first (each file
+/// replaced whole; those no longer in the table removed, so a revoked or deleted certificate is no
+/// longer served after the next reload), then the maps, then the configuration that names them. Private
+/// keys are written readable by the owner only.
+pub fn write_files(files: &Files<'_>, rendered: &Rendered) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let certs = files.certificates_dir();
+    std::fs::create_dir_all(&certs).with_context(|| format!("creating {}", certs.display()))?;
+    std::fs::set_permissions(&certs, std::fs::Permissions::from_mode(0o700))?;
+    let default = files.default_certificate();
+    if !default.exists() {
+        let made = rcgen::generate_simple_self_signed(vec!["berth-router.invalid".to_owned()])
+            .context("making the router's default certificate")?;
+        write_atomically(&default, &format!("{}{}", made.cert.pem(), made.signing_key.serialize_pem()), 0o600)?;
+    }
+    let wanted: std::collections::BTreeSet<&str> = rendered.certificates.iter().map(|(n, _)| n.as_str()).collect();
+    for entry in std::fs::read_dir(&certs)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !wanted.contains(name.as_str()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    for (name, pem) in &rendered.certificates {
+        let path = certs.join(name);
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(pem.as_str()) {
+            write_atomically(&path, pem, 0o600)?;
+        }
+    }
+    write_atomically(&files.hosts_map(), &rendered.hosts_map, 0o644)?;
+    write_atomically(&files.acme_map(), &rendered.acme_map, 0o644)?;
+    write_atomically(&files.redirect_map(), &rendered.redirect_map, 0o644)?;
+    write_atomically(&files.dir.join("haproxy.cfg"), &rendered.cfg, 0o644)
 }
 
 /// A running HAProxy master.
@@ -165,10 +204,21 @@ pub async fn runtime_command(socket: &Path, command: &str) -> anyhow::Result<Str
         .with_context(|| format!("HAProxy's Runtime API at {}", socket.display()))
 }
 
-async fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    tokio::fs::write(&tmp, text).await.with_context(|| format!("writing {}", tmp.display()))?;
-    tokio::fs::rename(&tmp, path).await.with_context(|| format!("renaming {}", tmp.display()))?;
+/// Writes a file whole under a temporary name (outside the certificates' naming), then renames it.
+fn write_atomically(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_file_name(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(text.as_bytes()).with_context(|| format!("writing {}", tmp.display()))?;
+    drop(f);
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))?;
     Ok(())
 }
 

@@ -15,10 +15,12 @@ use super::table::{Backend, Balance, Server, Table};
 /// (the request itself is retried on another task), instead of waiting for its checks to fail.
 pub const SERVER_CHECK: &str = "check inter 1s fall 2 rise 1 observe layer4 error-limit 1 on-error mark-down";
 
-/// Where the router's files are.
+/// Where the router's files are, and where it listens.
 pub struct Files<'a> {
     pub dir: &'a Path,
     pub listen: SocketAddr,
+    /// Where it serves HTTPS, if it does.
+    pub tls_listen: Option<SocketAddr>,
 }
 
 impl Files<'_> {
@@ -28,10 +30,42 @@ impl Files<'_> {
     pub fn hosts_map(&self) -> std::path::PathBuf {
         self.dir.join("hosts.map")
     }
+    /// ACME HTTP-01 answers: token → key authorization (changed live with `add map`/`del map`).
+    pub fn acme_map(&self) -> std::path::PathBuf {
+        self.dir.join("acme.map")
+    }
+    /// Hosts whose plain-HTTP requests are redirected to HTTPS.
+    pub fn redirect_map(&self) -> std::path::PathBuf {
+        self.dir.join("https.map")
+    }
+    /// One PEM (chain and key) per certificate, chosen by SNI.
+    pub fn certificates_dir(&self) -> std::path::PathBuf {
+        self.dir.join("certs")
+    }
+    /// The certificate for names no other certificate covers (self-signed, made once per directory).
+    pub fn default_certificate(&self) -> std::path::PathBuf {
+        self.dir.join("default.pem")
+    }
 }
 
-/// The configuration file and the host map for a table.
-pub fn render(table: &Table, files: &Files<'_>) -> (String, String) {
+/// Everything a router's HAProxy reads, rendered from a table.
+#[derive(Debug, Default, PartialEq)]
+pub struct Rendered {
+    pub cfg: String,
+    pub hosts_map: String,
+    pub acme_map: String,
+    pub redirect_map: String,
+    /// File name in the certificates directory → PEM.
+    pub certificates: Vec<(String, String)>,
+}
+
+/// A line of the ACME map.
+pub fn acme_line(token: &str, key_authorization: &str) -> String {
+    format!("{token} {key_authorization}")
+}
+
+/// The configuration file and the files it names, for a table.
+pub fn render(table: &Table, files: &Files<'_>) -> Rendered {
     let mut cfg = String::new();
     let admin = files.admin_socket();
     let hosts = files.hosts_map();
@@ -59,16 +93,47 @@ defaults
 
 frontend routes
     bind {listen}
-    http-request set-var(txn.host) req.hdr(host),field(1,:),lower
-    # Only requests that are safe to send twice are retried after reaching a task.
-    acl idempotent method GET HEAD OPTIONS PUT DELETE
-    http-request disable-l7-retry if !idempotent
 ",
         admin = admin.display(),
         listen = files.listen,
     );
+    if let Some(tls) = files.tls_listen {
+        let _ = writeln!(
+            cfg,
+            "    bind {tls} ssl crt {default} crt {dir}",
+            default = files.default_certificate().display(),
+            dir = files.certificates_dir().display()
+        );
+    }
+    let acme = files.acme_map();
+    let _ = write!(
+        cfg,
+        "    http-request set-var(txn.host) req.hdr(host),field(1,:),lower
+    # ACME HTTP-01 challenges of certificates Berth is obtaining, answered by the router itself.
+    http-request return status 200 content-type text/plain lf-string \"%[path,field(4,/),map({acme})]\" if {{ path_beg /.well-known/acme-challenge/ }} {{ path,field(4,/),map({acme}) -m found }}
+    # Only requests that are safe to send twice are retried after reaching a task.
+    acl idempotent method GET HEAD OPTIONS PUT DELETE
+    http-request disable-l7-retry if !idempotent
+",
+        acme = acme.display(),
+    );
+    let mut redirect_map = String::new();
+    if let Some(tls) = files.tls_listen {
+        // Only to hosts the router has a certificate for: anything else would meet the default one.
+        for b in table.backends.values().filter(|b| b.https_redirect) {
+            if table.certificates.values().any(|c| c.covers(&b.domain)) && !redirect_map.contains(&format!("{} 1\n", b.domain)) {
+                let _ = writeln!(redirect_map, "{} 1", b.domain);
+            }
+        }
+        let port = if tls.port() == 443 { String::new() } else { format!(":{}", tls.port()) };
+        let _ = writeln!(
+            cfg,
+            "    http-request redirect location https://%[var(txn.host)]{port}%[url] code 308 if !{{ ssl_fc }} {{ var(txn.host),map_str({map}) -m found }}",
+            map = files.redirect_map().display()
+        );
+    }
     // Path prefixes first, longest first, so `/api/v2` wins over `/api`.
-    let mut prefixed: Vec<&Backend> = table.values().filter(|b| b.path_prefix != "/").collect();
+    let mut prefixed: Vec<&Backend> = table.backends.values().filter(|b| b.path_prefix != "/").collect();
     prefixed.sort_by(|a, b| b.path_prefix.len().cmp(&a.path_prefix.len()).then(a.domain.cmp(&b.domain)));
     for b in prefixed {
         let name = b.name();
@@ -90,7 +155,7 @@ backend no_route
         hosts = hosts.display(),
     );
     let mut map = String::new();
-    for b in table.values() {
+    for b in table.backends.values() {
         let name = b.name();
         if b.path_prefix == "/" {
             let _ = writeln!(map, "{} {name}", b.domain);
@@ -120,7 +185,9 @@ backend no_route
             let _ = writeln!(cfg, "    server {server} {}", server_options(server, s, b.sticky));
         }
     }
-    (cfg, map)
+    let acme_map = table.challenges.iter().map(|(t, k)| acme_line(t, k) + "\n").collect();
+    let certificates = table.certificates.iter().map(|(id, c)| (format!("{}.pem", id.simple()), c.pem.clone())).collect();
+    Rendered { cfg, hosts_map: map, acme_map, redirect_map, certificates }
 }
 
 /// What follows a server's name, in the file and in `add server` alike.
@@ -139,6 +206,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+    use crate::routing::table::Certificate;
 
     fn backend(domain: &str, path: &str, servers: &[(&str, u16)]) -> Backend {
         Backend {
@@ -149,6 +217,7 @@ mod tests {
             sticky: false,
             timeout_secs: 60,
             max_body_bytes: None,
+            https_redirect: false,
             servers: servers
                 .iter()
                 .map(|(task, port)| {
@@ -163,9 +232,10 @@ mod tests {
         let a = backend("web.shop.acme.apps.localhost", "/", &[("abc", 30001), ("def", 30002)]);
         let b = backend("www.example.com", "/api", &[]);
         let c = backend("www.example.com", "/api/v2", &[("ghi", 30003)]);
-        let table: Table = [&a, &b, &c].into_iter().map(|b| (b.route, b.clone())).collect();
+        let table = Table { backends: [&a, &b, &c].into_iter().map(|b| (b.route, b.clone())).collect(), ..Default::default() };
         let dir = Path::new("/run/berth-router");
-        let (cfg, map) = render(&table, &Files { dir, listen: "127.0.0.1:8000".parse().unwrap() });
+        let Rendered { cfg, hosts_map: map, .. } =
+            render(&table, &Files { dir, listen: "127.0.0.1:8000".parse().unwrap(), tls_listen: None });
         assert_eq!(map, format!("web.shop.acme.apps.localhost {}\n", a.name()));
         let v2 = cfg.find(&format!("use_backend {} if", c.name())).unwrap();
         let v1 = cfg.find(&format!("use_backend {} if", b.name())).unwrap();
@@ -184,7 +254,7 @@ mod tests {
     fn haproxy_accepts_every_option() {
         let dir = std::env::temp_dir().join(format!("berth-haproxy-check-{}", Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut table = Table::new();
+        let mut table = Table::default();
         for (i, balance) in [Balance::RoundRobin, Balance::LeastConn, Balance::Source, Balance::Random].into_iter().enumerate() {
             let mut b =
                 backend(&format!("s{i}.example.com"), if i % 2 == 0 { "/" } else { "/api" }, &[("abc", 30001), ("def", 30002)]);
@@ -192,12 +262,21 @@ mod tests {
             b.sticky = i % 2 == 0;
             b.max_body_bytes = (i > 1).then_some(1 << 20);
             b.servers.get_mut("t_def").unwrap().weight = 0;
-            table.insert(b.route, b);
+            b.https_redirect = true;
+            table.backends.insert(b.route, b);
         }
-        let files = Files { dir: &dir, listen: "127.0.0.1:18000".parse().unwrap() };
-        let (cfg, map) = render(&table, &files);
-        std::fs::write(dir.join("haproxy.cfg"), &cfg).unwrap();
-        std::fs::write(files.hosts_map(), map).unwrap();
+        // A certificate for one of them, and a challenge in progress.
+        let cert = rcgen::generate_simple_self_signed(vec!["s0.example.com".to_owned()]).unwrap();
+        let pem = format!("{}{}", cert.cert.pem(), cert.signing_key.serialize_pem());
+        table.certificates.insert(Uuid::now_v7(), Certificate { domain: "s0.example.com".into(), pem });
+        table.challenges.insert("tok3n".into(), "tok3n.thumbprint".into());
+        let files =
+            Files { dir: &dir, listen: "127.0.0.1:18000".parse().unwrap(), tls_listen: Some("127.0.0.1:18443".parse().unwrap()) };
+        let rendered = render(&table, &files);
+        assert_eq!(rendered.redirect_map, "s0.example.com 1\n", "only hosts with a certificate are redirected");
+        assert_eq!(rendered.acme_map, "tok3n tok3n.thumbprint\n");
+        crate::routing::haproxy::write_files(&files, &rendered).unwrap();
+        let cfg = rendered.cfg;
         let out = std::process::Command::new("haproxy").arg("-c").arg("-f").arg(dir.join("haproxy.cfg")).output();
         let _ = std::fs::remove_dir_all(&dir);
         let out = out.expect("running haproxy -c (scripts/install-deps.sh installs Debian's haproxy)");

@@ -52,6 +52,23 @@ pub struct RoutingConfig {
     /// The HAProxy program (Debian's `haproxy`, 2.6).
     #[arg(long, env = "BERTH_HAPROXY_BIN", default_value = "haproxy")]
     pub haproxy_bin: PathBuf,
+
+    /// Where the router serves HTTPS (certificates chosen by SNI), or `off`.
+    #[arg(long, env = "BERTH_ROUTER_TLS_LISTEN", default_value = "127.0.0.1:8443")]
+    pub router_tls_listen: String,
+}
+
+impl RoutingConfig {
+    /// The HTTPS address, `None` when turned off.
+    pub fn tls_listen(&self) -> anyhow::Result<Option<SocketAddr>> {
+        match self.router_tls_listen.trim() {
+            "off" | "" => Ok(None),
+            text => text
+                .parse()
+                .map(Some)
+                .map_err(|_| anyhow::anyhow!("BERTH_ROUTER_TLS_LISTEN `{text}`: give an address and port, or `off`")),
+        }
+    }
 }
 
 /// What request handlers need to know about routing.
@@ -101,8 +118,16 @@ pub async fn preflight(cfg: &RoutingConfig, data_dir: &std::path::Path) -> anyho
             .with_context(|| format!("the router's address {} (BERTH_ROUTER_LISTEN) is in use", cfg.router_listen))?,
     );
     // HAProxy reads a relative socket path as a host name: the directory must be absolute.
+    let tls_listen = cfg.tls_listen()?;
+    if let Some(tls) = tls_listen {
+        anyhow::ensure!(tls.port() != 0, "BERTH_ROUTER_TLS_LISTEN needs a port");
+        drop(
+            std::net::TcpListener::bind(tls)
+                .with_context(|| format!("the router's HTTPS address {tls} (BERTH_ROUTER_TLS_LISTEN) is in use"))?,
+        );
+    }
     let dir = std::path::absolute(data_dir.join("router")).context("the router's directory")?;
-    Ok(haproxy::Setup { bin: cfg.haproxy_bin.clone(), dir, listen: cfg.router_listen })
+    Ok(haproxy::Setup { bin: cfg.haproxy_bin.clone(), dir, listen: cfg.router_listen, tls_listen })
 }
 
 /// `berth router`: a router on its own, against the shared database, until SIGINT/SIGTERM.
@@ -111,10 +136,14 @@ pub async fn run_role(cfg: crate::config::RouterRoleConfig) -> anyhow::Result<()
     let result = async {
         crate::db::wait_for_migrations(&database.pools.system).await?;
         let setup = preflight(&cfg.routing, &cfg.db.data_dir).await?;
+        // The certificates' keys are sealed with the master secret: a router on another host needs
+        // the same BERTH_SECRET.
+        let secret = crate::crypto::load_or_create_secret(cfg.secret.as_deref(), &cfg.db.data_dir)?;
+        let keys = crate::crypto::Keys::from_secret(&secret)?;
         println!("Router is up: http://{}/", setup.listen);
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let router =
-            tokio::spawn(router::run(database.pools.system.clone(), setup, table::Scope::Clusters(cfg.clusters), stopped));
+        let scope = table::Scope::Clusters(cfg.clusters);
+        let router = tokio::spawn(router::run(database.pools.system.clone(), setup, scope, keys, stopped));
         crate::serve::shutdown_signal().await;
         let _ = stop.send(true);
         let _ = router.await;
@@ -139,6 +168,7 @@ mod tests {
             router: RouterMode::On,
             router_listen: SocketAddr::from(([127, 0, 0, 1], port)),
             haproxy_bin: "haproxy".into(),
+            router_tls_listen: "off".into(),
         };
         let setup = preflight(&cfg, std::path::Path::new("./.berth")).await.unwrap();
         assert!(setup.dir.is_absolute(), "{}", setup.dir.display());

@@ -14,6 +14,7 @@ use super::haproxy::{Haproxy, Setup};
 use super::haproxy_config::server_options;
 use super::table::{self, Backend, Scope, Server, Table};
 use super::traffic::{self, Meters};
+use crate::crypto::Keys;
 
 /// How often a router reads the table even when nothing was announced.
 const RESYNC: Duration = Duration::from_secs(2);
@@ -28,21 +29,43 @@ pub enum Change {
     Live(Vec<String>),
 }
 
-/// Compares what HAProxy has with what the table wants.
-pub fn plan(applied: &Table, desired: &Table) -> Change {
+/// Compares what HAProxy has with what the table wants. `acme_map` is the ACME map's path as the
+/// configuration names it (challenges change live in it).
+pub fn plan(applied: &Table, desired: &Table, acme_map: &std::path::Path) -> Change {
     if applied == desired {
         return Change::Nothing;
     }
+    // Certificates are files HAProxy reads at start: a new, renewed or removed one needs a reload.
+    if applied.certificates != desired.certificates {
+        return Change::Reload;
+    }
+    let (before, after) = (&applied.backends, &desired.backends);
     let same_routes =
-        applied.len() == desired.len() && applied.iter().zip(desired).all(|((ka, a), (kb, b))| ka == kb && a.same_shape(b));
+        before.len() == after.len() && before.iter().zip(after).all(|((ka, a), (kb, b))| ka == kb && a.same_shape(b));
     // HAProxy 2.6 takes no `cookie` on a server added live, so a sticky route's servers change by
     // reload (which keeps connections; stickiness survives because cookies name tasks).
-    let sticky_changed = applied.values().zip(desired.values()).any(|(a, b)| b.sticky && a.servers != b.servers);
+    let sticky_changed = before.values().zip(after.values()).any(|(a, b)| b.sticky && a.servers != b.servers);
     if !same_routes || sticky_changed {
         return Change::Reload;
     }
     let mut commands = Vec::new();
-    for (old, new) in applied.values().zip(desired.values()) {
+    let map = acme_map.display();
+    for token in applied.challenges.keys() {
+        if !desired.challenges.contains_key(token) {
+            commands.push(format!("del map {map} {token}"));
+        }
+    }
+    for (token, answer) in &desired.challenges {
+        match applied.challenges.get(token) {
+            Some(was) if was == answer => {}
+            Some(_) => {
+                commands.push(format!("del map {map} {token}"));
+                commands.push(format!("add map {map} {token} {answer}"));
+            }
+            None => commands.push(format!("add map {map} {token} {answer}")),
+        }
+    }
+    for (old, new) in before.values().zip(after.values()) {
         servers(old, new, &mut commands);
     }
     Change::Live(commands)
@@ -91,16 +114,20 @@ fn accepted(command: &str, answer: &str) -> bool {
         answer.contains("New server registered")
     } else if command.starts_with("del server") {
         answer.contains("Server deleted")
+    } else if command.starts_with("del map") {
+        // Gone already is as good.
+        answer.is_empty() || answer.contains("not found")
     } else {
         answer.is_empty()
     }
 }
 
 /// Runs a router until `stopping` turns true, restarting HAProxy whenever it exits.
-pub async fn run(db: PgPool, setup: Setup, scope: Scope, mut stopping: watch::Receiver<bool>) {
+/// `keys` open the certificates' private keys (the master secret's, as `berth serve` has it).
+pub async fn run(db: PgPool, setup: Setup, scope: Scope, keys: Keys, mut stopping: watch::Receiver<bool>) {
     let mut pause = Duration::from_millis(200);
     loop {
-        match serve(&db, &setup, &scope, &mut stopping).await {
+        match serve(&db, &setup, &scope, &keys, &mut stopping).await {
             Ok(()) => return,
             Err(e) => tracing::warn!(error = %format!("{e:#}"), retry_in = ?pause, "the router stopped; starting it again"),
         }
@@ -113,12 +140,18 @@ pub async fn run(db: PgPool, setup: Setup, scope: Scope, mut stopping: watch::Re
 }
 
 /// One life of HAProxy: started on the table as it is, then kept in step. `Ok` when asked to stop.
-async fn serve(db: &PgPool, setup: &Setup, scope: &Scope, stopping: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
+async fn serve(
+    db: &PgPool,
+    setup: &Setup,
+    scope: &Scope,
+    keys: &Keys,
+    stopping: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let mut listener = PgListener::connect_with(db).await?;
     listener.listen("berth_routes").await?;
-    let mut applied = table::read(db, scope).await?;
+    let mut applied = table::read(db, scope, keys).await?;
     let mut proxy = Haproxy::start(setup, &applied).await?;
-    tracing::info!(listen = %setup.listen, routes = applied.len(), "router serving");
+    tracing::info!(listen = %setup.listen, routes = applied.backends.len(), certificates = applied.certificates.len(), "router serving");
     let name = router_name(setup);
     let mut meter = Meters::default();
     let mut tick = tokio::time::interval(traffic::INTERVAL);
@@ -142,14 +175,14 @@ async fn serve(db: &PgPool, setup: &Setup, scope: &Scope, stopping: &mut watch::
                 return Ok(());
             }
         }
-        let desired = match table::read(db, scope).await {
+        let desired = match table::read(db, scope, keys).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = %e, "router cannot read the route table");
                 continue;
             }
         };
-        if plan(&applied, &desired) == Change::Reload
+        if plan(&applied, &desired, &setup.acme_map()) == Change::Reload
             && let Err(e) = record_traffic(db, &proxy, &name, &mut meter).await
         {
             // The old worker's counters go with it: count them first.
@@ -191,7 +224,7 @@ async fn record_traffic(db: &PgPool, proxy: &Haproxy, name: &str, meter: &mut Me
 /// Brings HAProxy from `applied` to `desired`: live when only servers changed (falling back to a
 /// reload if HAProxy refuses a command), else a checked reload. `true` when HAProxy reloaded.
 async fn apply(proxy: &mut Haproxy, applied: &Table, desired: &Table) -> anyhow::Result<bool> {
-    match plan(applied, desired) {
+    match plan(applied, desired, &proxy.setup.acme_map()) {
         Change::Nothing => Ok(false),
         Change::Reload => proxy.reload(desired).await.map(|()| true),
         Change::Live(commands) => {
@@ -225,6 +258,7 @@ mod tests {
             sticky: false,
             timeout_secs: 60,
             max_body_bytes: None,
+            https_redirect: false,
             servers: servers
                 .iter()
                 .map(|(n, port, draining)| {
@@ -235,7 +269,13 @@ mod tests {
     }
 
     fn table(b: Backend) -> Table {
-        [(b.route, b)].into_iter().collect()
+        Table { backends: [(b.route, b)].into_iter().collect(), ..Default::default() }
+    }
+
+    const MAP: &str = "/r/acme.map";
+
+    fn plan(a: &Table, b: &Table) -> Change {
+        super::plan(a, b, std::path::Path::new(MAP))
     }
 
     #[test]
@@ -270,8 +310,25 @@ mod tests {
         assert_eq!(plan(&table(sticky), &table(sticky_more)), Change::Reload, "a sticky route's servers change by reload");
         let mut two = before.clone();
         let other = backend(Uuid::now_v7(), &[]);
-        two.insert(other.route, other);
+        two.backends.insert(other.route, other);
         assert_eq!(plan(&before, &two), Change::Reload, "a new route needs a reload");
+    }
+
+    #[test]
+    fn challenges_change_live_and_certificates_by_reload() {
+        let r = Uuid::now_v7();
+        let before = table(backend(r, &[("t_a", 30001, false)]));
+        let mut asked = before.clone();
+        asked.challenges.insert("tok".into(), "tok.print".into());
+        assert_eq!(plan(&before, &asked), Change::Live(vec![format!("add map {MAP} tok tok.print")]));
+        assert_eq!(plan(&asked, &before), Change::Live(vec![format!("del map {MAP} tok")]));
+        let mut issued = before.clone();
+        issued
+            .certificates
+            .insert(Uuid::now_v7(), crate::routing::table::Certificate { domain: "a.test".into(), pem: "x".into() });
+        assert_eq!(plan(&before, &issued), Change::Reload);
+        assert!(accepted("del map /r/acme.map tok", "Key not found.\n"));
+        assert!(accepted("add map /r/acme.map tok v", "\n"));
     }
 
     #[test]

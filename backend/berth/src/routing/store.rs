@@ -108,11 +108,12 @@ pub struct Options {
     pub sticky: bool,
     pub timeout_secs: i32,
     pub max_body_bytes: Option<i64>,
+    pub https_redirect: bool,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { balance: "roundrobin".into(), sticky: false, timeout_secs: 60, max_body_bytes: None }
+        Options { balance: "roundrobin".into(), sticky: false, timeout_secs: 60, max_body_bytes: None, https_redirect: false }
     }
 }
 
@@ -141,6 +142,9 @@ impl Options {
             Some(n) => out.max_body_bytes = Some(n),
             None => {}
         }
+        if let Some(r) = changes.https_redirect {
+            out.https_redirect = r;
+        }
         Ok(out)
     }
 }
@@ -160,8 +164,9 @@ pub async fn insert(tx: &mut PgConnection, tenant: Uuid, new: &NewRoute<'_>) -> 
     held_by_other(tx, tenant, new.domain, "domain").await?;
     let id = Uuid::now_v7();
     sqlx::query(
-        "INSERT INTO routes (id, tenant_id, service_id, port, domain, path_prefix, source, balance, sticky, timeout_secs, max_body_bytes)
-         VALUES ($1, $2, $3, $4, $5, $6, 'api', $7, $8, $9, $10)",
+        "INSERT INTO routes (id, tenant_id, service_id, port, domain, path_prefix, source, balance, sticky, timeout_secs, max_body_bytes,
+                             https_redirect)
+         VALUES ($1, $2, $3, $4, $5, $6, 'api', $7, $8, $9, $10, $11)",
     )
     .bind(id)
     .bind(tenant)
@@ -173,6 +178,7 @@ pub async fn insert(tx: &mut PgConnection, tenant: Uuid, new: &NewRoute<'_>) -> 
     .bind(new.options.sticky)
     .bind(new.options.timeout_secs)
     .bind(new.options.max_body_bytes)
+    .bind(new.options.https_redirect)
     .execute(&mut *tx)
     .await
     .map_err(|e| taken(e, "domain", new.domain, new.path_prefix))?;
@@ -182,13 +188,15 @@ pub async fn insert(tx: &mut PgConnection, tenant: Uuid, new: &NewRoute<'_>) -> 
 
 pub async fn set_options(conn: &mut PgConnection, id: Uuid, options: &Options) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE routes SET balance = $2, sticky = $3, timeout_secs = $4, max_body_bytes = $5, updated_at = now() WHERE id = $1",
+        "UPDATE routes SET balance = $2, sticky = $3, timeout_secs = $4, max_body_bytes = $5, https_redirect = $6, updated_at = now()
+          WHERE id = $1",
     )
     .bind(id)
     .bind(&options.balance)
     .bind(options.sticky)
     .bind(options.timeout_secs)
     .bind(options.max_body_bytes)
+    .bind(options.https_redirect)
     .execute(conn)
     .await?;
     Ok(())
@@ -220,6 +228,7 @@ pub struct RouteRow {
     pub sticky: bool,
     pub timeout_secs: i32,
     pub max_body_bytes: Option<i64>,
+    pub https_redirect: bool,
     pub endpoints: i64,
     pub requests: i64,
     pub responses_5xx: i64,
@@ -237,6 +246,7 @@ impl RouteRow {
             sticky: self.sticky,
             timeout_secs: self.timeout_secs,
             max_body_bytes: self.max_body_bytes,
+            https_redirect: self.https_redirect,
         }
     }
 
@@ -255,6 +265,7 @@ impl RouteRow {
             sticky: self.sticky,
             timeout_secs: self.timeout_secs,
             max_body_bytes: self.max_body_bytes,
+            https_redirect: self.https_redirect,
             endpoints: self.endpoints,
             traffic: berth_types::RouteTraffic {
                 requests_total: self.requests,
@@ -273,7 +284,7 @@ impl RouteRow {
 /// target) and its traffic summed over the routers (rates only from routers heard from lately).
 const ROUTE_SELECT: &str = "
     SELECT r.id, r.domain, r.path_prefix, r.service_id, s.application_id, r.port, r.source, r.verified, r.balance,
-           r.sticky, r.timeout_secs, r.max_body_bytes, r.created_at,
+           r.sticky, r.timeout_secs, r.max_body_bytes, r.https_redirect, r.created_at,
            (SELECT count(*) FROM containers c
              WHERE c.service_id = r.service_id AND c.state = 'running' AND c.desired_state = 'running'
                AND EXISTS (SELECT 1 FROM jsonb_array_elements(c.host_ports) hp WHERE (hp->>'target')::int = r.port)) AS endpoints,

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::crypto::Keys;
+
 /// How a backend spreads requests over its servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Balance {
@@ -40,6 +42,8 @@ pub struct Backend {
     pub sticky: bool,
     pub timeout_secs: u32,
     pub max_body_bytes: Option<i64>,
+    /// Plain-HTTP requests are redirected to HTTPS (when the router has a certificate for the domain).
+    pub https_redirect: bool,
     /// By server name.
     pub servers: BTreeMap<String, Server>,
 }
@@ -79,7 +83,36 @@ pub fn is_copy(server: &str) -> bool {
 }
 
 /// Every routed backend, by route id.
-pub type Table = BTreeMap<Uuid, Backend>;
+pub type Backends = BTreeMap<Uuid, Backend>;
+
+/// A certificate the router serves over TLS (chosen by SNI): its chain and private key, as one PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    /// The name it is for (`*.example.com` for a wildcard).
+    pub domain: String,
+    pub pem: String,
+}
+
+impl Certificate {
+    /// Whether it serves `host`.
+    pub fn covers(&self, host: &str) -> bool {
+        match self.domain.strip_prefix("*.") {
+            Some(parent) => host.split_once('.').is_some_and(|(_, rest)| rest == parent),
+            None => self.domain == host,
+        }
+    }
+}
+
+/// Everything a router serves: the backends, the certificates, and the answers to ACME HTTP-01
+/// challenges in progress.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Table {
+    pub backends: Backends,
+    /// By certificate id.
+    pub certificates: BTreeMap<Uuid, Certificate>,
+    /// ACME token → key authorization, answered at `/.well-known/acme-challenge/<token>`.
+    pub challenges: BTreeMap<String, String>,
+}
 
 /// Which clusters a router serves.
 #[derive(Debug, Clone)]
@@ -99,6 +132,7 @@ struct Row {
     sticky: bool,
     timeout_secs: i32,
     max_body_bytes: Option<i64>,
+    https_redirect: bool,
     task: Option<String>,
     address: Option<String>,
     published: Option<i32>,
@@ -112,13 +146,39 @@ struct Row {
 /// (Swarm counts a task with a healthcheck as running only once it is healthy) at a host port for the
 /// route's target on a node with an address. While a release of the application is open, the tasks of
 /// its copy of the route's service serve the route too, weighted by the release's percentage.
-pub async fn read(db: &PgPool, scope: &Scope) -> sqlx::Result<Table> {
+/// Certificates are read with their keys opened with `keys`; a key that does not open is skipped
+/// (and logged), so one bad row never stops the router.
+pub async fn read(db: &PgPool, scope: &Scope, keys: &Keys) -> sqlx::Result<Table> {
+    let backends = read_backends(db, scope).await?;
+    let rows: Vec<(Uuid, String, String, Vec<u8>)> = sqlx::query_as(
+        "SELECT id, domain, certificate_pem, key_sealed FROM certificates WHERE state = 'issued' AND key_sealed IS NOT NULL",
+    )
+    .fetch_all(db)
+    .await?;
+    let mut certificates = BTreeMap::new();
+    for (id, domain, chain, sealed) in rows {
+        match keys.open(&sealed).map(String::from_utf8) {
+            Ok(Ok(key)) => {
+                certificates.insert(id, Certificate { domain, pem: format!("{}\n{}", chain.trim_end(), key.trim_end()) + "\n" });
+            }
+            _ => tracing::warn!(certificate = %id, "a certificate's key does not open with this Berth's secret; not served"),
+        }
+    }
+    let challenges = sqlx::query_as::<_, (String, String)>("SELECT token, key_authorization FROM acme_challenges")
+        .fetch_all(db)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(Table { backends, certificates, challenges })
+}
+
+async fn read_backends(db: &PgPool, scope: &Scope) -> sqlx::Result<Backends> {
     let (local, clusters) = match scope {
         Scope::Local => (true, Vec::new()),
         Scope::Clusters(ids) => (false, ids.clone()),
     };
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT r.id AS route, r.domain, r.path_prefix, r.balance, r.sticky, r.timeout_secs, r.max_body_bytes,
+        "SELECT r.id AS route, r.domain, r.path_prefix, r.balance, r.sticky, r.timeout_secs, r.max_body_bytes, r.https_redirect,
                 c.swarm_task_id AS task, n.address, (hp.value->>'published')::int AS published,
                 c.desired_state <> 'running' AS leaving, c.service_id <> s.id AS copy,
                 CASE WHEN cp.id IS NOT NULL THEN rel.weight END AS release_weight
@@ -139,7 +199,7 @@ pub async fn read(db: &PgPool, scope: &Scope) -> sqlx::Result<Table> {
     .bind(&clusters)
     .fetch_all(db)
     .await?;
-    let mut table = Table::new();
+    let mut table = Backends::new();
     let mut releases: BTreeMap<Uuid, u8> = BTreeMap::new();
     for row in rows {
         if let Some(w) = row.release_weight {
@@ -153,6 +213,7 @@ pub async fn read(db: &PgPool, scope: &Scope) -> sqlx::Result<Table> {
             sticky: row.sticky,
             timeout_secs: u32::try_from(row.timeout_secs).unwrap_or(60),
             max_body_bytes: row.max_body_bytes,
+            https_redirect: row.https_redirect,
             servers: BTreeMap::new(),
         });
         let (Some(task), Some(address), Some(port)) = (row.task, row.address, row.published) else { continue };
