@@ -63,3 +63,6 @@ CREATE POLICY platform_only ON acme_challenges USING ((SELECT berth_rls_bypassed
 ALTER TABLE acme_accounts ENABLE ROW LEVEL SECURITY;
 ALTER TABLE acme_accounts FORCE ROW LEVEL SECURITY;
 CREATE POLICY platform_only ON acme_accounts USING ((SELECT berth_rls_bypassed())) WITH CHECK ((SELECT berth_rls_bypassed()));
+
+-- A route's health check: an HTTP GET of this path (2xx or 3xx is healthy) instead of a TCP connect.
+ALTER TABLE routes ADD COLUMN probe_path text CHECK (probe_path ~ '^/[!-~]{0,199}$');

@@ -506,6 +506,7 @@ async fn a_configuration_haproxy_refuses_never_replaces_a_working_one() {
         timeout_secs: 60,
         max_body_bytes: None,
         https_redirect: false,
+        probe_path: None,
         servers: Default::default(),
     };
     let good = Table { backends: [backend("a.example.com")].into_iter().map(|b| (b.route, b)).collect(), ..Default::default() };

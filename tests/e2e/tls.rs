@@ -126,6 +126,31 @@ async fn certificates_are_obtained_over_acme_served_by_sni_renewed_and_uploaded(
     };
     assert_eq!(moved.headers()["location"], format!("https://{host}:{}/index.html?y=1", tls.port()).as_str());
 
+    // A route's HTTP probe: a path the task does not serve takes it out of rotation; one it serves
+    // brings it back. (Set on the service's page.)
+    b.fill(&format!("#probe-{route}"), "/missing").await;
+    b.click(&format!("tr[data-route='{host}'] button[type='submit']")).await;
+    app.wait_for(&t.owner, &format!("/api/v1/routes/{route}"), Duration::from_secs(10), |r| r["probe_path"] == "/missing").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body, _) = https_get(tls, &host, &root, "/").await.unwrap();
+        if status == 503 {
+            assert_eq!(body, "No task of this service can answer right now.");
+            break;
+        }
+        assert!(Instant::now() < deadline, "a task failing its probe still serves: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    app.patch(&format!("/api/v1/routes/{route}"), &t.owner, json!({"probe_path": "/index.html"})).await.expect(StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while https_get(tls, &host, &root, "/").await.unwrap().0 != 200 {
+        assert!(Instant::now() < deadline, "the task passing its probe is not back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let bad = app.patch(&format!("/api/v1/routes/{route}"), &t.owner, json!({"probe_path": "no slash"})).await;
+    bad.expect(StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(bad.body["errors"][0]["field"], "probe_path");
+
     // Renewal obtains a new certificate, and the router serves it.
     let renewing = app.post(&format!("/api/v1/certificates/{id}/renew"), &t.owner, json!({})).await;
     renewing.expect(StatusCode::ACCEPTED);

@@ -867,6 +867,8 @@ pub struct Route {
     pub max_body_bytes: Option<i64>,
     /// Plain-HTTP requests are redirected to HTTPS (once the routers have a certificate for the domain).
     pub https_redirect: bool,
+    /// The path tasks are checked at over HTTP; `null`: a TCP connect.
+    pub probe_path: Option<String>,
     /// Running tasks the router balances over right now.
     pub endpoints: i64,
     /// What the routers have seen on this route.
@@ -910,6 +912,8 @@ pub struct CreateRoute {
     pub max_body_bytes: Option<i64>,
     /// Redirect plain-HTTP requests to HTTPS once the routers have a certificate for the domain.
     pub https_redirect: Option<bool>,
+    /// Check tasks with an HTTP GET of this path (2xx or 3xx: healthy) instead of a TCP connect.
+    pub probe_path: Option<String>,
 }
 
 impl CreateRoute {
@@ -920,6 +924,7 @@ impl CreateRoute {
             timeout_secs: self.timeout_secs,
             max_body_bytes: self.max_body_bytes,
             https_redirect: self.https_redirect,
+            probe_path: self.probe_path.clone(),
         }
     }
 }
@@ -938,6 +943,8 @@ pub struct RouteOptions {
     pub max_body_bytes: Option<i64>,
     /// Redirect plain-HTTP requests to HTTPS (308) once the routers have a certificate for the domain.
     pub https_redirect: Option<bool>,
+    /// Check tasks with an HTTP GET of this path (2xx or 3xx: healthy); `""` goes back to a TCP check.
+    pub probe_path: Option<String>,
 }
 
 /// A custom domain granted to a tenant by a platform admin: routes of that tenant to the domain or any

@@ -200,6 +200,7 @@ fn route_row(
     let balance = RwSignal::new(r.balance.clone());
     let sticky = RwSignal::new(r.sticky);
     let redirect = RwSignal::new(r.https_redirect);
+    let probe = RwSignal::new(r.probe_path.clone().unwrap_or_default());
     let https = https_cell(&r.domain, r.verified, cert, dev, error, changed);
     let timeout = RwSignal::new(r.timeout_secs.to_string());
     let shown = if r.path_prefix == "/" { r.domain.clone() } else { format!("{}{}", r.domain, r.path_prefix) };
@@ -222,6 +223,7 @@ fn route_row(
             timeout_secs: Some(timeout_secs),
             max_body_bytes: None,
             https_redirect: Some(redirect.get_untracked()),
+            probe_path: Some(probe.get_untracked().trim().to_owned()),
         };
         leptos::task::spawn_local(async move {
             match api::patch::<Route>(&format!("/routes/{id}"), &body).await {
@@ -238,6 +240,7 @@ fn route_row(
     let settings = if dev {
         let (b_id, s_id, t_id, h_id) =
             (format!("balance-{id}"), format!("sticky-{id}"), format!("timeout-{id}"), format!("https-{id}"));
+        let p_id = format!("probe-{id}");
         view! {
             <form class="form inline-form" on:submit=save>
                 <label>"Balance "
@@ -251,6 +254,9 @@ fn route_row(
                 <label>"Timeout (s) "
                 <input type="number" min="1" max="3600" id=t_id prop:value=move || timeout.get()
                     on:input=move |ev| timeout.set(event_target_value(&ev)) /></label>
+                <label>"Health check path "
+                <input type="text" id=p_id placeholder="TCP connect" prop:value=move || probe.get()
+                    on:input=move |ev| probe.set(event_target_value(&ev)) /></label>
                 <label class="inline"><input type="checkbox" id=h_id prop:checked=move || redirect.get()
                     on:change=move |ev| redirect.set(event_target_checked(&ev)) />" HTTP → HTTPS"</label>
                 <button type="submit" class="small">"Save"</button>
@@ -260,7 +266,8 @@ fn route_row(
     } else {
         let sticky = if r.sticky { ", sticky" } else { "" };
         let redirect = if r.https_redirect { ", HTTP → HTTPS" } else { "" };
-        view! { <span>{format!("{}{sticky}, {} s{redirect}", r.balance, r.timeout_secs)}</span> }.into_any()
+        let probe = r.probe_path.as_deref().map(|p| format!(", checked at {p}")).unwrap_or_default();
+        view! { <span>{format!("{}{sticky}, {} s{redirect}{probe}", r.balance, r.timeout_secs)}</span> }.into_any()
     };
     view! {
         <tr data-route=r.domain.clone()>
@@ -297,6 +304,7 @@ fn AddRoute(service: Uuid, port: String, error: RwSignal<Option<ApiError>>, chan
             timeout_secs: None,
             max_body_bytes: None,
             https_redirect: None,
+            probe_path: None,
         };
         leptos::task::spawn_local(async move {
             match api::post::<Route>("/routes", &body).await {

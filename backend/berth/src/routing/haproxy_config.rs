@@ -168,6 +168,14 @@ backend no_route
             Balance::Random => writeln!(cfg, "    balance random"),
         };
         let _ = writeln!(cfg, "    timeout server {}s", b.timeout_secs);
+        if let Some(path) = &b.probe_path {
+            // The servers' `check` then asks over HTTP, with the route's own host name.
+            let _ = writeln!(
+                cfg,
+                "    option httpchk\n    http-check send meth GET uri {path} ver HTTP/1.1 hdr Host {}\n    http-check expect status 200-399",
+                b.domain
+            );
+        }
         if let Some(max) = b.max_body_bytes {
             let _ = writeln!(cfg, "    http-request deny deny_status 413 if {{ req.hdr_val(content-length) gt {max} }}");
         }
@@ -218,6 +226,7 @@ mod tests {
             timeout_secs: 60,
             max_body_bytes: None,
             https_redirect: false,
+            probe_path: None,
             servers: servers
                 .iter()
                 .map(|(task, port)| {
@@ -263,6 +272,7 @@ mod tests {
             b.max_body_bytes = (i > 1).then_some(1 << 20);
             b.servers.get_mut("t_def").unwrap().weight = 0;
             b.https_redirect = true;
+            b.probe_path = (i % 2 == 1).then(|| "/healthz?full=1".to_owned());
             table.backends.insert(b.route, b);
         }
         // A certificate for one of them, and a challenge in progress.

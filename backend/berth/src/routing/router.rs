@@ -259,6 +259,7 @@ mod tests {
             timeout_secs: 60,
             max_body_bytes: None,
             https_redirect: false,
+            probe_path: None,
             servers: servers
                 .iter()
                 .map(|(n, port, draining)| {

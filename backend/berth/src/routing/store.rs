@@ -109,11 +109,19 @@ pub struct Options {
     pub timeout_secs: i32,
     pub max_body_bytes: Option<i64>,
     pub https_redirect: bool,
+    pub probe_path: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { balance: "roundrobin".into(), sticky: false, timeout_secs: 60, max_body_bytes: None, https_redirect: false }
+        Options {
+            balance: "roundrobin".into(),
+            sticky: false,
+            timeout_secs: 60,
+            max_body_bytes: None,
+            https_redirect: false,
+            probe_path: None,
+        }
     }
 }
 
@@ -145,6 +153,19 @@ impl Options {
         if let Some(r) = changes.https_redirect {
             out.https_redirect = r;
         }
+        match changes.probe_path.as_deref() {
+            Some("") => out.probe_path = None,
+            Some(p) if p.starts_with('/') && p.len() <= 200 && p.bytes().all(|b| b.is_ascii_graphic()) => {
+                out.probe_path = Some(p.to_owned());
+            }
+            Some(_) => {
+                return Err(ApiError::invalid_field(
+                    "probe_path",
+                    "must be a path starting with `/`, at most 200 printable characters without spaces (`\"\"`: a TCP check)",
+                ));
+            }
+            None => {}
+        }
         Ok(out)
     }
 }
@@ -165,8 +186,8 @@ pub async fn insert(tx: &mut PgConnection, tenant: Uuid, new: &NewRoute<'_>) -> 
     let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO routes (id, tenant_id, service_id, port, domain, path_prefix, source, balance, sticky, timeout_secs, max_body_bytes,
-                             https_redirect)
-         VALUES ($1, $2, $3, $4, $5, $6, 'api', $7, $8, $9, $10, $11)",
+                             https_redirect, probe_path)
+         VALUES ($1, $2, $3, $4, $5, $6, 'api', $7, $8, $9, $10, $11, $12)",
     )
     .bind(id)
     .bind(tenant)
@@ -179,6 +200,7 @@ pub async fn insert(tx: &mut PgConnection, tenant: Uuid, new: &NewRoute<'_>) -> 
     .bind(new.options.timeout_secs)
     .bind(new.options.max_body_bytes)
     .bind(new.options.https_redirect)
+    .bind(&new.options.probe_path)
     .execute(&mut *tx)
     .await
     .map_err(|e| taken(e, "domain", new.domain, new.path_prefix))?;
@@ -188,8 +210,8 @@ pub async fn insert(tx: &mut PgConnection, tenant: Uuid, new: &NewRoute<'_>) -> 
 
 pub async fn set_options(conn: &mut PgConnection, id: Uuid, options: &Options) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE routes SET balance = $2, sticky = $3, timeout_secs = $4, max_body_bytes = $5, https_redirect = $6, updated_at = now()
-          WHERE id = $1",
+        "UPDATE routes SET balance = $2, sticky = $3, timeout_secs = $4, max_body_bytes = $5, https_redirect = $6, probe_path = $7,
+                updated_at = now() WHERE id = $1",
     )
     .bind(id)
     .bind(&options.balance)
@@ -197,6 +219,7 @@ pub async fn set_options(conn: &mut PgConnection, id: Uuid, options: &Options) -
     .bind(options.timeout_secs)
     .bind(options.max_body_bytes)
     .bind(options.https_redirect)
+    .bind(&options.probe_path)
     .execute(conn)
     .await?;
     Ok(())
@@ -229,6 +252,7 @@ pub struct RouteRow {
     pub timeout_secs: i32,
     pub max_body_bytes: Option<i64>,
     pub https_redirect: bool,
+    pub probe_path: Option<String>,
     pub endpoints: i64,
     pub requests: i64,
     pub responses_5xx: i64,
@@ -247,6 +271,7 @@ impl RouteRow {
             timeout_secs: self.timeout_secs,
             max_body_bytes: self.max_body_bytes,
             https_redirect: self.https_redirect,
+            probe_path: self.probe_path.clone(),
         }
     }
 
@@ -266,6 +291,7 @@ impl RouteRow {
             timeout_secs: self.timeout_secs,
             max_body_bytes: self.max_body_bytes,
             https_redirect: self.https_redirect,
+            probe_path: self.probe_path,
             endpoints: self.endpoints,
             traffic: berth_types::RouteTraffic {
                 requests_total: self.requests,
@@ -284,7 +310,7 @@ impl RouteRow {
 /// target) and its traffic summed over the routers (rates only from routers heard from lately).
 const ROUTE_SELECT: &str = "
     SELECT r.id, r.domain, r.path_prefix, r.service_id, s.application_id, r.port, r.source, r.verified, r.balance,
-           r.sticky, r.timeout_secs, r.max_body_bytes, r.https_redirect, r.created_at,
+           r.sticky, r.timeout_secs, r.max_body_bytes, r.https_redirect, r.probe_path, r.created_at,
            (SELECT count(*) FROM containers c
              WHERE c.service_id = r.service_id AND c.state = 'running' AND c.desired_state = 'running'
                AND EXISTS (SELECT 1 FROM jsonb_array_elements(c.host_ports) hp WHERE (hp->>'target')::int = r.port)) AS endpoints,

@@ -44,6 +44,8 @@ pub struct Backend {
     pub max_body_bytes: Option<i64>,
     /// Plain-HTTP requests are redirected to HTTPS (when the router has a certificate for the domain).
     pub https_redirect: bool,
+    /// Servers are checked with an HTTP GET of this path (else a TCP connect).
+    pub probe_path: Option<String>,
     /// By server name.
     pub servers: BTreeMap<String, Server>,
 }
@@ -133,6 +135,7 @@ struct Row {
     timeout_secs: i32,
     max_body_bytes: Option<i64>,
     https_redirect: bool,
+    probe_path: Option<String>,
     task: Option<String>,
     address: Option<String>,
     published: Option<i32>,
@@ -178,7 +181,7 @@ async fn read_backends(db: &PgPool, scope: &Scope) -> sqlx::Result<Backends> {
         Scope::Clusters(ids) => (false, ids.clone()),
     };
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT r.id AS route, r.domain, r.path_prefix, r.balance, r.sticky, r.timeout_secs, r.max_body_bytes, r.https_redirect,
+        "SELECT r.id AS route, r.domain, r.path_prefix, r.balance, r.sticky, r.timeout_secs, r.max_body_bytes, r.https_redirect, r.probe_path,
                 c.swarm_task_id AS task, n.address, (hp.value->>'published')::int AS published,
                 c.desired_state <> 'running' AS leaving, c.service_id <> s.id AS copy,
                 CASE WHEN cp.id IS NOT NULL THEN rel.weight END AS release_weight
@@ -214,6 +217,7 @@ async fn read_backends(db: &PgPool, scope: &Scope) -> sqlx::Result<Backends> {
             timeout_secs: u32::try_from(row.timeout_secs).unwrap_or(60),
             max_body_bytes: row.max_body_bytes,
             https_redirect: row.https_redirect,
+            probe_path: row.probe_path,
             servers: BTreeMap::new(),
         });
         let (Some(task), Some(address), Some(port)) = (row.task, row.address, row.published) else { continue };
