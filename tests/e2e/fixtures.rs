@@ -29,6 +29,7 @@ pub struct Objects {
     pub route: Uuid,
     pub release: Uuid,
     pub certificate: Uuid,
+    pub balancer: Uuid,
     pub job: Uuid,
     pub user: Uuid,
     pub token: Uuid,
@@ -111,6 +112,13 @@ pub async fn certificate(app: &TestApp, token: &str) -> Uuid {
     id
 }
 
+/// A load balancer without listeners on the cluster.
+pub async fn load_balancer(app: &TestApp, token: &str, cluster: Uuid) -> Uuid {
+    let r = app.post("/api/v1/load-balancers", token, json!({"name": unique("lb"), "cluster_id": cluster})).await;
+    r.expect(StatusCode::CREATED);
+    r.id()
+}
+
 pub async fn tenant_user(app: &TestApp, owner: &str) -> Uuid {
     let r = app
         .post(
@@ -146,6 +154,7 @@ pub async fn objects(app: &TestApp, t: &Tenant) -> Objects {
         route,
         release: release(app, &t.owner, cluster, template).await,
         certificate: certificate(app, &t.owner).await,
+        balancer: load_balancer(app, &t.owner, cluster).await,
         job,
         user: tenant_user(app, &t.owner).await,
         token: token.id(),

@@ -3,6 +3,7 @@
 mod applications;
 mod auth;
 mod bad_input;
+mod balancers;
 mod clusters;
 mod conformance;
 mod console;

@@ -24,6 +24,7 @@ enum Fresh {
     Route,
     Release,
     Certificate,
+    LoadBalancer,
 }
 
 struct Case {
@@ -209,6 +210,22 @@ fn cases() -> Vec<Case> {
         case(M::GET, "/api/v1/certificates/{certificate}", READ),
         case(M::POST, "/api/v1/certificates/{certificate}/renew", DEV_WRITE_202),
         fresh(M::DELETE, "/api/v1/certificates/{fresh}", Fresh::Certificate, DEV_DELETE),
+        // load balancers
+        case(M::GET, "/api/v1/load-balancers", READ),
+        with_body(
+            M::POST,
+            "/api/v1/load-balancers",
+            |s| Some(json!({"name": format!("lb-{s}"), "cluster_id": "{cluster}"})),
+            DEV_CREATE,
+        ),
+        case(M::GET, "/api/v1/load-balancers/{balancer}", READ),
+        with_body(
+            M::PUT,
+            "/api/v1/load-balancers/{balancer}/listeners",
+            |_| Some(json!({"listeners": []})),
+            [401, 403, 200, 200, 200, 200, 403],
+        ),
+        fresh(M::DELETE, "/api/v1/load-balancers/{fresh}", Fresh::LoadBalancer, DEV_DELETE),
         // jobs and audit
         case(M::GET, "/api/v1/jobs", READ),
         case(M::GET, "/api/v1/jobs/{job}", READ),
@@ -259,6 +276,7 @@ async fn make_fresh(app: &TestApp, owner: &str, objects: &Objects, kind: Fresh) 
         Fresh::Node => objects.node,
         Fresh::Release => fixtures::release(app, owner, objects.cluster, objects.template).await,
         Fresh::Certificate => fixtures::certificate(app, owner).await,
+        Fresh::LoadBalancer => fixtures::load_balancer(app, owner, objects.cluster).await,
         Fresh::Route => {
             let domain = format!("doomed-{}.example.com", Uuid::new_v4().simple());
             let r = app.post("/api/v1/routes", owner, json!({"service_id": objects.service, "port": 80, "domain": domain})).await;
@@ -280,6 +298,7 @@ fn fill(path: &str, tenant: Uuid, o: &Objects, fresh: Uuid) -> String {
         .replace("{route}", &o.route.to_string())
         .replace("{release}", &o.release.to_string())
         .replace("{certificate}", &o.certificate.to_string())
+        .replace("{balancer}", &o.balancer.to_string())
         .replace("{user}", &o.user.to_string())
         .replace("{fresh}", &fresh.to_string())
 }

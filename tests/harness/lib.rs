@@ -223,6 +223,8 @@ pub fn serve_config(max_body: usize) -> ServeConfig {
             router_listen: "127.0.0.1:8000".parse().unwrap(),
             haproxy_bin: "haproxy".into(),
             router_tls_listen: "off".into(),
+            // Tests take free ports wherever they are.
+            lb_ports: "1024-65535".into(),
         },
         acme: Default::default(),
     }
@@ -565,6 +567,7 @@ impl TestApp {
             "domain_grants",
             "releases",
             "certificates",
+            "load_balancers",
             "jobs",
             "events",
         ] {

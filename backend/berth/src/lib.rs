@@ -4,6 +4,7 @@
 pub mod api;
 pub mod applications;
 pub mod auth;
+pub mod balancers;
 pub mod bootstrap;
 pub mod certificates;
 pub mod clusters;

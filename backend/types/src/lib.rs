@@ -1102,3 +1102,49 @@ pub struct CreateCertificate {
     pub certificate_pem: Option<String>,
     pub private_key_pem: Option<String>,
 }
+
+/// A load balancer: listeners on its address, each forwarding to one target port of a service,
+/// balanced over the service's running tasks.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoadBalancer {
+    pub id: Uuid,
+    pub name: String,
+    pub cluster_id: Uuid,
+    /// `local`: served by Berth's routers (each listener an HAProxy frontend on the router's address).
+    pub driver: String,
+    /// Where clients reach its listeners.
+    pub address: String,
+    pub listeners: Vec<Listener>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A port of a load balancer and the service target port it forwards to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// A port in the range the operator reserved for load balancers.
+    pub port: i32,
+    /// `http` (requests balanced one by one, retried on another task when safe) or `tcp`
+    /// (connections balanced).
+    pub protocol: String,
+    pub service_id: Uuid,
+    /// One of the ports the service exposes.
+    pub target_port: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateLoadBalancer {
+    pub name: String,
+    pub cluster_id: Uuid,
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+}
+
+/// The balancer's listeners, all of them: what is not here is removed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetListeners {
+    pub listeners: Vec<Listener>,
+}

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::table::{Backend, Balance, Server, Table};
+use super::table::{Backend, Balance, Protocol, Server, Table};
 
 /// Options every server line and every `add server` share: a TCP check each second, out after two
 /// failures, back after one success; and a task that refuses or drops a real request is out at once
@@ -193,6 +193,19 @@ backend no_route
             let _ = writeln!(cfg, "    server {server} {}", server_options(server, s, b.sticky));
         }
     }
+    // Load balancers' listeners: a frontend on the router's address and a backend each.
+    for l in table.listeners.values() {
+        let (name, mode) = (l.name(), if l.protocol == Protocol::Tcp { "tcp" } else { "http" });
+        let _ = write!(
+            cfg,
+            "\nfrontend {name}\n    mode {mode}\n    bind {ip}:{port}\n    default_backend {name}\n\nbackend {name}\n    mode {mode}\n    balance roundrobin\n",
+            ip = files.listen.ip(),
+            port = l.port,
+        );
+        for (server, s) in &l.servers {
+            let _ = writeln!(cfg, "    server {server} {}", server_options(server, s, false));
+        }
+    }
     let acme_map = table.challenges.iter().map(|(t, k)| acme_line(t, k) + "\n").collect();
     let certificates = table.certificates.iter().map(|(id, c)| (format!("{}.pem", id.simple()), c.pem.clone())).collect();
     Rendered { cfg, hosts_map: map, acme_map, redirect_map, certificates }
@@ -280,6 +293,11 @@ mod tests {
         let pem = format!("{}{}", cert.cert.pem(), cert.signing_key.serialize_pem());
         table.certificates.insert(Uuid::now_v7(), Certificate { domain: "s0.example.com".into(), pem });
         table.challenges.insert("tok3n".into(), "tok3n.thumbprint".into());
+        // Load balancers' listeners of both protocols.
+        for (port, protocol) in [(18100, Protocol::Http), (18101, Protocol::Tcp)] {
+            let servers = backend("x", "/", &[("abc", 30001)]).servers;
+            table.listeners.insert(port, crate::routing::table::Listener { port, protocol, servers });
+        }
         let files =
             Files { dir: &dir, listen: "127.0.0.1:18000".parse().unwrap(), tls_listen: Some("127.0.0.1:18443".parse().unwrap()) };
         let rendered = render(&table, &files);

@@ -56,9 +56,22 @@ pub struct RoutingConfig {
     /// Where the router serves HTTPS (certificates chosen by SNI), or `off`.
     #[arg(long, env = "BERTH_ROUTER_TLS_LISTEN", default_value = "127.0.0.1:8443")]
     pub router_tls_listen: String,
+
+    /// The ports load balancers' listeners may take on the routers' address (`first-last`).
+    #[arg(long, env = "BERTH_LB_PORTS", default_value = "20000-20999")]
+    pub lb_ports: String,
 }
 
 impl RoutingConfig {
+    /// The load balancers' port range.
+    pub fn lb_port_range(&self) -> anyhow::Result<std::ops::RangeInclusive<u16>> {
+        let bad = || anyhow::anyhow!("BERTH_LB_PORTS `{}`: give `first-last`, e.g. 20000-20999", self.lb_ports);
+        let (a, b) = self.lb_ports.trim().split_once('-').ok_or_else(bad)?;
+        let (a, b): (u16, u16) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+        anyhow::ensure!(a >= 1 && a <= b, bad());
+        Ok(a..=b)
+    }
+
     /// The HTTPS address, `None` when turned off.
     pub fn tls_listen(&self) -> anyhow::Result<Option<SocketAddr>> {
         match self.router_tls_listen.trim() {
@@ -77,12 +90,21 @@ pub struct Routing {
     pub apps_domain: String,
     /// The router's port in route URLs; `None` for 80.
     pub url_port: Option<u16>,
+    /// The router's address: where load balancers' listeners (of the local driver) answer.
+    pub host: std::net::IpAddr,
+    /// The ports load balancers' listeners may take.
+    pub lb_ports: std::ops::RangeInclusive<u16>,
 }
 
 impl Routing {
     pub fn from_config(cfg: &RoutingConfig) -> Routing {
         let port = cfg.router_listen.port();
-        Routing { apps_domain: cfg.apps_domain.to_ascii_lowercase(), url_port: (port != 80).then_some(port) }
+        Routing {
+            apps_domain: cfg.apps_domain.to_ascii_lowercase(),
+            url_port: (port != 80).then_some(port),
+            host: cfg.router_listen.ip(),
+            lb_ports: cfg.lb_port_range().unwrap_or(20000..=20999),
+        }
     }
 
     /// Where a route answers.
@@ -96,7 +118,12 @@ impl Routing {
 
 impl Default for Routing {
     fn default() -> Routing {
-        Routing { apps_domain: "apps.localhost".into(), url_port: Some(8000) }
+        Routing {
+            apps_domain: "apps.localhost".into(),
+            url_port: Some(8000),
+            host: [127, 0, 0, 1].into(),
+            lb_ports: 20000..=20999,
+        }
     }
 }
 
@@ -106,6 +133,7 @@ pub async fn preflight(cfg: &RoutingConfig, data_dir: &std::path::Path) -> anyho
     use anyhow::Context;
     declare::check_domain(&cfg.apps_domain.to_ascii_lowercase())
         .map_err(|why| anyhow::anyhow!("BERTH_APPS_DOMAIN `{}`: {why}", cfg.apps_domain))?;
+    cfg.lb_port_range()?;
     let version = tokio::process::Command::new(&cfg.haproxy_bin)
         .arg("-v")
         .output()
@@ -169,6 +197,7 @@ mod tests {
             router_listen: SocketAddr::from(([127, 0, 0, 1], port)),
             haproxy_bin: "haproxy".into(),
             router_tls_listen: "off".into(),
+            lb_ports: "20000-20999".into(),
         };
         let setup = preflight(&cfg, std::path::Path::new("./.berth")).await.unwrap();
         assert!(setup.dir.is_absolute(), "{}", setup.dir.display());

@@ -4,6 +4,7 @@
 //! Runtime API, anything else (routes, their options) through a checked reload. It remembers nothing
 //! the table cannot give back: a restarted router starts HAProxy on the table as it is.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -12,7 +13,7 @@ use tokio::sync::watch;
 
 use super::haproxy::{Haproxy, Setup};
 use super::haproxy_config::server_options;
-use super::table::{self, Backend, Scope, Server, Table};
+use super::table::{self, Scope, Server, Table};
 use super::traffic::{self, Meters};
 use crate::crypto::Keys;
 
@@ -45,7 +46,10 @@ pub fn plan(applied: &Table, desired: &Table, acme_map: &std::path::Path) -> Cha
     // HAProxy 2.6 takes no `cookie` on a server added live, so a sticky route's servers change by
     // reload (which keeps connections; stickiness survives because cookies name tasks).
     let sticky_changed = before.values().zip(after.values()).any(|(a, b)| b.sticky && a.servers != b.servers);
-    if !same_routes || sticky_changed {
+    // A listener opened, closed or changed protocol: a new frontend.
+    let same_listeners = applied.listeners.len() == desired.listeners.len()
+        && applied.listeners.values().zip(desired.listeners.values()).all(|(a, b)| (a.port, a.protocol) == (b.port, b.protocol));
+    if !same_routes || sticky_changed || !same_listeners {
         return Change::Reload;
     }
     let mut commands = Vec::new();
@@ -66,13 +70,16 @@ pub fn plan(applied: &Table, desired: &Table, acme_map: &std::path::Path) -> Cha
         }
     }
     for (old, new) in before.values().zip(after.values()) {
-        servers(old, new, &mut commands);
+        servers(&new.name(), &old.servers, &new.servers, &mut commands);
+    }
+    for (old, new) in applied.listeners.values().zip(desired.listeners.values()) {
+        servers(&new.name(), &old.servers, &new.servers, &mut commands);
     }
     Change::Live(commands)
 }
 
-fn servers(old: &Backend, new: &Backend, out: &mut Vec<String>) {
-    let be = new.name();
+/// The Runtime API commands that bring backend `be`'s servers from `old` to `new`.
+fn servers(be: &str, old: &BTreeMap<String, Server>, new: &BTreeMap<String, Server>, out: &mut Vec<String>) {
     let remove = |name: &str, out: &mut Vec<String>| {
         out.push(format!("set server {be}/{name} state maint"));
         out.push(format!("shutdown sessions server {be}/{name}"));
@@ -83,13 +90,13 @@ fn servers(old: &Backend, new: &Backend, out: &mut Vec<String>) {
         out.push(format!("enable health {be}/{name}"));
         out.push(format!("set server {be}/{name} state {}", if s.draining { "drain" } else { "ready" }));
     };
-    for name in old.servers.keys() {
-        if !new.servers.contains_key(name) {
+    for name in old.keys() {
+        if !new.contains_key(name) {
             remove(name, out);
         }
     }
-    for (name, s) in &new.servers {
-        match old.servers.get(name) {
+    for (name, s) in new {
+        match old.get(name) {
             None => add(name, s, out),
             Some(was) if (&was.address, was.port) != (&s.address, s.port) => {
                 remove(name, out);
@@ -242,11 +249,10 @@ async fn apply(proxy: &mut Haproxy, applied: &Table, desired: &Table) -> anyhow:
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use uuid::Uuid;
 
     use super::*;
+    use crate::routing::table::Backend;
     use crate::routing::table::Balance;
 
     fn backend(route: Uuid, servers: &[(&str, u16, bool)]) -> Backend {

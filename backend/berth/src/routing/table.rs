@@ -105,11 +105,38 @@ impl Certificate {
     }
 }
 
-/// Everything a router serves: the backends, the certificates, and the answers to ACME HTTP-01
-/// challenges in progress.
+/// How a load balancer's listener forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Requests, balanced one by one (and retried on another task when safe).
+    Http,
+    /// Connections.
+    Tcp,
+}
+
+/// A load balancer's listener: a port on the router's address and the tasks it forwards to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    pub port: u16,
+    pub protocol: Protocol,
+    /// By server name.
+    pub servers: BTreeMap<String, Server>,
+}
+
+impl Listener {
+    /// HAProxy's name for the listener's frontend and backend.
+    pub fn name(&self) -> String {
+        format!("lb_{}", self.port)
+    }
+}
+
+/// Everything a router serves: the backends, the load balancers' listeners, the certificates, and
+/// the answers to ACME HTTP-01 challenges in progress.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Table {
     pub backends: Backends,
+    /// By port.
+    pub listeners: BTreeMap<u16, Listener>,
     /// By certificate id.
     pub certificates: BTreeMap<Uuid, Certificate>,
     /// ACME token → key authorization, answered at `/.well-known/acme-challenge/<token>`.
@@ -153,6 +180,7 @@ struct Row {
 /// (and logged), so one bad row never stops the router.
 pub async fn read(db: &PgPool, scope: &Scope, keys: &Keys) -> sqlx::Result<Table> {
     let backends = read_backends(db, scope).await?;
+    let listeners = read_listeners(db, scope).await?;
     let rows: Vec<(Uuid, String, String, Vec<u8>)> = sqlx::query_as(
         "SELECT id, domain, certificate_pem, key_sealed FROM certificates WHERE state = 'issued' AND key_sealed IS NOT NULL",
     )
@@ -172,7 +200,52 @@ pub async fn read(db: &PgPool, scope: &Scope, keys: &Keys) -> sqlx::Result<Table
         .await?
         .into_iter()
         .collect();
-    Ok(Table { backends, certificates, challenges })
+    Ok(Table { backends, listeners, certificates, challenges })
+}
+
+/// The load balancers' listeners of the router's clusters, each with the running tasks of its service
+/// at their host port for the listener's target.
+async fn read_listeners(db: &PgPool, scope: &Scope) -> sqlx::Result<BTreeMap<u16, Listener>> {
+    let (local, clusters) = match scope {
+        Scope::Local => (true, Vec::new()),
+        Scope::Clusters(ids) => (false, ids.clone()),
+    };
+    type ListenerRow = (i32, String, Option<String>, Option<String>, Option<i32>, Option<bool>);
+    let rows: Vec<ListenerRow> = sqlx::query_as(
+        "SELECT l.port, l.protocol, c.swarm_task_id, n.address, (hp.value->>'published')::int, c.desired_state <> 'running'
+           FROM load_balancer_listeners l
+           JOIN load_balancers b ON b.id = l.load_balancer_id
+           JOIN clusters k ON k.id = b.cluster_id
+           JOIN services s ON s.id = l.service_id
+           JOIN applications a ON a.id = s.application_id
+           LEFT JOIN containers c ON c.service_id = s.id AND c.state = 'running'
+           LEFT JOIN nodes n ON n.id = c.node_id
+           LEFT JOIN LATERAL jsonb_array_elements(c.host_ports) hp
+                  ON (hp.value->>'target')::int = l.target_port AND coalesce(hp.value->>'protocol', 'tcp') IN ('tcp', '')
+          WHERE a.status <> 'deleting'
+            AND (($1 AND k.provider = 'local') OR (NOT $1 AND (cardinality($2::uuid[]) = 0 OR k.id = ANY($2))))",
+    )
+    .bind(local)
+    .bind(&clusters)
+    .fetch_all(db)
+    .await?;
+    let mut out = BTreeMap::new();
+    for (port, protocol, task, address, published, leaving) in rows {
+        let Ok(port) = u16::try_from(port) else { continue };
+        let listener = out.entry(port).or_insert_with(|| Listener {
+            port,
+            protocol: if protocol == "tcp" { Protocol::Tcp } else { Protocol::Http },
+            servers: BTreeMap::new(),
+        });
+        let (Some(task), Some(address), Some(published)) = (task, address, published) else { continue };
+        let Ok(published) = u16::try_from(published) else { continue };
+        if published == 0 {
+            continue;
+        }
+        let server = Server { address, port: published, weight: 1, draining: leaving.unwrap_or(false) };
+        listener.servers.insert(server_name(&task, false), server);
+    }
+    Ok(out)
 }
 
 async fn read_backends(db: &PgPool, scope: &Scope) -> sqlx::Result<Backends> {
