@@ -1069,6 +1069,14 @@ pub struct ReleaseTraffic {
     pub responses_5xx_last_minute: i64,
 }
 
+/// Whether a certificate for `name` serves `host`: the same name, or a wildcard `*.example.com` for a
+/// name one level below it (a wildcard `host` needs the same wildcard).
+pub fn certificate_covers(name: &str, host: &str) -> bool {
+    name == host
+        || (!host.starts_with("*.")
+            && name.strip_prefix("*.").is_some_and(|parent| host.split_once('.').is_some_and(|(_, rest)| rest == parent)))
+}
+
 /// A TLS certificate the routers serve for `domain` (chosen by SNI).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Certificate {

@@ -123,7 +123,7 @@ fn ServiceRoutes(service: Uuid, routes: Vec<Route>, certificates: Vec<Certificat
                     <th scope="col">"Traffic"</th><th scope="col">"HTTPS"</th><th scope="col">"Settings"</th></tr></thead>
                 <tbody>
                     {routes.into_iter().map(|r| {
-                        let cert = certificates.iter().find(|c| covers(&c.domain, &r.domain)).cloned();
+                        let cert = certificates.iter().find(|c| berth_types::certificate_covers(&c.domain, &r.domain)).cloned();
                         route_row(r, cert, dev, error, changed)
                     }).collect_view()}
                 </tbody>
@@ -136,14 +136,6 @@ fn ServiceRoutes(service: Uuid, routes: Vec<Route>, certificates: Vec<Certificat
         <MaybeError error=error />
         {list}
         {dev.then(|| view! { <AddRoute service=service port=first_port error=error changed=changed /> })}
-    }
-}
-
-/// Whether a certificate for `name` (perhaps a wildcard) serves `domain`.
-fn covers(name: &str, domain: &str) -> bool {
-    match name.strip_prefix("*.") {
-        Some(parent) => domain.split_once('.').is_some_and(|(_, rest)| rest == parent),
-        None => name == domain,
     }
 }
 

@@ -39,6 +39,8 @@ use utoipa::{Modify, OpenApi};
         (name = "images", description = "Images known to the tenant"),
         (name = "applications", description = "Applications, their revisions, services and containers"),
         (name = "routes", description = "How requests reach services through the router"),
+        (name = "certificates", description = "TLS certificates the routers serve: uploaded, or obtained and renewed over ACME"),
+        (name = "load_balancers", description = "Load balancers: listeners on the routers' address forwarding to services"),
         (name = "releases", description = "Canary and blue/green releases: a new revision beside the current one, sharing its routes by weight"),
         (name = "jobs", description = "Queued work and its progress"),
         (name = "events", description = "The tenant's change feed (Server-Sent Events)"),

@@ -22,7 +22,7 @@ use crate::state::AppState;
 /// Makes a load balancer on one of the tenant's clusters, with its listeners (if any): each a port
 /// in the operator's range (`BERTH_LB_PORTS`) on the balancer's address, forwarding `http` requests
 /// or `tcp` connections to a target port of a service on that cluster.
-#[utoipa::path(post, path = "/api/v1/load-balancers", tag = "routes", request_body = CreateLoadBalancer,
+#[utoipa::path(post, path = "/api/v1/load-balancers", tag = "load_balancers", request_body = CreateLoadBalancer,
     responses((status = 201, body = LoadBalancer), (status = 401, body = Problem), (status = 403, body = Problem),
               (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
@@ -62,7 +62,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(dto)))
 }
 
-#[utoipa::path(get, path = "/api/v1/load-balancers", tag = "routes", params(PageParams),
+#[utoipa::path(get, path = "/api/v1/load-balancers", tag = "load_balancers", params(PageParams),
     responses((status = 200, body = Page<LoadBalancer>), (status = 400, body = Problem), (status = 401, body = Problem),
               (status = 403, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
@@ -82,7 +82,7 @@ pub async fn list(
     Ok(Json(page(items, limit, |b| b.id, |b| b)))
 }
 
-#[utoipa::path(get, path = "/api/v1/load-balancers/{id}", tag = "routes", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/api/v1/load-balancers/{id}", tag = "load_balancers", params(("id" = Uuid, Path)),
     responses((status = 200, body = LoadBalancer), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 pub async fn get(
@@ -98,7 +98,7 @@ pub async fn get(
 
 /// Sets the balancer's listeners, all of them: listeners not given are removed (their ports close),
 /// new ones open, changed ones follow.
-#[utoipa::path(put, path = "/api/v1/load-balancers/{id}/listeners", tag = "routes", params(("id" = Uuid, Path)), request_body = SetListeners,
+#[utoipa::path(put, path = "/api/v1/load-balancers/{id}/listeners", tag = "load_balancers", params(("id" = Uuid, Path)), request_body = SetListeners,
     responses((status = 200, body = LoadBalancer), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
               (status = 422, body = Problem)),
     security(("bearer" = [])))]
@@ -125,7 +125,7 @@ pub async fn set_listeners(
 }
 
 /// Removes a load balancer: its ports close on every router.
-#[utoipa::path(delete, path = "/api/v1/load-balancers/{id}", tag = "routes", params(("id" = Uuid, Path)),
+#[utoipa::path(delete, path = "/api/v1/load-balancers/{id}", tag = "load_balancers", params(("id" = Uuid, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 pub async fn delete(mut db: TenantDb, me: Principal, audit: Audit, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {

@@ -25,7 +25,7 @@ const MAX_PEM: usize = 64 * 1024;
 /// the chain must name the domain, be valid now, and the key must be its key (stored sealed). Without
 /// them: Berth obtains one from its ACME authority (HTTP-01, answered by the routers) and renews it
 /// before it expires.
-#[utoipa::path(post, path = "/api/v1/certificates", tag = "routes", request_body = CreateCertificate,
+#[utoipa::path(post, path = "/api/v1/certificates", tag = "certificates", request_body = CreateCertificate,
     responses((status = 201, body = Certificate), (status = 202, body = Certificate), (status = 401, body = Problem),
               (status = 403, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
@@ -115,7 +115,7 @@ pub async fn create(
 }
 
 /// The tenant's certificates, oldest first (keys are never shown).
-#[utoipa::path(get, path = "/api/v1/certificates", tag = "routes", params(PageParams),
+#[utoipa::path(get, path = "/api/v1/certificates", tag = "certificates", params(PageParams),
     responses((status = 200, body = Page<Certificate>), (status = 400, body = Problem), (status = 401, body = Problem),
               (status = 403, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
@@ -126,7 +126,7 @@ pub async fn list(mut db: TenantDb, me: Principal, ApiQuery(q): ApiQuery<PagePar
     Ok(Json(page(rows, limit, |r| r.id, |r| r.into_dto(None))))
 }
 
-#[utoipa::path(get, path = "/api/v1/certificates/{id}", tag = "routes", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/api/v1/certificates/{id}", tag = "certificates", params(("id" = Uuid, Path)),
     responses((status = 200, body = Certificate), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 pub async fn get(mut db: TenantDb, me: Principal, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Certificate>> {
@@ -135,7 +135,7 @@ pub async fn get(mut db: TenantDb, me: Principal, ApiPath(id): ApiPath<Uuid>) ->
 }
 
 /// Obtains an ACME certificate again now (its renewal, ahead of time).
-#[utoipa::path(post, path = "/api/v1/certificates/{id}/renew", tag = "routes", params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/api/v1/certificates/{id}/renew", tag = "certificates", params(("id" = Uuid, Path)),
     responses((status = 202, body = Certificate), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
               (status = 409, body = Problem)),
     security(("bearer" = [])))]
@@ -160,7 +160,7 @@ pub async fn renew(
 
 /// Removes a certificate: routers stop serving it at once (names it covered fall back to the
 /// router's default certificate).
-#[utoipa::path(delete, path = "/api/v1/certificates/{id}", tag = "routes", params(("id" = Uuid, Path)),
+#[utoipa::path(delete, path = "/api/v1/certificates/{id}", tag = "certificates", params(("id" = Uuid, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 pub async fn delete(mut db: TenantDb, me: Principal, audit: Audit, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {

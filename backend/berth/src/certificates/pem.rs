@@ -57,11 +57,7 @@ pub fn leaf(chain: &str) -> Result<Leaf, String> {
 /// Whether a certificate naming `names` serves `domain` (a wildcard name covers one level below it;
 /// a wildcard `domain` needs the same wildcard).
 pub fn covers(names: &[String], domain: &str) -> bool {
-    names.iter().any(|n| {
-        n == domain
-            || (!domain.starts_with("*.")
-                && n.strip_prefix("*.").is_some_and(|parent| domain.split_once('.').is_some_and(|(_, rest)| rest == parent)))
-    })
+    names.iter().any(|n| berth_types::certificate_covers(n, domain))
 }
 
 /// Checks that `key` (PKCS#8 PEM) is the private key of the certificate whose public key is `spki`.

@@ -98,10 +98,7 @@ pub struct Certificate {
 impl Certificate {
     /// Whether it serves `host`.
     pub fn covers(&self, host: &str) -> bool {
-        match self.domain.strip_prefix("*.") {
-            Some(parent) => host.split_once('.').is_some_and(|(_, rest)| rest == parent),
-            None => self.domain == host,
-        }
+        berth_types::certificate_covers(&self.domain, host)
     }
 }
 
