@@ -8,8 +8,17 @@ pub const MAX: u8 = 255;
 
 /// Weights for each of `own` servers and each of `copies` servers so that the copies together get
 /// `percent` of the requests. A side with a share gets at least weight 1; a side with none gets 0
-/// (its servers stay checked, and take requests again as soon as the weight changes).
+/// (its servers stay checked, and take requests again as soon as the weight changes). When one side
+/// has no server able to take requests, the other takes them all, whatever the percentage: a
+/// release never turns requests away that a task could answer (a promotion sends everything to the
+/// copies; if none runs, the application's own tasks keep serving).
 pub fn split(percent: u8, own: usize, copies: usize) -> (u8, u8) {
+    match (own, copies) {
+        (0, 0) => return (0, 0),
+        (0, _) => return (0, MAX),
+        (_, 0) => return (MAX, 0),
+        _ => {}
+    }
     let percent = f64::from(percent.min(100));
     let per_own = if own == 0 { 0.0 } else { (100.0 - percent) / own as f64 };
     let per_copy = if copies == 0 { 0.0 } else { percent / copies as f64 };
@@ -47,10 +56,12 @@ mod tests {
     fn all_or_nothing() {
         assert_eq!(split(0, 2, 2), (255, 0));
         assert_eq!(split(100, 2, 2), (0, 255));
-        // No copy runs yet: the application's tasks take everything; and the other way round.
-        assert_eq!(split(10, 3, 0).1, 0);
-        assert!(split(10, 3, 0).0 > 0);
-        assert_eq!(split(10, 0, 2).0, 0);
+        // No copy runs yet: the application's tasks take everything; and the other way round, even
+        // against the percentage (nothing is turned away that a task could answer).
+        assert_eq!(split(10, 3, 0), (255, 0));
+        assert_eq!(split(100, 3, 0), (255, 0));
+        assert_eq!(split(10, 0, 2), (0, 255));
+        assert_eq!(split(0, 0, 2), (0, 255));
         assert_eq!(split(0, 0, 0), (0, 0));
     }
 }
