@@ -63,6 +63,15 @@ impl ApiError {
         e
     }
 
+    /// A violation of `constraint` (a unique index, say) as a 422 at `field`; any other database error
+    /// as usual.
+    pub fn on_constraint(e: sqlx::Error, constraint: &str, field: &str, message: impl Into<String>) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.constraint() == Some(constraint) => Self::invalid_field(field, message),
+            _ => e.into(),
+        }
+    }
+
     /// Over a tenant quota. Kubernetes answers exceeded quotas with 403 too; `type` tells them apart.
     pub fn quota_exceeded(limit: &str, detail: impl Into<String>) -> Self {
         let mut e = Self::new(StatusCode::FORBIDDEN, "quota-exceeded", detail);

@@ -47,6 +47,24 @@ pub async fn stopped(stopping: &mut watch::Receiver<bool>) {
     let _ = stopping.wait_for(|s| *s).await;
 }
 
+/// Runs `pass` now and then every `interval` until `stopping` turns true; a pass that fails is logged
+/// (as `what`) and the next one runs on time.
+pub async fn every<F, Fut>(what: &str, interval: Duration, stopping: &mut watch::Receiver<bool>, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    loop {
+        if let Err(e) = pass().await {
+            tracing::warn!(error = %format!("{e:#}"), "{what} failed");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = stopped(stopping) => return,
+        }
+    }
+}
+
 /// Asks a child to stop with `signal`, waits up to `grace`, then kills it.
 pub async fn shut_down(child: &mut Child, signal: Signal, grace: Duration) {
     if let Some(pid) = child.id() {

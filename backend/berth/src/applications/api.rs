@@ -152,7 +152,14 @@ fn check_name(name: &str) -> ApiResult<()> {
     Ok(())
 }
 
-async fn enqueue(tx: &mut PgConnection, tenant: Uuid, kind: &str, id: Uuid, payload: serde_json::Value) -> ApiResult<Uuid> {
+/// Queues a job on an application.
+pub(crate) async fn enqueue(
+    tx: &mut PgConnection,
+    tenant: Uuid,
+    kind: &str,
+    id: Uuid,
+    payload: serde_json::Value,
+) -> ApiResult<Uuid> {
     let target = Target { tenant_id: Some(tenant), kind: "application", id };
     Ok(jobs::enqueue(tx, target, kind, payload).await?)
 }

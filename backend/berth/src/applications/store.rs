@@ -235,8 +235,9 @@ pub fn plan(project: &Project, nodes: i32) -> Vec<ServicePlan> {
         .collect()
 }
 
-pub fn totals(plans: &[ServicePlan]) -> (f64, i64) {
-    plans.iter().fold((0.0, 0), |(c, m), p| {
+/// What the services reserve in all: (CPUs, memory MiB).
+pub fn totals<'a>(plans: impl IntoIterator<Item = &'a ServicePlan>) -> (f64, i64) {
+    plans.into_iter().fold((0.0, 0), |(c, m), p| {
         (c + p.cpu_reservation * f64::from(p.replicas), m + p.memory_reservation_mb * i64::from(p.replicas))
     })
 }

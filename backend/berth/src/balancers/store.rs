@@ -146,12 +146,9 @@ pub async fn set_listeners(tx: &mut PgConnection, tenant: Uuid, balancer: Uuid, 
         .bind(l.target_port)
         .execute(&mut *tx)
         .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.constraint() == Some("load_balancer_listeners_port_key") => ApiError::invalid_field(
-                &format!("listeners[{i}].port"),
-                format!("port {} is taken by another load balancer", l.port),
-            ),
-            _ => e.into(),
+        .map_err(|e| {
+            let (field, message) = (format!("listeners[{i}].port"), format!("port {} is taken by another load balancer", l.port));
+            ApiError::on_constraint(e, "load_balancer_listeners_port_key", &field, message)
         })?;
     }
     sqlx::query("UPDATE load_balancers SET updated_at = now() WHERE id = $1").bind(balancer).execute(&mut *tx).await?;

@@ -199,23 +199,15 @@ async fn mark_failed(ctx: JobCtx, error: String) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether an ACME certificate is due for renewal: it expires within `days`, or was never issued
-/// and is not failing.
+/// Whether an issued ACME certificate is due for renewal: it expires within `days` (or has expired).
 pub fn due(not_after: Option<chrono::DateTime<chrono::Utc>>, now: chrono::DateTime<chrono::Utc>, days: u32) -> bool {
     not_after.is_some_and(|end| end - chrono::Duration::days(i64::from(days)) <= now)
 }
 
 /// Renews certificates before they expire, until `shutdown` turns true.
 pub async fn renew_loop(db: PgPool, renew_days: u32, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        if let Err(e) = renew_due(&db, renew_days).await {
-            tracing::warn!(error = %format!("{e:#}"), "could not look for certificates to renew");
-        }
-        tokio::select! {
-            () = tokio::time::sleep(RENEWAL_INTERVAL) => {}
-            () = crate::supervise::stopped(&mut shutdown) => return,
-        }
-    }
+    let what = "looking for certificates to renew";
+    crate::supervise::every(what, RENEWAL_INTERVAL, &mut shutdown, || renew_due(&db, renew_days)).await;
 }
 
 async fn renew_due(db: &PgPool, renew_days: u32) -> anyhow::Result<()> {

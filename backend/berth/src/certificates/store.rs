@@ -106,10 +106,5 @@ pub async fn check_held(conn: &mut PgConnection, tenant: Uuid, domain: &str, app
 /// A unique violation on the domain: the name has a certificate already (perhaps another tenant's,
 /// which is not said).
 pub fn taken(e: sqlx::Error, domain: &str) -> ApiError {
-    if let sqlx::Error::Database(db) = &e
-        && db.constraint() == Some("certificates_domain_key")
-    {
-        return ApiError::invalid_field("domain", format!("`{domain}` has a certificate already"));
-    }
-    e.into()
+    ApiError::on_constraint(e, "certificates_domain_key", "domain", format!("`{domain}` has a certificate already"))
 }

@@ -59,9 +59,9 @@ fn check_auto_abort(a: &AutoAbort) -> ApiResult<()> {
     Ok(())
 }
 
+/// Queues a release job on its application (so it runs in order with the application's other jobs).
 async fn enqueue(tx: &mut PgConnection, row: &ReleaseRow, kind: &str) -> ApiResult<Uuid> {
-    let target = Target { tenant_id: Some(row.tenant_id), kind: "application", id: row.application_id };
-    Ok(jobs::enqueue(tx, target, kind, json!({ "release": row.id })).await?)
+    crate::applications::api::enqueue(tx, row.tenant_id, kind, row.application_id, json!({ "release": row.id })).await
 }
 
 /// Records a release's change on the tenant's event stream.
@@ -182,12 +182,8 @@ pub async fn create(
         ));
     }
     let plans: Vec<&apps::ServicePlan> = to.plans.iter().filter(|p| changed.contains(&p.name)).collect();
-    let delta = Delta {
-        services: plans.len() as i64,
-        cpus: plans.iter().map(|p| p.cpu_reservation * f64::from(p.replicas)).sum(),
-        memory_mb: plans.iter().map(|p| p.memory_reservation_mb * i64::from(p.replicas)).sum(),
-        ..Default::default()
-    };
+    let (cpus, memory_mb) = apps::totals(plans.iter().copied());
+    let delta = Delta { services: plans.len() as i64, cpus, memory_mb, ..Default::default() };
     quota::reserve(&mut tx, tenant, delta).await?;
     if existing.is_none() {
         let new = apps::NewRevision {

@@ -37,15 +37,7 @@ pub fn verdict(rule: &AutoAbort, requests: i64, errors: i64, down: Option<(&str,
 
 /// Checks releases until `shutdown` turns true.
 pub async fn run(db: PgPool, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        if let Err(e) = check(&db).await {
-            tracing::warn!(error = %format!("{e:#}"), "could not check releases for automatic abort");
-        }
-        tokio::select! {
-            () = tokio::time::sleep(INTERVAL) => {}
-            () = crate::supervise::stopped(&mut shutdown) => return,
-        }
-    }
+    crate::supervise::every("checking releases for automatic abort", INTERVAL, &mut shutdown, || check(&db)).await;
 }
 
 async fn check(db: &PgPool) -> anyhow::Result<()> {

@@ -228,13 +228,8 @@ pub async fn set_options(conn: &mut PgConnection, id: Uuid, options: &Options) -
 /// A unique violation on the domain and path: someone routes it already (perhaps another tenant, which
 /// is not said).
 fn taken(e: sqlx::Error, field: &str, domain: &str, path: &str) -> ApiError {
-    if let sqlx::Error::Database(db) = &e
-        && db.constraint() == Some("routes_domain_path")
-    {
-        let at = if path == "/" { domain.to_owned() } else { format!("{domain}{path}") };
-        return ApiError::invalid_field(field, format!("`{at}` is already routed to another service"));
-    }
-    e.into()
+    let at = if path == "/" { domain.to_owned() } else { format!("{domain}{path}") };
+    ApiError::on_constraint(e, "routes_domain_path", field, format!("`{at}` is already routed to another service"))
 }
 
 #[derive(sqlx::FromRow)]

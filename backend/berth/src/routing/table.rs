@@ -200,15 +200,38 @@ pub async fn read(db: &PgPool, scope: &Scope, keys: &Keys) -> sqlx::Result<Table
     Ok(Table { backends, listeners, certificates, challenges })
 }
 
+/// The condition every table query puts on its cluster `k`: `$1` local clusters only, else `$2` (all
+/// clusters when empty) — see [`Scope::params`].
+const IN_SCOPE: &str = "(($1 AND k.provider = 'local') OR (NOT $1 AND (cardinality($2::uuid[]) = 0 OR k.id = ANY($2))))";
+
+impl Scope {
+    /// The parameters of [`IN_SCOPE`].
+    fn params(&self) -> (bool, Vec<Uuid>) {
+        match self {
+            Scope::Local => (true, Vec::new()),
+            Scope::Clusters(ids) => (false, ids.clone()),
+        }
+    }
+}
+
+/// A running task as a server: its node's address and the host port it got for the target (a task
+/// without either cannot be reached yet). With its task id.
+fn task_server(
+    task: Option<String>,
+    address: Option<String>,
+    published: Option<i32>,
+    leaving: Option<bool>,
+) -> Option<(String, Server)> {
+    let (task, address, port) = (task?, address?, u16::try_from(published?).ok().filter(|p| *p != 0)?);
+    Some((task, Server { address, port, weight: 1, draining: leaving.unwrap_or(false) }))
+}
+
 /// The load balancers' listeners of the router's clusters, each with the running tasks of its service
 /// at their host port for the listener's target.
 async fn read_listeners(db: &PgPool, scope: &Scope) -> sqlx::Result<BTreeMap<u16, Listener>> {
-    let (local, clusters) = match scope {
-        Scope::Local => (true, Vec::new()),
-        Scope::Clusters(ids) => (false, ids.clone()),
-    };
+    let (local, clusters) = scope.params();
     type ListenerRow = (i32, String, Option<String>, Option<String>, Option<i32>, Option<bool>);
-    let rows: Vec<ListenerRow> = sqlx::query_as(
+    let rows: Vec<ListenerRow> = sqlx::query_as(&format!(
         "SELECT l.port, l.protocol, c.swarm_task_id, n.address, (hp.value->>'published')::int, c.desired_state <> 'running'
            FROM load_balancer_listeners l
            JOIN load_balancers b ON b.id = l.load_balancer_id
@@ -220,8 +243,8 @@ async fn read_listeners(db: &PgPool, scope: &Scope) -> sqlx::Result<BTreeMap<u16
            LEFT JOIN LATERAL jsonb_array_elements(c.host_ports) hp
                   ON (hp.value->>'target')::int = l.target_port AND coalesce(hp.value->>'protocol', 'tcp') IN ('tcp', '')
           WHERE a.status <> 'deleting'
-            AND (($1 AND k.provider = 'local') OR (NOT $1 AND (cardinality($2::uuid[]) = 0 OR k.id = ANY($2))))",
-    )
+            AND {IN_SCOPE}"
+    ))
     .bind(local)
     .bind(&clusters)
     .fetch_all(db)
@@ -234,23 +257,16 @@ async fn read_listeners(db: &PgPool, scope: &Scope) -> sqlx::Result<BTreeMap<u16
             protocol: if protocol == "tcp" { Protocol::Tcp } else { Protocol::Http },
             servers: BTreeMap::new(),
         });
-        let (Some(task), Some(address), Some(published)) = (task, address, published) else { continue };
-        let Ok(published) = u16::try_from(published) else { continue };
-        if published == 0 {
-            continue;
+        if let Some((task, server)) = task_server(task, address, published, leaving) {
+            listener.servers.insert(server_name(&task, false), server);
         }
-        let server = Server { address, port: published, weight: 1, draining: leaving.unwrap_or(false) };
-        listener.servers.insert(server_name(&task, false), server);
     }
     Ok(out)
 }
 
 async fn read_backends(db: &PgPool, scope: &Scope) -> sqlx::Result<Backends> {
-    let (local, clusters) = match scope {
-        Scope::Local => (true, Vec::new()),
-        Scope::Clusters(ids) => (false, ids.clone()),
-    };
-    let rows: Vec<Row> = sqlx::query_as(
+    let (local, clusters) = scope.params();
+    let rows: Vec<Row> = sqlx::query_as(&format!(
         "SELECT r.id AS route, r.domain, r.path_prefix, r.balance, r.sticky, r.timeout_secs, r.max_body_bytes, r.https_redirect, r.probe_path,
                 c.swarm_task_id AS task, n.address, (hp.value->>'published')::int AS published,
                 c.desired_state <> 'running' AS leaving, c.service_id <> s.id AS copy,
@@ -266,8 +282,8 @@ async fn read_backends(db: &PgPool, scope: &Scope) -> sqlx::Result<Backends> {
            LEFT JOIN LATERAL jsonb_array_elements(c.host_ports) hp
                   ON (hp.value->>'target')::int = r.port AND coalesce(hp.value->>'protocol', 'tcp') IN ('tcp', '')
           WHERE r.verified AND a.status <> 'deleting'
-            AND (($1 AND k.provider = 'local') OR (NOT $1 AND (cardinality($2::uuid[]) = 0 OR k.id = ANY($2))))",
-    )
+            AND {IN_SCOPE}"
+    ))
     .bind(local)
     .bind(&clusters)
     .fetch_all(db)
@@ -290,13 +306,9 @@ async fn read_backends(db: &PgPool, scope: &Scope) -> sqlx::Result<Backends> {
             probe_path: row.probe_path,
             servers: BTreeMap::new(),
         });
-        let (Some(task), Some(address), Some(port)) = (row.task, row.address, row.published) else { continue };
-        let Ok(port) = u16::try_from(port) else { continue };
-        if port == 0 {
-            continue;
+        if let Some((task, server)) = task_server(row.task, row.address, row.published, row.leaving) {
+            backend.servers.insert(server_name(&task, row.copy.unwrap_or(false)), server);
         }
-        let server = Server { address, port, weight: 1, draining: row.leaving.unwrap_or(false) };
-        backend.servers.insert(server_name(&task, row.copy.unwrap_or(false)), server);
     }
     for (route, percent) in releases {
         let Some(backend) = table.get_mut(&route) else { continue };
