@@ -522,3 +522,46 @@ async fn a_configuration_haproxy_refuses_never_replaces_a_working_one() {
     assert_eq!(std::fs::read_to_string(dir.join("haproxy.cfg")).unwrap(), written);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A reload hands the listeners to a new worker; the old one must not close a client's idle keep-alive
+/// connection under a request it is sending (by default HAProxy 2.6 closes idle connections at once on
+/// a soft stop, and a client that reuses one sees its request fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_fail_no_request_of_a_keep_alive_client() {
+    use berth::routing::table::Table;
+    let dir = berth_tests::temp_data_dir("berth-router-reload");
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{}", berth_tests::free_port_on([127, 0, 0, 1].into())).parse().unwrap();
+    let setup = berth::routing::haproxy::Setup { bin: "haproxy".into(), dir: dir.clone(), listen, tls_listen: None };
+    let table = Table::default();
+    let mut haproxy = berth::routing::haproxy::Haproxy::start(&setup, &table).await.unwrap();
+    // One connection, reused for every request, as a browser or an upstream proxy would.
+    let http = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+    let client = tokio::spawn(async move {
+        let (mut answered, mut failed) = (0, Vec::new());
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            match http.get(format!("http://{listen}/")).header("host", "nothing.example").send().await {
+                Ok(r) if r.status() == 404 => answered += 1,
+                Ok(r) => failed.push(format!("status {}", r.status())),
+                Err(e) => failed.push(format!("{e:?}")),
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (answered, failed)
+    });
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        haproxy.reload(&table).await.unwrap();
+    }
+    let (answered, failed) = client.await.unwrap();
+    haproxy.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(answered > 100, "the client was answered {answered} times");
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed across 15 reloads: {:?}",
+        failed.len(),
+        answered + failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+}

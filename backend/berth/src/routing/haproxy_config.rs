@@ -59,6 +59,11 @@ pub struct Rendered {
     pub certificates: Vec<(String, String)>,
 }
 
+/// For HTTP frontends: on a reload the old worker keeps a client's idle keep-alive connection until it
+/// has answered one more request (with `Connection: close`). By default HAProxy 2.6 closes idle
+/// connections at once, under a request the client may already be sending, which then fails.
+const KEEP_IDLE_ON_RELOAD: &str = "    option idle-close-on-response\n";
+
 /// A line of the ACME map.
 pub fn acme_line(token: &str, key_authorization: &str) -> String {
     format!("{token} {key_authorization}")
@@ -93,9 +98,10 @@ defaults
 
 frontend routes
     bind {listen}
-",
+{keep_idle}",
         admin = admin.display(),
         listen = files.listen,
+        keep_idle = KEEP_IDLE_ON_RELOAD,
     );
     if let Some(tls) = files.tls_listen {
         let _ = writeln!(
@@ -196,9 +202,10 @@ backend no_route
     // Load balancers' listeners: a frontend on the router's address and a backend each.
     for l in table.listeners.values() {
         let (name, mode) = (l.name(), if l.protocol == Protocol::Tcp { "tcp" } else { "http" });
+        let keep_idle = if l.protocol == Protocol::Http { KEEP_IDLE_ON_RELOAD } else { "" };
         let _ = write!(
             cfg,
-            "\nfrontend {name}\n    mode {mode}\n    bind {ip}:{port}\n    default_backend {name}\n\nbackend {name}\n    mode {mode}\n    balance roundrobin\n",
+            "\nfrontend {name}\n    mode {mode}\n    bind {ip}:{port}\n{keep_idle}    default_backend {name}\n\nbackend {name}\n    mode {mode}\n    balance roundrobin\n",
             ip = files.listen.ip(),
             port = l.port,
         );
