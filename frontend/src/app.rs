@@ -139,6 +139,7 @@ fn Shell() -> impl IntoView {
                     <Route path=path!("/templates/new") view=pages::templates::NewTemplate />
                     <Route path=path!("/templates/:id") view=pages::templates::TemplatePage />
                     <Route path=path!("/images") view=pages::images::Images />
+                    <Route path=path!("/domains") view=pages::domains::Domains />
                     <Route path=path!("/tokens") view=pages::tokens::Tokens />
                     <Route path=path!("/users") view=pages::people::Users />
                     <Route path=path!("/audit") view=pages::people::Audit />
@@ -160,6 +161,7 @@ fn tenant_nav(session: Session) -> impl IntoView {
             </Show>
             <li><A href="/templates">"Templates"</A></li>
             <li><A href="/images">"Images"</A></li>
+            <li><A href="/domains">"Domains"</A></li>
             <li><A href="/tokens">"API tokens"</A></li>
             <Show when=move || session.can(Role::Admin)>
                 <li><A href="/users">"Users"</A></li>

@@ -8,6 +8,7 @@ mod clusters;
 mod conformance;
 mod console;
 mod cross_tenant;
+mod domains;
 mod embedded;
 mod fixtures;
 mod openapi;

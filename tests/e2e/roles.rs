@@ -187,6 +187,14 @@ fn cases() -> Vec<Case> {
         // The default route belongs to the Compose file: past authorization, removing it is refused.
         case(M::DELETE, "/api/v1/routes/{route}", [401, 403, 409, 409, 409, 409, 403]),
         case(M::GET, "/api/v1/domains", READ),
+        with_body(
+            M::POST,
+            "/api/v1/domains",
+            |s| Some(json!({"domain": format!("d-{s}.example.org")})),
+            [401, 403, 403, 201, 201, 403, 403],
+        ),
+        case(M::POST, "/api/v1/domains/none.example.org/verify", [401, 403, 403, 404, 404, 403, 403]),
+        case(M::DELETE, "/api/v1/domains/none.example.org", [401, 403, 403, 404, 404, 403, 403]),
         // releases: the fixture's applications never ran, so past authorization a new release is refused
         case(M::GET, "/api/v1/applications/{application}/releases", READ),
         with_body(

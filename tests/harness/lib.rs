@@ -7,6 +7,7 @@
 
 pub mod acme;
 pub mod browser;
+pub mod dns;
 pub mod docker_cli;
 pub mod load;
 
@@ -225,6 +226,8 @@ pub fn serve_config(max_body: usize) -> ServeConfig {
             router_tls_listen: "off".into(),
             // Tests take free ports wherever they are.
             lb_ports: "1024-65535".into(),
+            // No test looks names up off the machine; the domain test starts its own DNS server.
+            dns_resolver: "off".into(),
         },
         acme: Default::default(),
     }
@@ -565,6 +568,7 @@ impl TestApp {
             "containers",
             "routes",
             "domain_grants",
+            "domain_claims",
             "releases",
             "certificates",
             "load_balancers",

@@ -194,11 +194,17 @@ impl axum::extract::FromRequestParts<crate::state::AppState> for TenantDb {
         _parts: &mut axum::http::request::Parts,
         state: &crate::state::AppState,
     ) -> Result<Self, Self::Rejection> {
-        Ok(TenantDb(state.db.acquire().await?))
+        TenantDb::acquire(state).await
     }
 }
 
 impl TenantDb {
+    /// Takes a connection again, for a handler that gave its first one back during a slow call
+    /// outside the database.
+    pub async fn acquire(state: &crate::state::AppState) -> Result<TenantDb, crate::error::ApiError> {
+        Ok(TenantDb(state.db.acquire().await?))
+    }
+
     /// Starts a transaction on this connection (the tenant scope holds inside it).
     pub async fn begin(&mut self) -> sqlx::Result<sqlx::Transaction<'_, Postgres>> {
         Connection::begin(&mut *self.0).await

@@ -11,6 +11,7 @@ pub mod clusters;
 pub mod config;
 pub mod console;
 pub mod crypto;
+pub mod custom_domains;
 pub mod data_dir;
 pub mod db;
 pub mod domain;

@@ -31,7 +31,7 @@ pub async fn prepare(pools: Pools, cfg: &ServeConfig) -> anyhow::Result<AppState
         cfg.existing.clone(),
         cfg.external.clone(),
         cfg.event_delivery,
-        crate::routing::Routing::from_config(&cfg.routing),
+        crate::routing::Routing::from_config(&cfg.routing)?,
     ))
 }
 

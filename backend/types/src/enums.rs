@@ -152,6 +152,17 @@ string_enum! {
 }
 
 string_enum! {
+    /// How a tenant came to hold a custom domain: a platform admin's grant, or the TXT record the
+    /// tenant published in the domain's DNS.
+    DomainProof { Admin => "admin", Dns => "dns" }
+}
+
+string_enum! {
+    /// `verified`: the tenant's routes under the domain are routed; `pending`: waiting for its proof.
+    DomainStatus { Verified => "verified", Pending => "pending" }
+}
+
+string_enum! {
     /// How a release shares traffic: `canary` at any weight, `blue_green` all or nothing (0 or 100).
     ReleaseStrategy {
         Canary => "canary",

@@ -953,7 +953,43 @@ pub struct RouteOptions {
 pub struct DomainGrant {
     pub domain: String,
     pub tenant_id: Uuid,
+    /// `admin` for a grant; `dns` when the tenant proved the domain itself.
+    pub proved_by: DomainProof,
     pub created_at: DateTime<Utc>,
+}
+
+/// A custom domain of the caller's tenant: verified (its routes to the domain and every name under
+/// it are routed) or pending until the TXT record in `verification` is found in the domain's DNS.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Domain {
+    pub domain: String,
+    pub status: DomainStatus,
+    /// How it was verified; absent while pending.
+    pub proved_by: Option<DomainProof>,
+    /// The record to publish (while pending).
+    pub verification: Option<DomainVerification>,
+    /// What the last check found, when it did not prove the domain.
+    pub last_error: Option<String>,
+    /// When the record was last looked up.
+    pub checked_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The DNS record that proves a domain: a TXT record named `name` holding `value` (other TXT
+/// records beside it do no harm).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DomainVerification {
+    /// Always `TXT`.
+    pub record_type: String,
+    pub name: String,
+    pub value: String,
+}
+
+/// Claims a custom domain for the caller's tenant; it is routed once verified.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDomain {
+    pub domain: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

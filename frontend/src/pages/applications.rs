@@ -350,7 +350,7 @@ fn Routes(routes: Vec<Route>, services: RwSignal<Option<Result<Vec<Service>, Api
                             <td><A href=format!("/services/{}", r.service_id)>{service}</A></td>
                             <td>{r.port}</td>
                             <td><Badge status=state />
-                                {(!r.verified).then(|| view! { <br /><span class="muted">"routed once a platform admin grants the domain"</span> })}</td>
+                                {(!r.verified).then(|| view! { <br /><span class="muted">"routed once the domain is verified: "<a href="/domains">"Domains"</a></span> })}</td>
                             <td class="serving">{serving}</td>
                             <td class="traffic">{traffic}<br /><span class="muted">{totals}</span></td>
                             <td>{balance}</td>

@@ -5,6 +5,7 @@ pub mod applications;
 pub mod clusters;
 pub mod dashboard;
 pub mod deploy;
+pub mod domains;
 pub mod images;
 pub mod login;
 pub mod people;

@@ -264,7 +264,7 @@ fn route_row(
     view! {
         <tr data-route=r.domain.clone()>
             <td><a href=r.url.clone() target="_blank" rel="noopener noreferrer">{shown}</a>
-                {(!r.verified).then(|| view! { <br /><span class="muted">"routed once a platform admin grants the domain"</span> })}</td>
+                {(!r.verified).then(|| view! { <br /><span class="muted">"routed once the domain is verified: "<a href="/domains">"Domains"</a></span> })}</td>
             <td>{r.port}</td>
             <td>{match r.endpoints { 1 => "1 task".to_owned(), n => format!("{n} tasks") }}</td>
             <td>{traffic}</td>

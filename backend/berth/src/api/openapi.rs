@@ -39,6 +39,7 @@ use utoipa::{Modify, OpenApi};
         (name = "images", description = "Images known to the tenant"),
         (name = "applications", description = "Applications, their revisions, services and containers"),
         (name = "routes", description = "How requests reach services through the router"),
+        (name = "domains", description = "Custom domains a tenant holds: proved by a DNS TXT record or granted by a platform admin"),
         (name = "certificates", description = "TLS certificates the routers serve: uploaded, or obtained and renewed over ACME"),
         (name = "load_balancers", description = "Load balancers: listeners on the routers' address forwarding to services"),
         (name = "releases", description = "Canary and blue/green releases: a new revision beside the current one, sharing its routes by weight"),

@@ -1,12 +1,11 @@
 //! `/api/v1/routes`: the routes of the caller's tenant, each with the URL it answers at and how many
 //! running tasks serve it. Routes come from deploys (default domains, Compose labels) and from
-//! integrators (custom domains, routed once a platform admin grants the domain:
-//! `/admin/tenants/{id}/domains`).
+//! integrators (custom domains, routed once the tenant holds the domain: see `custom_domains`).
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use berth_types::{CreateDomainGrant, CreateRoute, DomainGrant, Page, Problem, Role, Route, RouteOptions};
+use berth_types::{CreateRoute, Page, Problem, Role, Route, RouteOptions};
 use uuid::Uuid;
 
 use super::declare;
@@ -169,126 +168,5 @@ pub async fn delete(mut db: TenantDb, me: Principal, audit: Audit, ApiPath(id): 
     sqlx::query("DELETE FROM routes WHERE id = $1").bind(id).execute(&mut *tx).await?;
     tx.commit().await?;
     audit.record("route.delete", "route", id);
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(sqlx::FromRow)]
-struct GrantRow {
-    domain: String,
-    tenant_id: Uuid,
-    created_at: chrono::DateTime<chrono::Utc>,
-}
-
-impl From<GrantRow> for DomainGrant {
-    fn from(r: GrantRow) -> DomainGrant {
-        DomainGrant { domain: r.domain, tenant_id: r.tenant_id, created_at: r.created_at }
-    }
-}
-
-/// The custom domains granted to the caller's tenant.
-#[utoipa::path(get, path = "/api/v1/domains", tag = "routes",
-    responses((status = 200, body = Vec<DomainGrant>), (status = 401, body = Problem), (status = 403, body = Problem)),
-    security(("bearer" = [])))]
-pub async fn my_domains(mut db: TenantDb, me: Principal) -> ApiResult<Json<Vec<DomainGrant>>> {
-    let tenant = me.tenant()?;
-    let rows: Vec<GrantRow> =
-        sqlx::query_as("SELECT domain, tenant_id, created_at FROM domain_grants WHERE tenant_id = $1 ORDER BY domain")
-            .bind(tenant)
-            .fetch_all(&mut *db)
-            .await?;
-    Ok(Json(rows.into_iter().map(Into::into).collect()))
-}
-
-#[utoipa::path(get, path = "/api/v1/admin/tenants/{id}/domains", tag = "admin", params(("id" = Uuid, Path)),
-    responses((status = 200, body = Vec<DomainGrant>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
-    security(("bearer" = [])))]
-pub async fn tenant_domains(
-    State(state): State<AppState>,
-    me: Principal,
-    ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<Json<Vec<DomainGrant>>> {
-    me.require_platform_admin()?;
-    crate::api::tenants::load_tenant(&state.system, id).await?;
-    let rows: Vec<GrantRow> =
-        sqlx::query_as("SELECT domain, tenant_id, created_at FROM domain_grants WHERE tenant_id = $1 ORDER BY domain")
-            .bind(id)
-            .fetch_all(&state.system)
-            .await?;
-    Ok(Json(rows.into_iter().map(Into::into).collect()))
-}
-
-/// Grants a tenant a custom domain and every name under it: its routes there are routed from now on.
-/// A domain belongs to one tenant (409 when another has it; a name under another tenant's domain is
-/// refused too).
-#[utoipa::path(post, path = "/api/v1/admin/tenants/{id}/domains", tag = "admin", params(("id" = Uuid, Path)), request_body = CreateDomainGrant,
-    responses((status = 201, body = DomainGrant), (status = 401, body = Problem), (status = 403, body = Problem),
-              (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
-    security(("bearer" = [])))]
-pub async fn grant_domain(
-    State(state): State<AppState>,
-    me: Principal,
-    audit: Audit,
-    ApiPath(id): ApiPath<Uuid>,
-    ApiJson(req): ApiJson<CreateDomainGrant>,
-) -> ApiResult<(StatusCode, Json<DomainGrant>)> {
-    me.require_platform_admin()?;
-    let domain =
-        declare::custom_domain(&req.domain, &state.routing.apps_domain).map_err(|why| ApiError::invalid_field("domain", why))?;
-    let mut tx = state.system.begin().await?;
-    let exists: Option<Uuid> =
-        sqlx::query_scalar("SELECT id FROM tenants WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(&mut *tx).await?;
-    exists.ok_or_else(|| ApiError::not_found("tenant"))?;
-    // Names above or below the domain that another tenant holds would let two tenants claim one name.
-    let clash: Option<String> = sqlx::query_scalar(
-        "SELECT domain FROM domain_grants WHERE tenant_id <> $1
-            AND (domain = $2 OR right($2, length(domain) + 1) = '.' || domain OR right(domain, length($2) + 1) = '.' || $2)
-          LIMIT 1",
-    )
-    .bind(id)
-    .bind(&domain)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(other) = clash {
-        return Err(ApiError::conflict("domain-granted", format!("`{other}` is granted to another tenant")));
-    }
-    let row: GrantRow = sqlx::query_as(
-        "INSERT INTO domain_grants (domain, tenant_id) VALUES ($1, $2)
-         ON CONFLICT (domain) DO UPDATE SET domain = excluded.domain RETURNING domain, tenant_id, created_at",
-    )
-    .bind(&domain)
-    .bind(id)
-    .fetch_one(&mut *tx)
-    .await?;
-    store::reverify(&mut tx, id).await?;
-    tx.commit().await?;
-    audit.record("domain.grant", "tenant", id);
-    audit.tenant(id);
-    Ok((StatusCode::CREATED, Json(row.into())))
-}
-
-/// Takes a custom domain back: the tenant's routes under it stop being routed.
-#[utoipa::path(delete, path = "/api/v1/admin/tenants/{id}/domains/{domain}", tag = "admin", params(("id" = Uuid, Path), ("domain" = String, Path)),
-    responses((status = 204, description = "Revoked"), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
-    security(("bearer" = [])))]
-pub async fn revoke_domain(
-    State(state): State<AppState>,
-    me: Principal,
-    audit: Audit,
-    ApiPath((id, domain)): ApiPath<(Uuid, String)>,
-) -> ApiResult<StatusCode> {
-    me.require_platform_admin()?;
-    let mut tx = state.system.begin().await?;
-    let gone = sqlx::query("DELETE FROM domain_grants WHERE tenant_id = $1 AND domain = $2")
-        .bind(id)
-        .bind(domain.to_ascii_lowercase())
-        .execute(&mut *tx)
-        .await?;
-    if gone.rows_affected() == 0 {
-        return Err(ApiError::not_found("domain grant"));
-    }
-    store::reverify(&mut tx, id).await?;
-    tx.commit().await?;
-    audit.record("domain.revoke", "tenant", id);
-    audit.tenant(id);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -60,6 +60,11 @@ pub struct RoutingConfig {
     /// The ports load balancers' listeners may take on the routers' address (`first-last`).
     #[arg(long, env = "BERTH_LB_PORTS", default_value = "20000-20999")]
     pub lb_ports: String,
+
+    /// Where tenants' domain proofs (TXT records) are looked up: `system` (the host's resolver),
+    /// `ip:port[,ip:port…]`, or `off` (only platform admins' grants).
+    #[arg(long, env = "BERTH_DNS_RESOLVER", default_value = "system")]
+    pub dns_resolver: String,
 }
 
 impl RoutingConfig {
@@ -94,17 +99,21 @@ pub struct Routing {
     pub host: std::net::IpAddr,
     /// The ports load balancers' listeners may take.
     pub lb_ports: std::ops::RangeInclusive<u16>,
+    /// Where domain proofs are looked up.
+    pub dns: crate::custom_domains::proof::DnsResolver,
 }
 
 impl Routing {
-    pub fn from_config(cfg: &RoutingConfig) -> Routing {
+    /// Fails with one clear line on a setting it cannot read.
+    pub fn from_config(cfg: &RoutingConfig) -> anyhow::Result<Routing> {
         let port = cfg.router_listen.port();
-        Routing {
+        Ok(Routing {
             apps_domain: cfg.apps_domain.to_ascii_lowercase(),
             url_port: (port != 80).then_some(port),
             host: cfg.router_listen.ip(),
-            lb_ports: cfg.lb_port_range().unwrap_or(20000..=20999),
-        }
+            lb_ports: cfg.lb_port_range()?,
+            dns: crate::custom_domains::proof::DnsResolver::parse(&cfg.dns_resolver)?,
+        })
     }
 
     /// Where a route answers.
@@ -123,6 +132,7 @@ impl Default for Routing {
             url_port: Some(8000),
             host: [127, 0, 0, 1].into(),
             lb_ports: 20000..=20999,
+            dns: crate::custom_domains::proof::DnsResolver::Off,
         }
     }
 }
@@ -198,6 +208,7 @@ mod tests {
             haproxy_bin: "haproxy".into(),
             router_tls_listen: "off".into(),
             lb_ports: "20000-20999".into(),
+            dns_resolver: "system".into(),
         };
         let setup = preflight(&cfg, std::path::Path::new("./.berth")).await.unwrap();
         assert!(setup.dir.is_absolute(), "{}", setup.dir.display());
