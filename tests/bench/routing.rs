@@ -13,11 +13,10 @@
 //!    one with Swarm's default update (stop-first).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use berth_tests::docker_cli::{RealCluster, push_versions};
+use berth_tests::load::Load;
 use berth_tests::{PASSWORD, TestApp, TestRouter, routed_config};
 use serde_json::json;
 
@@ -114,49 +113,6 @@ impl Drop for StaticHaproxy {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Sends `rate` requests per second to `url` until stopped (bounded to two minutes); counts answers
-/// and failures.
-struct Paced {
-    stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-    ok: Arc<AtomicU32>,
-    failed: Arc<AtomicU32>,
-}
-
-impl Paced {
-    fn start(url: String, host: String, rate: usize) -> Paced {
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let (ok, failed) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
-        let (ok2, failed2) = (ok.clone(), failed.clone());
-        let task = tokio::spawn(async move {
-            let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-            let deadline = Instant::now() + Duration::from_secs(120);
-            let mut inflight = Vec::new();
-            while !*stopped.borrow() && Instant::now() < deadline {
-                tick.tick().await;
-                let (http, url, host, ok, failed) = (http.clone(), url.clone(), host.clone(), ok2.clone(), failed2.clone());
-                inflight.push(tokio::spawn(async move {
-                    match http.get(&url).header("host", &host).send().await {
-                        Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                }));
-            }
-            for f in inflight {
-                let _ = f.await;
-            }
-        });
-        Paced { stop, task, ok, failed }
-    }
-
-    async fn stop(self) -> (u32, u32) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-        (self.ok.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
     }
 }
 
@@ -296,8 +252,9 @@ async fn main() {
     ] {
         let before: Vec<(String, u16)> = tasks(&app, service).await.into_iter().map(|t| (t.2, t.3)).collect();
         let fixed = StaticHaproxy::start(&before);
-        let via_router = Paced::start(router_url.clone(), host.clone(), rate / 2);
-        let via_static = Paced::start(format!("http://{}/", fixed.listen), host.clone(), rate / 2);
+        let limit = Duration::from_secs(120);
+        let via_router = Load::paced(router_url.clone(), &host, rate / 2, limit);
+        let via_static = Load::paced(format!("http://{}/", fixed.listen), &host, rate / 2, limit);
         let r = app.patch(&format!("/api/v1/services/{service}"), &t.owner, json!({"image": image})).await;
         assert_eq!(r.status, 202);
         let deadline = Instant::now() + Duration::from_secs(180);
@@ -314,6 +271,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (router_ok, router_failed) = via_router.stop().await;
         let (static_ok, static_failed) = via_static.stop().await;
+        let (router_failed, static_failed) = (router_failed.len(), static_failed.len());
         failures.push((round, router_ok, router_failed, static_ok, static_failed));
     }
     println!("| rolling update of 4 tasks, {} req/s to each way in | answered | failed |", rate / 2);

@@ -61,7 +61,7 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
     ports: ["8080"]
     deploy:
       replicas: 2
-      update_config: {parallelism: 1, order: start-first, monitor: 1s}
+      update_config: {parallelism: 1, order: start-first, monitor: 1s, delay: 3s}
       resources: {limits: {memory: 32M}}
 "#;
     let deployed = app
@@ -272,18 +272,25 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
     // observer's pass (measured in a release build by `make bench-routing`).
     assert!(p95(&delays) <= Duration::from_secs(1), "new tasks took too long to serve: {delays:?}");
 
-    // A rolling image update under steady load: new tasks take traffic once running, old ones leave
-    // the rotation as Swarm stops them, and no request fails.
-    let load = Load::start(&router, &host, 4, Duration::from_secs(60));
+    // A rolling image update under steady load (200 requests a second, for at least 20 s): new tasks
+    // take traffic once running, old ones leave the rotation as Swarm stops them, and no request fails.
+    let started = Instant::now();
+    let load = Load::paced(format!("http://{listen}/"), &host, 200, Duration::from_secs(150));
     let r = app.patch(&format!("/api/v1/services/{service}"), &t.owner, json!({"image": images[1]})).await;
     r.expect(StatusCode::ACCEPTED);
     app.wait_for(&t.owner, &format!("/api/v1/services/{service}"), Duration::from_secs(120), |s| {
         s["update_state"] == "completed" && s["status"] == "running" && s["replicas_running"] == 4
     })
     .await;
+    let updated = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(20).saturating_sub(updated)).await;
     let (ok, failed) = load.stop().await;
-    println!("steady load through a rolling update of 4 tasks: {ok} requests answered, {} failed", failed.len());
-    assert!(ok > 100, "too little load to prove anything: {ok}");
+    let held = started.elapsed();
+    println!(
+        "200 req/s through a rolling update of 4 tasks ({updated:.1?}), held {held:.1?}: {ok} requests answered, {} failed",
+        failed.len()
+    );
+    assert!(f64::from(ok) >= 200.0 * held.as_secs_f64() * 0.9, "the load fell short of 200 req/s: {ok} in {held:?}");
     assert!(failed.is_empty(), "client-visible failures during the rolling update: {failed:?}");
     for _ in 0..8 {
         assert_eq!(through_path(&http, &router, &host, "/version").await, (200, "v2".to_owned()));
@@ -324,9 +331,24 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
     let node_address = |id: &str| {
         nodes["items"].as_array().unwrap().iter().find(|n| n["id"] == id).unwrap()["address"].as_str().unwrap().to_owned()
     };
-    let containers = app.get(&format!("/api/v1/services/{service}/containers"), &t.owner).await.body;
-    let running: Vec<serde_json::Value> =
-        containers["items"].as_array().unwrap().iter().filter(|c| c["state"] == "running").cloned().collect();
+    // The tasks serving now: once the update's last outgoing task is seen gone, four remain.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let running: Vec<serde_json::Value> = loop {
+        let containers = app.get(&format!("/api/v1/services/{service}/containers"), &t.owner).await.body;
+        let running: Vec<serde_json::Value> = containers["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["state"] == "running" && c["desired_state"] == "running")
+            .cloned()
+            .collect();
+        let all_running = containers["items"].as_array().unwrap().iter().filter(|c| c["state"] == "running").count();
+        if running.len() == 4 && all_running == 4 {
+            break running;
+        }
+        assert!(Instant::now() < deadline, "the service did not settle on 4 tasks: {containers}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let on_manager =
         running.iter().find(|c| node_address(c["node_id"].as_str().unwrap()) == manager).expect("a task on the manager");
     let worker = nodes["items"].as_array().unwrap().iter().find(|n| n["role"] == "worker").unwrap().clone();

@@ -1,5 +1,5 @@
-//! Steady load through a router: a few clients sending requests for one host one after another until
-//! stopped, bounded in time, counting answers and keeping each failure.
+//! Steady load through a router, bounded in time, counting answers and keeping each failure: a few
+//! clients sending requests for one host one after another, or requests sent at a fixed rate.
 
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,40 @@ impl Load {
             })
             .collect();
         Load { stop, clients }
+    }
+
+    /// Sends `rate` requests per second to `url` (with `host` as the Host header) until stopped or
+    /// `limit` passes. Each request goes on its own, so a slow answer does not slow the pace.
+    pub fn paced(url: String, host: &str, rate: usize, limit: Duration) -> Load {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let host = host.to_owned();
+        let pacer = tokio::spawn(async move {
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let deadline = Instant::now() + limit;
+            let mut inflight = Vec::new();
+            while !*stopped.borrow() && Instant::now() < deadline {
+                tick.tick().await;
+                let request = http.get(&url).header("host", &host).send();
+                inflight.push(tokio::spawn(async move {
+                    match request.await {
+                        Ok(r) if r.status() == 200 => Ok(()),
+                        Ok(r) => Err(format!("{} {}", r.status(), r.text().await.unwrap_or_default().trim())),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }));
+            }
+            let (mut ok, mut failed) = (0, Vec::new());
+            for f in inflight {
+                match f.await.unwrap() {
+                    Ok(()) => ok += 1,
+                    Err(e) => failed.push(e),
+                }
+            }
+            (ok, failed)
+        });
+        Load { stop, clients: vec![pacer] }
     }
 
     /// Stops the clients: how many requests were answered 200, and every failure.
