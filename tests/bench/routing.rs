@@ -253,8 +253,8 @@ async fn main() {
         let before: Vec<(String, u16)> = tasks(&app, service).await.into_iter().map(|t| (t.2, t.3)).collect();
         let fixed = StaticHaproxy::start(&before);
         let limit = Duration::from_secs(120);
-        let via_router = Load::paced(router_url.clone(), &host, rate / 2, limit);
-        let via_static = Load::paced(format!("http://{}/", fixed.listen), &host, rate / 2, limit);
+        let via_router = Load::paced(router_url.clone(), host, rate / 2, limit);
+        let via_static = Load::paced(format!("http://{}/", fixed.listen), host, rate / 2, limit);
         let r = app.patch(&format!("/api/v1/services/{service}"), &t.owner, json!({"image": image})).await;
         assert_eq!(r.status, 202);
         let deadline = Instant::now() + Duration::from_secs(180);
