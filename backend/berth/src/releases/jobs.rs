@@ -23,9 +23,9 @@ use crate::clusters::access::connect_manager;
 use crate::jobs::runner::{Handler, Handlers, JobCtx};
 use crate::swarm::Engine;
 
-/// How long the copies keep their in-flight requests after their weight went to zero, before the
-/// engine stops them: routers apply a weight within milliseconds of its change (and re-read the
-/// table every 2 s), and requests already sent finish.
+/// How long one side of a release keeps its in-flight requests after its weight went to zero, before
+/// the engine stops or replaces its tasks: routers apply a weight within milliseconds of its change
+/// (and re-read the table every 2 s), and requests already sent finish.
 const DRAIN: Duration = Duration::from_secs(3);
 
 /// How long a promotion waits for the application's services to run the new revision.
@@ -126,6 +126,10 @@ async fn promote(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> {
         .bind(release.id)
         .fetch_all(db)
         .await?;
+    // Every new request goes to the copies since the API set their weight to 100: the application's
+    // own tasks finish what they serve before the engine replaces them, so none is cut off.
+    ctx.progress("letting the application's own tasks finish their requests", 50).await?;
+    tokio::time::sleep(DRAIN).await;
     deploy::apply_revision(&ctx, &env, &app, &rev).await?;
     sqlx::query("UPDATE applications SET deployed_revision = $2, message = '', updated_at = now() WHERE id = $1 AND current_revision = $2")
         .bind(app.id)
