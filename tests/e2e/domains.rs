@@ -113,6 +113,25 @@ async fn tenants_prove_custom_domains_with_a_txt_record() {
     assert_eq!(app.get(&route, &a.owner).await.body["verified"], true);
     app.delete("/api/v1/domains/shop.test", &a.owner).await.problem(StatusCode::CONFLICT, "domain-granted-by-admin");
 
+    // Recent claims are also checked in the background: a published record proves its claim with no
+    // one pressing Verify, and a claim another tenant won says so.
+    let resolver = berth::custom_domains::proof::DnsResolver::Servers(vec![dns.addr]);
+    let theirs = app.post("/api/v1/domains", &b.owner, json!({"domain": "race.test"})).await;
+    let ours = app.post("/api/v1/domains", &a.owner, json!({"domain": "race.test"})).await;
+    dns.add_txt("_berth-challenge.race.test", ours.body["verification"]["value"].as_str().unwrap()).await;
+    berth::custom_domains::verify::recheck_due(&app.db, &resolver).await.unwrap();
+    let race = |body: serde_json::Value| body.as_array().unwrap().iter().find(|d| d["domain"] == "race.test").cloned().unwrap();
+    let won = race(app.get("/api/v1/domains", &a.owner).await.body);
+    assert_eq!((won["status"].as_str(), won["proved_by"].as_str()), (Some("verified"), Some("dns")), "{won}");
+    let waiting = race(app.get("/api/v1/domains", &b.owner).await.body);
+    assert!(waiting["last_error"].as_str().unwrap().contains("do not hold"), "{waiting}");
+    dns.add_txt("_berth-challenge.race.test", theirs.body["verification"]["value"].as_str().unwrap()).await;
+    sqlx::query("UPDATE domain_claims SET checked_at = NULL").execute(&app.db).await.unwrap();
+    berth::custom_domains::verify::recheck_due(&app.db, &resolver).await.unwrap();
+    let lost = race(app.get("/api/v1/domains", &b.owner).await.body);
+    assert_eq!(lost["status"], "pending");
+    assert!(lost["last_error"].as_str().unwrap().contains("belongs to another tenant"), "{lost}");
+
     // The console: the granted domain is listed without a Remove button; a new domain is added from
     // the form, its record published, and Verify makes it the tenant's.
     let b = berth_tests::browser::Browser::start(&app.base).await;

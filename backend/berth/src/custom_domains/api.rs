@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::proof::{self, DnsResolver};
 use super::store::{self, CLAIM_COLUMNS, ClaimRow, GRANT_COLUMNS, GrantRow};
+use super::verify::{self, Outcome};
 use crate::api::audit::Audit;
 use crate::api::extract::{ApiJson, ApiPath};
 use crate::auth::Principal;
@@ -86,8 +87,9 @@ pub async fn claim_domain(
     Ok((StatusCode::CREATED, Json(row.into())))
 }
 
-/// Looks up the claim's TXT record now. Found: the domain is the tenant's and its routes there are
-/// routed (200). Not found: 422 saying what was found, kept on the claim as `last_error`.
+/// Looks up the claim's TXT record now (Berth also checks recent claims every few minutes by itself).
+/// Found: the domain is the tenant's and its routes there are routed (200). Not found: 422 saying what
+/// was found, kept on the claim as `last_error`.
 #[utoipa::path(post, path = "/api/v1/domains/{domain}/verify", tag = "domains", params(("domain" = String, Path)),
     responses((status = 200, body = Domain), (status = 401, body = Problem), (status = 403, body = Problem),
               (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem),
@@ -124,30 +126,14 @@ pub async fn verify_domain(
     }
     // The lookup holds no connection: the tenant's goes back to the pool first.
     drop(db);
-    let name = proof::record_name(&domain);
-    let found = state.routing.dns.txt(&name).await;
-    let verdict = match &found {
-        Ok(records) => proof::check(records, &name, &claim.token),
-        Err(why) => Err(why.clone()),
-    };
-    if let Err(why) = verdict {
-        let mut db = TenantDb::acquire(&state).await?;
-        sqlx::query("UPDATE domain_claims SET checked_at = now(), last_error = $3 WHERE tenant_id = $1 AND domain = $2")
-            .bind(tenant)
-            .bind(&domain)
-            .bind(&why)
-            .execute(&mut *db)
-            .await?;
-        return Err(match found {
-            Ok(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "domain-unproved", why),
-            Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "dns-unavailable", why),
-        });
+    match verify::check(&state.system, &state.routing.dns, tenant, &domain, &claim.token).await? {
+        Outcome::Proved(row) => {
+            audit.record("domain.verify", "domain", &domain);
+            Ok(Json(row.into()))
+        }
+        Outcome::Unproved(why) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "domain-unproved", why)),
+        Outcome::LookupFailed(why) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "dns-unavailable", why)),
     }
-    let mut tx = state.system.begin().await?;
-    let row = store::grant(&mut tx, tenant, &domain, DomainProof::Dns).await?;
-    tx.commit().await?;
-    audit.record("domain.verify", "domain", &domain);
-    Ok(Json(row.into()))
 }
 
 /// Removes a pending claim, or gives up a domain the tenant proved itself (its routes there stop
