@@ -193,6 +193,14 @@ async fn certificates_are_obtained_over_acme_served_by_sni_renewed_and_uploaded(
     assert_eq!((uploaded.body["source"].as_str(), uploaded.body["state"].as_str()), (Some("uploaded"), Some("issued")));
     let (status, body, _) = served(tls, "www.example.test", &own.ca_pem, "").await;
     assert_eq!((status, body.as_str()), (200, "secure"));
+    // A router holds only the certificates of the names it routes: one scoped to another cluster
+    // gets no key of this tenant's.
+    let keys = berth::crypto::Keys::from_secret(berth_tests::SECRET).unwrap();
+    let here = berth::routing::table::read(&app.db, &berth::routing::table::Scope::Local, &keys).await.unwrap();
+    assert!(here.certificates.values().any(|c| c.domain == "*.example.test"), "the local router serves the upload");
+    let elsewhere = berth::routing::table::Scope::Clusters(vec![uuid::Uuid::now_v7()]);
+    let there = berth::routing::table::read(&app.db, &elsewhere, &keys).await.unwrap();
+    assert!(there.certificates.is_empty() && there.backends.is_empty(), "another cluster's router holds certificates");
     // The key is sealed at rest: not in the row as given.
     let sealed: Vec<u8> = sqlx::query_scalar("SELECT key_sealed FROM certificates WHERE domain = '*.example.test'")
         .fetch_one(&app.db)

@@ -173,8 +173,8 @@ struct Row {
 /// (Swarm counts a task with a healthcheck as running only once it is healthy) at a host port for the
 /// route's target on a node with an address. While a release of the application is open, the tasks of
 /// its copy of the route's service serve the route too, weighted by the release's percentage.
-/// Certificates are read with their keys opened with `keys`; a key that does not open is skipped
-/// (and logged), so one bad row never stops the router.
+/// Certificates are those of the names the router routes, read with their keys opened with `keys`; a
+/// key that does not open is skipped (and logged), so one bad row never stops the router.
 pub async fn read(db: &PgPool, scope: &Scope, keys: &Keys) -> sqlx::Result<Table> {
     let backends = read_backends(db, scope).await?;
     let listeners = read_listeners(db, scope).await?;
@@ -184,7 +184,10 @@ pub async fn read(db: &PgPool, scope: &Scope, keys: &Keys) -> sqlx::Result<Table
     .fetch_all(db)
     .await?;
     let mut certificates = BTreeMap::new();
-    for (id, domain, chain, sealed) in rows {
+    // Only the certificates of names this router routes: a router on another host, scoped to other
+    // clusters, never holds a key it has no use for.
+    let routed = |cert: &str| backends.values().any(|b| berth_types::certificate_covers(cert, &b.domain));
+    for (id, domain, chain, sealed) in rows.into_iter().filter(|r| routed(&r.1)) {
         match keys.open(&sealed).map(String::from_utf8) {
             Ok(Ok(key)) => {
                 certificates.insert(id, Certificate { domain, pem: format!("{}\n{}", chain.trim_end(), key.trim_end()) + "\n" });
