@@ -139,6 +139,8 @@ fn Shell() -> impl IntoView {
                     <Route path=path!("/templates/new") view=pages::templates::NewTemplate />
                     <Route path=path!("/templates/:id") view=pages::templates::TemplatePage />
                     <Route path=path!("/images") view=pages::images::Images />
+                    <Route path=path!("/load-balancers") view=pages::balancers::BalancerList />
+                    <Route path=path!("/load-balancers/:id") view=pages::balancers::BalancerPage />
                     <Route path=path!("/domains") view=pages::domains::Domains />
                     <Route path=path!("/tokens") view=pages::tokens::Tokens />
                     <Route path=path!("/users") view=pages::people::Users />
@@ -161,6 +163,7 @@ fn tenant_nav(session: Session) -> impl IntoView {
             </Show>
             <li><A href="/templates">"Templates"</A></li>
             <li><A href="/images">"Images"</A></li>
+            <li><A href="/load-balancers">"Load balancers"</A></li>
             <li><A href="/domains">"Domains"</A></li>
             <li><A href="/tokens">"API tokens"</A></li>
             <Show when=move || session.can(Role::Admin)>

@@ -39,7 +39,8 @@ async fn over_tcp(port: u16) -> Result<String, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listeners_forward_to_a_service_s_tasks_and_follow_it() {
-    let cfg = routed_config();
+    let mut cfg = routed_config();
+    cfg.console_dir = berth_tests::browser::console_dir();
     let listen = cfg.routing.router_listen;
     let app = TestApp::spawn_with_registry_and(cfg, 1 << 30).await.with_workers();
     let router = TestRouter::start(&app.db, listen).await;
@@ -161,6 +162,41 @@ async fn listeners_forward_to_a_service_s_tasks_and_follow_it() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(!answers(http_port, 3).await.is_empty());
+
+    // The console: the balancers are listed; on the balancer's page a TCP listener is added from the
+    // form (the target filled in from the service's port) and answers, then removed and closed.
+    let b = berth_tests::browser::Browser::start(&app.base).await;
+    b.goto("/load-balancers").await;
+    b.log_in(&t.owner_email, PASSWORD).await;
+    b.wait_text("#balancers", "second").await;
+    b.goto(&format!("/load-balancers/{balancer}")).await;
+    b.wait_text(&format!("#listeners tr[data-port='{http_port}']"), &format!("http://127.0.0.1:{http_port}/")).await;
+    b.wait_text(&format!("#listeners tr[data-port='{http_port}']"), "shop / web").await;
+    let console_port = free_port_on(lo);
+    b.fill("#listener-port", &console_port.to_string()).await;
+    b.find("#listener-protocol").await.select_by_value("tcp").await.unwrap();
+    b.find(&format!("#listener-service option[value='{service}']")).await;
+    b.find("#listener-service").await.select_by_value(&service).await.unwrap();
+    assert_eq!(b.find("#listener-target").await.prop("value").await.unwrap().as_deref(), Some("8080"));
+    b.click("#add-listener-submit").await;
+    b.wait_text(&format!("#listeners tr[data-port='{console_port}']"), "tcp").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while over_tcp(console_port).await.is_err() {
+        assert!(Instant::now() < deadline, "the listener added in the console does not answer");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    b.survey("load-balancer").await;
+    b.click(&format!("#listeners tr[data-port='{console_port}'] .remove")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.has(&format!("#listeners tr[data-port='{console_port}']")).await || over_tcp(console_port).await.is_ok() {
+        assert!(Instant::now() < deadline, "the listener removed in the console is still there");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    b.goto("/load-balancers").await;
+    b.wait_text("#balancers", "edge").await;
+    b.survey("load-balancers").await;
+    drop(b);
+
     app.delete(&format!("/api/v1/load-balancers/{balancer}"), &t.owner).await.expect(StatusCode::NO_CONTENT);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !answers(http_port, 1).await.is_empty() {

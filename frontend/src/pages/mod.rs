@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod applications;
+pub mod balancers;
 pub mod clusters;
 pub mod dashboard;
 pub mod deploy;
