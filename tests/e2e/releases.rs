@@ -1,7 +1,7 @@
 //! Canary and blue/green releases on a real Swarm through a real HAProxy: the new revision's share of
 //! requests follows the release's weight, promote moves every request to it under load without a
 //! failed request, abort takes it away and removes its services from the engine, and a revision that
-//! answers 500s is aborted on its own.
+//! answers 500s or fails its health checks is aborted on its own.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -245,6 +245,38 @@ async fn releases_share_routes_by_weight_and_promote_or_abort() {
     assert_eq!(shares(&http, &router, &host, 100).await, BTreeMap::from([("v2".to_owned(), 100)]));
     assert!(!engine_services(&real).iter().any(|s| s.starts_with("shop_r")), "{:?}", engine_services(&real));
 
+    // With an HTTP health check on the route, the same revision's tasks fail it and get no request at
+    // all (the current tasks take them), so no error rate can tell; the release is aborted for their
+    // health instead.
+    let route = app.get(&format!("/api/v1/routes?application_id={application}"), &t.owner).await.body["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.patch(&format!("/api/v1/routes/{route}"), &t.owner, json!({"probe_path": "/"})).await.expect(StatusCode::OK);
+    let sick = app
+        .post(
+            &releases,
+            &t.owner,
+            json!({"variables": {"IMAGE": images[1], "BROKEN": "1"}, "weight": 50,
+                   "auto_abort": {"max_error_rate": 0.2, "window_secs": 5, "min_requests": 10}}),
+        )
+        .await;
+    sick.expect(StatusCode::ACCEPTED);
+    let sick = sick.id().to_string();
+    release_state(&app, &t.owner, &sick, "running", Duration::from_secs(120)).await;
+    let aborting = app
+        .wait_for(&t.owner, &format!("/api/v1/releases/{sick}"), Duration::from_secs(60), |r| {
+            r["state"] == "aborting" || r["state"] == "aborted"
+        })
+        .await;
+    let why = aborting["message"].as_str().unwrap_or_default();
+    assert!(why.contains("failed the routers' health checks for the last 5 s"), "{aborting}");
+    release_state(&app, &t.owner, &sick, "aborted", Duration::from_secs(60)).await;
+    assert_eq!(shares(&http, &router, &host, 50).await, BTreeMap::from([("v2".to_owned(), 50)]));
+    let samples: i64 = sqlx::query_scalar("SELECT count(*) FROM release_health").fetch_one(&app.db).await.unwrap();
+    assert_eq!(samples, 0, "health samples go with the release");
+    app.patch(&format!("/api/v1/routes/{route}"), &t.owner, json!({"probe_path": ""})).await.expect(StatusCode::OK);
+
     // Every step is on the tenant's event stream.
     let kinds: Vec<String> =
         sqlx::query_scalar("SELECT kind FROM events WHERE target_type = 'release' ORDER BY id").fetch_all(&app.db).await.unwrap();
@@ -261,7 +293,7 @@ async fn releases_share_routes_by_weight_and_promote_or_abort() {
     }
     let listed = app.get(&releases, &t.owner).await.body;
     let states: Vec<&str> = listed["items"].as_array().unwrap().iter().map(|r| r["state"].as_str().unwrap()).collect();
-    assert_eq!(states, ["promoted", "aborted", "aborted"]);
+    assert_eq!(states, ["promoted", "aborted", "aborted", "aborted"]);
 
     // The console lists them.
     b.wait_text("#past-releases", "aborted on its own").await;

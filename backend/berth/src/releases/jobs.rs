@@ -171,6 +171,8 @@ async fn finish(ctx: &JobCtx, engine: &Engine, release: &ReleaseRow, state: Rele
     copies::remove(ctx, engine, RELEASE_LABEL, &release.id.to_string()).await?;
     let mut tx = ctx.db.begin().await?;
     sqlx::query("DELETE FROM services WHERE release_id = $1").bind(release.id).execute(&mut *tx).await?;
+    // Health samples serve only the automatic abort of an open release.
+    sqlx::query("DELETE FROM release_health WHERE release_id = $1").bind(release.id).execute(&mut *tx).await?;
     let message = sqlx::query_scalar::<_, String>("SELECT message FROM releases WHERE id = $1")
         .bind(release.id)
         .fetch_one(&mut *tx)

@@ -216,7 +216,8 @@ fn router_name(setup: &Setup) -> String {
 }
 
 /// Reads HAProxy's per-backend and per-server counters (`show stat` of every proxy, types backend
-/// and server) and adds what is new to the routes' traffic and to open releases'.
+/// and server) and adds what is new to the routes' traffic and to open releases', with how their
+/// copies fare in their health checks.
 async fn record_traffic(db: &PgPool, proxy: &Haproxy, name: &str, meter: &mut Meters) -> anyhow::Result<()> {
     let csv = proxy.command("show stat -1 6 -1").await?;
     let reading = traffic::parse(&csv);
@@ -225,6 +226,7 @@ async fn record_traffic(db: &PgPool, proxy: &Haproxy, name: &str, meter: &mut Me
     let copies = meter.copies.read(reading.copies, at);
     traffic::write(db, name, &routes).await?;
     traffic::write_copies(db, name, &copies).await?;
+    traffic::write_copy_health(db, name, &reading.copy_health).await?;
     Ok(())
 }
 

@@ -29,6 +29,15 @@ pub struct Counters {
 pub struct Reading {
     pub routes: HashMap<Uuid, Counters>,
     pub copies: HashMap<(Uuid, String), Counters>,
+    /// Per route with copies: how many copy servers pass their health checks, and how many fail them.
+    pub copy_health: HashMap<Uuid, Health>,
+}
+
+/// Servers up and down in their health checks (servers in maintenance count as neither).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Health {
+    pub up: u32,
+    pub down: u32,
 }
 
 pub fn parse(csv: &str) -> Reading {
@@ -39,6 +48,7 @@ pub fn parse(csv: &str) -> Reading {
     let col = |name: &str| names.iter().position(|n| *n == name);
     let (Some(px), Some(sv)) = (col("pxname"), col("svname")) else { return out };
     let (req_tot, stot, hrsp_5xx, econ, rtime) = (col("req_tot"), col("stot"), col("hrsp_5xx"), col("econ"), col("rtime"));
+    let status = col("status");
     // A server has no request count; its answers by class add up to one.
     let answers: Vec<Option<usize>> =
         ["hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other"].iter().map(|n| col(n)).collect();
@@ -67,6 +77,15 @@ pub fn parse(csv: &str) -> Reading {
                 response_ms: num(rtime).unwrap_or(0),
             };
             out.copies.insert((route, server.to_owned()), counters);
+            // `UP`, `UP 1/2` (failing, not yet down), `no check`, `DRAIN` serve; `DOWN`, `DOWN 1/2`
+            // (passing, not yet up) do not.
+            let state = status.and_then(|i| fields.get(i)).copied().unwrap_or_default();
+            let health = out.copy_health.entry(route).or_default();
+            if state.starts_with("UP") || state == "no check" || state == "DRAIN" {
+                health.up += 1;
+            } else if state.starts_with("DOWN") {
+                health.down += 1;
+            }
         }
     }
     out
@@ -179,6 +198,28 @@ pub async fn write(db: &PgPool, router: &str, deltas: &[(Uuid, Delta)]) -> sqlx:
     Ok(())
 }
 
+/// Records how the copies on each route fare in their health checks, for the open release of the
+/// route's application when it has an automatic-abort rule (the only reader).
+pub async fn write_copy_health(db: &PgPool, router: &str, health: &HashMap<Uuid, Health>) -> sqlx::Result<()> {
+    for (route, h) in health {
+        sqlx::query(
+            "INSERT INTO release_health (release_id, tenant_id, router, up, down)
+             SELECT rel.id, rel.tenant_id, $2, $3, $4
+               FROM routes r JOIN services s ON s.id = r.service_id
+               JOIN releases rel ON rel.application_id = s.application_id AND rel.finished_at IS NULL
+                                AND rel.auto_abort IS NOT NULL
+              WHERE r.id = $1",
+        )
+        .bind(route)
+        .bind(router)
+        .bind(i32::try_from(h.up).unwrap_or(i32::MAX))
+        .bind(i32::try_from(h.down).unwrap_or(i32::MAX))
+        .execute(db)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Adds what a release's copies answered on each route since the last reading to the open release of
 /// the route's application.
 pub async fn write_copies(db: &PgPool, router: &str, deltas: &[((Uuid, String), Delta)]) -> sqlx::Result<()> {
@@ -249,6 +290,21 @@ mod tests {
         meter.reset();
         let d = meter.read(parse(&csv(&[(&name, "BACKEND", 4, 0, 0, 4)])).routes, t0 + std::time::Duration::from_secs(8));
         assert_eq!(d[0].1.requests, 4);
+    }
+
+    #[test]
+    fn copies_health_is_counted_per_route() {
+        let a = Uuid::now_v7();
+        let name = format!("r_{}", a.simple());
+        let text = format!(
+            "# pxname,svname,stot,status,\n{name},t_own,1,DOWN,\n{name},c_one,1,UP,\n{name},c_two,1,UP 1/2,\n\
+             {name},c_three,1,DOWN 1/2,\n{name},c_four,1,DOWN,\n{name},c_five,1,MAINT,\n{name},BACKEND,5,UP,\n"
+        );
+        assert_eq!(
+            parse(&text).copy_health,
+            HashMap::from([(a, Health { up: 2, down: 2 })]),
+            "own tasks and maintenance are not counted"
+        );
     }
 
     #[test]
