@@ -165,9 +165,20 @@ async fn listeners_forward_to_a_service_s_tasks_and_follow_it() {
 
     // The console: the balancers are listed; on the balancer's page a TCP listener is added from the
     // form (the target filled in from the service's port) and answers, then removed and closed.
+    // What happened before anyone looked: the latest events, newest first, for the tenant only.
+    let recent = app.get("/api/v1/events/recent?limit=5", &t.owner).await;
+    recent.expect(StatusCode::OK);
+    let ids: Vec<i64> = recent.body.as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(ids.len() == 5 && ids.windows(2).all(|w| w[0] > w[1]), "{}", recent.text);
+    assert_eq!(app.get("/api/v1/events/recent", &b.owner).await.body, json!([]));
+    app.get("/api/v1/events/recent?limit=0", &t.owner).await.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
+
     let b = berth_tests::browser::Browser::start(&app.base).await;
-    b.goto("/load-balancers").await;
+    b.goto("/").await;
     b.log_in(&t.owner_email, PASSWORD).await;
+    // The dashboard shows them at once.
+    b.wait_text("#recent-events", "ago").await;
+    b.goto("/load-balancers").await;
     b.wait_text("#balancers", "second").await;
     b.goto(&format!("/load-balancers/{balancer}")).await;
     b.wait_text(&format!("#listeners tr[data-port='{http_port}']"), &format!("http://127.0.0.1:{http_port}/")).await;

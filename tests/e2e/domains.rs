@@ -158,5 +158,6 @@ async fn tenants_prove_custom_domains_with_a_txt_record() {
     drop(dns);
     let down = app.post("/api/v1/domains/other.test/verify", &a.owner, json!({})).await;
     down.problem(StatusCode::SERVICE_UNAVAILABLE, "dns-unavailable");
+    assert_eq!(down.headers.get("retry-after").map(|v| v.to_str().unwrap()), Some("60"));
     assert!(down.text.contains("looking up TXT _berth-challenge.other.test"), "{}", down.text);
 }

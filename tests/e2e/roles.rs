@@ -187,6 +187,7 @@ fn cases() -> Vec<Case> {
         // The default route belongs to the Compose file: past authorization, removing it is refused.
         case(M::DELETE, "/api/v1/routes/{route}", [401, 403, 409, 409, 409, 409, 403]),
         case(M::GET, "/api/v1/domains", READ),
+        case(M::GET, "/api/v1/events/recent", READ),
         with_body(
             M::POST,
             "/api/v1/domains",

@@ -65,6 +65,18 @@ pub async fn after(db: &PgPool, tenant: Uuid, after: i64, limit: i64) -> sqlx::R
     Ok(rows.into_iter().map(Into::into).collect())
 }
 
+/// The tenant's latest `limit` events, newest first.
+pub async fn latest(conn: &mut sqlx::PgConnection, tenant: Uuid, limit: i64) -> sqlx::Result<Vec<Event>> {
+    let rows: Vec<EventRow> = sqlx::query_as(
+        "SELECT id, kind, target_type, target_id, data, at FROM events WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(tenant)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
 pub struct EventHub {
     pub delivery: Delivery,
     tenants: Mutex<HashMap<Uuid, broadcast::Sender<Arc<Event>>>>,

@@ -139,6 +139,8 @@ pub fn QuotaUsage(report: QuotaReport) -> impl IntoView {
 
 #[component]
 fn RecentEvents(changed: RwSignal<u64>) -> impl IntoView {
+    // What happened before this page opened, then whatever the stream brings.
+    let earlier = LocalResource::new(|| api::get::<Vec<berth_types::Event>>("/events/recent?limit=15"));
     let now = move || {
         changed.get();
         chrono::Utc::now()
@@ -147,9 +149,13 @@ fn RecentEvents(changed: RwSignal<u64>) -> impl IntoView {
         <section class="card">
             <h2>"Recent events"</h2>
             {move || {
-                let events = { changed.get(); live::recent() };
+                let mut events = { changed.get(); live::recent() };
+                let seen: std::collections::HashSet<i64> = events.iter().map(|e| e.id).collect();
+                let before = earlier.get().and_then(Result::ok).unwrap_or_default();
+                events.extend(before.into_iter().filter(|e| !seen.contains(&e.id)));
+                events.sort_by_key(|e| std::cmp::Reverse(e.id));
                 if events.is_empty() {
-                    return view! { <Empty>"No events since you signed in. Changes to clusters, nodes, applications and jobs appear here as they happen."</Empty> }.into_any();
+                    return view! { <Empty>"No events yet. Changes to clusters, nodes, applications and jobs appear here as they happen."</Empty> }.into_any();
                 }
                 let now = now();
                 view! {

@@ -75,6 +75,30 @@ pub async fn stream(
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
+/// How many recent events to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RecentParams {
+    /// 1–100 (default 20).
+    pub limit: Option<i64>,
+}
+
+/// The tenant's latest events, newest first: what happened before a client opened the stream (the
+/// console's dashboard shows them at once, then adds what the stream brings).
+#[utoipa::path(get, path = "/api/v1/events/recent", tag = "events", params(RecentParams),
+    responses((status = 200, body = Vec<Event>), (status = 400, body = Problem), (status = 401, body = Problem),
+              (status = 403, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn recent(mut db: TenantDb, me: Principal, ApiQuery(q): ApiQuery<RecentParams>) -> ApiResult<axum::Json<Vec<Event>>> {
+    let tenant = me.tenant()?;
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid_field("limit", "must be 1 to 100"));
+    }
+    Ok(axum::Json(crate::events::latest(&mut db, tenant, limit).await?))
+}
+
 /// One open stream: the last event sent, what is ready to send, and where new events come from.
 struct Feed {
     state: AppState,

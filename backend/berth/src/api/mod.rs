@@ -124,6 +124,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::list))
         .routes(routes!(jobs::get))
         .routes(routes!(events::stream))
+        .routes(routes!(events::recent))
         .routes(routes!(audit::list))
 }
 

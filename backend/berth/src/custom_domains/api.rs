@@ -132,7 +132,9 @@ pub async fn verify_domain(
             Ok(Json(row.into()))
         }
         Outcome::Unproved(why) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "domain-unproved", why)),
-        Outcome::LookupFailed(why) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "dns-unavailable", why)),
+        Outcome::LookupFailed(why) => {
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "dns-unavailable", why).with_retry_after(60))
+        }
     }
 }
 

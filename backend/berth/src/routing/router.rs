@@ -78,7 +78,11 @@ pub fn plan(applied: &Table, desired: &Table, acme_map: &std::path::Path) -> Cha
     Change::Live(commands)
 }
 
-/// The Runtime API commands that bring backend `be`'s servers from `old` to `new`.
+/// The Runtime API commands that bring backend `be`'s servers from `old` to `new`. Servers that gain
+/// traffic come first (added, weight raised, back from drain), then those that lose it (weight
+/// lowered, drained), then those that leave: between any two commands the backend has a server able
+/// to answer whenever it has one before and after (a weight moving wholly from a release's copies to
+/// the application's own tasks never passes through "every weight zero").
 fn servers(be: &str, old: &BTreeMap<String, Server>, new: &BTreeMap<String, Server>, out: &mut Vec<String>) {
     let remove = |name: &str, out: &mut Vec<String>| {
         out.push(format!("set server {be}/{name} state maint"));
@@ -90,28 +94,34 @@ fn servers(be: &str, old: &BTreeMap<String, Server>, new: &BTreeMap<String, Serv
         out.push(format!("enable health {be}/{name}"));
         out.push(format!("set server {be}/{name} state {}", if s.draining { "drain" } else { "ready" }));
     };
+    let (mut gain, mut lose, mut leave) = (Vec::new(), Vec::new(), Vec::new());
     for name in old.keys() {
         if !new.contains_key(name) {
-            remove(name, out);
+            remove(name, &mut leave);
         }
     }
     for (name, s) in new {
         match old.get(name) {
-            None => add(name, s, out),
+            None => add(name, s, &mut gain),
             Some(was) if (&was.address, was.port) != (&s.address, s.port) => {
-                remove(name, out);
-                add(name, s, out);
+                remove(name, &mut gain);
+                add(name, s, &mut gain);
             }
             Some(was) => {
                 if was.weight != s.weight {
-                    out.push(format!("set server {be}/{name} weight {}", s.weight));
+                    let to = if s.weight > was.weight { &mut gain } else { &mut lose };
+                    to.push(format!("set server {be}/{name} weight {}", s.weight));
                 }
                 if was.draining != s.draining {
-                    out.push(format!("set server {be}/{name} state {}", if s.draining { "drain" } else { "ready" }));
+                    let (to, state) = if s.draining { (&mut lose, "drain") } else { (&mut gain, "ready") };
+                    to.push(format!("set server {be}/{name} state {state}"));
                 }
             }
         }
     }
+    out.extend(gain);
+    out.extend(lose);
+    out.extend(leave);
 }
 
 /// Whether a Runtime API answer means the command did what it said.
@@ -299,14 +309,28 @@ mod tests {
         assert_eq!(
             cmds,
             [
-                format!("set server {be}/t_a state maint"),
-                format!("shutdown sessions server {be}/t_a"),
-                format!("del server {be}/t_a"),
-                format!("set server {be}/t_b state drain"),
                 format!("add server {be}/t_c 10.213.1.2:30003 weight 1 {}", crate::routing::haproxy_config::SERVER_CHECK),
                 format!("enable health {be}/t_c"),
                 format!("set server {be}/t_c state ready"),
-            ]
+                format!("set server {be}/t_b state drain"),
+                format!("set server {be}/t_a state maint"),
+                format!("shutdown sessions server {be}/t_a"),
+                format!("del server {be}/t_a"),
+            ],
+            "the newcomer serves before the others drain or leave"
+        );
+
+        // A release promoted: every weight moves from the copy to the application's own task. The
+        // own task is raised before the copy is lowered, so no moment has every weight at zero.
+        let mut split = backend(r, &[("t_own", 30001, false), ("c_new", 30002, false)]);
+        split.servers.get_mut("t_own").unwrap().weight = 0;
+        let mut back = split.clone();
+        back.servers.get_mut("t_own").unwrap().weight = 100;
+        back.servers.get_mut("c_new").unwrap().weight = 0;
+        split.servers.get_mut("c_new").unwrap().weight = 100;
+        assert_eq!(
+            plan(&table(split), &table(back)),
+            Change::Live(vec![format!("set server {be}/t_own weight 100"), format!("set server {be}/c_new weight 0")])
         );
 
         let mut sticky = backend(r, &[("t_b", 30002, false)]);
