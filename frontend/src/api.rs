@@ -31,6 +31,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// A mistake the console catches before asking Berth (shown like the server's own errors).
+    pub fn input(detail: impl Into<String>) -> ApiError {
+        ApiError { status: 0, kind: "input".into(), detail: detail.into(), errors: vec![] }
+    }
+
     fn network(e: impl std::fmt::Display) -> ApiError {
         ApiError { status: 0, kind: "network".into(), detail: format!("Berth could not be reached: {e}"), errors: vec![] }
     }

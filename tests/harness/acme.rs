@@ -1,5 +1,5 @@
 //! A real ACME authority for tests: Debian's `pebble`, on loopback, resolving every name to
-//! 127.0.0.1 through `pebble-challtestsrv` (so HTTP-01 validation reaches the test's router), and a
+//! 127.0.0.1 through `pebble-challtestsrv` ([`TestDns`]) (so HTTP-01 validation reaches the test's router), and a
 //! TLS client that reads the certificate a router serves.
 
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::dns::TestDns;
 use crate::{free_port_on, temp_data_dir};
 
 /// A certificate for `names` issued by a CA made for the test.
@@ -47,7 +48,9 @@ pub struct Pebble {
     /// The root pebble's own HTTPS certificate chains to (for Berth's `BERTH_ACME_CA_FILE`).
     pub https_ca_file: PathBuf,
     management: String,
-    children: Vec<Child>,
+    pebble: Child,
+    /// Ended after pebble (fields drop in order).
+    _dns: TestDns,
 }
 
 impl Pebble {
@@ -61,7 +64,9 @@ impl Pebble {
         std::fs::write(dir.join("cert.pem"), &made.cert_pem).unwrap();
         std::fs::write(dir.join("key.pem"), &made.key_pem).unwrap();
 
-        let (api, management, dns) = (free_port_on(lo), free_port_on(lo), free_port_on(lo));
+        let (api, management) = (free_port_on(lo), free_port_on(lo));
+        // Its DNS answers every name with 127.0.0.1, so validation reaches the test's router.
+        let dns = TestDns::start();
         let config = serde_json::json!({"pebble": {
             "listenAddress": format!("127.0.0.1:{api}"),
             "managementListenAddress": format!("127.0.0.1:{management}"),
@@ -73,15 +78,8 @@ impl Pebble {
             "externalAccountBindingRequired": false,
         }});
         std::fs::write(dir.join("pebble.json"), config.to_string()).unwrap();
-        let challtestsrv = Command::new("pebble-challtestsrv")
-            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", "", "-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .args(["-dns01", &format!("127.0.0.1:{dns}"), "-management", &format!("127.0.0.1:{}", free_port_on(lo))])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("Debian's pebble is needed: run `make test`");
         let pebble = Command::new("pebble")
-            .args(["-config", dir.join("pebble.json").to_str().unwrap(), "-dnsserver", &format!("127.0.0.1:{dns}")])
+            .args(["-config", dir.join("pebble.json").to_str().unwrap(), "-dnsserver", &dns.addr.to_string()])
             // No random sleeps or refused nonces; every order validated afresh (renewals too).
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", "0")
@@ -95,7 +93,8 @@ impl Pebble {
             https_ca_file: dir.join("ca.pem"),
             management: format!("127.0.0.1:{management}"),
             dir,
-            children: vec![challtestsrv, pebble],
+            pebble,
+            _dns: dns,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", api)).is_err() {
@@ -117,10 +116,8 @@ impl Pebble {
 
 impl Drop for Pebble {
     fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        let _ = self.pebble.kill();
+        let _ = self.pebble.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

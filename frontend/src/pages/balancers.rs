@@ -68,7 +68,7 @@ pub fn BalancerList() -> impl IntoView {
                 return view! { <Empty>"No load balancers."</Empty> }.into_any();
             }
             view! {
-                <table class="table" id="balancers">
+                <div class="table-wrap"><table class="table" id="balancers">
                     <thead><tr><th scope="col">"Name"</th><th scope="col">"Address"</th><th scope="col">"Listeners"</th>
                         <th scope="col">"Created"</th></tr></thead>
                     <tbody>
@@ -76,12 +76,14 @@ pub fn BalancerList() -> impl IntoView {
                             <tr>
                                 <td><A href=format!("/load-balancers/{}", lb.id)>{lb.name}</A></td>
                                 <td><code>{lb.address}</code></td>
-                                <td>{lb.listeners.iter().map(|l| format!("{}/{}", l.port, l.protocol)).collect::<Vec<_>>().join(", ")}</td>
+                                <td>{if lb.listeners.is_empty() { "none".to_owned() } else {
+                                    lb.listeners.iter().map(|l| format!("{}/{}", l.port, l.protocol)).collect::<Vec<_>>().join(", ")
+                                }}</td>
                                 <td>{format::time(lb.created_at)}</td>
                             </tr>
                         }).collect_view()}
                     </tbody>
-                </table>
+                </table></div>
             }.into_any()
         })}
     }
@@ -148,8 +150,7 @@ fn Balancer(lb: LoadBalancer, version: RwSignal<u32>) -> impl IntoView {
         let (Ok(port), Ok(service_id), Ok(target_port)) =
             (port.get_untracked().trim().parse(), service.get_untracked().parse(), target.get_untracked().trim().parse())
         else {
-            let detail = "Give a port, a service and its target port.".to_owned();
-            error.set(Some(ApiError { status: 422, kind: "validation-failed".into(), detail, errors: vec![] }));
+            error.set(Some(ApiError::input("Give a port, a service and its target port.")));
             return;
         };
         let mut next = listeners.get_value();
@@ -183,7 +184,7 @@ fn Balancer(lb: LoadBalancer, version: RwSignal<u32>) -> impl IntoView {
             } else {
                 let rows = lb.listeners.clone();
                 view! {
-                    <table class="table" id="listeners">
+                    <div class="table-wrap"><table class="table" id="listeners">
                         <thead><tr><th scope="col">"Port"</th><th scope="col">"Protocol"</th><th scope="col">"Service"</th>
                             <th scope="col">"Target port"</th><th scope="col">"Reach it at"</th>
                             {dev.then(|| view! { <th scope="col">"Actions"</th> })}</tr></thead>
@@ -209,7 +210,7 @@ fn Balancer(lb: LoadBalancer, version: RwSignal<u32>) -> impl IntoView {
                                 }
                             }).collect_view()}
                         </tbody>
-                    </table>
+                    </table></div>
                 }.into_any()
             }}
             {dev.then(|| view! {

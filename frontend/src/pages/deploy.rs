@@ -101,12 +101,7 @@ fn DeployForm(choices: Choices) -> impl IntoView {
         ev.prevent_default();
         error.set(None);
         let Some(cluster_id) = cluster.get_untracked() else {
-            error.set(Some(ApiError {
-                status: 0,
-                kind: "input".into(),
-                detail: "Pick a cluster to deploy to.".into(),
-                errors: vec![],
-            }));
+            error.set(Some(ApiError::input("Pick a cluster to deploy to.")));
             return;
         };
         let (gallery, template_id) = match source.get_untracked() {

@@ -81,13 +81,13 @@ pub fn Domains() -> impl IntoView {
                 return view! { <Empty>"No custom domains yet."</Empty> }.into_any();
             }
             view! {
-                <table class="table" id="domains">
+                <div class="table-wrap"><table class="table" id="domains">
                     <thead><tr><th scope="col">"Domain"</th><th scope="col">"Status"</th><th scope="col">"Proof"</th>
                         {admin.then(|| view! { <th scope="col">"Actions"</th> })}</tr></thead>
                     <tbody>
                         {list.into_iter().map(|d| domain_row(d, admin, verify, remove)).collect_view()}
                     </tbody>
-                </table>
+                </table></div>
             }.into_any()
         })}
     }

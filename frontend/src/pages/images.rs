@@ -81,12 +81,7 @@ fn Import(done: RwSignal<u32>) -> impl IntoView {
         ev.prevent_default();
         error.set(None);
         let Some(file) = input.get().and_then(|i| i.files()).and_then(|f| f.get(0)) else {
-            error.set(Some(ApiError {
-                status: 0,
-                kind: "input".into(),
-                detail: "Choose a tarball first.".into(),
-                errors: vec![],
-            }));
+            error.set(Some(ApiError::input("Choose a tarball first.")));
             return;
         };
         leptos::task::spawn_local(async move {

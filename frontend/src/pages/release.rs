@@ -195,19 +195,18 @@ fn StartForm(id: Uuid, rev: ApplicationRevision, acted: RwSignal<u64>) -> impl I
     let (old_compose, old_variables) = (rev.compose.clone(), rev.variables.clone());
     let start = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let input = |detail: String| ApiError { status: 0, kind: "input".into(), detail, errors: vec![] };
         let vars = match parse_variables(&variables.get_untracked()) {
             Ok(v) => v,
-            Err(e) => return error.set(Some(input(e))),
+            Err(e) => return error.set(Some(ApiError::input(e))),
         };
         let Ok(weight) = weight.get_untracked().trim().parse::<i32>() else {
-            return error.set(Some(input("The share is a number from 0 to 100.".into())));
+            return error.set(Some(ApiError::input("The share is a number from 0 to 100.")));
         };
         let auto_abort = match max_errors.get_untracked().trim() {
             "" => None,
             text => match text.parse::<f64>() {
                 Ok(p) => Some(AutoAbort { max_error_rate: p / 100.0, window_secs: 60, min_requests: 20 }),
-                Err(_) => return error.set(Some(input("The error limit is a percentage.".into()))),
+                Err(_) => return error.set(Some(ApiError::input("The error limit is a percentage."))),
             },
         };
         let text = compose.get_untracked();

@@ -201,12 +201,7 @@ fn route_row(
     let save = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let Ok(timeout_secs) = timeout.get_untracked().trim().parse::<i32>() else {
-            error.set(Some(ApiError {
-                status: 0,
-                kind: "input".into(),
-                detail: "The timeout is a whole number of seconds.".into(),
-                errors: vec![],
-            }));
+            error.set(Some(ApiError::input("The timeout is a whole number of seconds.")));
             return;
         };
         let body = RouteOptions {
@@ -283,7 +278,7 @@ fn AddRoute(service: Uuid, port: String, error: RwSignal<Option<ApiError>>, chan
     let add = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let Ok(port) = port.get_untracked().trim().parse::<i32>() else {
-            error.set(Some(ApiError { status: 0, kind: "input".into(), detail: "The port is a number.".into(), errors: vec![] }));
+            error.set(Some(ApiError::input("The port is a number.")));
             return;
         };
         let body = CreateRoute {
@@ -363,7 +358,7 @@ fn Actions(service: Service, changed: RwSignal<u64>) -> impl IntoView {
                     ev.prevent_default();
                     match replicas.get_untracked().trim().parse::<i32>() {
                         Ok(n) => scale(id, n, error, changed),
-                        Err(_) => error.set(Some(ApiError { status: 0, kind: "input".into(), detail: "Replicas must be a whole number.".into(), errors: vec![] })),
+                        Err(_) => error.set(Some(ApiError::input("Replicas must be a whole number."))),
                     }
                 }>
                     <label>"Replicas "<input type="number" min="0" id="replicas" prop:value=move || replicas.get()

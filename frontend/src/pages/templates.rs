@@ -128,12 +128,7 @@ fn ImportBundle() -> impl IntoView {
         let parsed = match serde_json::from_str::<serde_json::Value>(&bundle.get_untracked()) {
             Ok(v) => v,
             Err(e) => {
-                error.set(Some(ApiError {
-                    status: 0,
-                    kind: "input".into(),
-                    detail: format!("The bundle is not JSON: {e}"),
-                    errors: vec![],
-                }));
+                error.set(Some(ApiError::input(format!("The bundle is not JSON: {e}"))));
                 return;
             }
         };

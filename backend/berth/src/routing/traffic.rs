@@ -198,18 +198,19 @@ pub async fn write(db: &PgPool, router: &str, deltas: &[(Uuid, Delta)]) -> sqlx:
     Ok(())
 }
 
+/// The open release (`rel`) of route `$1`'s application: what copies' readings are written to.
+const OPEN_RELEASE_OF_ROUTE: &str = "FROM routes r JOIN services s ON s.id = r.service_id
+    JOIN releases rel ON rel.application_id = s.application_id AND rel.finished_at IS NULL
+    WHERE r.id = $1";
+
 /// Records how the copies on each route fare in their health checks, for the open release of the
 /// route's application when it has an automatic-abort rule (the only reader).
 pub async fn write_copy_health(db: &PgPool, router: &str, health: &HashMap<Uuid, Health>) -> sqlx::Result<()> {
     for (route, h) in health {
-        sqlx::query(
+        sqlx::query(&format!(
             "INSERT INTO release_health (release_id, tenant_id, router, up, down)
-             SELECT rel.id, rel.tenant_id, $2, $3, $4
-               FROM routes r JOIN services s ON s.id = r.service_id
-               JOIN releases rel ON rel.application_id = s.application_id AND rel.finished_at IS NULL
-                                AND rel.auto_abort IS NOT NULL
-              WHERE r.id = $1",
-        )
+             SELECT rel.id, rel.tenant_id, $2, $3, $4 {OPEN_RELEASE_OF_ROUTE} AND rel.auto_abort IS NOT NULL"
+        ))
         .bind(route)
         .bind(router)
         .bind(i32::try_from(h.up).unwrap_or(i32::MAX))
@@ -233,13 +234,10 @@ pub async fn write_copies(db: &PgPool, router: &str, deltas: &[((Uuid, String), 
         if d.requests == 0 && d.responses_5xx == 0 {
             continue;
         }
-        sqlx::query(
+        sqlx::query(&format!(
             "INSERT INTO release_traffic (release_id, tenant_id, router, requests, responses_5xx)
-             SELECT rel.id, rel.tenant_id, $2, $3, $4
-               FROM routes r JOIN services s ON s.id = r.service_id
-               JOIN releases rel ON rel.application_id = s.application_id AND rel.finished_at IS NULL
-              WHERE r.id = $1",
-        )
+             SELECT rel.id, rel.tenant_id, $2, $3, $4 {OPEN_RELEASE_OF_ROUTE}"
+        ))
         .bind(route)
         .bind(router)
         .bind(i64::try_from(d.requests).unwrap_or(i64::MAX))
