@@ -678,7 +678,7 @@ pub fn host_snapshot(clusters: &[Uuid]) -> HostSnapshot {
         v
     };
     let dockerds = {
-        let mut v: Vec<i32> = std::fs::read_dir("/proc")
+        let candidates: Vec<(i32, i32)> = std::fs::read_dir("/proc")
             .unwrap()
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
@@ -687,6 +687,14 @@ pub fn host_snapshot(clusters: &[Uuid]) -> HostSnapshot {
                     String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).into_owned();
                 cmd.starts_with("dockerd") && tags.iter().any(|t| cmd.contains(t.as_str()))
             })
+            .map(|pid| (pid, parent_of(pid)))
+            .collect();
+        // A dockerd starting a child (containerd, a reexec) shows the child under its own command line
+        // until the child's exec; such a child is not another engine.
+        let mut v: Vec<i32> = candidates
+            .iter()
+            .filter(|(_, parent)| !candidates.iter().any(|(pid, _)| pid == parent))
+            .map(|(pid, _)| *pid)
             .collect();
         v.sort();
         v
@@ -694,16 +702,30 @@ pub fn host_snapshot(clusters: &[Uuid]) -> HostSnapshot {
     HostSnapshot { namespaces, bridges, dockerds, run_dirs }
 }
 
+/// The parent of a process, 0 when it is gone (from `/proc/<pid>/stat`, after the command's closing
+/// parenthesis: state, then the parent's pid).
+fn parent_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+}
+
 /// The host PID of a node's dockerd (the first process of its PID namespace), found through its
 /// network namespace.
 pub fn node_dockerd(netns: &str) -> Option<i32> {
     use std::os::unix::fs::MetadataExt;
     let ns = std::fs::metadata(format!("/run/netns/{netns}")).ok()?;
-    std::fs::read_dir("/proc").ok()?.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()).find(|pid| {
-        let same = std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ns.ino() && m.dev() == ns.dev());
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        same && comm.trim() == "dockerd"
-    })
+    let engines: Vec<i32> = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let same = std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ns.ino() && m.dev() == ns.dev());
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            same && comm.trim() == "dockerd"
+        })
+        .collect();
+    // Not a child the engine is starting (it bears the engine's name until its exec).
+    engines.iter().copied().find(|pid| !engines.contains(&parent_of(*pid)))
 }
 
 /// Destroys every local node made under a data directory (namespaces, dockerds, bridges) and removes
