@@ -250,7 +250,10 @@ async fn a_customer_runs_an_application_from_the_console() {
     b.fill("#var-WORKERS", "1").await;
     b.fill("#var-INTERVAL", "1").await;
     b.fill("#app-name", "shop").await;
+    // The preview follows the form: the worker count typed above, what the services reserve.
     b.wait_text("#quota-impact", "Services: 0 → 3").await;
+    b.wait_text("#preview-services tr[data-service='worker'] td:nth-child(3)", "1").await;
+    b.wait_text("#quota-impact li[data-quota='max_memory_mb']", "Memory reserved (MiB): 0 → 0").await;
     b.survey("deploy").await;
     b.click("#deploy-submit").await;
     b.wait_text("#app-status", "running").await;

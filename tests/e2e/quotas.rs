@@ -38,11 +38,39 @@ async fn every_quota_is_enforced_and_names_its_limit() {
     ] {
         app.put(&quotas, &app.admin, quota.clone()).await.expect(StatusCode::OK);
         let before = app.row_counts().await;
+        // The preview shows which quota the deploy would exceed, and stores nothing either.
+        let preview = app.post("/api/v1/applications/preview", &t.owner, deploy("web")).await;
+        preview.expect(StatusCode::OK);
+        let over: Vec<&str> = preview.body["quota"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|q| q["over"] == true)
+            .filter_map(|q| q["quota"].as_str())
+            .collect();
+        assert_eq!(over, [limit], "{}", preview.body);
         let r = app.post("/api/v1/applications", &t.owner, deploy("web")).await;
         r.problem(StatusCode::FORBIDDEN, "quota-exceeded");
         assert_eq!(r.body["errors"][0]["field"], limit, "{quota}");
-        assert_eq!(app.row_counts().await, before, "an over-quota deploy wrote something");
+        assert_eq!(app.row_counts().await, before, "an over-quota deploy or its preview wrote something");
     }
+    // What a preview says, line by line: the services with their reservations, the default route, and
+    // each quota's usage, addition and limit (here the limits of the last case).
+    let preview = app.post("/api/v1/applications/preview", &t.owner, deploy("web")).await.body;
+    let web = preview["services"].as_array().unwrap().iter().find(|s| s["name"] == "web").unwrap().clone();
+    assert_eq!((web["replicas"].as_i64(), web["cpus"].as_f64(), web["memory_mb"].as_i64()), (Some(2), Some(0.25), Some(64)));
+    assert_eq!(preview["routes"], json!([format!("web.web.{}.apps.localhost", t.slug)]), "{preview}");
+    let memory = preview["quota"].as_array().unwrap().iter().find(|q| q["quota"] == "max_memory_mb").unwrap().clone();
+    assert_eq!(memory, json!({"quota": "max_memory_mb", "in_use": 0.0, "adds": 128.0, "limit": 100.0, "over": true}));
+    // The same checks as a deploy, with the same errors.
+    let broken = json!({"name": "web", "cluster_id": cluster.id(), "compose": "services:\n  web: {}\n"});
+    let r = app.post("/api/v1/applications/preview", &t.owner, broken).await;
+    r.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-compose");
+    assert_eq!((r.body["errors"][0]["field"].as_str(), r.body["line"].as_i64()), (Some("compose.services.web.image"), Some(2)));
+    let nowhere = json!({"name": "web", "cluster_id": uuid::Uuid::nil(), "template_id": template});
+    let r = app.post("/api/v1/applications/preview", &t.owner, nowhere).await;
+    r.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
+    assert_eq!(r.body["errors"][0]["field"], "cluster_id");
     // Exactly at the limit fits.
     app.put(&quotas, &app.admin, json!({"max_applications": 1, "max_services": 2, "max_cpus": 0.5, "max_memory_mb": 128}))
         .await
@@ -64,6 +92,8 @@ async fn every_quota_is_enforced_and_names_its_limit() {
     r.problem(StatusCode::FORBIDDEN, "quota-exceeded");
     assert_eq!(r.body["errors"][0]["field"], "max_cpus");
     app.patch(&format!("/api/v1/services/{web}"), &t.owner, json!({"replicas": 1})).await.expect(StatusCode::ACCEPTED);
+    // A name in use is the deploy's 409, before anything else.
+    app.post("/api/v1/applications/preview", &t.owner, deploy("web")).await.problem(StatusCode::CONFLICT, "name-taken");
     // With the one application allowed in use, a second is refused.
     app.post("/api/v1/applications", &t.owner, deploy("second")).await.problem(StatusCode::FORBIDDEN, "quota-exceeded");
 

@@ -161,6 +161,13 @@ fn cases() -> Vec<Case> {
         // applications, services, containers
         case(M::GET, "/api/v1/applications", READ),
         case(M::GET, "/api/v1/applications/{application}", READ),
+        // A preview stores nothing, but shows only those who may deploy what it would deploy.
+        with_body(
+            M::POST,
+            "/api/v1/applications/preview",
+            |s| Some(json!({"name": format!("p-{s}"), "cluster_id": "{cluster}", "compose": fixtures::COMPOSE})),
+            [401, 403, 200, 200, 200, 200, 403],
+        ),
         with_body(M::PATCH, "/api/v1/applications/{application}", |_| Some(json!({"variables": {"TAG": "2"}})), DEV_WRITE_202),
         fresh(M::DELETE, "/api/v1/applications/{fresh}", Fresh::Application, DEV_WRITE_202),
         case(M::GET, "/api/v1/applications/{application}/revisions", READ),

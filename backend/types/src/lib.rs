@@ -596,6 +596,44 @@ pub struct CreateApplication {
     pub variables: std::collections::BTreeMap<String, String>,
 }
 
+/// What deploying would do (`POST /applications/preview`): the services the Compose file makes, what
+/// they reserve, the routes they get, and each counted quota before and after. Nothing is stored.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApplicationPreview {
+    pub services: Vec<ServicePreview>,
+    /// The domains the application's services would answer at (`domain` or `domain/path`).
+    pub routes: Vec<String>,
+    pub warnings: Vec<ComposeWarning>,
+    /// Applications, services, CPUs and memory: in use, added by this deploy, and the limit.
+    pub quota: Vec<QuotaImpact>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServicePreview {
+    pub name: String,
+    pub image: String,
+    /// `replicated` or `global` (one task per node of the cluster).
+    pub mode: String,
+    pub replicas: i32,
+    /// CPU reservation of each task.
+    pub cpus: f64,
+    /// Memory reservation of each task, in MiB.
+    pub memory_mb: i64,
+}
+
+/// One counted resource before and after a change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QuotaImpact {
+    /// The quota's name: `max_applications`, `max_services`, `max_cpus` or `max_memory_mb`.
+    pub quota: String,
+    pub in_use: f64,
+    pub adds: f64,
+    /// `null`: no limit.
+    pub limit: Option<f64>,
+    /// The change would be refused for this quota.
+    pub over: bool,
+}
+
 /// Deploys a new revision. Omitted fields keep the current revision's values; giving `compose` switches
 /// the application to inline text, giving `template_version` to that version of its template.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

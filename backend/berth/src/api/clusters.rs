@@ -187,7 +187,8 @@ pub async fn create(
 pub fn name_taken(e: sqlx::Error, what: &str) -> ApiError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
-            ApiError::conflict("name-taken", format!("a {what} with this name already exists"))
+            let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+            ApiError::conflict("name-taken", format!("{article} {what} with this name already exists"))
         }
         _ => e.into(),
     }

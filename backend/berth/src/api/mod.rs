@@ -93,6 +93,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::registry::api::cluster_credential))
         .routes(routes!(crate::registry::api::rotate_cluster_credential))
         .routes(routes!(applications::create, applications::list))
+        .routes(routes!(applications::preview))
         .routes(routes!(applications::get, applications::update, applications::delete))
         .routes(routes!(applications::rollback))
         .routes(routes!(applications::revisions))

@@ -8,8 +8,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use berth_types::{
-    AdmissionPolicy, Application, ApplicationRevision, ApplicationStatus, ClusterStatus, Container, CreateApplication, Page,
-    Problem, Provider, Role, RollbackApplication, Service, UpdateApplication, UpdateService,
+    AdmissionPolicy, Application, ApplicationPreview, ApplicationRevision, ApplicationStatus, ClusterStatus, Container,
+    CreateApplication, Page, Problem, Provider, Role, RollbackApplication, Service, ServicePreview, UpdateApplication,
+    UpdateService,
 };
 use serde_json::json;
 use sqlx::PgConnection;
@@ -43,16 +44,38 @@ pub(crate) struct Text {
 /// Where a new application's Compose text comes from.
 enum Source {
     Template(Uuid, Option<i32>),
-    Text { template_id: Option<Uuid>, template_version: Option<i32>, compose: String, files: BTreeMap<String, String> },
+    /// Inline text, or a gallery template's (whose base image must be in the registry to deploy it).
+    Text {
+        compose: String,
+        files: BTreeMap<String, String>,
+        gallery: bool,
+    },
 }
 
 impl Source {
+    /// The one source a create request names.
+    fn of(req: &CreateApplication) -> ApiResult<Source> {
+        if req.template_version.is_some() && req.template_id.is_none() {
+            return Err(ApiError::invalid_field("template_version", "goes with template_id"));
+        }
+        match (req.template_id, &req.gallery, &req.compose) {
+            (Some(t), None, None) => Ok(Source::Template(t, req.template_version)),
+            (None, Some(name), None) => {
+                let (compose, files) =
+                    super::gallery::find(name).ok_or_else(|| ApiError::invalid_field("gallery", "no such gallery template"))?;
+                Ok(Source::Text { compose, files, gallery: true })
+            }
+            (None, None, Some(compose)) => {
+                Ok(Source::Text { compose: compose.clone(), files: req.files.clone(), gallery: false })
+            }
+            _ => Err(ApiError::invalid_field("compose", "give exactly one of template_id, gallery and compose")),
+        }
+    }
+
     async fn resolve(self, conn: &mut PgConnection, tenant: Uuid) -> ApiResult<Text> {
         match self {
             Source::Template(t, version) => template_source(conn, tenant, t, version).await,
-            Source::Text { template_id, template_version, compose, files } => {
-                Ok(Text { template_id, template_version, compose, files })
-            }
+            Source::Text { compose, files, .. } => Ok(Text { template_id: None, template_version: None, compose, files }),
         }
     }
 }
@@ -178,20 +201,10 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Application>)> {
     let tenant = me.tenant_with(Role::Developer)?;
     check_name(&req.name)?;
-    if req.template_version.is_some() && req.template_id.is_none() {
-        return Err(ApiError::invalid_field("template_version", "goes with template_id"));
+    let source = Source::of(&req)?;
+    if matches!(source, Source::Text { gallery: true, .. }) {
+        super::gallery::ensure_base_image(&state, tenant).await?;
     }
-    let source = match (req.template_id, req.gallery, req.compose) {
-        (Some(t), None, None) => Source::Template(t, req.template_version),
-        (None, Some(name), None) => {
-            let (compose, files) =
-                super::gallery::find(&name).ok_or_else(|| ApiError::invalid_field("gallery", "no such gallery template"))?;
-            super::gallery::ensure_base_image(&state, tenant).await?;
-            Source::Text { template_id: None, template_version: None, compose, files }
-        }
-        (None, None, Some(compose)) => Source::Text { template_id: None, template_version: None, compose, files: req.files },
-        _ => return Err(ApiError::invalid_field("compose", "give exactly one of template_id, gallery and compose")),
-    };
     let variables = req.variables;
     let mut tx = db.begin().await?;
     let source = source.resolve(&mut tx, tenant).await?;
@@ -226,6 +239,58 @@ pub async fn create(
     tx.commit().await?;
     audit.record("application.create", "application", id);
     Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
+}
+
+/// What deploying would do, without doing it: the services the Compose file makes and what they
+/// reserve, their routes, the file's warnings, and each counted quota before and after. The same
+/// checks as `POST /applications` answer the same errors, except that a quota the deploy would exceed
+/// is reported in `quota` rather than refused. Nothing is stored.
+#[utoipa::path(post, path = "/api/v1/applications/preview", tag = "applications", request_body = CreateApplication,
+    responses((status = 200, body = ApplicationPreview), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn preview(
+    State(state): State<AppState>,
+    mut db: TenantDb,
+    me: Principal,
+    ApiJson(req): ApiJson<CreateApplication>,
+) -> ApiResult<Json<ApplicationPreview>> {
+    let tenant = me.tenant_with(Role::Developer)?;
+    check_name(&req.name)?;
+    let source = Source::of(&req)?;
+    // One snapshot for usage and limits; nothing is written, so the transaction only ends.
+    let mut tx = db.begin().await?;
+    let taken: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM applications WHERE tenant_id = $1 AND name = $2)")
+        .bind(tenant)
+        .bind(&req.name)
+        .fetch_one(&mut *tx)
+        .await?;
+    if taken {
+        return Err(ApiError::conflict("name-taken", "an application with this name already exists"));
+    }
+    let source = source.resolve(&mut tx, tenant).await?;
+    let prepared = prepare(&mut tx, tenant, req.cluster_id, &req.name, &source, &req.variables, &state).await?;
+    let (cpus, memory_mb) = store::totals(&prepared.plans);
+    let delta = Delta { applications: 1, services: prepared.plans.len() as i64, cpus, memory_mb, ..Default::default() };
+    let (limits, usage) = (quota::get(&mut tx, tenant).await?, quota::usage(&mut tx, tenant).await?);
+    tx.rollback().await?;
+    let quota = quota::impact(&limits, &usage, &delta)
+        .into_iter()
+        .filter(|line| !matches!(line.quota.as_str(), "max_clusters" | "max_nodes"))
+        .collect();
+    let services = prepared
+        .plans
+        .iter()
+        .map(|p| ServicePreview {
+            name: p.name.clone(),
+            image: p.image.clone(),
+            mode: p.mode.to_owned(),
+            replicas: p.replicas,
+            cpus: p.cpu_reservation,
+            memory_mb: p.memory_reservation_mb,
+        })
+        .collect();
+    let routes = prepared.routes.iter().map(|r| format!("{}{}", r.domain, r.path_prefix.trim_end_matches('/'))).collect();
+    Ok(Json(ApplicationPreview { services, routes, warnings: store::warnings(&prepared.loaded.warnings), quota }))
 }
 
 #[utoipa::path(get, path = "/api/v1/applications", tag = "applications", params(PageParams),

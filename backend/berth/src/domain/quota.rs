@@ -1,7 +1,7 @@
 //! Quota enforcement. Every write that adds to a tenant's usage first locks the tenant's quota row
 //! (`SELECT ... FOR UPDATE`), so two concurrent creates cannot both squeeze under the same limit.
 
-use berth_types::{Quotas, Usage};
+use berth_types::{QuotaImpact, Quotas, Usage};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -77,24 +77,40 @@ pub async fn reserve(tx: &mut PgConnection, tenant: Uuid, delta: Delta) -> Resul
     check(&quotas, &used, &delta)
 }
 
-/// The pure rule behind [`reserve`].
+/// The pure rule behind [`reserve`]: the first quota [`impact`] finds over, as a 422 naming it.
 pub fn check(q: &Quotas, used: &Usage, d: &Delta) -> Result<(), ApiError> {
-    fn over(name: &str, limit: Option<f64>, used: f64, delta: f64, unit: &str) -> Result<(), ApiError> {
-        match limit {
-            Some(max) if delta > 0.0 && used + delta > max + 1e-9 => Err(ApiError::quota_exceeded(
-                name,
-                format!("quota {name} is {max}{unit}: {used}{unit} in use, this would add {delta}{unit}"),
-            )),
-            _ => Ok(()),
+    match impact(q, used, d).into_iter().find(|line| line.over) {
+        Some(QuotaImpact { quota, in_use, adds, limit: Some(max), .. }) => {
+            let unit = match quota.as_str() {
+                "max_cpus" => " CPUs",
+                "max_memory_mb" => " MiB",
+                _ => "",
+            };
+            let message = format!("quota {quota} is {max}{unit}: {in_use}{unit} in use, this would add {adds}{unit}");
+            Err(ApiError::quota_exceeded(&quota, message))
         }
+        _ => Ok(()),
     }
-    over("max_clusters", q.max_clusters.map(f64::from), used.clusters as f64, d.clusters as f64, "")?;
-    over("max_nodes", q.max_nodes.map(f64::from), used.nodes as f64, d.nodes as f64, "")?;
-    over("max_applications", q.max_applications.map(f64::from), used.applications as f64, d.applications as f64, "")?;
-    over("max_services", q.max_services.map(f64::from), used.services as f64, d.services as f64, "")?;
-    over("max_cpus", q.max_cpus, used.cpus, d.cpus, " CPUs")?;
-    over("max_memory_mb", q.max_memory_mb.map(|m| m as f64), used.memory_mb as f64, d.memory_mb as f64, " MiB")?;
-    Ok(())
+}
+
+/// Each counted resource before and after `d`. A line is over when the resource grows past its limit:
+/// shrinking is always allowed, even for a tenant already over a quota lowered after the fact.
+pub fn impact(q: &Quotas, used: &Usage, d: &Delta) -> Vec<QuotaImpact> {
+    let line = |quota: &str, limit: Option<f64>, in_use: f64, adds: f64| QuotaImpact {
+        quota: quota.to_owned(),
+        in_use,
+        adds,
+        limit,
+        over: matches!(limit, Some(max) if adds > 0.0 && in_use + adds > max + 1e-9),
+    };
+    vec![
+        line("max_clusters", q.max_clusters.map(f64::from), used.clusters as f64, d.clusters as f64),
+        line("max_nodes", q.max_nodes.map(f64::from), used.nodes as f64, d.nodes as f64),
+        line("max_applications", q.max_applications.map(f64::from), used.applications as f64, d.applications as f64),
+        line("max_services", q.max_services.map(f64::from), used.services as f64, d.services as f64),
+        line("max_cpus", q.max_cpus, used.cpus, d.cpus),
+        line("max_memory_mb", q.max_memory_mb.map(|m| m as f64), used.memory_mb as f64, d.memory_mb as f64),
+    ]
 }
 
 #[cfg(test)]
@@ -123,5 +139,18 @@ mod tests {
         assert!(check(&q, &used(), &Delta { cpus: 0.75, ..Default::default() }).is_err());
         let tight = Quotas { max_nodes: Some(1), ..Default::default() };
         assert!(check(&tight, &used(), &Delta { nodes: -1, ..Default::default() }).is_ok());
+    }
+
+    #[test]
+    fn the_refusal_names_the_quota_in_its_unit() {
+        let q = Quotas { max_memory_mb: Some(600), ..Default::default() };
+        let e = check(&q, &used(), &Delta { memory_mb: 100, ..Default::default() }).unwrap_err();
+        assert_eq!(e.errors[0].field, "max_memory_mb");
+        assert_eq!(e.detail, "quota max_memory_mb is 600 MiB: 512 MiB in use, this would add 100 MiB");
+        let lines = impact(&q, &used(), &Delta { memory_mb: 100, applications: 1, ..Default::default() });
+        let over: Vec<&str> = lines.iter().filter(|l| l.over).map(|l| l.quota.as_str()).collect();
+        assert_eq!(over, ["max_memory_mb"]);
+        let apps = lines.iter().find(|l| l.quota == "max_applications").unwrap();
+        assert_eq!((apps.in_use, apps.adds, apps.limit, apps.over), (0.0, 1.0, None, false));
     }
 }
