@@ -3,7 +3,7 @@
 //! One feed per signed-in tenant user. Pages do not poll: they ask for a version number that moves
 //! whenever events they care about arrive ([`changes`]; a burst within 100 ms counts once), and reload
 //! what depends on it. The feed reconnects on its own, resuming after the last event it saw, so
-//! nothing is missed.
+//! nothing is missed; a tab hidden for a few seconds closes its connection and resumes when seen.
 
 use std::cell::RefCell;
 use std::time::Duration;
@@ -35,6 +35,8 @@ thread_local! {
     /// Subscribers an event matched, waiting for the next flush.
     static PENDING: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
     static FEED: RefCell<Option<web_sys::AbortController>> = const { RefCell::new(None) };
+    /// The feed's current connection, ended on its own when the tab stays hidden.
+    static CONNECTION: RefCell<Option<web_sys::AbortController>> = const { RefCell::new(None) };
     /// Other open streams (task logs), ended with the page.
     static STREAMS: RefCell<Vec<web_sys::AbortController>> = const { RefCell::new(Vec::new()) };
     /// The latest events of this session, newest last (the dashboard's "recent events").
@@ -115,6 +117,15 @@ fn flush() {
     });
 }
 
+/// How long a hidden tab keeps its feed. A browser opens at most six connections to one HTTP/1.1
+/// server and each feed holds one: with a feed in every open tab, the seventh tab's requests would wait
+/// forever. Hidden tabs give theirs back and resume after the last event they saw once seen again.
+const HIDDEN_GRACE: Duration = Duration::from_secs(3);
+
+fn hidden() -> bool {
+    web_sys::window().and_then(|w| w.document()).is_some_and(|d| d.hidden())
+}
+
 /// Starts the tenant's feed (once per session); `connected` tells the page header whether it is live.
 pub fn start_feed(connected: RwSignal<bool>) {
     stop_feed();
@@ -125,13 +136,21 @@ pub fn start_feed(connected: RwSignal<bool>) {
     wasm_bindgen_futures::spawn_local(async move {
         let mut after: Option<i64> = None;
         while !signal.aborted() {
+            // A hidden tab waits to be seen (its timers are slowed meanwhile; that costs nothing here).
+            if hidden() {
+                sleep(Duration::from_millis(250)).await;
+                continue;
+            }
             let path = match after {
                 Some(id) => format!("/events?after={id}"),
                 None => "/events".to_owned(),
             };
+            let connection = web_sys::AbortController::new().expect("AbortController");
+            let connection_signal = connection.signal();
+            CONNECTION.with(|c| *c.borrow_mut() = Some(connection));
             let result = read(
                 &path,
-                &signal,
+                &connection_signal,
                 || connected.set(true),
                 |m| {
                     if let Ok(e) = serde_json::from_str::<Event>(&m.data) {
@@ -142,10 +161,15 @@ pub fn start_feed(connected: RwSignal<bool>) {
             )
             .await;
             let _ = connected.try_set(false);
+            if let Ok(Some(position)) = &result {
+                after = position.parse().ok().or(after);
+            }
             if matches!(result, Err(ApiError { status: 401 | 403, .. })) {
                 return; // the session is over; the login page takes it from here
             }
-            sleep(Duration::from_secs(1)).await;
+            if !connection_signal.aborted() {
+                sleep(Duration::from_secs(1)).await; // the server or the network ended it: retry soon
+            }
         }
     });
 }
@@ -166,6 +190,30 @@ fn close_when_leaving() {
     });
     let _ = window.add_event_listener_with_callback("pagehide", on_hide.as_ref().unchecked_ref());
     on_hide.forget();
+    let Some(document) = window.document() else { return };
+    let on_visibility = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(|| {
+        if hidden() {
+            set_timeout(
+                || {
+                    if hidden() {
+                        end_connection();
+                    }
+                },
+                HIDDEN_GRACE,
+            );
+        }
+    });
+    let _ = document.add_event_listener_with_callback("visibilitychange", on_visibility.as_ref().unchecked_ref());
+    on_visibility.forget();
+}
+
+/// Ends the feed's current connection; the feed itself reconnects when the tab is seen.
+fn end_connection() {
+    CONNECTION.with(|c| {
+        if let Some(c) = c.borrow_mut().take() {
+            c.abort();
+        }
+    });
 }
 
 pub fn stop_feed() {
@@ -174,6 +222,7 @@ pub fn stop_feed() {
             c.abort();
         }
     });
+    end_connection();
 }
 
 /// A controller for a stream that must also end when the page goes away.
@@ -188,26 +237,27 @@ pub fn stream_controller() -> web_sys::AbortController {
     c
 }
 
-/// Reads one Server-Sent Events stream to its end, handing each message to `on_message`.
+/// Reads one Server-Sent Events stream to its end, handing each message to `on_message`; gives the
+/// last `id:` the stream sent (its position, even when no event came).
 pub async fn read(
     path: &str,
     signal: &web_sys::AbortSignal,
     on_open: impl FnOnce(),
     mut on_message: impl FnMut(sse::Message),
-) -> Result<(), ApiError> {
+) -> Result<Option<String>, ApiError> {
     let resp = api::open_stream(path, signal).await?;
     on_open();
-    let Some(body) = resp.body() else { return Ok(()) };
-    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
     let mut parser = sse::Parser::default();
+    let Some(body) = resp.body() else { return Ok(None) };
+    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
     loop {
         let chunk = match JsFuture::from(reader.read()).await {
             Ok(c) => c,
-            Err(_) => return Ok(()), // aborted or the connection dropped
+            Err(_) => return Ok(parser.last_id().map(str::to_owned)), // aborted or the connection dropped
         };
         let done = js_sys::Reflect::get(&chunk, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true);
         if done {
-            return Ok(());
+            return Ok(parser.last_id().map(str::to_owned));
         }
         if let Ok(value) = js_sys::Reflect::get(&chunk, &"value".into()) {
             let bytes = js_sys::Uint8Array::new(&value).to_vec();

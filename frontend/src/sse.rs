@@ -27,6 +27,11 @@ pub struct Parser {
 }
 
 impl Parser {
+    /// The last `id:` the stream gave, with or without data (a server may send its position alone).
+    pub fn last_id(&self) -> Option<&str> {
+        self.last_id.as_deref()
+    }
+
     /// Feeds a chunk; returns the messages it completed, in order.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<Message> {
         let mut out = Vec::new();
@@ -93,6 +98,15 @@ mod tests {
                 Message { event: "message".into(), data: "x".into(), id: Some("7".into()) },
             ]
         );
+    }
+
+    #[test]
+    fn a_position_alone_is_no_message_but_is_remembered() {
+        let mut p = Parser::default();
+        assert!(p.push(b": resume point\nid: 41\n\n").is_empty());
+        assert_eq!(p.last_id(), Some("41"));
+        let got = p.push(b"data: x\n\n");
+        assert_eq!(got[0].id.as_deref(), Some("41"));
     }
 
     #[test]

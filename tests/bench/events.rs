@@ -86,7 +86,10 @@ async fn main() {
                 buf.push_str(&String::from_utf8_lossy(&chunk));
                 while let Some(end) = buf.find("\n\n") {
                     let frame: String = buf.drain(..end + 2).collect();
-                    if let Some(id) = frame.lines().find_map(|l| l.strip_prefix("id:")).and_then(|v| v.trim().parse().ok()) {
+                    // A frame with an id but no data is the stream's opening position, not an event.
+                    let event = frame.lines().any(|l| l.starts_with("data:"));
+                    let id = frame.lines().find_map(|l| l.strip_prefix("id:")).and_then(|v| v.trim().parse().ok());
+                    if let (true, Some(id)) = (event, id) {
                         arrivals.lock().await.push((id, now));
                         got += 1;
                     }

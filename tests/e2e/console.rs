@@ -177,6 +177,37 @@ async fn a_customer_signs_in_survives_reloads_and_expiry_and_signs_out() {
     b.find("#email").await;
 }
 
+/// Many tabs of the console in one browser: each holds the change feed only while it is seen, so the
+/// eighth tab still gets answers from a browser that opens six connections to one HTTP/1.1 server, and
+/// a tab brought back catches up on what happened while it was hidden.
+#[tokio::test]
+async fn many_tabs_share_the_browsers_six_connections() {
+    let app = TestApp::spawn_with_console(900).await;
+    let t = app.tenant("Tabs").await;
+    let b = Browser::start(&app.base).await;
+    b.goto("/clusters").await;
+    b.log_in(&t.owner_email, PASSWORD).await;
+    b.wait_text(".live", "● live").await;
+    let first = b.client.window().await.unwrap();
+    for tab in 2..=8 {
+        let opened = b.client.new_window(true).await.unwrap();
+        b.client.switch_to_window(opened.handle).await.unwrap();
+        b.goto("/clusters").await;
+        b.wait_until(&format!("tab {tab} to load and go live"), Duration::from_secs(20), || async {
+            let live = b.client.find(fantoccini::Locator::Css(".live.on")).await.ok()?;
+            b.client.find(fantoccini::Locator::Css(".empty")).await.ok()?;
+            Some(live)
+        })
+        .await;
+    }
+    // Back on the first tab: live again, and it shows the cluster made while it was hidden.
+    let made = app.post("/api/v1/clusters", &t.owner, json!({"name": "made-while-hidden", "managers": 1, "workers": 0})).await;
+    made.expect(StatusCode::ACCEPTED);
+    b.client.switch_to_window(first).await.unwrap();
+    b.wait_text(".live", "● live").await;
+    b.wait_text("main", "made-while-hidden").await;
+}
+
 /// A customer's whole day in the console, on a real local Swarm and the built-in registry: create a
 /// cluster and watch its progress bar, import an image, deploy a gallery template with variables, scale
 /// from the console (the engine agrees) and from the API (the console follows without a reload), read

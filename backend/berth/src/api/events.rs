@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use berth_types::{Event, Problem};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use tokio::sync::broadcast;
 use utoipa::IntoParams;
@@ -71,7 +71,12 @@ pub async fn stream(
     // The stream outlives the request: give the connection back now.
     drop(db);
     let feed = Feed { state, tenant, after, pending: VecDeque::new(), more: true, subscription, closing: false, done: false };
-    let events = futures_util::stream::unfold(feed, |mut feed| async move { feed.next().await.map(|e| (Ok(e), feed)) });
+    // The stream opens with its position (an `id` with no data, which clients do not see as an event
+    // but remember): a client that loses the connection before any event arrives resumes from there,
+    // with `Last-Event-ID` as an EventSource does, and misses nothing.
+    let position = SseEvent::default().id(after.to_string()).comment("resume point");
+    let events = futures_util::stream::once(std::future::ready(Ok(position)))
+        .chain(futures_util::stream::unfold(feed, |mut feed| async move { feed.next().await.map(|e| (Ok(e), feed)) }));
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
