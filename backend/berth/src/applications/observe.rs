@@ -120,8 +120,10 @@ fn application_status(app: &AppState, services: &[&str]) -> &'static str {
     }
 }
 
-/// One observation of the cluster's applications.
-pub async fn pass(db: &PgPool, tenant: Uuid, cluster: Uuid, engine: &Engine) -> anyhow::Result<()> {
+/// One observation of the cluster's applications. True while the engine rolls a service's tasks (an
+/// update or its rollback): the reconciler looks again sooner then, since each replacement task it
+/// sees early drains the task it replaces from the routers for longer (`routing::table::LEAVING`).
+pub async fn pass(db: &PgPool, tenant: Uuid, cluster: Uuid, engine: &Engine) -> anyhow::Result<bool> {
     let apps: Vec<AppState> = sqlx::query_as(
         "SELECT id, name, status, current_revision, deployed_revision, message FROM applications
           WHERE cluster_id = $1 AND status <> 'deleting'",
@@ -130,7 +132,7 @@ pub async fn pass(db: &PgPool, tenant: Uuid, cluster: Uuid, engine: &Engine) -> 
     .fetch_all(db)
     .await?;
     if apps.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let app_ids: Vec<Uuid> = apps.iter().map(|a| a.id).collect();
     // Taken before the engine is read: a job finished after this may have changed the engine after the
@@ -148,6 +150,7 @@ pub async fn pass(db: &PgPool, tenant: Uuid, cluster: Uuid, engine: &Engine) -> 
     }
 
     let mut seen: HashMap<String, Seen> = HashMap::new();
+    let mut rolling = false;
     for s in services {
         let (Some(id), Some(spec)) = (s.id, s.spec) else { continue };
         let Some(name) = spec.name.clone() else { continue };
@@ -175,8 +178,10 @@ pub async fn pass(db: &PgPool, tenant: Uuid, cluster: Uuid, engine: &Engine) -> 
             .collect();
         failures.sort();
         let error = if running < desired { failures.last().map(|(_, e)| e.clone()).unwrap_or_default() } else { String::new() };
-        let update_state =
-            s.update_status.and_then(|u| u.state).filter(|s| *s != ServiceUpdateStatusStateEnum::EMPTY).map(|s| s.to_string());
+        let update = s.update_status.and_then(|u| u.state);
+        rolling |=
+            matches!(update, Some(ServiceUpdateStatusStateEnum::UPDATING | ServiceUpdateStatusStateEnum::ROLLBACK_STARTED));
+        let update_state = update.filter(|s| *s != ServiceUpdateStatusStateEnum::EMPTY).map(|s| s.to_string());
         seen.insert(
             name,
             Seen {
@@ -295,7 +300,7 @@ pub async fn pass(db: &PgPool, tenant: Uuid, cluster: Uuid, engine: &Engine) -> 
         }
     }
     tx.commit().await?;
-    Ok(())
+    Ok(rolling)
 }
 
 /// Upserts the service's tasks as container rows (written only when changed) and drops the rows of

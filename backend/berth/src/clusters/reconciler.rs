@@ -32,6 +32,8 @@ const PASS_EVERY: Duration = Duration::from_secs(2);
 /// The timer between observations of the cluster's applications: a task that dies shows in the API
 /// within about this long (the manager reports no task events to wait on).
 const APPLICATIONS_EVERY: Duration = Duration::from_millis(500);
+/// The same while a service's tasks are being replaced (see `applications::observe::pass`).
+const APPLICATIONS_ROLLING_EVERY: Duration = Duration::from_millis(100);
 
 /// Takes and runs reconcilers for every running cluster until `shutdown`.
 pub async fn supervise(
@@ -122,16 +124,18 @@ async fn reconcile(db: PgPool, env: Arc<WorkerEnv>, owner: String, cluster: Uuid
                 }
             }
         }
+        let mut rolling = false;
         if let (Some(m), Some(tenant)) = (&manager, tenant) {
-            if let Err(e) = crate::applications::observe::pass(&db, tenant, cluster, m).await {
-                tracing::debug!(%cluster, error = %e, "observing applications failed");
+            match crate::applications::observe::pass(&db, tenant, cluster, m).await {
+                Ok(r) => rolling = r,
+                Err(e) => tracing::debug!(%cluster, error = %e, "observing applications failed"),
             }
             if let Err(e) = crate::applications::observe::fill_addresses(&db, &env, cluster).await {
                 tracing::debug!(%cluster, error = %e, "reading task addresses failed");
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(APPLICATIONS_EVERY) => {}
+            _ = tokio::time::sleep(if rolling { APPLICATIONS_ROLLING_EVERY } else { APPLICATIONS_EVERY }) => {}
             _ = wake.notified() => woken = true,
             changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { break },
         }

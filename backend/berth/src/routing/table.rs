@@ -3,7 +3,7 @@
 //! router, so routers never depend on what they remembered: a restarted router, or a second one,
 //! arrives at the same table.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -56,7 +56,7 @@ pub struct Server {
     pub address: String,
     pub port: u16,
     pub weight: u8,
-    /// Swarm is stopping the task: it takes no new requests, in-flight ones finish.
+    /// Swarm is stopping the task, or replacing it: it takes no new requests, in-flight ones finish.
     pub draining: bool,
 }
 
@@ -163,7 +163,8 @@ struct Row {
     task: Option<String>,
     address: Option<String>,
     published: Option<i32>,
-    leaving: Option<bool>,
+    /// See [`LEAVING`].
+    leaving: Option<i32>,
     copy: Option<bool>,
     /// The open release's percentage, when the route's service has a copy in it.
     release_weight: Option<i32>,
@@ -203,6 +204,33 @@ pub async fn read(db: &PgPool, scope: &Scope, keys: &Keys) -> sqlx::Result<Table
     Ok(Table { backends, listeners, certificates, challenges })
 }
 
+/// Why a running task `c` would take no new requests: 2 when Swarm is stopping it (its desired state is
+/// no longer running), 1 when a newer task of its slot (of its node, for a global service) is on its
+/// way, else 0. An update replacing tasks `start-first` stops each old task the moment its replacement
+/// runs; draining it from the moment the replacement is scheduled lets the requests it serves finish
+/// before Swarm stops it (a replacement with a healthcheck is scheduled seconds before it counts as
+/// running). See [`keep_serving`] for when nothing else would serve.
+const LEAVING: &str = "CASE WHEN c.desired_state <> 'running' THEN 2
+            WHEN EXISTS (SELECT 1 FROM containers nx
+                          WHERE nx.service_id = c.service_id AND nx.id <> c.id
+                            AND (nx.slot = c.slot OR (c.slot IS NULL AND nx.slot IS NULL AND nx.node_id = c.node_id))
+                            AND nx.created_at > c.created_at AND nx.desired_state = 'running'
+                            AND nx.state IN ('new', 'pending', 'assigned', 'accepted', 'preparing', 'ready', 'starting', 'running'))
+            THEN 1 ELSE 0 END";
+
+/// Replacement drains are for updates that keep other tasks serving. When every server of a backend
+/// would drain and some only because a replacement is on its way (an update of every task at once),
+/// those keep serving: requests answered by a task about to stop beat requests no task takes.
+fn keep_serving(servers: &mut BTreeMap<String, Server>, replaced: &BTreeSet<String>) {
+    if servers.values().all(|s| s.draining) {
+        for name in replaced {
+            if let Some(server) = servers.get_mut(name) {
+                server.draining = false;
+            }
+        }
+    }
+}
+
 /// The condition every table query puts on its cluster `k`: `$1` local clusters only, else `$2` (all
 /// clusters when empty) — see [`Scope::params`].
 const IN_SCOPE: &str = "(($1 AND k.provider = 'local') OR (NOT $1 AND (cardinality($2::uuid[]) = 0 OR k.id = ANY($2))))";
@@ -223,19 +251,19 @@ fn task_server(
     task: Option<String>,
     address: Option<String>,
     published: Option<i32>,
-    leaving: Option<bool>,
+    leaving: Option<i32>,
 ) -> Option<(String, Server)> {
     let (task, address, port) = (task?, address?, u16::try_from(published?).ok().filter(|p| *p != 0)?);
-    Some((task, Server { address, port, weight: 1, draining: leaving.unwrap_or(false) }))
+    Some((task, Server { address, port, weight: 1, draining: leaving.unwrap_or(0) > 0 }))
 }
 
 /// The load balancers' listeners of the router's clusters, each with the running tasks of its service
 /// at their host port for the listener's target.
 async fn read_listeners(db: &PgPool, scope: &Scope) -> sqlx::Result<BTreeMap<u16, Listener>> {
     let (local, clusters) = scope.params();
-    type ListenerRow = (i32, String, Option<String>, Option<String>, Option<i32>, Option<bool>);
+    type ListenerRow = (i32, String, Option<String>, Option<String>, Option<i32>, Option<i32>);
     let rows: Vec<ListenerRow> = sqlx::query_as(&format!(
-        "SELECT l.port, l.protocol, c.swarm_task_id, n.address, (hp.value->>'published')::int, c.desired_state <> 'running'
+        "SELECT l.port, l.protocol, c.swarm_task_id, n.address, (hp.value->>'published')::int, {LEAVING}
            FROM load_balancer_listeners l
            JOIN load_balancers b ON b.id = l.load_balancer_id
            JOIN clusters k ON k.id = b.cluster_id
@@ -253,6 +281,7 @@ async fn read_listeners(db: &PgPool, scope: &Scope) -> sqlx::Result<BTreeMap<u16
     .fetch_all(db)
     .await?;
     let mut out = BTreeMap::new();
+    let mut replaced: BTreeMap<u16, BTreeSet<String>> = BTreeMap::new();
     for (port, protocol, task, address, published, leaving) in rows {
         let Ok(port) = u16::try_from(port) else { continue };
         let listener = out.entry(port).or_insert_with(|| Listener {
@@ -261,7 +290,16 @@ async fn read_listeners(db: &PgPool, scope: &Scope) -> sqlx::Result<BTreeMap<u16
             servers: BTreeMap::new(),
         });
         if let Some((task, server)) = task_server(task, address, published, leaving) {
-            listener.servers.insert(server_name(&task, false), server);
+            let name = server_name(&task, false);
+            if leaving == Some(1) {
+                replaced.entry(port).or_default().insert(name.clone());
+            }
+            listener.servers.insert(name, server);
+        }
+    }
+    for (port, names) in &replaced {
+        if let Some(listener) = out.get_mut(port) {
+            keep_serving(&mut listener.servers, names);
         }
     }
     Ok(out)
@@ -272,7 +310,7 @@ async fn read_backends(db: &PgPool, scope: &Scope) -> sqlx::Result<Backends> {
     let rows: Vec<Row> = sqlx::query_as(&format!(
         "SELECT r.id AS route, r.domain, r.path_prefix, r.balance, r.sticky, r.timeout_secs, r.max_body_bytes, r.https_redirect, r.probe_path,
                 c.swarm_task_id AS task, n.address, (hp.value->>'published')::int AS published,
-                c.desired_state <> 'running' AS leaving, c.service_id <> s.id AS copy,
+                {LEAVING} AS leaving, c.service_id <> s.id AS copy,
                 CASE WHEN cp.id IS NOT NULL THEN rel.weight END AS release_weight
            FROM routes r
            JOIN services s ON s.id = r.service_id
@@ -292,6 +330,7 @@ async fn read_backends(db: &PgPool, scope: &Scope) -> sqlx::Result<Backends> {
     .fetch_all(db)
     .await?;
     let mut table = Backends::new();
+    let mut replaced: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
     let mut releases: BTreeMap<Uuid, u8> = BTreeMap::new();
     for row in rows {
         if let Some(w) = row.release_weight {
@@ -310,7 +349,16 @@ async fn read_backends(db: &PgPool, scope: &Scope) -> sqlx::Result<Backends> {
             servers: BTreeMap::new(),
         });
         if let Some((task, server)) = task_server(row.task, row.address, row.published, row.leaving) {
-            backend.servers.insert(server_name(&task, row.copy.unwrap_or(false)), server);
+            let name = server_name(&task, row.copy.unwrap_or(false));
+            if row.leaving == Some(1) {
+                replaced.entry(row.route).or_default().insert(name.clone());
+            }
+            backend.servers.insert(name, server);
+        }
+    }
+    for (route, names) in &replaced {
+        if let Some(backend) = table.get_mut(route) {
+            keep_serving(&mut backend.servers, names);
         }
     }
     for (route, percent) in releases {
@@ -327,5 +375,32 @@ pub fn weigh(backend: &mut Backend, percent: u8) {
     let (own, copies) = crate::releases::weights::split(percent, serving(false), serving(true));
     for (name, server) in &mut backend.servers {
         server.weight = if is_copy(name) { copies } else { own };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn servers(draining: &[(&str, bool)]) -> BTreeMap<String, Server> {
+        draining
+            .iter()
+            .map(|(name, d)| ((*name).to_owned(), Server { address: "10.0.0.1".into(), port: 30000, weight: 1, draining: *d }))
+            .collect()
+    }
+
+    #[test]
+    fn a_replaced_task_drains_while_others_serve_but_not_when_none_would() {
+        let replaced = BTreeSet::from(["t_a".to_owned()]);
+        // One task of three replaced: it drains.
+        let mut some = servers(&[("t_a", true), ("t_b", false), ("t_c", false)]);
+        keep_serving(&mut some, &replaced);
+        assert!(some["t_a"].draining);
+        // Every task replaced at once (or the rest stopping): the replaced ones keep serving, the
+        // stopping ones still drain.
+        let mut all = servers(&[("t_a", true), ("t_b", true)]);
+        keep_serving(&mut all, &replaced);
+        assert!(!all["t_a"].draining);
+        assert!(all["t_b"].draining);
     }
 }
