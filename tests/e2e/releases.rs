@@ -306,3 +306,50 @@ async fn releases_share_routes_by_weight_and_promote_or_abort() {
     assert!(!engine_services(&real).iter().any(|s| s.starts_with("shop")), "{:?}", engine_services(&real));
     real.delete(&app, &t.owner).await;
 }
+
+/// Copy traffic older than any rule's window is summed into one row per release and router, with the
+/// release's totals unchanged; summing again changes nothing.
+#[tokio::test]
+async fn old_copy_traffic_is_summed_without_changing_the_totals() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("Long canary").await;
+    let (cluster, template) = (crate::fixtures::cluster(&app, &t.owner).await, crate::fixtures::template(&app, &t.owner).await);
+    let release = crate::fixtures::release(&app, &t.owner, cluster, template).await;
+    // Two routers, each with three readings three hours ago and one half a minute ago.
+    for router in ["r1", "r2"] {
+        for (age, requests, errors) in
+            [("3 hours", 10, 1), ("3 hours 5 seconds", 20, 0), ("3 hours 10 seconds", 30, 2), ("30 seconds", 5, 1)]
+        {
+            sqlx::query(
+                "INSERT INTO release_traffic (release_id, tenant_id, router, at, requests, responses_5xx)
+                 SELECT id, tenant_id, $2, now() - $3::interval, $4, $5 FROM releases WHERE id = $1",
+            )
+            .bind(release)
+            .bind(router)
+            .bind(age)
+            .bind(requests)
+            .bind(errors)
+            .execute(&app.db)
+            .await
+            .unwrap();
+        }
+    }
+    let path = format!("/api/v1/releases/{release}");
+    let before = app.get(&path, &t.owner).await.body;
+    let traffic = |r: &serde_json::Value| r["traffic"].clone();
+    assert_eq!(
+        traffic(&before),
+        json!({"requests_total": 130, "responses_5xx_total": 8, "requests_last_minute": 10, "responses_5xx_last_minute": 2})
+    );
+    assert_eq!(berth::releases::watch::compact_traffic(&app.db).await.unwrap(), 4, "six old rows became two");
+    let rows: Vec<(String, i64, i64)> =
+        sqlx::query_as("SELECT router, requests, responses_5xx FROM release_traffic WHERE release_id = $1 ORDER BY router, at")
+            .bind(release)
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(rows, [("r1".to_owned(), 60, 3), ("r1".to_owned(), 5, 1), ("r2".to_owned(), 60, 3), ("r2".to_owned(), 5, 1)]);
+    let after = app.get(&path, &t.owner).await.body;
+    assert_eq!(traffic(&after), traffic(&before));
+    assert_eq!(berth::releases::watch::compact_traffic(&app.db).await.unwrap(), 0, "nothing left to sum");
+}

@@ -53,7 +53,37 @@ pub fn verdict(rule: &AutoAbort, requests: i64, errors: i64, down: Option<(&str,
 
 /// Checks releases until `shutdown` turns true.
 pub async fn run(db: PgPool, mut shutdown: watch::Receiver<bool>) {
-    crate::supervise::every("checking releases for automatic abort", INTERVAL, &mut shutdown, || check(&db)).await;
+    crate::supervise::every("checking releases for automatic abort", INTERVAL, &mut shutdown, || async {
+        check(&db).await?;
+        compact_traffic(&db).await?;
+        Ok(())
+    })
+    .await;
+}
+
+/// Routers write a row of copy traffic per reading (every few seconds while copies get requests).
+/// Rows older than any rule's window (an hour at most) and the console's last minute only feed the
+/// release's totals: they are summed into one row per release and router, so a canary left running
+/// for weeks keeps a few hundred rows, not hundreds of thousands. Returns the rows removed.
+pub async fn compact_traffic(db: &PgPool) -> sqlx::Result<u64> {
+    let removed: i64 = sqlx::query_scalar(
+        "WITH crowded AS (
+             SELECT release_id, router FROM release_traffic WHERE at < now() - interval '2 hours'
+              GROUP BY release_id, router HAVING count(*) > 1),
+         old AS (
+             DELETE FROM release_traffic t USING crowded c
+              WHERE t.release_id = c.release_id AND t.router = c.router AND t.at < now() - interval '2 hours'
+          RETURNING t.release_id, t.tenant_id, t.router, t.at, t.requests, t.responses_5xx),
+         summed AS (
+             INSERT INTO release_traffic (release_id, tenant_id, router, at, requests, responses_5xx)
+             SELECT release_id, tenant_id, router, max(at), sum(requests), sum(responses_5xx) FROM old
+              GROUP BY release_id, tenant_id, router
+          RETURNING 1)
+         SELECT (SELECT count(*) FROM old) - (SELECT count(*) FROM summed)",
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(u64::try_from(removed).unwrap_or(0))
 }
 
 async fn check(db: &PgPool) -> anyhow::Result<()> {
