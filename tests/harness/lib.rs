@@ -446,7 +446,8 @@ impl TestApp {
             state.set_clusters(env.clone());
         }
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(berth::worker::run(self.db.clone(), env, stopped));
+        let dns = self.state.as_ref().map_or(berth::custom_domains::proof::DnsResolver::Off, |s| s.routing.dns.clone());
+        tokio::spawn(berth::worker::run(self.db.clone(), env, dns, stopped));
         self.workers = Some(InProcessWorkers { stop, data_dir });
         self
     }
@@ -756,6 +757,7 @@ impl WorkerProcess {
             .env("BERTH_JOB_LEASE_SECS", lease_secs.to_string())
             .env("BERTH_EXISTING_ALLOWED_NETWORKS", LOCAL_NODE_NETWORKS)
             .env("BERTH_REGISTRY", "off")
+            .env("BERTH_DNS_RESOLVER", "off")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("worker.log")).unwrap())

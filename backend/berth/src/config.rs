@@ -115,6 +115,11 @@ pub struct WorkerConfig {
 
     #[command(flatten)]
     pub acme: crate::certificates::AcmeConfig,
+
+    /// Where pending custom-domain claims are looked up: `system`, `off`, or `ip:port[,ip:port…]` (as
+    /// for `berth serve`).
+    #[arg(long, env = "BERTH_DNS_RESOLVER", default_value = "system")]
+    pub dns_resolver: String,
 }
 
 /// Settings of `berth registry`: the built-in registry on its own, for operators who run it apart

@@ -75,7 +75,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 berth::serve::shutdown_signal().await;
                 let _ = stop.send(true);
             });
-            let result = berth::worker::run(database.pools.system.clone(), env, stopped).await;
+            let dns = berth::custom_domains::proof::DnsResolver::parse(&cfg.dns_resolver)?;
+            let result = berth::worker::run(database.pools.system.clone(), env, dns, stopped).await;
             database.close().await;
             result
         }

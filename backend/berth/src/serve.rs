@@ -77,10 +77,8 @@ async fn serve_with(
     };
     let env = WorkerEnv::new(state.keys.clone(), cfg.db.data_dir.clone(), cfg.existing.clone(), trust, cfg.acme.clone());
     state.set_clusters(env.clone());
-    let workers = tokio::spawn(crate::worker::run(database.pools.system.clone(), env, stopped.clone()));
-    let claims =
-        crate::custom_domains::verify::recheck_loop(database.pools.system.clone(), state.routing.dns.clone(), stopped.clone());
-    let claims = tokio::spawn(claims);
+    let workers =
+        tokio::spawn(crate::worker::run(database.pools.system.clone(), env, state.routing.dns.clone(), stopped.clone()));
     let router = match cfg.routing.router {
         RouterMode::On => {
             let setup = crate::routing::preflight(&cfg.routing, &cfg.db.data_dir)
@@ -147,7 +145,6 @@ async fn serve_with(
         Err(_) => tracing::warn!("workers did not stop in time"),
         _ => {}
     }
-    let _ = tokio::time::timeout(crate::api::SHUTDOWN_GRACE, claims).await;
     if let Some(router) = router
         && tokio::time::timeout(crate::api::SHUTDOWN_GRACE, router).await.is_err()
     {

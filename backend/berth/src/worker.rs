@@ -1,6 +1,6 @@
-//! Job workers and cluster reconcilers: the job runner with every job kind this version handles, and
-//! the supervisor that keeps one reconciler per running cluster. `berth worker` runs only these;
-//! `berth serve` runs them beside the API.
+//! Job workers and cluster reconcilers: the job runner with every job kind this version handles, the
+//! supervisor that keeps one reconciler per running cluster, and the periodic checks. `berth worker`
+//! runs only these; `berth serve` runs them beside the API.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +11,14 @@ use tokio::sync::watch;
 use crate::clusters::{self, WorkerEnv};
 use crate::jobs::runner::Runner;
 
-/// Runs jobs and reconcilers until `shutdown` turns true.
-pub async fn run(db: PgPool, env: Arc<WorkerEnv>, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+/// Runs jobs, reconcilers and the background checks (automatic aborts, certificate renewals, pending
+/// domain claims looked up through `dns`) until `shutdown` turns true.
+pub async fn run(
+    db: PgPool,
+    env: Arc<WorkerEnv>,
+    dns: crate::custom_domains::proof::DnsResolver,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     crate::db::wait_for_migrations(&db).await?;
     let mut handlers = clusters::handlers(env.clone());
     crate::applications::deploy::add_handlers(&mut handlers, env.clone());
@@ -25,6 +31,7 @@ pub async fn run(db: PgPool, env: Arc<WorkerEnv>, shutdown: watch::Receiver<bool
     }
     let releases = tokio::spawn(crate::releases::watch::run(db.clone(), shutdown.clone()));
     let renewals = tokio::spawn(crate::certificates::acme::renew_loop(db.clone(), env.acme.acme_renew_days, shutdown.clone()));
+    let claims = tokio::spawn(crate::custom_domains::verify::recheck_loop(db.clone(), dns, shutdown.clone()));
     let reconcilers = tokio::spawn(clusters::reconciler::supervise(db, env, runner.id.clone(), shutdown.clone()));
     let result = runner.run(shutdown).await;
     match reconcilers.await {
@@ -34,5 +41,6 @@ pub async fn run(db: PgPool, env: Arc<WorkerEnv>, shutdown: watch::Receiver<bool
     }
     let _ = releases.await;
     let _ = renewals.await;
+    let _ = claims.await;
     result
 }
