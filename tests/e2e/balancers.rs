@@ -163,6 +163,27 @@ async fn listeners_forward_to_a_service_s_tasks_and_follow_it() {
     }
     assert!(!answers(http_port, 3).await.is_empty());
 
+    // What went through each listener reaches the API and /metrics within seconds (the routers read
+    // HAProxy's counters every 5 s): more than the 20 requests sent above, kept across the PUT that
+    // removed the TCP listener (whose traffic went with it).
+    let path = format!("/api/v1/load-balancers/{balancer}");
+    let counted = app
+        .wait_for(&t.owner, &path, Duration::from_secs(20), |b| {
+            b["traffic"].as_array().is_some_and(|ts| {
+                ts.iter().any(|l| l["port"] == http_port && l["traffic"]["requests_total"].as_i64().unwrap_or(0) >= 20)
+            })
+        })
+        .await;
+    assert_eq!(counted["traffic"].as_array().unwrap().len(), 1, "{counted}");
+    assert_eq!(counted["traffic"][0]["traffic"]["responses_5xx_total"], 0, "{counted}");
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("berth_balancer_requests_total{") && l.contains(&format!("port=\"{http_port}\"")))
+        .unwrap_or_else(|| panic!("no traffic line for listener {http_port} in /metrics"));
+    assert!(line.contains(&format!("load_balancer=\"{balancer}\",name=\"edge\"")), "{line}");
+    assert!(line.rsplit(' ').next().unwrap().parse::<i64>().unwrap() >= 20, "{line}");
+
     // The console: the balancers are listed; on the balancer's page a TCP listener is added from the
     // form (the target filled in from the service's port) and answers, then removed and closed.
     // What happened before anyone looked: the latest events, newest first, for the tenant only.
@@ -183,6 +204,7 @@ async fn listeners_forward_to_a_service_s_tasks_and_follow_it() {
     b.goto(&format!("/load-balancers/{balancer}")).await;
     b.wait_text(&format!("#listeners tr[data-port='{http_port}']"), &format!("http://127.0.0.1:{http_port}/")).await;
     b.wait_text(&format!("#listeners tr[data-port='{http_port}']"), "shop / web").await;
+    b.wait_text(&format!("#listeners tr[data-port='{http_port}'] .traffic"), "requests in all").await;
     let console_port = free_port_on(lo);
     b.fill("#listener-port", &console_port.to_string()).await;
     b.find("#listener-protocol").await.select_by_value("tcp").await.unwrap();

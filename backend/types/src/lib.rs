@@ -1197,8 +1197,18 @@ pub struct LoadBalancer {
     /// Where clients reach its listeners.
     pub address: String,
     pub listeners: Vec<Listener>,
+    /// Each listener's traffic through every router, by port (a few seconds behind).
+    pub traffic: Vec<ListenerTraffic>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// What went through one listener. For a `tcp` listener a request is a connection (and it has no
+/// 5xx answers nor response time).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ListenerTraffic {
+    pub port: i32,
+    pub traffic: RouteTraffic,
 }
 
 /// A port of a load balancer and the service target port it forwards to.

@@ -1,5 +1,6 @@
 //! Load balancers: the list with a create form, and a balancer's page (its address, its listeners with
-//! where each answers, adding and removing listeners, deleting the balancer). Listeners are set whole
+//! where each answers and what went through them, adding and removing listeners, deleting the
+//! balancer). Listeners are set whole
 //! through `PUT /load-balancers/{id}/listeners`: the page sends the list as it should become.
 
 use berth_types::{Application, Cluster, CreateLoadBalancer, Listener, LoadBalancer, Page, Role, Service, SetListeners};
@@ -183,10 +184,11 @@ fn Balancer(lb: LoadBalancer, version: RwSignal<u32>) -> impl IntoView {
                 view! { <Empty>"No listeners: the balancer takes no connections yet."</Empty> }.into_any()
             } else {
                 let rows = lb.listeners.clone();
+                let traffic = lb.traffic.clone();
                 view! {
                     <div class="table-wrap"><table class="table" id="listeners">
                         <thead><tr><th scope="col">"Port"</th><th scope="col">"Protocol"</th><th scope="col">"Service"</th>
-                            <th scope="col">"Target port"</th><th scope="col">"Reach it at"</th>
+                            <th scope="col">"Target port"</th><th scope="col">"Reach it at"</th><th scope="col">"Traffic"</th>
                             {dev.then(|| view! { <th scope="col">"Actions"</th> })}</tr></thead>
                         <tbody>
                             {rows.into_iter().map(|l| {
@@ -196,6 +198,15 @@ fn Balancer(lb: LoadBalancer, version: RwSignal<u32>) -> impl IntoView {
                                 let at = if l.protocol == "http" { format!("http://{address}:{}/", l.port) } else { format!("{address}:{}", l.port) };
                                 let label = format!("Remove listener {}", l.port);
                                 let keep = listeners.get_value().into_iter().filter(|o| o.port != l.port).collect::<Vec<_>>();
+                                // A TCP listener counts connections; only HTTP has answers and their times.
+                                let t = traffic.iter().find(|t| t.port == l.port).map(|t| t.traffic.clone()).unwrap_or_default();
+                                let seen = if l.protocol == "http" {
+                                    format!("{:.1} req/s, {:.1} 5xx/s, {} ms; {} requests in all", t.requests_per_sec,
+                                        t.errors_per_sec, t.response_ms, t.requests_total)
+                                } else {
+                                    format!("{:.1} connections/s; {} in all, {} failed", t.requests_per_sec, t.requests_total,
+                                        t.failed_connections_total)
+                                };
                                 view! {
                                     <tr data-port=l.port.to_string()>
                                         <td>{l.port}</td>
@@ -203,6 +214,7 @@ fn Balancer(lb: LoadBalancer, version: RwSignal<u32>) -> impl IntoView {
                                         <td><A href=format!("/services/{}", l.service_id)>{name}</A></td>
                                         <td>{l.target_port}</td>
                                         <td><code>{at}</code></td>
+                                        <td class="traffic">{seen}</td>
                                         {dev.then(|| view! {
                                             <td><button class="remove" aria-label=label on:click=move |_| set(keep.clone())>"Remove"</button></td>
                                         })}

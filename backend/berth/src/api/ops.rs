@@ -50,6 +50,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         Err(e) => tracing::warn!(error = %e, "could not count jobs for /metrics"),
     }
     routes_traffic(&state, &mut out).await;
+    balancers_traffic(&state, &mut out).await;
     let pool = &state.system;
     let _ = writeln!(out, "# HELP berth_db_connections Database pool connections.\n# TYPE berth_db_connections gauge");
     let _ = writeln!(out, "berth_db_connections{{state=\"open\"}} {}", pool.size());
@@ -98,6 +99,52 @@ async fn routes_traffic(state: &AppState, out: &mut String) {
                 _ => ms.to_string(),
             };
             let _ = writeln!(out, "{name}{{route=\"{id}\",domain=\"{domain}\",path=\"{path}\"}} {value}");
+        }
+    }
+}
+
+/// Per-listener traffic of the load balancers through every router (`balancer_traffic`).
+async fn balancers_traffic(state: &AppState, out: &mut String) {
+    type Row = (uuid::Uuid, String, i32, i64, i64, i64, f64);
+    let rows: Result<Vec<Row>, _> = sqlx::query_as(
+        "SELECT b.id, b.name, t.port, sum(t.requests)::int8, sum(t.responses_5xx)::int8, sum(t.failed_connections)::int8,
+                coalesce(sum(t.requests_per_sec) FILTER (WHERE t.updated_at > now() - interval '30 seconds'), 0)::float8
+           FROM balancer_traffic t JOIN load_balancers b ON b.id = t.load_balancer_id
+          GROUP BY b.id, b.name, t.port ORDER BY b.id, t.port",
+    )
+    .fetch_all(&state.system)
+    .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read load balancer traffic for /metrics");
+            return;
+        }
+    };
+    let families = [
+        (
+            "berth_balancer_requests_total",
+            "counter",
+            "Requests (connections on tcp listeners) through the routers, per load balancer listener.",
+        ),
+        ("berth_balancer_responses_5xx_total", "counter", "5xx answers, per http load balancer listener."),
+        ("berth_balancer_failed_connections_total", "counter", "Failed connections to tasks, per load balancer listener."),
+        (
+            "berth_balancer_requests_per_second",
+            "gauge",
+            "Requests (connections) per second over the routers' last interval, per listener.",
+        ),
+    ];
+    for (i, (name, kind, help)) in families.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (id, balancer, port, requests, errors, failed, rate) in &rows {
+            let value = match i {
+                0 => requests.to_string(),
+                1 => errors.to_string(),
+                2 => failed.to_string(),
+                _ => format!("{rate:.3}"),
+            };
+            let _ = writeln!(out, "{name}{{load_balancer=\"{id}\",name=\"{balancer}\",port=\"{port}\"}} {value}");
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use berth_types::{Listener, LoadBalancer};
+use berth_types::{Listener, ListenerTraffic, LoadBalancer, RouteTraffic};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -55,9 +55,56 @@ pub async fn listeners(conn: &mut PgConnection, balancer: Uuid) -> sqlx::Result<
         .collect())
 }
 
+/// Each listener's traffic summed over the routers (rates only from routers heard from lately).
+pub async fn traffic(conn: &mut PgConnection, balancer: Uuid) -> sqlx::Result<Vec<ListenerTraffic>> {
+    type Row = (i32, i64, i64, i64, f64, f64, i32);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT l.port, coalesce(sum(t.requests), 0)::int8, coalesce(sum(t.responses_5xx), 0)::int8,
+                coalesce(sum(t.failed_connections), 0)::int8,
+                coalesce(sum(t.requests_per_sec) FILTER (WHERE t.updated_at > now() - interval '30 seconds'), 0)::float8,
+                coalesce(sum(t.errors_per_sec) FILTER (WHERE t.updated_at > now() - interval '30 seconds'), 0)::float8,
+                coalesce(max(t.response_ms) FILTER (WHERE t.updated_at > now() - interval '30 seconds'), 0)::int4
+           FROM load_balancer_listeners l
+           LEFT JOIN balancer_traffic t ON t.load_balancer_id = l.load_balancer_id AND t.port = l.port
+          WHERE l.load_balancer_id = $1
+          GROUP BY l.port ORDER BY l.port",
+    )
+    .bind(balancer)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                port,
+                requests_total,
+                responses_5xx_total,
+                failed_connections_total,
+                requests_per_sec,
+                errors_per_sec,
+                response_ms,
+            )| {
+                ListenerTraffic {
+                    port,
+                    traffic: RouteTraffic {
+                        requests_total,
+                        responses_5xx_total,
+                        failed_connections_total,
+                        requests_per_sec,
+                        errors_per_sec,
+                        response_ms,
+                    },
+                }
+            },
+        )
+        .collect())
+}
+
 pub async fn to_dto(conn: &mut PgConnection, row: BalancerRow, routing: &Routing) -> sqlx::Result<LoadBalancer> {
     let listeners = listeners(conn, row.id).await?;
+    let traffic = traffic(conn, row.id).await?;
     Ok(LoadBalancer {
+        traffic,
         address: super::driver::for_row(&row.driver, routing).address(),
         id: row.id,
         name: row.name,
@@ -130,13 +177,21 @@ pub async fn check(
     Ok(())
 }
 
-/// Replaces the balancer's listeners. A port another balancer holds is a 422 (whose, is not said).
+/// Replaces the balancer's listeners: ports no longer listed go (with their traffic), the others are
+/// written in place (keeping theirs). A port another balancer holds is a 422 (whose, is not said).
 pub async fn set_listeners(tx: &mut PgConnection, tenant: Uuid, balancer: Uuid, listeners: &[Listener]) -> ApiResult<()> {
-    sqlx::query("DELETE FROM load_balancer_listeners WHERE load_balancer_id = $1").bind(balancer).execute(&mut *tx).await?;
+    let ports: Vec<i32> = listeners.iter().map(|l| l.port).collect();
+    sqlx::query("DELETE FROM load_balancer_listeners WHERE load_balancer_id = $1 AND NOT (port = ANY($2))")
+        .bind(balancer)
+        .bind(&ports)
+        .execute(&mut *tx)
+        .await?;
     for (i, l) in listeners.iter().enumerate() {
         sqlx::query(
             "INSERT INTO load_balancer_listeners (load_balancer_id, tenant_id, port, protocol, service_id, target_port)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (load_balancer_id, port) DO UPDATE
+                SET protocol = excluded.protocol, service_id = excluded.service_id, target_port = excluded.target_port",
         )
         .bind(balancer)
         .bind(tenant)

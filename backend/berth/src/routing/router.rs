@@ -234,7 +234,9 @@ async fn record_traffic(db: &PgPool, proxy: &Haproxy, name: &str, meter: &mut Me
     let at = std::time::Instant::now();
     let routes = meter.routes.read(reading.routes, at);
     let copies = meter.copies.read(reading.copies, at);
+    let listeners = meter.listeners.read(reading.listeners, at);
     traffic::write(db, name, &routes).await?;
+    traffic::write_listeners(db, name, &listeners).await?;
     traffic::write_copies(db, name, &copies).await?;
     traffic::write_copy_health(db, name, &reading.copy_health).await?;
     Ok(())

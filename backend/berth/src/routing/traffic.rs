@@ -1,8 +1,9 @@
-//! Per-route traffic from HAProxy's statistics (`show stat` on the Runtime API): requests, 5xx
-//! responses, failed connections to tasks and the average response time of each route's backend,
-//! turned into totals and rates and written to `route_traffic` for the API, the console and
-//! `/metrics`. Parsing and accounting are pure; HAProxy's counters start again at zero on every
-//! reload, so the router forgets its last reading then and counts from zero.
+//! Per-route and per-listener traffic from HAProxy's statistics (`show stat` on the Runtime API):
+//! requests, 5xx responses, failed connections to tasks and the average response time of each route's
+//! (and load balancer listener's) backend, turned into totals and rates and written to
+//! `route_traffic` (`balancer_traffic`) for the API, the console and `/metrics`. Parsing and
+//! accounting are pure; HAProxy's counters start again at zero on every reload, so the router forgets
+//! its last reading then and counts from zero.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -28,6 +29,8 @@ pub struct Counters {
 #[derive(Debug, Default, PartialEq)]
 pub struct Reading {
     pub routes: HashMap<Uuid, Counters>,
+    /// Load balancers' listeners' backends, by port.
+    pub listeners: HashMap<u16, Counters>,
     pub copies: HashMap<(Uuid, String), Counters>,
     /// Per route with copies: how many copy servers pass their health checks, and how many fail them.
     pub copy_health: HashMap<Uuid, Health>,
@@ -54,21 +57,25 @@ pub fn parse(csv: &str) -> Reading {
         ["hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other"].iter().map(|n| col(n)).collect();
     for line in lines {
         let fields: Vec<&str> = line.split(',').collect();
+        let num = |i: Option<usize>| i.and_then(|i| fields.get(i)).and_then(|v| v.parse::<u64>().ok());
+        let server = fields.get(sv).copied().unwrap_or_default();
+        let backend_counters = || Counters {
+            requests: num(req_tot).or(num(stot)).unwrap_or(0),
+            responses_5xx: num(hrsp_5xx).unwrap_or(0),
+            failed_connections: num(econ).unwrap_or(0),
+            response_ms: num(rtime).unwrap_or(0),
+        };
+        if let Some(port) = fields.get(px).and_then(|p| p.strip_prefix("lb_")).and_then(|p| p.parse::<u16>().ok()) {
+            if server == "BACKEND" {
+                out.listeners.insert(port, backend_counters());
+            }
+            continue;
+        }
         let Some(route) = fields.get(px).and_then(|p| p.strip_prefix("r_")).and_then(|id| Uuid::parse_str(id).ok()) else {
             continue;
         };
-        let num = |i: Option<usize>| i.and_then(|i| fields.get(i)).and_then(|v| v.parse::<u64>().ok());
-        let server = fields.get(sv).copied().unwrap_or_default();
         if server == "BACKEND" {
-            out.routes.insert(
-                route,
-                Counters {
-                    requests: num(req_tot).or(num(stot)).unwrap_or(0),
-                    responses_5xx: num(hrsp_5xx).unwrap_or(0),
-                    failed_connections: num(econ).unwrap_or(0),
-                    response_ms: num(rtime).unwrap_or(0),
-                },
-            );
+            out.routes.insert(route, backend_counters());
         } else if crate::routing::table::is_copy(server) {
             let counters = Counters {
                 requests: num(req_tot).unwrap_or_else(|| answers.iter().map(|c| num(*c).unwrap_or(0)).sum::<u64>()),
@@ -161,12 +168,14 @@ impl<K: Eq + std::hash::Hash + Clone> Meter<K> {
 pub struct Meters {
     pub routes: Meter,
     pub copies: Meter<(Uuid, String)>,
+    pub listeners: Meter<u16>,
 }
 
 impl Meters {
     pub fn reset(&mut self) {
         self.routes.reset();
         self.copies.reset();
+        self.listeners.reset();
     }
 }
 
@@ -185,6 +194,36 @@ pub async fn write(db: &PgPool, router: &str, deltas: &[(Uuid, Delta)]) -> sqlx:
                     response_ms = excluded.response_ms, updated_at = now()",
         )
         .bind(route)
+        .bind(router)
+        .bind(i64::try_from(d.requests).unwrap_or(i64::MAX))
+        .bind(i64::try_from(d.responses_5xx).unwrap_or(i64::MAX))
+        .bind(i64::try_from(d.failed_connections).unwrap_or(i64::MAX))
+        .bind(d.requests_per_sec)
+        .bind(d.errors_per_sec)
+        .bind(i32::try_from(d.response_ms).unwrap_or(i32::MAX))
+        .execute(db)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Adds a reading to the load balancers' listeners' rows for this router (a port no listener holds
+/// any more is skipped).
+pub async fn write_listeners(db: &PgPool, router: &str, deltas: &[(u16, Delta)]) -> sqlx::Result<()> {
+    for (port, d) in deltas {
+        sqlx::query(
+            "INSERT INTO balancer_traffic (load_balancer_id, port, tenant_id, router, requests, responses_5xx, failed_connections,
+                                           requests_per_sec, errors_per_sec, response_ms)
+             SELECT l.load_balancer_id, l.port, l.tenant_id, $2, $3, $4, $5, $6, $7, $8
+               FROM load_balancer_listeners l WHERE l.port = $1
+             ON CONFLICT (load_balancer_id, port, router) DO UPDATE
+                SET requests = balancer_traffic.requests + excluded.requests,
+                    responses_5xx = balancer_traffic.responses_5xx + excluded.responses_5xx,
+                    failed_connections = balancer_traffic.failed_connections + excluded.failed_connections,
+                    requests_per_sec = excluded.requests_per_sec, errors_per_sec = excluded.errors_per_sec,
+                    response_ms = excluded.response_ms, updated_at = now()",
+        )
+        .bind(i32::from(*port))
         .bind(router)
         .bind(i64::try_from(d.requests).unwrap_or(i64::MAX))
         .bind(i64::try_from(d.responses_5xx).unwrap_or(i64::MAX))
@@ -288,6 +327,21 @@ mod tests {
         meter.reset();
         let d = meter.read(parse(&csv(&[(&name, "BACKEND", 4, 0, 0, 4)])).routes, t0 + std::time::Duration::from_secs(8));
         assert_eq!(d[0].1.requests, 4);
+    }
+
+    #[test]
+    fn listeners_are_read_by_port_with_connections_for_tcp() {
+        let s = "# pxname,svname,stot,econ,hrsp_5xx,req_tot,rtime,\n\
+                 lb_20001,FRONTEND,7,,,,,\n\
+                 lb_20001,t_a,7,0,,,3,\n\
+                 lb_20001,BACKEND,7,1,,,3,\n\
+                 lb_20002,BACKEND,5,0,1,5,9,\n\
+                 lb_x,BACKEND,5,0,1,5,9,\n";
+        let reading = parse(s);
+        assert!(reading.routes.is_empty());
+        assert_eq!(reading.listeners.len(), 2, "{:?}", reading.listeners);
+        assert_eq!(reading.listeners[&20001], Counters { requests: 7, responses_5xx: 0, failed_connections: 1, response_ms: 3 });
+        assert_eq!(reading.listeners[&20002], Counters { requests: 5, responses_5xx: 1, failed_connections: 0, response_ms: 9 });
     }
 
     #[test]
