@@ -35,6 +35,8 @@ thread_local! {
     /// Subscribers an event matched, waiting for the next flush.
     static PENDING: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
     static FEED: RefCell<Option<web_sys::AbortController>> = const { RefCell::new(None) };
+    /// Whether the tab has been seen lately (false once hidden for [`HIDDEN_GRACE`]).
+    static SEEN: ArcRwSignal<bool> = ArcRwSignal::new(true);
     /// The feed's current connection, ended on its own when the tab stays hidden.
     static CONNECTION: RefCell<Option<web_sys::AbortController>> = const { RefCell::new(None) };
     /// Other open streams (task logs), ended with the page.
@@ -197,14 +199,24 @@ fn close_when_leaving() {
                 || {
                     if hidden() {
                         end_connection();
+                        SEEN.with(|s| s.set(false));
                     }
                 },
                 HIDDEN_GRACE,
             );
+        } else {
+            SEEN.with(|s| s.set(true));
         }
     });
     let _ = document.add_event_listener_with_callback("visibilitychange", on_visibility.as_ref().unchecked_ref());
     on_visibility.forget();
+}
+
+/// Whether the tab has been seen lately: false once it has been hidden for a few seconds, true again
+/// when it is shown. Other streams (task logs) follow it to give their connection back too.
+pub fn seen() -> ArcRwSignal<bool> {
+    close_when_leaving();
+    SEEN.with(Clone::clone)
 }
 
 /// Ends the feed's current connection; the feed itself reconnects when the tab is seen.

@@ -331,6 +331,31 @@ async fn a_customer_runs_an_application_from_the_console() {
     b.click("tr[data-service='worker'] a").await;
     b.wait_text("#logs", "processed: job at").await;
     b.survey("service").await;
+    // Hidden behind another tab, the page gives its log stream back; seen again, it goes on from the
+    // last line it showed: the jobs processed meanwhile appear, none twice.
+    let page = b.client.window().await.unwrap();
+    let before = b.find("#logs").await.text().await.unwrap().lines().count();
+    let other = b.client.new_window(true).await.unwrap();
+    b.client.switch_to_window(other.handle).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    b.client.close_window().await.unwrap();
+    b.client.switch_to_window(page).await.unwrap();
+    let shown = b
+        .wait_until("lines processed while hidden", Duration::from_secs(20), || async {
+            let text = b.client.find(fantoccini::Locator::Css("#logs")).await.ok()?.text().await.ok()?;
+            (text.lines().count() >= before + 4).then_some(text)
+        })
+        .await;
+    let lines: Vec<&str> = shown.lines().collect();
+    let distinct: std::collections::BTreeSet<&str> = lines.iter().copied().collect();
+    assert_eq!(distinct.len(), lines.len(), "a line shown twice after the tab came back:\n{shown}");
+    // None missed either: the web service posts a job about every second, and every one is processed.
+    let mut jobs: Vec<i64> = lines
+        .iter()
+        .filter_map(|l| l.rsplit("processed: job at ").next().filter(|_| l.contains("processed: job at"))?.trim().parse().ok())
+        .collect();
+    jobs.sort();
+    assert!(jobs.windows(2).all(|w| w[1] - w[0] <= 3), "jobs missing from the log after the tab came back:\n{shown}");
 
     // A second revision (from the API), rolled back from the console to the first's images.
     app.patch(&format!("/api/v1/applications/{app_id}"), &t.owner, json!({"variables": {"WORKERS": "1", "INTERVAL": "2"}}))

@@ -430,20 +430,38 @@ fn Logs(id: Uuid) -> impl IntoView {
             c.abort();
         }
     };
+    // When the last line shown arrived: a stream resumed after the tab was hidden starts from there
+    // (the API takes whole seconds) and skips what was already shown.
+    let last_at = StoredValue::new(None::<chrono::DateTime<chrono::FixedOffset>>);
     let start = move || {
         stop();
         let c = live::stream_controller();
         let signal = c.signal();
         controller.set_value(Some(c));
-        lines.set(Vec::new());
+        let resume_after = last_at.get_value();
+        let path = match resume_after {
+            Some(t) => format!("/services/{id}/logs?follow=true&since={}&timestamps=true", t.timestamp()),
+            None => {
+                lines.set(Vec::new());
+                format!("/services/{id}/logs?follow=true&tail=200&timestamps=true")
+            }
+        };
         leptos::task::spawn_local(async move {
-            let path = format!("/services/{id}/logs?follow=true&tail=200&timestamps=true");
             let result = live::read(
                 &path,
                 &signal,
                 || (),
                 |m| {
                     let Ok(line) = serde_json::from_str::<LogLine>(&m.data) else { return };
+                    let at = line.timestamp.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+                    if let (Some(at), Some(after)) = (at, resume_after)
+                        && at <= after
+                    {
+                        return; // shown before the tab was hidden
+                    }
+                    if at.is_some() {
+                        let _ = last_at.try_set_value(at);
+                    }
                     // (`try_`: the page may be gone while the last chunk is read.)
                     if paused.try_get_untracked().unwrap_or(false) {
                         held.try_update_value(|h| h.push(line));
@@ -462,7 +480,20 @@ fn Logs(id: Uuid) -> impl IntoView {
             }
         });
     };
-    Effect::new(move |_| if following.get() { start() } else { stop() });
+    // A hidden tab gives its stream back (see `live::seen`) and resumes where it was when seen again;
+    // turning Follow off and on starts afresh.
+    let seen = live::seen();
+    Effect::new(move |_| {
+        let follow = following.get();
+        if follow && seen.get() {
+            start()
+        } else {
+            if !follow {
+                last_at.set_value(None);
+            }
+            stop()
+        }
+    });
     on_cleanup(stop);
     let resume = move || {
         let mut h = Vec::new();
