@@ -88,17 +88,34 @@ async fn routes_traffic(state: &AppState, out: &mut String) {
         ("berth_route_requests_per_second", "gauge", "Requests per second over the routers' last interval, per route."),
         ("berth_route_response_milliseconds", "gauge", "Average response time over the route's last 1024 requests."),
     ];
+    write_families(
+        out,
+        &families,
+        &rows,
+        |(id, domain, path, ..)| format!("route=\"{id}\",domain=\"{domain}\",path=\"{path}\""),
+        |i, (_, _, _, requests, errors, failed, rate, ms)| match i {
+            0 => requests.to_string(),
+            1 => errors.to_string(),
+            2 => failed.to_string(),
+            3 => format!("{rate:.3}"),
+            _ => ms.to_string(),
+        },
+    );
+}
+
+/// Writes metric families (name, type, help): a line per row in each, with the row's labels and the
+/// family's value (by the family's index).
+fn write_families<R>(
+    out: &mut String,
+    families: &[(&str, &str, &str)],
+    rows: &[R],
+    labels: impl Fn(&R) -> String,
+    value: impl Fn(usize, &R) -> String,
+) {
     for (i, (name, kind, help)) in families.iter().enumerate() {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (id, domain, path, requests, errors, failed, rate, ms) in &rows {
-            let value = match i {
-                0 => requests.to_string(),
-                1 => errors.to_string(),
-                2 => failed.to_string(),
-                3 => format!("{rate:.3}"),
-                _ => ms.to_string(),
-            };
-            let _ = writeln!(out, "{name}{{route=\"{id}\",domain=\"{domain}\",path=\"{path}\"}} {value}");
+        for row in rows {
+            let _ = writeln!(out, "{name}{{{}}} {}", labels(row), value(i, row));
         }
     }
 }
@@ -135,16 +152,16 @@ async fn balancers_traffic(state: &AppState, out: &mut String) {
             "Requests (connections) per second over the routers' last interval, per listener.",
         ),
     ];
-    for (i, (name, kind, help)) in families.iter().enumerate() {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (id, balancer, port, requests, errors, failed, rate) in &rows {
-            let value = match i {
-                0 => requests.to_string(),
-                1 => errors.to_string(),
-                2 => failed.to_string(),
-                _ => format!("{rate:.3}"),
-            };
-            let _ = writeln!(out, "{name}{{load_balancer=\"{id}\",name=\"{balancer}\",port=\"{port}\"}} {value}");
-        }
-    }
+    write_families(
+        out,
+        &families,
+        &rows,
+        |(id, balancer, port, ..)| format!("load_balancer=\"{id}\",name=\"{balancer}\",port=\"{port}\""),
+        |i, (_, _, _, requests, errors, failed, rate)| match i {
+            0 => requests.to_string(),
+            1 => errors.to_string(),
+            2 => failed.to_string(),
+            _ => format!("{rate:.3}"),
+        },
+    );
 }

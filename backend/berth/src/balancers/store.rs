@@ -3,13 +3,14 @@
 
 use std::collections::BTreeSet;
 
-use berth_types::{Listener, ListenerTraffic, LoadBalancer, RouteTraffic};
+use berth_types::{Listener, ListenerTraffic, LoadBalancer};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
 use crate::routing::Routing;
+use crate::routing::traffic::{SUMS, totals};
 
 #[derive(sqlx::FromRow)]
 pub struct BalancerRow {
@@ -57,47 +58,17 @@ pub async fn listeners(conn: &mut PgConnection, balancer: Uuid) -> sqlx::Result<
 
 /// Each listener's traffic summed over the routers (rates only from routers heard from lately).
 pub async fn traffic(conn: &mut PgConnection, balancer: Uuid) -> sqlx::Result<Vec<ListenerTraffic>> {
-    type Row = (i32, i64, i64, i64, f64, f64, i32);
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT l.port, coalesce(sum(t.requests), 0)::int8, coalesce(sum(t.responses_5xx), 0)::int8,
-                coalesce(sum(t.failed_connections), 0)::int8,
-                coalesce(sum(t.requests_per_sec) FILTER (WHERE t.updated_at > now() - interval '30 seconds'), 0)::float8,
-                coalesce(sum(t.errors_per_sec) FILTER (WHERE t.updated_at > now() - interval '30 seconds'), 0)::float8,
-                coalesce(max(t.response_ms) FILTER (WHERE t.updated_at > now() - interval '30 seconds'), 0)::int4
+    let rows: Vec<(i32, i64, i64, i64, f64, f64, i32)> = sqlx::query_as(&format!(
+        "SELECT l.port, {SUMS}
            FROM load_balancer_listeners l
            LEFT JOIN balancer_traffic t ON t.load_balancer_id = l.load_balancer_id AND t.port = l.port
           WHERE l.load_balancer_id = $1
-          GROUP BY l.port ORDER BY l.port",
-    )
+          GROUP BY l.port ORDER BY l.port"
+    ))
     .bind(balancer)
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(
-                port,
-                requests_total,
-                responses_5xx_total,
-                failed_connections_total,
-                requests_per_sec,
-                errors_per_sec,
-                response_ms,
-            )| {
-                ListenerTraffic {
-                    port,
-                    traffic: RouteTraffic {
-                        requests_total,
-                        responses_5xx_total,
-                        failed_connections_total,
-                        requests_per_sec,
-                        errors_per_sec,
-                        response_ms,
-                    },
-                }
-            },
-        )
-        .collect())
+    Ok(rows.into_iter().map(|(port, a, b, c, d, e, f)| ListenerTraffic { port, traffic: totals((a, b, c, d, e, f)) }).collect())
 }
 
 pub async fn to_dto(conn: &mut PgConnection, row: BalancerRow, routing: &Routing) -> sqlx::Result<LoadBalancer> {

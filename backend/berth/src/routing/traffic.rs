@@ -181,28 +181,12 @@ impl Meters {
 
 /// Adds a reading to the routes' rows for this router.
 pub async fn write(db: &PgPool, router: &str, deltas: &[(Uuid, Delta)]) -> sqlx::Result<()> {
+    let insert = "INSERT INTO route_traffic (route_id, tenant_id, router, requests, responses_5xx, failed_connections,
+                                             requests_per_sec, errors_per_sec, response_ms)
+                  SELECT r.id, r.tenant_id, $2, $3, $4, $5, $6, $7, $8 FROM routes r WHERE r.id = $1";
+    let sql = format!("{insert} ON CONFLICT (route_id, router) DO UPDATE SET {}", accumulate("route_traffic"));
     for (route, d) in deltas {
-        sqlx::query(
-            "INSERT INTO route_traffic (route_id, tenant_id, router, requests, responses_5xx, failed_connections,
-                                        requests_per_sec, errors_per_sec, response_ms)
-             SELECT r.id, r.tenant_id, $2, $3, $4, $5, $6, $7, $8 FROM routes r WHERE r.id = $1
-             ON CONFLICT (route_id, router) DO UPDATE
-                SET requests = route_traffic.requests + excluded.requests,
-                    responses_5xx = route_traffic.responses_5xx + excluded.responses_5xx,
-                    failed_connections = route_traffic.failed_connections + excluded.failed_connections,
-                    requests_per_sec = excluded.requests_per_sec, errors_per_sec = excluded.errors_per_sec,
-                    response_ms = excluded.response_ms, updated_at = now()",
-        )
-        .bind(route)
-        .bind(router)
-        .bind(i64::try_from(d.requests).unwrap_or(i64::MAX))
-        .bind(i64::try_from(d.responses_5xx).unwrap_or(i64::MAX))
-        .bind(i64::try_from(d.failed_connections).unwrap_or(i64::MAX))
-        .bind(d.requests_per_sec)
-        .bind(d.errors_per_sec)
-        .bind(i32::try_from(d.response_ms).unwrap_or(i32::MAX))
-        .execute(db)
-        .await?;
+        bind_reading(sqlx::query(&sql).bind(route).bind(router), d).execute(db).await?;
     }
     Ok(())
 }
@@ -210,31 +194,64 @@ pub async fn write(db: &PgPool, router: &str, deltas: &[(Uuid, Delta)]) -> sqlx:
 /// Adds a reading to the load balancers' listeners' rows for this router (a port no listener holds
 /// any more is skipped).
 pub async fn write_listeners(db: &PgPool, router: &str, deltas: &[(u16, Delta)]) -> sqlx::Result<()> {
+    let insert = "INSERT INTO balancer_traffic (load_balancer_id, port, tenant_id, router, requests, responses_5xx,
+                                                failed_connections, requests_per_sec, errors_per_sec, response_ms)
+                  SELECT l.load_balancer_id, l.port, l.tenant_id, $2, $3, $4, $5, $6, $7, $8
+                    FROM load_balancer_listeners l WHERE l.port = $1";
+    let sql = format!("{insert} ON CONFLICT (load_balancer_id, port, router) DO UPDATE SET {}", accumulate("balancer_traffic"));
     for (port, d) in deltas {
-        sqlx::query(
-            "INSERT INTO balancer_traffic (load_balancer_id, port, tenant_id, router, requests, responses_5xx, failed_connections,
-                                           requests_per_sec, errors_per_sec, response_ms)
-             SELECT l.load_balancer_id, l.port, l.tenant_id, $2, $3, $4, $5, $6, $7, $8
-               FROM load_balancer_listeners l WHERE l.port = $1
-             ON CONFLICT (load_balancer_id, port, router) DO UPDATE
-                SET requests = balancer_traffic.requests + excluded.requests,
-                    responses_5xx = balancer_traffic.responses_5xx + excluded.responses_5xx,
-                    failed_connections = balancer_traffic.failed_connections + excluded.failed_connections,
-                    requests_per_sec = excluded.requests_per_sec, errors_per_sec = excluded.errors_per_sec,
-                    response_ms = excluded.response_ms, updated_at = now()",
-        )
-        .bind(i32::from(*port))
-        .bind(router)
+        bind_reading(sqlx::query(&sql).bind(i32::from(*port)).bind(router), d).execute(db).await?;
+    }
+    Ok(())
+}
+
+/// How a traffic row takes a new reading: counters added, rates and the response time replaced.
+fn accumulate(table: &str) -> String {
+    format!(
+        "requests = {table}.requests + excluded.requests, responses_5xx = {table}.responses_5xx + excluded.responses_5xx,
+         failed_connections = {table}.failed_connections + excluded.failed_connections,
+         requests_per_sec = excluded.requests_per_sec, errors_per_sec = excluded.errors_per_sec,
+         response_ms = excluded.response_ms, updated_at = now()"
+    )
+}
+
+/// Binds a reading as `$3`…`$8` of a traffic row's insert.
+fn bind_reading<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    d: &Delta,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
         .bind(i64::try_from(d.requests).unwrap_or(i64::MAX))
         .bind(i64::try_from(d.responses_5xx).unwrap_or(i64::MAX))
         .bind(i64::try_from(d.failed_connections).unwrap_or(i64::MAX))
         .bind(d.requests_per_sec)
         .bind(d.errors_per_sec)
         .bind(i32::try_from(d.response_ms).unwrap_or(i32::MAX))
-        .execute(db)
-        .await?;
+}
+
+/// A traffic row summed over the routers, as six columns named by the caller's alias `t` (rates and
+/// the response time only from routers heard from in the last 30 s).
+pub const SUMS: &str = "coalesce(sum(t.requests), 0)::int8, coalesce(sum(t.responses_5xx), 0)::int8,
+    coalesce(sum(t.failed_connections), 0)::int8,
+    coalesce(sum(t.requests_per_sec) FILTER (WHERE t.updated_at > now() - interval '30 seconds'), 0)::float8,
+    coalesce(sum(t.errors_per_sec) FILTER (WHERE t.updated_at > now() - interval '30 seconds'), 0)::float8,
+    coalesce(max(t.response_ms) FILTER (WHERE t.updated_at > now() - interval '30 seconds'), 0)::int4";
+
+/// The columns of [`SUMS`].
+pub type Sums = (i64, i64, i64, f64, f64, i32);
+
+/// [`SUMS`] as the API shows them.
+pub fn totals(
+    (requests_total, responses_5xx_total, failed_connections_total, requests_per_sec, errors_per_sec, response_ms): Sums,
+) -> berth_types::RouteTraffic {
+    berth_types::RouteTraffic {
+        requests_total,
+        responses_5xx_total,
+        failed_connections_total,
+        requests_per_sec,
+        errors_per_sec,
+        response_ms,
     }
-    Ok(())
 }
 
 /// The open release (`rel`) of route `$1`'s application: what copies' readings are written to.
