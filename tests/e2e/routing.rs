@@ -102,6 +102,12 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
         .map(|c| c["node_id"].as_str().unwrap())
         .collect();
     assert_eq!(nodes.len(), 2, "the two tasks run on both nodes: {containers}");
+    // Each running task has the one host port Berth added, listed once (the engine reports it per
+    // address family it binds).
+    for c in containers["items"].as_array().unwrap().iter().filter(|c| c["state"] == "running") {
+        let ports = c["host_ports"].as_array().unwrap();
+        assert_eq!((ports.len(), &ports[0]["target"]), (1, &json!(8080)), "{c}");
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut seen = BTreeSet::new();
     while seen.len() < 2 {

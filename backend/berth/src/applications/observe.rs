@@ -63,16 +63,22 @@ struct Seen {
     error: String,
 }
 
+/// Published ports, each once: the engine reports a task's host port once per address family it
+/// binds (IPv4 and IPv6), which is one port to whoever reaches it.
 fn ports(list: Option<Vec<EndpointPortConfig>>) -> Vec<PublishedPort> {
-    list.unwrap_or_default()
-        .into_iter()
-        .map(|p| PublishedPort {
+    let mut out: Vec<PublishedPort> = Vec::new();
+    for p in list.unwrap_or_default() {
+        let port = PublishedPort {
             target: p.target_port.unwrap_or(0),
             published: p.published_port.unwrap_or(0),
             protocol: p.protocol.map(|x| x.to_string()).unwrap_or_default(),
             mode: p.publish_mode.map(|x| x.to_string()).unwrap_or_default(),
-        })
-        .collect()
+        };
+        if !out.contains(&port) {
+            out.push(port);
+        }
+    }
+    out
 }
 
 fn state_name(state: Option<TaskState>) -> String {
@@ -412,6 +418,14 @@ mod tests {
 
     fn seen(desired: i32, running: i32, update: Option<&str>, error: &str) -> Seen {
         Seen { desired, running, update_state: update.map(str::to_owned), error: error.to_owned(), ..Default::default() }
+    }
+
+    #[test]
+    fn a_host_port_bound_for_two_address_families_is_one_port() {
+        let bound = || EndpointPortConfig { target_port: Some(8080), published_port: Some(32768), ..Default::default() };
+        let other = EndpointPortConfig { target_port: Some(9090), published_port: Some(32769), ..Default::default() };
+        let got = ports(Some(vec![bound(), bound(), other]));
+        assert_eq!(got.iter().map(|p| (p.target, p.published)).collect::<Vec<_>>(), [(8080, 32768), (9090, 32769)]);
     }
 
     #[test]
