@@ -140,8 +140,11 @@ pub fn ApplicationPage() -> impl IntoView {
             api::get::<Page<Route>>(&format!("/routes?application_id={id}&limit=500")).await.map(|p| p.items)
         }
     });
+    // Revisions are written by the application's own changes and its releases, never by a service's:
+    // the services' events, frequent with many services, leave them alone.
+    let revised = live::changes(move |e| e.target_type != "service" && current().is_some_and(|id| about(id, e)));
     let revisions = LocalResource::new(move || {
-        changed.get();
+        revised.get();
         let id = id();
         async move {
             let id = id.ok_or_else(not_found)?;

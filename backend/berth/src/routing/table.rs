@@ -207,9 +207,9 @@ pub async fn read(db: &PgPool, scope: &Scope, keys: &Keys) -> sqlx::Result<Table
 /// Why a running task `c` would take no new requests: 2 when Swarm is stopping it (its desired state is
 /// no longer running), 1 when a newer task of its slot (of its node, for a global service) is on its
 /// way, else 0. An update replacing tasks `start-first` stops each old task the moment its replacement
-/// runs; draining it from the moment the replacement is scheduled lets the requests it serves finish
-/// before Swarm stops it (a replacement with a healthcheck is scheduled seconds before it counts as
-/// running). See [`keep_serving`] for when nothing else would serve.
+/// runs, and Swarm cuts the task's connections at that decision, before any stop signal: draining it
+/// from the moment the replacement is scheduled (the replacement's start, at least, earlier) lets the
+/// requests it serves finish first. See [`keep_serving`] for when nothing else would serve.
 const LEAVING: &str = "CASE WHEN c.desired_state <> 'running' THEN 2
             WHEN EXISTS (SELECT 1 FROM containers nx
                           WHERE nx.service_id = c.service_id AND nx.id <> c.id
