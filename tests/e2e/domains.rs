@@ -153,6 +153,26 @@ async fn tenants_prove_custom_domains_with_a_txt_record() {
     b.survey("domains").await;
     drop(b);
 
+    // A `berth worker` process checks pending claims too (at its start, then every minute), through
+    // its own BERTH_DNS_RESOLVER.
+    let claim = app.post("/api/v1/domains", &a.owner, json!({"domain": "worker.test"})).await;
+    dns.add_txt("_berth-challenge.worker.test", claim.body["verification"]["value"].as_str().unwrap()).await;
+    let data_dir = berth_tests::temp_data_dir("berth-domains-worker");
+    let worker =
+        berth_tests::WorkerProcess::start_with(&app.db_name, &data_dir, 3, &[("BERTH_DNS_RESOLVER", &dns.addr.to_string())]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let mine = app.get("/api/v1/domains", &a.owner).await.body;
+        let claimed = mine.as_array().unwrap().iter().find(|d| d["domain"] == "worker.test").cloned().unwrap();
+        if claimed["status"] == "verified" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the worker process did not check the claim: {claimed}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    drop(worker);
+    let _ = std::fs::remove_dir_all(&data_dir);
+
     // With its DNS server gone, a check says the lookup failed rather than that the record is missing.
     app.post("/api/v1/domains", &a.owner, json!({"domain": "other.test"})).await.expect(StatusCode::CREATED);
     drop(dns);

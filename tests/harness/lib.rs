@@ -747,6 +747,11 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     pub fn start(db_name: &str, data_dir: &std::path::Path, lease_secs: u64) -> WorkerProcess {
+        Self::start_with(db_name, data_dir, lease_secs, &[])
+    }
+
+    /// The same, with more of the environment set (later settings win).
+    pub fn start_with(db_name: &str, data_dir: &std::path::Path, lease_secs: u64, env: &[(&str, &str)]) -> WorkerProcess {
         let exe = std::env::current_exe().unwrap();
         let bin = exe.parent().unwrap().parent().unwrap().join("berth");
         let child = Command::new(bin)
@@ -759,6 +764,7 @@ impl WorkerProcess {
             .env("BERTH_REGISTRY", "off")
             .env("BERTH_DNS_RESOLVER", "off")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("worker.log")).unwrap())
             .spawn()
