@@ -15,6 +15,9 @@ profile="${CONSOLE_PROFILE:-wasm-release}"
 out="${BERTH_CONSOLE_OUT:-$root/target/console}"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 
+# Leptos's `erase_components` type-erases every component's view: the optimised wasm is a fifth smaller
+# (544 → 444 KiB as brotli sends it, measured 2026-11-26), which keeps the first load under 500 KB.
+export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS:-} --cfg erase_components"
 cargo build -q -p berth-console --target wasm32-unknown-unknown --profile "$profile"
 case "$profile" in dev) built="$target_dir/wasm32-unknown-unknown/debug" ;; *) built="$target_dir/wasm32-unknown-unknown/$profile" ;; esac
 
