@@ -158,6 +158,9 @@ async fn tenants_prove_custom_domains_with_a_txt_record() {
     let claim = app.post("/api/v1/domains", &a.owner, json!({"domain": "worker.test"})).await;
     dns.add_txt("_berth-challenge.worker.test", claim.body["verification"]["value"].as_str().unwrap()).await;
     let data_dir = berth_tests::temp_data_dir("berth-domains-worker");
+    // The worker also runs the jobs waiting in this database: it provisions the test's cluster, whose
+    // nodes this guard destroys (with the directory) once the worker is gone.
+    let nodes = berth_tests::DestroyNodesOnDrop(data_dir.clone());
     let worker =
         berth_tests::WorkerProcess::start_with(&app.db_name, &data_dir, 3, &[("BERTH_DNS_RESOLVER", &dns.addr.to_string())]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -171,7 +174,7 @@ async fn tenants_prove_custom_domains_with_a_txt_record() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     drop(worker);
-    let _ = std::fs::remove_dir_all(&data_dir);
+    drop(nodes);
 
     // With its DNS server gone, a check says the lookup failed rather than that the record is missing.
     app.post("/api/v1/domains", &a.owner, json!({"domain": "other.test"})).await.expect(StatusCode::CREATED);
