@@ -8,6 +8,8 @@
 # The new build replaces the old one in a single rename, so a running Berth never serves half of one.
 #
 #   CONSOLE_PROFILE=dev scripts/build-console.sh    a quick unoptimised build while working on the console
+#   CONSOLE_KEEP_NAMES=1 scripts/build-console.sh    an optimised build that keeps function names (for
+#                                                   CPU profiles, e.g. `PROFILE_LIVE` of make bench-console)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -29,7 +31,8 @@ wasm-bindgen --target web --no-typescript --out-dir "$stage" --out-name berth-co
 
 wasm_opt="$root/target/tools/binaryen/node_modules/.bin/wasm-opt"
 if [ "$profile" != dev ] && [ -x "$wasm_opt" ]; then
-  "$wasm_opt" -Oz "$stage/berth-console_bg.wasm" -o "$stage/berth-console_opt.wasm"
+  names=(); [ -n "${CONSOLE_KEEP_NAMES:-}" ] && names=(-g)
+  "$wasm_opt" -Oz "${names[@]}" "$stage/berth-console_bg.wasm" -o "$stage/berth-console_opt.wasm"
   mv "$stage/berth-console_opt.wasm" "$stage/berth-console_bg.wasm"
 fi
 

@@ -61,6 +61,12 @@ impl Browser {
             }),
         );
         caps.insert("goog:loggingPrefs".into(), json!({ "browser": "ALL" }));
+        if std::env::var_os("BERTH_BROWSER_TRACE").is_some() {
+            // Chromium's timeline (style, layout, paint, scripts) for `trace_events`.
+            caps.insert("goog:loggingPrefs".into(), json!({ "browser": "ALL", "performance": "ALL" }));
+            caps.get_mut("goog:chromeOptions").unwrap()["perfLoggingPrefs"] =
+                json!({"enableNetwork": false, "enablePage": false, "traceCategories": "devtools.timeline"});
+        }
         let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)
             .connect(&format!("http://127.0.0.1:{port}"))
@@ -261,6 +267,34 @@ impl Browser {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The timeline events Chromium recorded (style, layout, paint, tasks), when the browser was started
+    /// with `BERTH_BROWSER_TRACE` set; each is a trace event object. ChromeDriver hands them over once.
+    pub async fn trace_events(&self) -> Vec<Value> {
+        let session = self.client.session_id().await.unwrap().unwrap_or_default();
+        let url = format!("http://127.0.0.1:{}/session/{session}/se/log", self.port);
+        let resp = reqwest::Client::new().post(url).json(&json!({"type": "performance"})).send().await.unwrap();
+        let body: Value = resp.json().await.unwrap();
+        body["value"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| serde_json::from_str::<Value>(e["message"].as_str()?).ok())
+            .filter(|m| m["message"]["method"] == "Tracing.dataCollected")
+            .map(|m| m["message"]["params"].clone())
+            .collect()
+    }
+
+    /// Sends a Chrome DevTools Protocol command through ChromeDriver (e.g. `Profiler.start`) and returns
+    /// its result.
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        let session = self.client.session_id().await.unwrap().unwrap_or_default();
+        let url = format!("http://127.0.0.1:{}/session/{session}/goog/cdp/execute", self.port);
+        let resp = reqwest::Client::new().post(url).json(&json!({"cmd": cmd, "params": params})).send().await.unwrap();
+        let body: Value = resp.json().await.unwrap();
+        assert!(body["value"].get("error").is_none(), "{cmd}: {body}");
+        body["value"].clone()
     }
 
     /// Runs a script in the page and returns its result.
