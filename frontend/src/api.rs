@@ -21,7 +21,7 @@ pub const BASE: &str = "/api/v1";
 const SESSION: &str = "/api/v1/auth/session";
 
 /// An error as the console shows it: the server's problem+json when there is one.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
     pub status: u16,
     /// The problem's `type` (`quota-exceeded`, `invalid-credentials`, …), or `network`.

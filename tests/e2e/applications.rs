@@ -234,6 +234,25 @@ async fn a_stack_deployed_by_berth_equals_docker_stack_deploy_and_is_operated_on
     assert_eq!(job["state"], "succeeded", "{job}");
     let spec = inspect(cli, &manager, "service", "berth_worker");
     assert_eq!(spec["Spec"]["Mode"]["Replicated"]["Replicas"], 3);
+    // The feed carries the service itself, as the API shows it: the change, then what the engine runs.
+    let worker_id = worker["id"].as_str().unwrap();
+    let carried = |kind: &'static str, running: i32| {
+        move |page: &Value| {
+            page.as_array().unwrap().iter().any(|e| {
+                e["kind"] == kind
+                    && e["target_id"] == worker_id
+                    && serde_json::from_value::<berth_types::Service>(e["data"].clone())
+                        .is_ok_and(|s| s.replicas_desired == 3 && s.replicas_running == running)
+            })
+        }
+    };
+    let recent =
+        app.wait_for(&t.owner, "/api/v1/events/recent?limit=100", Duration::from_secs(60), carried("service.observed", 3)).await;
+    let updated = recent.as_array().unwrap().iter().find(|e| e["kind"] == "service.updated" && e["target_id"] == worker_id);
+    let updated: berth_types::Service =
+        serde_json::from_value(updated.expect("a service.updated event")["data"].clone()).unwrap();
+    let answered: berth_types::Service = serde_json::from_value(scaled.body.clone()).unwrap();
+    assert_eq!(updated, answered, "service.updated carries the service as PATCH answered it");
 
     // Hostile Compose is refused before anything reaches the engine.
     for (hostile, path) in [

@@ -13,14 +13,14 @@ mod enums;
 pub use enums::*;
 
 /// A page of a list. Pass `next_cursor` back as `?cursor=` to get the next page; it is `null` on the last.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
 }
 
 /// An RFC 9457 problem. `type` is stable per kind of error; `errors` names the offending fields of a 422.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub type_: String,
@@ -39,7 +39,7 @@ pub struct Problem {
 }
 
 /// One invalid field of a request body: its JSON path and what is wrong with it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -58,14 +58,14 @@ impl FieldError {
 
 // ---------------------------------------------------------------- auth
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub email: String,
     pub password: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TokenResponse {
     /// A short-lived JWT; send it as `Authorization: Bearer <access_token>`.
     pub access_token: String,
@@ -77,7 +77,7 @@ pub struct TokenResponse {
     pub refresh_token: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     pub refresh_token: String,
@@ -85,7 +85,7 @@ pub struct RefreshRequest {
 
 /// A browser session (`POST /api/v1/auth/session`): the access token in the body, the refresh token in
 /// an HttpOnly cookie that scripts cannot read.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SessionResponse {
     /// A short-lived JWT; send it as `Authorization: Bearer <access_token>`.
     pub access_token: String,
@@ -97,7 +97,7 @@ pub struct SessionResponse {
     pub me: Me,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Me {
     pub id: Uuid,
     pub email: String,
@@ -109,7 +109,7 @@ pub struct Me {
 
 // ---------------------------------------------------------------- tenants and quotas
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     #[schema(min_length = 1, max_length = 100)]
@@ -119,7 +119,7 @@ pub struct CreateTenant {
     pub owner_password: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Tenant {
     pub id: Uuid,
     pub name: String,
@@ -129,7 +129,7 @@ pub struct Tenant {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CreatedTenant {
     #[serde(flatten)]
     pub tenant: Tenant,
@@ -153,7 +153,7 @@ pub struct Quotas {
 }
 
 /// What a tenant currently uses of each quota.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Usage {
     pub clusters: i64,
     pub nodes: i64,
@@ -165,7 +165,7 @@ pub struct Usage {
     pub image_storage_bytes: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct QuotaReport {
     pub quotas: Quotas,
     pub usage: Usage,
@@ -173,7 +173,7 @@ pub struct QuotaReport {
 
 // ---------------------------------------------------------------- users and tokens
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     pub email: String,
@@ -182,7 +182,7 @@ pub struct CreateUser {
     pub role: Role,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     pub role: Option<Role>,
@@ -190,7 +190,7 @@ pub struct UpdateUser {
     pub password: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct User {
     pub id: Uuid,
     pub email: String,
@@ -199,7 +199,7 @@ pub struct User {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiToken {
     #[schema(min_length = 1, max_length = 100)]
@@ -210,7 +210,7 @@ pub struct CreateApiToken {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ApiToken {
     pub id: Uuid,
     pub name: String,
@@ -222,7 +222,7 @@ pub struct ApiToken {
 }
 
 /// A newly created token. `token` is the secret, shown this once and never again.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CreatedApiToken {
     #[serde(flatten)]
     pub meta: ApiToken,
@@ -231,7 +231,7 @@ pub struct CreatedApiToken {
 
 // ---------------------------------------------------------------- clusters and nodes
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCluster {
     /// DNS-safe: lowercase letters, digits and dashes, at most 63 characters.
@@ -254,14 +254,14 @@ pub struct CreateCluster {
     pub key_pem: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateCluster {
     pub managers: Option<i32>,
     pub workers: Option<i32>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Cluster {
     pub id: Uuid,
     pub name: String,
@@ -277,7 +277,7 @@ pub struct Cluster {
     pub job_id: Option<Uuid>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Node {
     pub id: Uuid,
     pub cluster_id: Uuid,
@@ -299,7 +299,7 @@ pub struct Node {
 
 /// What the Docker CLI needs to talk to a cluster: `docker --tlsverify --tlscacert ca.pem --tlscert
 /// cert.pem --tlskey key.pem -H <endpoint> node ls`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ClusterCredentials {
     /// A manager's Engine API, e.g. `tcp://10.213.0.10:2376`.
     pub endpoint: String,
@@ -308,7 +308,7 @@ pub struct ClusterCredentials {
     pub key_pem: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateNode {
     pub availability: Option<Availability>,
@@ -318,7 +318,7 @@ pub struct UpdateNode {
 
 // ---------------------------------------------------------------- templates
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTemplate {
     #[schema(min_length = 1, max_length = 63, pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
@@ -333,7 +333,7 @@ pub struct CreateTemplate {
 }
 
 /// Edits a template: new Compose text or files make a new version.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTemplate {
     pub compose: Option<String>,
@@ -350,7 +350,7 @@ pub struct TemplateVariable {
     pub required: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Template {
     pub id: Uuid,
     pub name: String,
@@ -370,7 +370,7 @@ pub struct Template {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TemplateVersion {
     pub template_id: Uuid,
     pub version: i32,
@@ -385,7 +385,7 @@ pub struct TemplateVersion {
 /// What changed between two versions of a template, as a unified diff of the Compose text and of
 /// each file.
 /// Compose text (and the files it names) to check without storing anything.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckCompose {
     pub compose: String,
@@ -394,14 +394,14 @@ pub struct CheckCompose {
 }
 
 /// What valid Compose text declares, and what Swarm would ignore in it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ComposeCheck {
     pub services: Vec<String>,
     pub variables: std::collections::BTreeMap<String, TemplateVariable>,
     pub warnings: Vec<ComposeWarning>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TemplateDiff {
     pub from: i32,
     pub to: i32,
@@ -409,7 +409,7 @@ pub struct TemplateDiff {
 }
 
 /// A Distributed Application Bundle (`docker-compose bundle`'s `.dab` JSON), imported as a template.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportDab {
     #[schema(min_length = 1, max_length = 63, pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
@@ -423,7 +423,7 @@ pub struct ImportDab {
 
 /// A template of Berth's built-in gallery: every tenant sees it and may deploy it (`gallery` in
 /// `POST /applications`); nobody edits it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct GalleryTemplate {
     pub name: String,
     pub description: String,
@@ -435,7 +435,7 @@ pub struct GalleryTemplate {
 
 // ---------------------------------------------------------------- registries and images
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRegistry {
     #[schema(min_length = 1, max_length = 63, pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
@@ -449,7 +449,7 @@ pub struct CreateRegistry {
     pub ca_pem: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Registry {
     /// The built-in registry's id is the nil UUID.
     pub id: Uuid,
@@ -465,7 +465,7 @@ pub struct Registry {
 }
 
 /// A repository in the tenant's namespace of the built-in registry.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ImageRepository {
     /// The name inside the tenant's namespace, e.g. `web`.
     pub name: String,
@@ -493,7 +493,7 @@ pub struct RetentionPolicy {
 }
 
 /// What a registry maintenance run did.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RegistryMaintenance {
     /// Tags the retention policies removed.
     pub tags_removed: i64,
@@ -502,7 +502,7 @@ pub struct RegistryMaintenance {
     pub bytes_after: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ImageTag {
     pub tag: String,
     /// The manifest digest (`sha256:…`) the tag points at.
@@ -512,7 +512,7 @@ pub struct ImageTag {
 }
 
 /// Credentials for pulling from a registry (a cluster's robot for the built-in one).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RegistryCredential {
     pub username: String,
     pub password: String,
@@ -520,14 +520,14 @@ pub struct RegistryCredential {
     pub address: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveImage {
     /// An image reference, e.g. `10.213.0.1:5000/acme/web:1`.
     pub image: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ResolvedImage {
     /// The reference pinned to its digest: `…/web:1@sha256:…`.
     pub image: String,
@@ -535,19 +535,19 @@ pub struct ResolvedImage {
 }
 
 /// Repositories of a registry.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RepositoryList {
     pub repositories: Vec<String>,
 }
 
 /// Tags of a repository in a registry.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TagList {
     pub tags: Vec<String>,
 }
 
 /// One image stored by an import.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ImportedImage {
     /// `<address>/<tenant-slug>/<name>`: with `:<tag>`, an image reference a Compose file can use.
     pub repository: String,
@@ -555,7 +555,7 @@ pub struct ImportedImage {
     pub digest: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ImportResult {
     pub images: Vec<ImportedImage>,
 }
@@ -573,7 +573,7 @@ pub struct ComposeWarning {
 }
 
 /// Deploys a Compose stack: from a template (and version) or from inline Compose text.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApplication {
     /// Also the stack's namespace on the engine: `docker stack services <name>` lists its services.
@@ -598,7 +598,7 @@ pub struct CreateApplication {
 
 /// What deploying would do (`POST /applications/preview`): the services the Compose file makes, what
 /// they reserve, the routes they get, and each counted quota before and after. Nothing is stored.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ApplicationPreview {
     pub services: Vec<ServicePreview>,
     /// The domains the application's services would answer at (`domain` or `domain/path`).
@@ -608,7 +608,7 @@ pub struct ApplicationPreview {
     pub quota: Vec<QuotaImpact>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ServicePreview {
     pub name: String,
     pub image: String,
@@ -636,7 +636,7 @@ pub struct QuotaImpact {
 
 /// Deploys a new revision. Omitted fields keep the current revision's values; giving `compose` switches
 /// the application to inline text, giving `template_version` to that version of its template.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateApplication {
     pub template_version: Option<i32>,
@@ -646,13 +646,13 @@ pub struct UpdateApplication {
 }
 
 /// Returns to an earlier revision (by default the one before the current), as a new revision.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackApplication {
     pub revision: Option<i32>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Application {
     pub id: Uuid,
     pub name: String,
@@ -676,7 +676,7 @@ pub struct Application {
     pub job_id: Option<Uuid>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ApplicationRevision {
     pub revision: i32,
     pub template_id: Option<Uuid>,
@@ -700,7 +700,7 @@ pub struct PublishedPort {
     pub mode: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Service {
     pub id: Uuid,
     pub application_id: Uuid,
@@ -735,7 +735,7 @@ pub struct Service {
 }
 
 /// Scales a service or changes its image (a rolling update following its `update_config`).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateService {
     /// Desired number of tasks (replicated services).
@@ -745,7 +745,7 @@ pub struct UpdateService {
 }
 
 /// One task of a service, and its container.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Container {
     pub id: Uuid,
     pub service_id: Uuid,
@@ -768,7 +768,7 @@ pub struct Container {
 }
 
 /// One line of a task's log (`GET /services/{id}/logs`, `GET /containers/{id}/logs`).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LogLine {
     pub task_id: String,
     pub container_id: Option<String>,
@@ -815,7 +815,7 @@ impl Default for AdmissionPolicy {
 
 // ---------------------------------------------------------------- jobs and audit
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Job {
     pub id: Uuid,
     pub kind: String,
@@ -834,21 +834,21 @@ pub struct Job {
     pub logs: Vec<JobLogLine>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobLogLine {
     pub at: DateTime<Utc>,
     pub line: String,
 }
 
 /// Returned by requests that queued work: the object as it now stands and the job doing the work.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Accepted {
     pub job_id: Uuid,
     pub status: String,
 }
 
 /// One change in the tenant's change feed (`GET /api/v1/events`, Server-Sent Events).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Event {
     /// Increasing; pass the last one seen as `Last-Event-ID` (or `?after=`) to resume.
     pub id: i64,
@@ -860,7 +860,7 @@ pub struct Event {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     pub tenant_id: Option<Uuid>,
@@ -878,7 +878,7 @@ pub struct AuditEntry {
 
 /// A route: requests for `domain` (under `path_prefix`) reach one target port of a service, balanced
 /// over its running tasks by the router.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Route {
     pub id: Uuid,
     pub domain: String,
@@ -931,7 +931,7 @@ pub struct RouteTraffic {
 
 /// A route to a custom domain (`POST /routes`). It is routed once a platform admin has granted the
 /// tenant the domain (or a domain above it).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRoute {
     pub service_id: Uuid,
@@ -968,7 +968,7 @@ impl CreateRoute {
 }
 
 /// How a route balances and limits requests. Absent fields keep their value (on create: the defaults).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteOptions {
     /// `roundrobin` (default), `leastconn`, `source` or `random`.
@@ -987,7 +987,7 @@ pub struct RouteOptions {
 
 /// A custom domain granted to a tenant by a platform admin: routes of that tenant to the domain or any
 /// name under it are routed.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DomainGrant {
     pub domain: String,
     pub tenant_id: Uuid,
@@ -998,7 +998,7 @@ pub struct DomainGrant {
 
 /// A custom domain of the caller's tenant: verified (its routes to the domain and every name under
 /// it are routed) or pending until the TXT record in `verification` is found in the domain's DNS.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Domain {
     pub domain: String,
     pub status: DomainStatus,
@@ -1015,7 +1015,7 @@ pub struct Domain {
 
 /// The DNS record that proves a domain: a TXT record named `name` holding `value` (other TXT
 /// records beside it do no harm).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DomainVerification {
     /// Always `TXT`.
     pub record_type: String,
@@ -1024,13 +1024,13 @@ pub struct DomainVerification {
 }
 
 /// Claims a custom domain for the caller's tenant; it is routed once verified.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDomain {
     pub domain: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDomainGrant {
     pub domain: String,
@@ -1040,7 +1040,7 @@ pub struct CreateDomainGrant {
 /// (`revision`) or a new one made from the fields `PATCH /applications/{id}` takes (omitted fields keep
 /// the current revision's values). The services whose definition the revision changes run beside the
 /// current ones, and each of their routes sends them `weight` percent of its requests.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRelease {
     /// `canary` (default) or `blue_green`.
@@ -1082,7 +1082,7 @@ impl AutoAbort {
 }
 
 /// Changes a running release's share of traffic (and its automatic abort; `null` turns it off).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRelease {
     pub weight: Option<i32>,
@@ -1097,7 +1097,7 @@ fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Resul
 }
 
 /// A canary or blue/green release of an application.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Release {
     pub id: Uuid,
     pub application_id: Uuid,
@@ -1124,7 +1124,7 @@ pub struct Release {
 }
 
 /// One service the release runs a copy of.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ReleaseService {
     /// The copy's service id (its tasks are at `/services/{id}/containers`).
     pub id: Uuid,
@@ -1152,7 +1152,7 @@ pub fn certificate_covers(name: &str, host: &str) -> bool {
 }
 
 /// A TLS certificate the routers serve for `domain` (chosen by SNI).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Certificate {
     pub id: Uuid,
     pub domain: String,
@@ -1177,7 +1177,7 @@ pub struct Certificate {
 /// A certificate for a domain the tenant routes (a default domain of one of its routes, or a name a
 /// platform admin granted it). With `certificate_pem` (the chain, leaf first) and `private_key_pem`
 /// (PKCS#8) it is uploaded; without them Berth obtains one over ACME and renews it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCertificate {
     pub domain: String,
@@ -1187,7 +1187,7 @@ pub struct CreateCertificate {
 
 /// A load balancer: listeners on its address, each forwarding to one target port of a service,
 /// balanced over the service's running tasks.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LoadBalancer {
     pub id: Uuid,
     pub name: String,
@@ -1225,7 +1225,7 @@ pub struct Listener {
     pub target_port: i32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateLoadBalancer {
     pub name: String,
@@ -1235,7 +1235,7 @@ pub struct CreateLoadBalancer {
 }
 
 /// The balancer's listeners, all of them: what is not here is removed.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetListeners {
     pub listeners: Vec<Listener>,

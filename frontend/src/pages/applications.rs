@@ -26,6 +26,15 @@ fn about(id: Uuid, e: &Event) -> bool {
     e.target_id == Some(id) || e.data.get("application_id").and_then(|v| v.as_str()) == Some(id.to_string().as_str())
 }
 
+/// Whether an event is about one service only: its own events (`service.observed`, `service.updated`,
+/// which carry the service) and the jobs that change only it (scale, image, restart) unless they fail.
+fn about_one_service(e: &Event) -> bool {
+    let service_job = e.kind.starts_with("job.")
+        && e.kind != "job.failed"
+        && e.data.get("kind").and_then(|k| k.as_str()).is_some_and(|k| k.starts_with("service."));
+    service_job || e.target_type == "service"
+}
+
 #[component]
 pub fn ApplicationList() -> impl IntoView {
     let s = session();
@@ -79,11 +88,13 @@ pub fn ApplicationPage() -> impl IntoView {
     let params = use_params_map();
     let id = move || params.with(|p| p.get("id").and_then(|s| s.parse::<Uuid>().ok()));
     let current = move || params.with_untracked(|p| p.get("id").and_then(|s| s.parse::<Uuid>().ok()));
-    // A service's own observation updates its row in place; anything else about the application
-    // (jobs, its status, revisions) reloads the page's data.
-    // (A job's `running` and `progress` change nothing shown here; its queueing and its end do.)
+    // A service's own events (`service.observed`, `service.updated`) carry the service: its row is
+    // updated in place from the event, without a request. Anything else about the application (its
+    // status, deploys, releases, failed jobs) reloads the page's data. (A job's `running` and
+    // `progress` change nothing shown here.)
     let changed = live::changes(move |e| {
-        !matches!(e.kind.as_str(), "service.observed" | "job.running" | "job.progress")
+        !about_one_service(e)
+            && !matches!(e.kind.as_str(), "job.running" | "job.progress")
             && current().is_some_and(|id| about(id, e))
     });
     let app = LocalResource::new(move || {
@@ -108,24 +119,46 @@ pub fn ApplicationPage() -> impl IntoView {
         }
     });
     live::each(move |e| {
-        if e.kind != "service.observed" || !current().is_some_and(|id| about(id, e)) {
+        if !matches!(e.kind.as_str(), "service.observed" | "service.updated") || !current().is_some_and(|id| about(id, e)) {
             return;
         }
         let Some(sid) = e.target_id else { return };
-        leptos::task::spawn_local(async move {
-            if let Ok(fresh) = api::get::<Service>(&format!("/services/{sid}")).await {
-                let _ = services.try_update(|all| {
-                    if let Some(Ok(all)) = all
-                        && let Some(row) = all.iter_mut().find(|s| s.id == fresh.id)
-                    {
+        let replace = move |fresh: Service| {
+            let mut found = false;
+            let _ = services.try_update(|all| {
+                if let Some(Ok(all)) = all
+                    && let Some(row) = all.iter_mut().find(|s| s.id == fresh.id)
+                {
+                    found = true;
+                    if row.updated_at <= fresh.updated_at {
                         *row = fresh;
                     }
-                });
+                }
+            });
+            if !found {
+                changed.update(|v| *v += 1); // a service this page has not loaded yet (a release's copy)
             }
-        });
+        };
+        match serde_json::from_value::<Service>(e.data.clone()) {
+            Ok(fresh) => replace(fresh),
+            // An event from a Berth whose events did not carry the service yet: ask for it.
+            Err(_) => leptos::task::spawn_local(async move {
+                if let Ok(fresh) = api::get::<Service>(&format!("/services/{sid}")).await {
+                    replace(fresh);
+                }
+            }),
+        }
     });
-    // Routes show how many tasks serve them, which moves with every observation of the services.
-    let observed = live::changes(move |e| current().is_some_and(|id| about(id, e)));
+    // Routes show how many tasks serve them, which moves with the observations of their services.
+    // With many services and few routes, the others' events leave them alone.
+    let routed = StoredValue::new(None::<Vec<Uuid>>);
+    let observed = live::changes(move |e| {
+        let routes_service = || match e.target_type.as_str() {
+            "service" => routed.with_value(|r| r.as_ref().is_none_or(|r| e.target_id.is_some_and(|t| r.contains(&t)))),
+            _ => false,
+        };
+        current().is_some_and(|id| about(id, e)) && (!about_one_service(e) || routes_service())
+    });
     // Traffic moves without events: the routers report it every few seconds.
     let every = RwSignal::new(0u64);
     if let Ok(handle) = set_interval_with_handle(move || every.update(|n| *n += 1), std::time::Duration::from_secs(5)) {
@@ -140,11 +173,14 @@ pub fn ApplicationPage() -> impl IntoView {
             api::get::<Page<Route>>(&format!("/routes?application_id={id}&limit=500")).await.map(|p| p.items)
         }
     });
-    // Revisions are written by the application's own changes and its releases, never by a service's:
-    // the services' events, frequent with many services, leave them alone.
-    let revised = live::changes(move |e| e.target_type != "service" && current().is_some_and(|id| about(id, e)));
+    Effect::new(move |_| {
+        if let Some(Ok(routes)) = routes.get() {
+            routed.set_value(Some(routes.iter().map(|r| r.service_id).collect()));
+        }
+    });
+    // Revisions are written by the application's own changes and its releases, never by a service's.
     let revisions = LocalResource::new(move || {
-        revised.get();
+        changed.get();
         let id = id();
         async move {
             let id = id.ok_or_else(not_found)?;
@@ -415,27 +451,29 @@ fn Revisions(id: Uuid, current: i32, revisions: Vec<ApplicationRevision>) -> imp
 #[component]
 fn AppEvents(id: Signal<Option<Uuid>>) -> impl IntoView {
     let changed = live::changes(move |e| id.with_untracked(|id| id.is_some_and(|id| about(id, e))));
+    let events = move || {
+        changed.get();
+        id.get().map(|id| live::recent().into_iter().filter(|e| about(id, e)).take(20).collect::<Vec<_>>()).unwrap_or_default()
+    };
+    // Keyed by event: a new event adds its line and the others stay (only their age's text moves).
+    let now = move || {
+        changed.get();
+        chrono::Utc::now()
+    };
     view! {
         <section class="card">
             <h2>"Events"</h2>
-            {move || {
-                changed.get();
-                let Some(id) = id.get() else { return ().into_any() };
-                let events: Vec<Event> = live::recent().into_iter().filter(|e| about(id, e)).take(20).collect();
-                if events.is_empty() {
-                    return view! { <Empty>"No events since you opened Berth. Deploys, scaling and state changes appear here live."</Empty> }.into_any();
-                }
-                let now = chrono::Utc::now();
-                view! {
-                    <ul class="events" id="app-events">
-                        {events.into_iter().map(|e| {
-                            let what = e.data.get("name").and_then(|v| v.as_str()).map(|n| format!(" {n}")).unwrap_or_default();
-                            let to = e.data.get("to").or(e.data.get("status")).and_then(|v| v.as_str()).map(|s| format!(" → {s}")).unwrap_or_default();
-                            view! { <li><code>{e.kind.clone()}</code>{what}{to}" "<span class="muted">{format::ago(e.at, now)}</span></li> }
-                        }).collect_view()}
-                    </ul>
-                }.into_any()
-            }}
+            <Show when=move || !events().is_empty()
+                fallback=|| view! { <Empty>"No events since you opened Berth. Deploys, scaling and state changes appear here live."</Empty> }>
+                <ul class="events" id="app-events">
+                    <For each=events key=|e: &Event| e.id children=move |e: Event| {
+                        let what = e.data.get("name").and_then(|v| v.as_str()).map(|n| format!(" {n}")).unwrap_or_default();
+                        let to = e.data.get("to").or(e.data.get("status")).and_then(|v| v.as_str()).map(|s| format!(" → {s}")).unwrap_or_default();
+                        let at = e.at;
+                        view! { <li><code>{e.kind.clone()}</code>{what}{to}" "<span class="muted">{move || format::ago(at, now())}</span></li> }
+                    } />
+                </ul>
+            </Show>
         </section>
     }
 }

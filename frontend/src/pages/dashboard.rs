@@ -16,7 +16,7 @@ pub fn Home() -> impl IntoView {
     if session().platform_admin() { view! { <super::admin::Tenants /> }.into_any() } else { view! { <Dashboard /> }.into_any() }
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 struct Overview {
     clusters: Vec<Cluster>,
     nodes: Vec<Node>,

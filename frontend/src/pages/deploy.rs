@@ -22,7 +22,7 @@ enum Source {
     Template(Uuid),
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 struct Choices {
     gallery: Vec<GalleryTemplate>,
     templates: Vec<Template>,

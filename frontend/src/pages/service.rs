@@ -21,7 +21,7 @@ use crate::format;
 use crate::live;
 use crate::pages::applications::{not_found, scale};
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 struct Loaded {
     service: Service,
     application: Application,

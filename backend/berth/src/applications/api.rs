@@ -578,11 +578,12 @@ pub async fn update_service(
     let payload = json!({ "service": id, "replicas": req.replicas, "image": req.image });
     let job = enqueue(&mut tx, tenant, "service.update", app.id, payload).await?;
     // The desired state changed now (the engine follows with the job): the feed says so per service.
+    // It carries the service as this answer shows it (as `service.observed` does).
     let target = Target { tenant_id: Some(tenant), kind: "service", id };
-    let data = json!({ "application_id": app.id, "name": row.name, "replicas_desired": row.replicas, "image": row.image });
-    jobs::emit(&mut tx, &target, "service.updated", data).await?;
+    let service = row.into_dto(Some(job));
+    jobs::emit(&mut tx, &target, "service.updated", json!(service)).await?;
     tx.commit().await?;
-    Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
+    Ok((StatusCode::ACCEPTED, Json(service)))
 }
 
 /// Restarts every task of a service (a forced rolling update, `docker service update --force`).

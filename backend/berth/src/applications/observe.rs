@@ -43,9 +43,6 @@ struct ServiceState {
     name: String,
     mode: String,
     replicas: i32,
-    replicas_running: i32,
-    status: String,
-    message: String,
     /// A release's copy runs in a stack of its own, and does not make the application's status.
     stack: Option<String>,
 }
@@ -215,7 +212,7 @@ pub async fn pass(db: &PgPool, tenant: Uuid, cluster: Uuid, engine: &Engine) -> 
     // The rows are read (and locked) only now, after the engine: a scale committed by the API before this
     // is seen here, and none can commit until this pass has written its observations.
     let rows: Vec<ServiceState> = sqlx::query_as(
-        "SELECT id, application_id, name, mode, replicas, replicas_running, status, message, stack FROM services
+        "SELECT id, application_id, name, mode, replicas, stack FROM services
           WHERE application_id = ANY($1) ORDER BY id FOR UPDATE",
     )
     .bind(&app_ids)
@@ -251,12 +248,16 @@ pub async fn pass(db: &PgPool, tenant: Uuid, cluster: Uuid, engine: &Engine) -> 
         // engine's count is the old one and Berth's stands.
         let settled = !unsettled.contains(&app.id);
         let desired = if row.mode == "global" || settled { o.desired } else { row.replicas };
-        let changed = sqlx::query(
+        // The event carries the service as the API shows it: a console updates its row from the event
+        // alone, without asking for it (with hundreds of services, a request per change costs frames).
+        let changed: Option<super::store::ServiceRow> = sqlx::query_as(&format!(
             "UPDATE services SET replicas = $2, replicas_running = $3, image_digest = coalesce($4, image_digest), ports = $5,
                     update_state = $6, message = $7, status = $8, swarm_service_id = $9, observed_at = now(), updated_at = now()
               WHERE id = $1 AND (replicas, replicas_running, image_digest, ports, update_state, message, status, swarm_service_id)
-                    IS DISTINCT FROM ($2, $3, coalesce($4, image_digest), $5, $6, $7, $8, $9)",
-        )
+                    IS DISTINCT FROM ($2, $3, coalesce($4, image_digest), $5, $6, $7, $8, $9)
+              RETURNING {}",
+            super::store::SERVICE_COLUMNS
+        ))
         .bind(row.id)
         .bind(desired)
         .bind(o.running)
@@ -266,16 +267,11 @@ pub async fn pass(db: &PgPool, tenant: Uuid, cluster: Uuid, engine: &Engine) -> 
         .bind(&o.error)
         .bind(status)
         .bind(&o.swarm_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed > 0
-            && (row.replicas != desired || row.replicas_running != o.running || row.status != status || row.message != o.error)
-        {
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(service) = changed {
             let target = Target { tenant_id: Some(tenant), kind: "service", id: row.id };
-            let data = json!({ "application_id": app.id, "name": row.name, "status": status, "replicas_desired": desired,
-                               "replicas_running": o.running, "message": o.error });
-            emit(&mut tx, &target, "service.observed", data).await?;
+            emit(&mut tx, &target, "service.observed", serde_json::to_value(service.into_dto(None))?).await?;
         }
         write_tasks(&mut tx, tenant, row.id, by_service.get(&o.swarm_id).map(Vec::as_slice).unwrap_or_default(), &nodes).await?;
     }
