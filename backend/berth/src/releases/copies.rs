@@ -3,9 +3,10 @@
 //!
 //! A copy runs in a stack of its own, `<application>_r<revision>` (Swarm's names allow only letters,
 //! digits, `-` and `_`; the release refuses a revision with a service whose own name would be the
-//! copy's), so the application's deploys (`--prune`) never touch it and `docker stack ls` shows it. It joins the application's networks without the service's alias:
-//! other services keep reaching `web` at the application's own tasks; only the router splits
-//! requests between the two.
+//! copy's), so the application's deploys (`--prune`) never touch it and `docker stack ls` shows it.
+//! It joins the application's networks without any alias — neither the service's name nor the
+//! aliases its Compose file declares: other services keep reaching `web` (or its alias `www`) at the
+//! application's own tasks; only the router splits requests between the two.
 
 use std::collections::HashMap;
 
@@ -49,9 +50,7 @@ pub fn as_copy(spec: &mut ServiceSpec, stack: &str, release: Uuid, application: 
     labels.insert(APPLICATION_LABEL.to_owned(), application.to_owned());
     let without_alias = |networks: &mut Option<Vec<NetworkAttachmentConfig>>| {
         for n in networks.iter_mut().flatten() {
-            if let Some(aliases) = n.aliases.as_mut() {
-                aliases.retain(|a| *a != key);
-            }
+            n.aliases = None;
         }
     };
     without_alias(&mut spec.networks);
@@ -83,7 +82,7 @@ mod tests {
         compose::load(&Input { text, files: &files, variables: &variables }, &Policy::default()).unwrap().project
     }
 
-    const V1: &str = "services:\n  web:\n    image: shop/web:1\n    ports: [\"8080\"]\n  db:\n    image: postgres:16\n";
+    const V1: &str = "services:\n  web:\n    image: shop/web:1\n    ports: [\"8080\"]\n    networks: {default: {aliases: [www]}}\n  db:\n    image: postgres:16\n";
 
     #[test]
     fn only_the_services_a_revision_changes_are_copied() {
@@ -98,7 +97,7 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_runs_in_its_own_stack_without_the_service_alias() {
+    fn a_copy_runs_in_its_own_stack_without_the_service_s_aliases() {
         let p = project(V1);
         let mut spec = Stack { name: "shop", project: &p }.service("web", &ObjectIds::default());
         let release = Uuid::now_v7();
@@ -108,10 +107,13 @@ mod tests {
         assert_eq!(labels[NAMESPACE_LABEL], "shop_r3");
         assert_eq!(labels[RELEASE_LABEL], release.to_string());
         assert_eq!(labels[APPLICATION_LABEL], "shop");
+        let original = Stack { name: "shop", project: &p }.service("web", &ObjectIds::default());
+        let aliases = &original.task_template.as_ref().unwrap().networks.as_ref().unwrap()[0].aliases;
+        assert_eq!(aliases.as_deref(), Some(&["www".to_owned(), "web".to_owned()][..]), "the service's own");
         let networks = spec.task_template.as_ref().unwrap().networks.as_ref().unwrap();
         assert!(!networks.is_empty());
         for n in networks {
-            assert!(!n.aliases.as_ref().unwrap().contains(&"web".to_owned()), "{n:?}");
+            assert_eq!(n.aliases, None, "{n:?}");
             assert_eq!(n.target.as_deref(), Some("shop_default"), "the copy joins the application's network");
         }
     }
