@@ -856,6 +856,8 @@ pub struct Event {
     pub kind: String,
     pub target_type: String,
     pub target_id: Option<Uuid>,
+    /// Depends on `kind`. `service.updated` and `service.observed` carry the whole `Service` as
+    /// `GET /api/v1/services/{id}` shows it; job events carry `job_id` and the job's `kind`.
     pub data: serde_json::Value,
     pub at: DateTime<Utc>,
 }
