@@ -47,6 +47,20 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, kind, detail)
     }
 
+    /// 409 `name-taken`: "a cluster with this name already exists" (`what` = "cluster").
+    pub fn name_taken(what: &str) -> Self {
+        let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+        Self::conflict("name-taken", format!("{article} {what} with this name already exists"))
+    }
+
+    /// A unique violation on a name as [`ApiError::name_taken`]; any other error as it is.
+    pub fn or_name_taken(e: sqlx::Error, what: &str) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::name_taken(what),
+            _ => e.into(),
+        }
+    }
+
     pub fn bad_request(kind: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, kind, detail)
     }

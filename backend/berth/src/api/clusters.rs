@@ -157,7 +157,7 @@ pub async fn create(
     .bind(settings)
     .fetch_one(&mut *tx)
     .await;
-    let row = row.map_err(|e| name_taken(e, "cluster"))?;
+    let row = row.map_err(|e| ApiError::or_name_taken(e, "cluster"))?;
     match &registration {
         None => {
             add_nodes(&mut tx, tenant, &row, NodeRole::Manager, 1, managers).await?;
@@ -181,17 +181,6 @@ pub async fn create(
     tx.commit().await?;
     audit.record("cluster.create", "cluster", row.id);
     Ok((StatusCode::ACCEPTED, Json(row.into_dto(Some(job)))))
-}
-
-/// Maps a unique violation on a name to a 409 that says so.
-pub fn name_taken(e: sqlx::Error, what: &str) -> ApiError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
-            ApiError::conflict("name-taken", format!("{article} {what} with this name already exists"))
-        }
-        _ => e.into(),
-    }
 }
 
 #[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", params(PageParams),

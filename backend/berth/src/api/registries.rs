@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::api::audit::Audit;
-use crate::api::clusters::name_taken;
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::api::pagination::{PageParams, page};
 use crate::auth::Principal;
@@ -109,7 +108,7 @@ pub async fn create(
     .bind(&req.ca_pem)
     .fetch_one(&mut *db)
     .await
-    .map_err(|e| name_taken(e, "registry"))?;
+    .map_err(|e| ApiError::or_name_taken(e, "registry"))?;
     audit.record("registry.create", "registry", row.id);
     Ok((StatusCode::CREATED, Json(row.into())))
 }

@@ -19,7 +19,6 @@ use uuid::Uuid;
 use super::compose::{self, Input, Loaded};
 use super::store::{self, AppRow, NewRevision, ServicePlan};
 use crate::api::audit::Audit;
-use crate::api::clusters::name_taken;
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::api::pagination::{PageParams, page};
 use crate::auth::Principal;
@@ -221,7 +220,7 @@ pub async fn create(
         .bind(&req.name)
         .execute(&mut *tx)
         .await
-        .map_err(|e| name_taken(e, "application"))?;
+        .map_err(|e| ApiError::or_name_taken(e, "application"))?;
     let revision = NewRevision {
         template_id: source.template_id,
         template_version: source.template_version,
@@ -265,7 +264,7 @@ pub async fn preview(
         .fetch_one(&mut *tx)
         .await?;
     if taken {
-        return Err(ApiError::conflict("name-taken", "an application with this name already exists"));
+        return Err(ApiError::name_taken("application"));
     }
     let source = source.resolve(&mut tx, tenant).await?;
     let prepared = prepare(&mut tx, tenant, req.cluster_id, &req.name, &source, &req.variables, &state).await?;

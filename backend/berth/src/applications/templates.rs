@@ -21,7 +21,6 @@ use uuid::Uuid;
 use super::compose;
 use super::store;
 use crate::api::audit::Audit;
-use crate::api::clusters::name_taken;
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::api::pagination::{PageParams, page};
 use crate::auth::Principal;
@@ -170,7 +169,7 @@ async fn create_template(
         .bind(description)
         .execute(&mut *tx)
         .await
-        .map_err(|e| name_taken(e, "template"))?;
+        .map_err(|e| ApiError::or_name_taken(e, "template"))?;
     insert_version(&mut tx, tenant, id, 1, compose, files, me.user_id()).await?;
     let t = load(&mut tx, tenant, id).await?;
     tx.commit().await?;

@@ -10,7 +10,6 @@ use uuid::Uuid;
 
 use super::store;
 use crate::api::audit::Audit;
-use crate::api::clusters::name_taken;
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::api::pagination::{PageParams, page};
 use crate::auth::Principal;
@@ -51,7 +50,7 @@ pub async fn create(
         .bind(&req.name)
         .execute(&mut *tx)
         .await
-        .map_err(|e| name_taken(e, "load balancer"))?;
+        .map_err(|e| ApiError::or_name_taken(e, "load balancer"))?;
     store::set_listeners(&mut tx, tenant, id, &req.listeners).await?;
     let target = Target { tenant_id: Some(tenant), kind: "load_balancer", id };
     jobs::emit(&mut tx, &target, "load_balancer.created", json!({ "name": req.name, "listeners": req.listeners.len() })).await?;
