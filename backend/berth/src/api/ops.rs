@@ -92,7 +92,7 @@ async fn routes_traffic(state: &AppState, out: &mut String) {
         out,
         &families,
         &rows,
-        |(id, domain, path, ..)| format!("route=\"{id}\",domain=\"{domain}\",path=\"{path}\""),
+        |(id, domain, path, ..)| format!("route=\"{id}\",domain=\"{}\",path=\"{}\"", label(domain), label(path)),
         |i, (_, _, _, requests, errors, failed, rate, ms)| match i {
             0 => requests.to_string(),
             1 => errors.to_string(),
@@ -105,6 +105,12 @@ async fn routes_traffic(state: &AppState, out: &mut String) {
 
 /// Writes metric families (name, type, help): a line per row in each, with the row's labels and the
 /// family's value (by the family's index).
+/// A label value as the Prometheus text format needs it: backslash, double quote and newline escaped.
+/// (Domains, paths and names are validated on the way in; a scrape must parse whatever they become.)
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
 fn write_families<R>(
     out: &mut String,
     families: &[(&str, &str, &str)],
@@ -156,7 +162,7 @@ async fn balancers_traffic(state: &AppState, out: &mut String) {
         out,
         &families,
         &rows,
-        |(id, balancer, port, ..)| format!("load_balancer=\"{id}\",name=\"{balancer}\",port=\"{port}\""),
+        |(id, balancer, port, ..)| format!("load_balancer=\"{id}\",name=\"{}\",port=\"{port}\"", label(balancer)),
         |i, (_, _, _, requests, errors, failed, rate)| match i {
             0 => requests.to_string(),
             1 => errors.to_string(),
@@ -164,4 +170,13 @@ async fn balancers_traffic(state: &AppState, out: &mut String) {
             _ => format!("{rate:.3}"),
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn label_values_are_escaped_as_the_text_format_requires() {
+        assert_eq!(super::label("shop.example"), "shop.example");
+        assert_eq!(super::label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 }
