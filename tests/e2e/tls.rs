@@ -103,6 +103,17 @@ async fn certificates_are_obtained_over_acme_served_by_sni_renewed_and_uploaded(
     assert_eq!(serial, issued["serial"].as_str().unwrap(), "the router serves the issued certificate");
     let challenges: i64 = sqlx::query_scalar("SELECT count(*) FROM acme_challenges").fetch_one(&app.db).await.unwrap();
     assert_eq!(challenges, 0, "challenges are gone once answered");
+    // The job asked the authority to check once the router served the challenge, not after a guess.
+    let live: Vec<String> = sqlx::query_scalar("SELECT name FROM routers WHERE seen_at > now() - interval '10 seconds'")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(live.len(), 1, "the router reports what it serves: {live:?}");
+    let late: i64 = sqlx::query_scalar("SELECT count(*) FROM job_logs WHERE line LIKE 'routers not serving%'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(late, 0, "every router served the challenge before the authority checked it");
     // A name without a certificate of its own gets the router's default one, which nothing trusts.
     assert!(https_get(tls, "nothing.example.org", &root, "/").await.is_err());
     b.wait_text(&format!("tr[data-route='{host}'] td.https"), "issued").await;
@@ -222,4 +233,40 @@ async fn certificates_are_obtained_over_acme_served_by_sni_renewed_and_uploaded(
     }
     drop(router);
     real.delete(&app, &t.owner).await;
+}
+
+/// What an ACME job waits for before the authority checks a challenge: every router at work serving
+/// a table read after the challenge was written. A router that has not caught up holds it (within
+/// the job's patience); one not seen for ten seconds is gone and holds nothing.
+#[tokio::test]
+async fn work_waits_for_every_router_at_work_to_serve_what_it_wrote() {
+    use berth::routing::applied;
+    let app = TestApp::spawn().await;
+    let db = &app.db;
+    applied::report(db, "old@127.0.0.1:1", applied::now(db).await.unwrap()).await.unwrap();
+    applied::report(db, "new@127.0.0.1:2", applied::now(db).await.unwrap()).await.unwrap();
+    let written = applied::now(db).await.unwrap();
+    assert_eq!(applied::behind(db, written).await.unwrap(), ["new@127.0.0.1:2", "old@127.0.0.1:1"]);
+    let started = Instant::now();
+    let behind = applied::wait_served(db, written, Duration::from_millis(300)).await.unwrap();
+    assert_eq!(behind.len(), 2, "nobody caught up within the patience");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    // One catches up while the other waits; an older report never moves a router back.
+    let caught_up = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            applied::report(&db, "new@127.0.0.1:2", applied::now(&db).await.unwrap()).await.unwrap();
+            applied::report(&db, "new@127.0.0.1:2", written - chrono::Duration::seconds(5)).await.unwrap();
+        })
+    };
+    sqlx::query("UPDATE routers SET seen_at = now() - interval '11 seconds' WHERE name = 'old@127.0.0.1:1'")
+        .execute(db)
+        .await
+        .unwrap();
+    let behind = applied::wait_served(db, written, Duration::from_secs(5)).await.unwrap();
+    caught_up.await.unwrap();
+    assert!(behind.is_empty(), "{behind:?}");
+    assert!(applied::behind(db, written).await.unwrap().is_empty(), "an older report does not move it back");
 }

@@ -24,10 +24,13 @@ use crate::clusters::WorkerEnv;
 use crate::error::ApiResult;
 use crate::jobs::runner::{Handler, Handlers, JobCtx};
 use crate::jobs::{self, Target};
+use crate::routing::applied;
 
-/// How long after writing a challenge the job tells the authority to check it: routers apply it
-/// within milliseconds of the announcement, and within their two-second resync if one was missed.
-const ROUTERS_CATCH_UP: Duration = Duration::from_millis(2500);
+/// How long the job waits for every router at work to serve a challenge before telling the authority
+/// to check it anyway: routers apply it within milliseconds of the announcement, and within their
+/// two-second resync if one was missed; one that is failing to apply changes does not hold issuance up
+/// for longer.
+const ROUTERS_PATIENCE: Duration = Duration::from_secs(10);
 
 /// How long the job waits for the authority to validate and to issue.
 const AUTHORITY_PATIENCE: Duration = Duration::from_secs(120);
@@ -152,8 +155,8 @@ async fn issue(ctx: JobCtx, env: Arc<WorkerEnv>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the answer to each pending authorization's HTTP-01 challenge for the routers, gives them
-/// time to take it, and tells the authority to check.
+/// Writes the answer to each pending authorization's HTTP-01 challenge for the routers, waits until
+/// they serve it, and tells the authority to check.
 async fn answer_challenges(ctx: &JobCtx, order: &mut instant_acme::Order, certificate: Uuid) -> anyhow::Result<()> {
     let mut authorizations = order.authorizations();
     while let Some(authorization) = authorizations.next().await {
@@ -175,7 +178,12 @@ async fn answer_challenges(ctx: &JobCtx, order: &mut instant_acme::Order, certif
         .bind(certificate)
         .execute(&ctx.db)
         .await?;
-        tokio::time::sleep(ROUTERS_CATCH_UP).await;
+        // The authority checks once: only once every router serves the answer is it asked to.
+        let written = applied::now(&ctx.db).await?;
+        let behind = applied::wait_served(&ctx.db, written, ROUTERS_PATIENCE).await?;
+        if !behind.is_empty() {
+            ctx.log(&format!("routers not serving the challenge after {ROUTERS_PATIENCE:?}: {}", behind.join(", "))).await?;
+        }
         challenge.set_ready().await.context("telling the authority the challenge is ready")?;
     }
     Ok(())

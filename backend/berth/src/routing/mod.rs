@@ -6,7 +6,9 @@
 //! - `table` — the route table as a router reads it (backends and their servers);
 //! - `haproxy_config` — HAProxy's configuration rendered from the table; `haproxy` — the process,
 //!   its checked reloads and its Runtime API; `router` — the loop that keeps one HAProxy in step;
-//! - `traffic` — per-route requests, errors and response times from HAProxy's statistics.
+//! - `traffic` — per-route requests, errors and response times from HAProxy's statistics;
+//! - `applied` — how far each router has followed the table (`routers`), for work that must know a
+//!   change is served before going on (an ACME challenge).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +16,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 pub mod api;
+pub mod applied;
 pub mod declare;
 pub mod haproxy;
 pub mod haproxy_config;

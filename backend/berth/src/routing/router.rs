@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
+use super::applied;
 use super::haproxy::{Haproxy, Setup};
 use super::haproxy_config::server_options;
 use super::table::{self, Scope, Server, Table};
@@ -166,10 +167,12 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let mut listener = PgListener::connect_with(db).await?;
     listener.listen("berth_routes").await?;
+    let read_at = applied::now(db).await?;
     let mut applied = table::read(db, scope, keys).await?;
     let mut proxy = Haproxy::start(setup, &applied).await?;
     tracing::info!(listen = %setup.listen, routes = applied.backends.len(), certificates = applied.certificates.len(), "router serving");
     let name = router_name(setup);
+    report(db, &name, read_at).await;
     let mut meter = Meters::default();
     let mut tick = tokio::time::interval(traffic::INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -192,8 +195,9 @@ async fn serve(
                 return Ok(());
             }
         }
-        let desired = match table::read(db, scope, keys).await {
-            Ok(t) => t,
+        let read = async { Ok::<_, sqlx::Error>((applied::now(db).await?, table::read(db, scope, keys).await?)) };
+        let (read_at, desired) = match read.await {
+            Ok(read) => read,
             Err(e) => {
                 tracing::warn!(error = %e, "router cannot read the route table");
                 continue;
@@ -212,13 +216,21 @@ async fn serve(
                     // The new worker's counters start at zero.
                     meter.reset();
                 }
+                report(db, &name, read_at).await;
             }
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "router kept HAProxy's current configuration"),
         }
     }
 }
 
-/// How this router names itself in `route_traffic`: the machine and the address it listens on.
+/// Says this router serves the table read at `read_at` (a failure only delays work that waits for it).
+async fn report(db: &PgPool, name: &str, read_at: chrono::DateTime<chrono::Utc>) {
+    if let Err(e) = applied::report(db, name, read_at).await {
+        tracing::warn!(error = %e, "router could not report what it serves");
+    }
+}
+
+/// How this router names itself in `route_traffic` and `routers`: the machine and the address it listens on.
 fn router_name(setup: &Setup) -> String {
     let host =
         std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "router".into());

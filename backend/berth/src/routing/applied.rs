@@ -1,0 +1,55 @@
+//! How far each router has followed the route table (`routers`), for work that must know a change
+//! is served before going on: an ACME authority checks an HTTP-01 challenge once, so the challenge
+//! must be on every router first.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+/// A router not seen for this long is gone (it reports every resync, two seconds).
+const GONE_AFTER_SECS: f64 = 10.0;
+
+/// The database's time now: taken before reading the table, it is what [`report`] records.
+pub async fn now(db: &PgPool) -> sqlx::Result<DateTime<Utc>> {
+    sqlx::query_scalar("SELECT now()").fetch_one(db).await
+}
+
+/// Records that router `name` serves the table as it was when a read began at `read_at`; rows of
+/// routers gone for a day are removed on the way.
+pub async fn report(db: &PgPool, name: &str, read_at: DateTime<Utc>) -> sqlx::Result<()> {
+    sqlx::query(
+        "WITH gone AS (DELETE FROM routers WHERE seen_at < now() - interval '1 day')
+         INSERT INTO routers (name, applied_at, seen_at) VALUES ($1, $2, now())
+         ON CONFLICT (name) DO UPDATE SET applied_at = greatest(routers.applied_at, excluded.applied_at), seen_at = now()",
+    )
+    .bind(name)
+    .bind(read_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The routers at work that do not serve yet what was written before `since`.
+pub async fn behind(db: &PgPool, since: DateTime<Utc>) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT name FROM routers WHERE seen_at > now() - make_interval(secs => $2) AND applied_at < $1 ORDER BY name",
+    )
+    .bind(since)
+    .bind(GONE_AFTER_SECS)
+    .fetch_all(db)
+    .await
+}
+
+/// Waits (at most `patience`) until every router at work serves what was written before `since`;
+/// returns those still behind then (none when all caught up).
+pub async fn wait_served(db: &PgPool, since: DateTime<Utc>, patience: Duration) -> sqlx::Result<Vec<String>> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let behind = behind(db, since).await?;
+        if behind.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(behind);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
