@@ -23,6 +23,26 @@ where
     }
 }
 
+/// Runs an API call in the background, as every button and form does: its answer goes to `done`;
+/// a failure is shown in `error`, and a success clears the failure shown before it.
+pub fn act<T: 'static>(
+    error: RwSignal<Option<ApiError>>,
+    call: impl std::future::Future<Output = ApiResult<T>> + 'static,
+    done: impl FnOnce(T) + 'static,
+) {
+    leptos::task::spawn_local(async move {
+        match call.await {
+            Ok(answer) => {
+                let _ = error.try_set(None);
+                done(answer);
+            }
+            Err(e) => {
+                let _ = error.try_set(Some(e));
+            }
+        }
+    });
+}
+
 #[component]
 pub fn Loading() -> impl IntoView {
     view! { <p class="loading" role="status">"Loading…"</p> }

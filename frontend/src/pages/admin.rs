@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::pages::dashboard::QuotaUsage;
 
 use crate::api::{self, ApiError};
-use crate::components::{Badge, Empty, MaybeError, PageHeader, loaded};
+use crate::components::{Badge, Empty, MaybeError, PageHeader, act, loaded};
 use crate::format;
 
 #[component]
@@ -29,26 +29,22 @@ pub fn Tenants() -> impl IntoView {
             owner_email: email.get_untracked(),
             owner_password: password.get_untracked(),
         };
-        leptos::task::spawn_local(async move {
-            match api::post::<CreatedTenant>("/admin/tenants", &body).await {
-                Ok(_) => {
-                    for s in [name, email, password] {
-                        s.set(String::new());
-                    }
-                    version.update(|v| *v += 1);
-                }
-                Err(e) => error.set(Some(e)),
+        act(error, async move { api::post::<CreatedTenant>("/admin/tenants", &body).await }, move |_| {
+            for s in [name, email, password] {
+                s.set(String::new());
             }
+            version.update(|v| *v += 1);
         });
     };
     let toggle = move |id: Uuid, suspend: bool| {
-        leptos::task::spawn_local(async move {
-            let path = format!("/admin/tenants/{id}/{}", if suspend { "suspend" } else { "resume" });
-            match api::post::<Tenant>(&path, &serde_json::json!({})).await {
-                Ok(_) => version.update(|v| *v += 1),
-                Err(e) => error.set(Some(e)),
-            }
-        });
+        act(
+            error,
+            async move {
+                let path = format!("/admin/tenants/{id}/{}", if suspend { "suspend" } else { "resume" });
+                api::post::<Tenant>(&path, &serde_json::json!({})).await
+            },
+            move |_| version.update(|v| *v += 1),
+        );
     };
     view! {
         <PageHeader title="Tenants" />
@@ -165,12 +161,11 @@ fn PolicyForm(id: Uuid, policy: AdmissionPolicy) -> impl IntoView {
                 .collect(),
             default_memory_limit_mb: memory.get_untracked().trim().parse().unwrap_or(-1),
         };
-        leptos::task::spawn_local(async move {
-            match api::put::<AdmissionPolicy>(&format!("/admin/tenants/{id}/admission-policy"), &body).await {
-                Ok(_) => saved.set(true),
-                Err(e) => error.set(Some(e)),
-            }
-        });
+        act(
+            error,
+            async move { api::put::<AdmissionPolicy>(&format!("/admin/tenants/{id}/admission-policy"), &body).await },
+            move |_| saved.set(true),
+        );
     };
     view! {
         <section class="card" id="admission-policy">
@@ -225,12 +220,11 @@ fn QuotaForm(id: Uuid, quotas: Quotas) -> impl IntoView {
                 },
             );
         }
-        leptos::task::spawn_local(async move {
-            match api::put::<serde_json::Value>(&format!("/admin/tenants/{id}/quotas"), &body).await {
-                Ok(_) => saved.set(true),
-                Err(e) => error.set(Some(e)),
-            }
-        });
+        act(
+            error,
+            async move { api::put::<serde_json::Value>(&format!("/admin/tenants/{id}/quotas"), &body).await },
+            move |_| saved.set(true),
+        );
     };
     view! {
         <section class="card" id="quota-editor">

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::api::{self, ApiError};
 use crate::app::session;
-use crate::components::{Badge, Empty, ErrorBox, Loading, MaybeError, PageHeader, TypedConfirm, loaded};
+use crate::components::{Badge, Empty, ErrorBox, Loading, MaybeError, PageHeader, TypedConfirm, act, loaded};
 use crate::format;
 use crate::live;
 
@@ -223,11 +223,8 @@ fn Summary(app: Application) -> impl IntoView {
     let id = app.id;
     let delete = Callback::new(move |_| {
         let navigate = navigate.clone();
-        leptos::task::spawn_local(async move {
-            match api::delete_accepted::<Application>(&format!("/applications/{id}")).await {
-                Ok(_) => navigate("/applications", Default::default()),
-                Err(e) => error.set(Some(e)),
-            }
+        act(error, async move { api::delete_accepted::<Application>(&format!("/applications/{id}")).await }, move |_| {
+            navigate("/applications", Default::default())
         });
     });
     let warnings = app.warnings.clone();
@@ -256,13 +253,14 @@ fn Summary(app: Application) -> impl IntoView {
 /// Changes a service's replicas (the +/− buttons and the service page's form); `changed` moves once
 /// Berth has accepted it, so the page shows the new desired count at once.
 pub fn scale(id: Uuid, replicas: i32, error: RwSignal<Option<ApiError>>, changed: RwSignal<u64>) {
-    leptos::task::spawn_local(async move {
-        let body = UpdateService { replicas: Some(replicas), image: None };
-        match api::patch::<Service>(&format!("/services/{id}"), &body).await {
-            Ok(_) => changed.update(|v| *v += 1),
-            Err(e) => error.set(Some(e)),
-        }
-    });
+    act(
+        error,
+        async move {
+            let body = UpdateService { replicas: Some(replicas), image: None };
+            api::patch::<Service>(&format!("/services/{id}"), &body).await
+        },
+        move |_| changed.update(|v| *v += 1),
+    );
 }
 
 #[component]

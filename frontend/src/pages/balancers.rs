@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::api::{self, ApiError};
 use crate::app::session;
-use crate::components::{Empty, MaybeError, PageHeader, TypedConfirm, loaded};
+use crate::components::{Empty, MaybeError, PageHeader, TypedConfirm, act, loaded};
 use crate::format;
 
 #[component]
@@ -34,11 +34,8 @@ pub fn BalancerList() -> impl IntoView {
         let Ok(cluster_id) = cluster.get_untracked().parse::<Uuid>() else { return };
         let body = CreateLoadBalancer { name: name.get_untracked(), cluster_id, listeners: Vec::new() };
         let navigate = navigate.clone();
-        leptos::task::spawn_local(async move {
-            match api::post::<LoadBalancer>("/load-balancers", &body).await {
-                Ok(lb) => navigate(&format!("/load-balancers/{}", lb.id), Default::default()),
-                Err(e) => error.set(Some(e)),
-            }
+        act(error, async move { api::post::<LoadBalancer>("/load-balancers", &body).await }, move |lb| {
+            navigate(&format!("/load-balancers/{}", lb.id), Default::default())
         });
     };
     view! {

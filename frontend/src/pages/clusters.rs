@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::api::{self, ApiError};
 use crate::app::session;
-use crate::components::{Badge, Empty, MaybeError, PageHeader, Progress, TypedConfirm, download, loaded};
+use crate::components::{Badge, Empty, MaybeError, PageHeader, Progress, TypedConfirm, act, download, loaded};
 use crate::format;
 use crate::live;
 
@@ -124,14 +124,9 @@ pub fn NewCluster() -> impl IntoView {
             cert_pem: if existing { opt(cert) } else { None },
             key_pem: if existing { opt(key) } else { None },
         };
-        leptos::task::spawn_local(async move {
-            match api::post::<Cluster>("/clusters", &body).await {
-                Ok(c) => {
-                    job_id.set(c.job_id);
-                    created.set(Some(c));
-                }
-                Err(e) => error.set(Some(e)),
-            }
+        act(error, async move { api::post::<Cluster>("/clusters", &body).await }, move |c| {
+            job_id.set(c.job_id);
+            created.set(Some(c));
         });
     };
     let field_error =
@@ -214,11 +209,8 @@ fn ClusterSummary(cluster: Cluster) -> impl IntoView {
     let id = cluster.id;
     let delete = Callback::new(move |_| {
         let navigate = navigate.clone();
-        leptos::task::spawn_local(async move {
-            match api::delete_accepted::<Cluster>(&format!("/clusters/{id}")).await {
-                Ok(_) => navigate("/clusters", Default::default()),
-                Err(e) => error.set(Some(e)),
-            }
+        act(error, async move { api::delete_accepted::<Cluster>(&format!("/clusters/{id}")).await }, move |_| {
+            navigate("/clusters", Default::default())
         });
     });
     let local = cluster.provider == Provider::Local;
@@ -259,12 +251,7 @@ fn Scale(cluster: Cluster) -> impl IntoView {
             managers: managers.get_untracked().trim().parse().ok(),
             workers: workers.get_untracked().trim().parse().ok(),
         };
-        leptos::task::spawn_local(async move {
-            match api::patch::<Cluster>(&format!("/clusters/{id}"), &body).await {
-                Ok(c) => job_id.set(c.job_id),
-                Err(e) => error.set(Some(e)),
-            }
-        });
+        act(error, async move { api::patch::<Cluster>(&format!("/clusters/{id}"), &body).await }, move |c| job_id.set(c.job_id));
     };
     view! {
         <section class="card">
@@ -309,11 +296,8 @@ fn Credentials(cluster: Cluster) -> impl IntoView {
     let commands = format!(". ./{file}\ndocker node ls\ndocker stack ls");
     let get = move |_| {
         let name = name.clone();
-        leptos::task::spawn_local(async move {
-            match api::get::<ClusterCredentials>(&format!("/clusters/{id}/credentials")).await {
-                Ok(c) => download(&format!("{name}-docker-env.sh"), "text/x-shellscript", &credentials_script(&name, &c)),
-                Err(e) => error.set(Some(e)),
-            }
+        act(error, async move { api::get::<ClusterCredentials>(&format!("/clusters/{id}/credentials")).await }, move |c| {
+            download(&format!("{name}-docker-env.sh"), "text/x-shellscript", &credentials_script(&name, &c))
         });
     };
     view! {

@@ -6,7 +6,7 @@ use leptos::prelude::*;
 
 use crate::api::{self, ApiError};
 use crate::app::session;
-use crate::components::{CopyButton, Empty, MaybeError, PageHeader, loaded};
+use crate::components::{CopyButton, Empty, MaybeError, PageHeader, act, loaded};
 use crate::format;
 
 #[component]
@@ -27,15 +27,10 @@ pub fn Domains() -> impl IntoView {
         error.set(None);
         notice.set(None);
         let body = CreateDomain { domain: name.get_untracked() };
-        leptos::task::spawn_local(async move {
-            match api::post::<Domain>("/domains", &body).await {
-                Ok(d) => {
-                    notice.set(Some(format!("Publish the TXT record below in the DNS of {}, then verify.", d.domain)));
-                    name.set(String::new());
-                    reload();
-                }
-                Err(e) => error.set(Some(e)),
-            }
+        act(error, async move { api::post::<Domain>("/domains", &body).await }, move |d| {
+            notice.set(Some(format!("Publish the TXT record below in the DNS of {}, then verify.", d.domain)));
+            name.set(String::new());
+            reload();
         });
     };
     let verify = move |domain: String| {

@@ -9,7 +9,7 @@ use wasm_bindgen::closure::Closure;
 
 use crate::api::{self, ApiError};
 use crate::app::session;
-use crate::components::{Empty, MaybeError, PageHeader, Progress, loaded};
+use crate::components::{Empty, MaybeError, PageHeader, Progress, act, loaded};
 use crate::format;
 use crate::live;
 
@@ -268,12 +268,7 @@ fn Registries(registries: Vec<Registry>, reload: RwSignal<u32>) -> impl IntoView
             password: opt(password),
             ca_pem: None,
         };
-        leptos::task::spawn_local(async move {
-            match api::post::<Registry>("/registries", &body).await {
-                Ok(_) => reload.update(|v| *v += 1),
-                Err(e) => error.set(Some(e)),
-            }
-        });
+        act(error, async move { api::post::<Registry>("/registries", &body).await }, move |_| reload.update(|v| *v += 1));
     };
     let remove = move |id: uuid::Uuid| {
         leptos::task::spawn_local(async move {

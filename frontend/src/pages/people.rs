@@ -6,7 +6,7 @@ use leptos::prelude::*;
 
 use crate::api::{self, ApiError};
 use crate::app::session;
-use crate::components::{Badge, Empty, MaybeError, PageHeader, loaded};
+use crate::components::{Badge, Empty, MaybeError, PageHeader, act, loaded};
 use crate::format;
 
 /// Roles an admin can give: tenant roles up to their own.
@@ -31,24 +31,18 @@ pub fn Users() -> impl IntoView {
         ev.prevent_default();
         error.set(None);
         let body = CreateUser { email: email.get_untracked(), password: password.get_untracked(), role: role.get_untracked() };
-        leptos::task::spawn_local(async move {
-            match api::post::<User>("/users", &body).await {
-                Ok(_) => {
-                    email.set(String::new());
-                    password.set(String::new());
-                    reload.update(|v| *v += 1);
-                }
-                Err(e) => error.set(Some(e)),
-            }
+        act(error, async move { api::post::<User>("/users", &body).await }, move |_| {
+            email.set(String::new());
+            password.set(String::new());
+            reload.update(|v| *v += 1);
         });
     };
     let set_role = move |id: uuid::Uuid, r: Role| {
-        leptos::task::spawn_local(async move {
-            match api::patch::<User>(&format!("/users/{id}"), &UpdateUser { role: Some(r), password: None }).await {
-                Ok(_) => reload.update(|v| *v += 1),
-                Err(e) => error.set(Some(e)),
-            }
-        });
+        act(
+            error,
+            async move { api::patch::<User>(&format!("/users/{id}"), &UpdateUser { role: Some(r), password: None }).await },
+            move |_| reload.update(|v| *v += 1),
+        );
     };
     let remove = move |id: uuid::Uuid| {
         leptos::task::spawn_local(async move {

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::api::{self, ApiError};
 use crate::app::session;
-use crate::components::{Badge, Empty, MaybeError, loaded};
+use crate::components::{Badge, Empty, MaybeError, act, loaded};
 use crate::format;
 
 /// The releases of application `id` (newest first) and its current revision, reloaded when `changed`
@@ -68,25 +68,18 @@ fn OpenRelease(release: Release, acted: RwSignal<u64>) -> impl IntoView {
     let blue_green = release.strategy == ReleaseStrategy::BlueGreen;
     let running = release.state == ReleaseState::Running;
     let changeable = matches!(release.state, ReleaseState::Starting | ReleaseState::Running | ReleaseState::Failed);
-    let act = move |path: &'static str| {
-        leptos::task::spawn_local(async move {
-            match api::post::<Release>(&format!("/releases/{id}/{path}"), &serde_json::json!({})).await {
-                Ok(_) => acted.update(|n| *n += 1),
-                Err(e) => error.set(Some(e)),
-            }
-        });
+    let finish = move |path: &'static str| {
+        act(
+            error,
+            async move { api::post::<Release>(&format!("/releases/{id}/{path}"), &serde_json::json!({})).await },
+            move |_| acted.update(|n| *n += 1),
+        );
     };
     let set_weight = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let body = UpdateRelease { weight: Some(weight.get_untracked()), auto_abort: None };
-        leptos::task::spawn_local(async move {
-            match api::patch::<Release>(&format!("/releases/{id}"), &body).await {
-                Ok(_) => {
-                    error.set(None);
-                    acted.update(|n| *n += 1);
-                }
-                Err(e) => error.set(Some(e)),
-            }
+        act(error, async move { api::patch::<Release>(&format!("/releases/{id}"), &body).await }, move |_| {
+            acted.update(|n| *n += 1);
         });
     };
     let t = &release.traffic;
@@ -137,9 +130,9 @@ fn OpenRelease(release: Release, acted: RwSignal<u64>) -> impl IntoView {
             </form>
             <div class="actions">
                 {running.then(|| view! {
-                    <button class="primary" id="release-promote" on:click=move |_| act("promote")>"Promote"</button>
+                    <button class="primary" id="release-promote" on:click=move |_| finish("promote")>"Promote"</button>
                 })}
-                <button class="danger" id="release-abort" on:click=move |_| act("abort")>"Abort"</button>
+                <button class="danger" id="release-abort" on:click=move |_| finish("abort")>"Abort"</button>
             </div>
         })}
     }
@@ -222,11 +215,8 @@ fn StartForm(id: Uuid, rev: ApplicationRevision, acted: RwSignal<u64>) -> impl I
             auto_abort,
             ..Default::default()
         };
-        leptos::task::spawn_local(async move {
-            match api::post::<Release>(&format!("/applications/{id}/releases"), &body).await {
-                Ok(_) => acted.update(|n| *n += 1),
-                Err(e) => error.set(Some(e)),
-            }
+        act(error, async move { api::post::<Release>(&format!("/applications/{id}/releases"), &body).await }, move |_| {
+            acted.update(|n| *n += 1)
         });
     };
     view! {

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::api::{self, ApiError};
 use crate::app::session;
-use crate::components::{Badge, Empty, MaybeError, PageHeader, download, loaded};
+use crate::components::{Badge, Empty, MaybeError, PageHeader, act, download, loaded};
 use crate::format;
 use crate::live;
 use crate::pages::applications::{not_found, scale};
@@ -212,16 +212,8 @@ fn route_row(
             https_redirect: Some(redirect.get_untracked()),
             probe_path: Some(probe.get_untracked().trim().to_owned()),
         };
-        leptos::task::spawn_local(async move {
-            match api::patch::<Route>(&format!("/routes/{id}"), &body).await {
-                Ok(_) => {
-                    let _ = error.try_set(None);
-                    let _ = changed.try_update(|v| *v += 1);
-                }
-                Err(e) => {
-                    let _ = error.try_set(Some(e));
-                }
-            }
+        act(error, async move { api::patch::<Route>(&format!("/routes/{id}"), &body).await }, move |_| {
+            let _ = changed.try_update(|v| *v += 1);
         });
     };
     let settings = if dev {
@@ -330,22 +322,14 @@ fn Actions(service: Service, changed: RwSignal<u64>) -> impl IntoView {
     let set_image = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let body = UpdateService { replicas: None, image: Some(image.get_untracked()) };
-        leptos::task::spawn_local(async move {
-            match api::patch::<Service>(&format!("/services/{id}"), &body).await {
-                Ok(_) => {
-                    done.set(Some("Image update started.".into()));
-                    changed.update(|v| *v += 1);
-                }
-                Err(e) => error.set(Some(e)),
-            }
+        act(error, async move { api::patch::<Service>(&format!("/services/{id}"), &body).await }, move |_| {
+            done.set(Some("Image update started.".into()));
+            changed.update(|v| *v += 1);
         });
     };
     let restart = move |_| {
-        leptos::task::spawn_local(async move {
-            match api::post_empty::<Service>(&format!("/services/{id}/restart")).await {
-                Ok(_) => done.set(Some("Restart started: tasks are replaced one by one.".into())),
-                Err(e) => error.set(Some(e)),
-            }
+        act(error, async move { api::post_empty::<Service>(&format!("/services/{id}/restart")).await }, move |_| {
+            done.set(Some("Restart started: tasks are replaced one by one.".into()))
         });
     };
     view! {

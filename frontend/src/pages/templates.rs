@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::api::{self, ApiError};
 use crate::app::session;
-use crate::components::{Empty, MaybeError, PageHeader, TypedConfirm, loaded};
+use crate::components::{Empty, MaybeError, PageHeader, TypedConfirm, act, loaded};
 use crate::diffview::{self, Row};
 use crate::editor::{Checked, ComposeEditor};
 use crate::format;
@@ -38,13 +38,15 @@ pub fn TemplateList() -> impl IntoView {
     let navigate = use_navigate();
     let copy = move |g: GalleryTemplate| {
         let navigate = navigate.clone();
-        leptos::task::spawn_local(async move {
-            let body = CreateTemplate { name: g.name.clone(), compose: g.compose, files: g.files, description: g.description };
-            match api::post::<Template>("/templates", &body).await {
-                Ok(t) => navigate(&format!("/templates/{}", t.id), Default::default()),
-                Err(e) => error.set(Some(e)),
-            }
-        });
+        act(
+            error,
+            async move {
+                let body =
+                    CreateTemplate { name: g.name.clone(), compose: g.compose, files: g.files, description: g.description };
+                api::post::<Template>("/templates", &body).await
+            },
+            move |t| navigate(&format!("/templates/{}", t.id), Default::default()),
+        );
     };
     view! {
         <PageHeader title="Templates">
@@ -134,11 +136,8 @@ fn ImportBundle() -> impl IntoView {
         };
         let body = ImportDab { name: name.get_untracked(), description: String::new(), bundle: parsed };
         let navigate = navigate.clone();
-        leptos::task::spawn_local(async move {
-            match api::post::<Template>("/templates/import-dab", &body).await {
-                Ok(t) => navigate(&format!("/templates/{}", t.id), Default::default()),
-                Err(e) => error.set(Some(e)),
-            }
+        act(error, async move { api::post::<Template>("/templates/import-dab", &body).await }, move |t| {
+            navigate(&format!("/templates/{}", t.id), Default::default())
         });
     };
     view! {
@@ -177,11 +176,8 @@ pub fn NewTemplate() -> impl IntoView {
             description: description.get_untracked(),
         };
         let navigate = navigate.clone();
-        leptos::task::spawn_local(async move {
-            match api::post::<Template>("/templates", &body).await {
-                Ok(t) => navigate(&format!("/templates/{}", t.id), Default::default()),
-                Err(e) => error.set(Some(e)),
-            }
+        act(error, async move { api::post::<Template>("/templates", &body).await }, move |t| {
+            navigate(&format!("/templates/{}", t.id), Default::default())
         });
     };
     view! {
@@ -240,14 +236,9 @@ fn TemplateBody(
         ev.prevent_default();
         error.set(None);
         let body = UpdateTemplate { compose: Some(text.get_untracked()), files: None, description: None };
-        leptos::task::spawn_local(async move {
-            match api::patch::<Template>(&format!("/templates/{id}"), &body).await {
-                Ok(t) => {
-                    saved.set(Some(t.version));
-                    reload.update(|v| *v += 1);
-                }
-                Err(e) => error.set(Some(e)),
-            }
+        act(error, async move { api::patch::<Template>(&format!("/templates/{id}"), &body).await }, move |t| {
+            saved.set(Some(t.version));
+            reload.update(|v| *v += 1);
         });
     };
     let navigate = use_navigate();

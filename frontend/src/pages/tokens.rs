@@ -5,7 +5,7 @@ use leptos::prelude::*;
 
 use crate::api::{self, ApiError};
 use crate::app::session;
-use crate::components::{CopyButton, Empty, MaybeError, PageHeader, loaded};
+use crate::components::{CopyButton, Empty, MaybeError, PageHeader, act, loaded};
 use crate::format;
 
 #[component]
@@ -37,15 +37,10 @@ pub fn Tokens() -> impl IntoView {
         ev.prevent_default();
         error.set(None);
         let body = CreateApiToken { name: name.get_untracked(), role: role.get_untracked(), expires_at: None };
-        leptos::task::spawn_local(async move {
-            match api::post::<CreatedApiToken>("/tokens", &body).await {
-                Ok(t) => {
-                    created.set(Some(t));
-                    name.set(String::new());
-                    version.update(|v| *v += 1);
-                }
-                Err(e) => error.set(Some(e)),
-            }
+        act(error, async move { api::post::<CreatedApiToken>("/tokens", &body).await }, move |t| {
+            created.set(Some(t));
+            name.set(String::new());
+            version.update(|v| *v += 1);
         });
     };
     let revoke = move |id: uuid::Uuid| {
