@@ -86,6 +86,17 @@ async fn scroll_frames(b: &Browser, frames: usize) -> Vec<f64> {
     v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
 }
 
+/// How many service rows the application page shows.
+async fn service_rows(b: &Browser) -> u64 {
+    b.eval("return document.querySelectorAll('#services tbody tr').length").await.as_u64().unwrap_or(0)
+}
+
+/// Opens application `id`'s page and waits until its 200 services are on screen.
+async fn open_application(b: &Browser, id: &str) {
+    b.goto(&format!("/applications/{id}")).await;
+    b.wait_until("200 service rows", Duration::from_secs(30), || async { (service_rows(b).await == 200).then_some(()) }).await;
+}
+
 /// Scales `ids` from 0 to 1 replica and back, twice, 1.5 s apart, through the API.
 fn scale_back_and_forth(app: &TestApp, token: &str, ids: Vec<String>) -> tokio::task::JoinHandle<()> {
     let (base, token, http) = (app.base.clone(), token.to_owned(), app.http.clone());
@@ -266,11 +277,7 @@ async fn main() {
     let wide = app.post("/api/v1/applications", &t.owner, json!({"name": "wide", "cluster_id": cluster, "compose": text})).await;
     app.wait_job(&t.owner, wide.body["job_id"].as_str().unwrap(), Duration::from_secs(900)).await;
     let id = wide.body["id"].as_str().unwrap().to_owned();
-    b.goto(&format!("/applications/{id}")).await;
-    b.wait_until("200 service rows", Duration::from_secs(30), || async {
-        (b.eval("return document.querySelectorAll('#services tbody tr').length").await == json!(200)).then_some(())
-    })
-    .await;
+    open_application(&b, &id).await;
     let profiling = std::env::var("PROFILE_DIR").ok().map(std::path::PathBuf::from);
     let quiet = profiled(&b, profiling.as_ref().map(|d| d.join("quiet.json")), scroll_frames(&b, frames)).await;
     let services = app.get(&format!("/api/v1/applications/{id}/services?limit=200"), &t.owner).await.body;
@@ -278,12 +285,10 @@ async fn main() {
         services["items"].as_array().unwrap().iter().take(10).map(|s| s["id"].as_str().unwrap().to_owned()).collect();
     let budget = percentile(quiet.clone(), 0.5) * 1.5;
     let dropped = |v: &[f64]| v.iter().filter(|d| **d > budget).count();
-    println!(
-        "200 services, {frames} frames scrolled: quiet p50 {:.1} ms p95 {:.1} ms, {} dropped (a frame over {budget:.1} ms is dropped)",
-        percentile(quiet.clone(), 0.5),
-        percentile(quiet.clone(), 0.95),
-        dropped(&quiet),
-    );
+    let summary = |v: &[f64]| {
+        format!("p50 {:.1} ms p95 {:.1} ms, {} dropped", percentile(v.to_vec(), 0.5), percentile(v.to_vec(), 0.95), dropped(v))
+    };
+    println!("200 services, {frames} frames scrolled: quiet {} (a frame over {budget:.1} ms is dropped)", summary(&quiet));
     // Live updates, then the machine's own share: the same cluster changes again with the same page
     // as a static copy (no console behind it), the frames this machine drops while its engine starts
     // and stops containers, whatever the page does. Alternated LIVE_ROUNDS times (the machine is noisy).
@@ -291,11 +296,7 @@ async fn main() {
     let (mut live_total, mut still_total) = (0, 0);
     for round in 0..env_usize("LIVE_ROUNDS", 3) {
         if round > 0 {
-            b.goto(&format!("/applications/{id}")).await;
-            b.wait_until("200 service rows", Duration::from_secs(30), || async {
-                (b.eval("return document.querySelectorAll('#services tbody tr').length").await == json!(200)).then_some(())
-            })
-            .await;
+            open_application(&b, &id).await;
         }
         let first = round == 0;
         let scaler = scale_back_and_forth(&app, &t.owner, ids.clone());
@@ -312,8 +313,7 @@ async fn main() {
             }
             print_trace(&events);
         }
-        let updated = b.eval("return document.querySelectorAll('#services tbody tr').length").await;
-        assert_eq!(updated, json!(200));
+        assert_eq!(service_rows(&b).await, 200);
         settle(&app, &t.owner, &ids).await;
         let copy = b
             .eval(
@@ -330,14 +330,10 @@ async fn main() {
         scaler.await.unwrap();
         settle(&app, &t.owner, &ids).await;
         println!(
-            "  round {}: during live updates p50 {:.1} ms p95 {:.1} ms, {} dropped; the same page as a static copy during the same cluster changes (the machine's share) p50 {:.1} ms p95 {:.1} ms, {} dropped",
+            "  round {}: during live updates {}; the same page as a static copy during the same cluster changes (the machine's share) {}",
             round + 1,
-            percentile(live.clone(), 0.5),
-            percentile(live.clone(), 0.95),
-            dropped(&live),
-            percentile(still.clone(), 0.5),
-            percentile(still.clone(), 0.95),
-            dropped(&still)
+            summary(&live),
+            summary(&still)
         );
         live_total += dropped(&live);
         still_total += dropped(&still);
