@@ -141,7 +141,7 @@ pub fn ApplicationPage() -> impl IntoView {
         };
         match serde_json::from_value::<Service>(e.data.clone()) {
             Ok(fresh) => replace(fresh),
-            // An event from a Berth whose events did not carry the service yet: ask for it.
+            // An event written before events carried the service (a feed resumed across an upgrade): ask.
             Err(_) => leptos::task::spawn_local(async move {
                 if let Ok(fresh) = api::get::<Service>(&format!("/services/{sid}")).await {
                     replace(fresh);
@@ -153,11 +153,9 @@ pub fn ApplicationPage() -> impl IntoView {
     // With many services and few routes, the others' events leave them alone.
     let routed = StoredValue::new(None::<Vec<Uuid>>);
     let observed = live::changes(move |e| {
-        let routes_service = || match e.target_type.as_str() {
-            "service" => routed.with_value(|r| r.as_ref().is_none_or(|r| e.target_id.is_some_and(|t| r.contains(&t)))),
-            _ => false,
-        };
-        current().is_some_and(|id| about(id, e)) && (!about_one_service(e) || routes_service())
+        let routed_service = e.target_type == "service"
+            && routed.with_value(|r| r.as_ref().is_none_or(|r| e.target_id.is_some_and(|t| r.contains(&t))));
+        current().is_some_and(|id| about(id, e)) && (!about_one_service(e) || routed_service)
     });
     // Traffic moves without events: the routers report it every few seconds.
     let every = RwSignal::new(0u64);
@@ -449,10 +447,10 @@ fn Revisions(id: Uuid, current: i32, revisions: Vec<ApplicationRevision>) -> imp
 #[component]
 fn AppEvents(id: Signal<Option<Uuid>>) -> impl IntoView {
     let changed = live::changes(move |e| id.with_untracked(|id| id.is_some_and(|id| about(id, e))));
-    let events = move || {
+    let events = Memo::new(move |_| {
         changed.get();
         id.get().map(|id| live::recent().into_iter().filter(|e| about(id, e)).take(20).collect::<Vec<_>>()).unwrap_or_default()
-    };
+    });
     // Keyed by event: a new event adds its line and the others stay (only their age's text moves).
     let now = move || {
         changed.get();
@@ -461,10 +459,10 @@ fn AppEvents(id: Signal<Option<Uuid>>) -> impl IntoView {
     view! {
         <section class="card">
             <h2>"Events"</h2>
-            <Show when=move || !events().is_empty()
+            <Show when=move || events.with(|e| !e.is_empty())
                 fallback=|| view! { <Empty>"No events since you opened Berth. Deploys, scaling and state changes appear here live."</Empty> }>
                 <ul class="events" id="app-events">
-                    <For each=events key=|e: &Event| e.id children=move |e: Event| {
+                    <For each=move || events.get() key=|e: &Event| e.id children=move |e: Event| {
                         let what = e.data.get("name").and_then(|v| v.as_str()).map(|n| format!(" {n}")).unwrap_or_default();
                         let to = e.data.get("to").or(e.data.get("status")).and_then(|v| v.as_str()).map(|s| format!(" → {s}")).unwrap_or_default();
                         let at = e.at;
