@@ -95,7 +95,8 @@ for c in 1 16 64; do
 done
 # The read path against the database's own ceiling, measured before the create runs grow the table:
 # pgbench runs the statements an authenticated 100-row list sends (the caller's row, then the page) on
-# the same embedded server, at the same concurrency, prepared, with no HTTP in between. A second pair of runs prices row-level security:
+# the same embedded server, at the same concurrency, with no HTTP in between (the page's column list is
+# SELECT_TEMPLATE's in backend/berth/src/applications/templates.rs: keep them in step). A second pair of runs prices row-level security:
 # the page alone as Berth's tenant role under the policies (with the tenant set per transaction, as
 # the tenant pool does per connection taken) against the page alone as the table owner.
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
@@ -103,7 +104,7 @@ PSQL="$PGBIN/psql -h $DATA/run -U berth -d berth -Atq"
 read -r USER_ID TENANT_ID <<<"$($PSQL -F ' ' -c "SELECT id, tenant_id FROM users WHERE email = 'owner@bench.test'")"
 cat >"$DATA/read-path.sql" <<SQL
 SELECT u.email, u.role, u.tenant_id, t.status AS tenant_status FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id WHERE u.id = '$USER_ID';
-SELECT t.id, t.name, t.description, t.latest_version, v.compose, v.variables, v.services, t.created_at, t.updated_at
+SELECT t.id, t.name, t.description, t.latest_version, v.compose, v.files, v.variables, v.services, v.warnings, t.created_at, t.updated_at
   FROM templates t JOIN template_versions v ON v.template_id = t.id AND v.version = t.latest_version
  WHERE t.tenant_id = '$TENANT_ID' AND (NULL::uuid IS NULL OR t.id > NULL::uuid) ORDER BY t.id LIMIT 101;
 SQL

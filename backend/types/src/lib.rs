@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 mod enums;
 pub use enums::*;
+pub mod timestamp;
 
 /// A page of a list. Pass `next_cursor` back as `?cursor=` to get the next page; it is `null` on the last.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -126,6 +127,7 @@ pub struct Tenant {
     /// Unique, DNS-safe, derived from the name.
     pub slug: String,
     pub status: TenantStatus,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -196,6 +198,7 @@ pub struct User {
     pub email: String,
     pub role: Role,
     pub tenant_id: Option<Uuid>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -207,6 +210,7 @@ pub struct CreateApiToken {
     /// At most the creator's own role.
     pub role: Role,
     /// When the token stops working; omit for a token that lasts until revoked.
+    #[serde(serialize_with = "timestamp::rfc3339_opt")]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -216,8 +220,11 @@ pub struct ApiToken {
     pub name: String,
     pub role: Role,
     pub created_by: Uuid,
+    #[serde(serialize_with = "timestamp::rfc3339_opt")]
     pub expires_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "timestamp::rfc3339_opt")]
     pub last_used_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -270,7 +277,9 @@ pub struct Cluster {
     pub managers: i32,
     pub workers: i32,
     pub endpoint: Option<String>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
     /// The job carrying out the last change, when one was queued by this request.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -291,7 +300,9 @@ pub struct Node {
     pub address: Option<String>,
     pub cpus: Option<f64>,
     pub memory_bytes: Option<i64>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<Uuid>,
@@ -366,7 +377,9 @@ pub struct Template {
     pub services: Vec<String>,
     /// What the latest version's Compose file drew: keys Swarm ignores and the like.
     pub warnings: Vec<ComposeWarning>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -379,6 +392,7 @@ pub struct TemplateVersion {
     pub variables: std::collections::BTreeMap<String, TemplateVariable>,
     pub services: Vec<String>,
     pub warnings: Vec<ComposeWarning>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -461,6 +475,7 @@ pub struct Registry {
     pub ca_pem: Option<String>,
     pub username: Option<String>,
     pub has_password: bool,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -474,6 +489,7 @@ pub struct ImageRepository {
     /// Bytes of the distinct images its tags point at (config plus layers, as the manifests state).
     pub size_bytes: i64,
     /// The latest push.
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub pushed_at: DateTime<Utc>,
     /// Newest push first.
     pub tags: Vec<ImageTag>,
@@ -508,6 +524,7 @@ pub struct ImageTag {
     /// The manifest digest (`sha256:…`) the tag points at.
     pub digest: String,
     pub size_bytes: i64,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub pushed_at: DateTime<Utc>,
 }
 
@@ -670,7 +687,9 @@ pub struct Application {
     pub message: String,
     /// The current revision's Compose warnings.
     pub warnings: Vec<ComposeWarning>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<Uuid>,
@@ -687,6 +706,7 @@ pub struct ApplicationRevision {
     /// Service → the image pinned to a digest when this revision was deployed.
     pub images: std::collections::BTreeMap<String, String>,
     pub warnings: Vec<ComposeWarning>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -728,7 +748,9 @@ pub struct Service {
     /// Set on a release's copy of a service (it runs beside the service of the same name until the
     /// release is promoted or aborted; on the engine it is `<application>_r<revision>_<name>`).
     pub release_id: Option<Uuid>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<Uuid>,
@@ -762,8 +784,11 @@ pub struct Container {
     pub exit_code: Option<i32>,
     pub addresses: Vec<String>,
     pub host_ports: Vec<PublishedPort>,
+    #[serde(serialize_with = "timestamp::rfc3339_opt")]
     pub started_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -826,8 +851,11 @@ pub struct Job {
     pub percent: i32,
     pub attempts: i32,
     pub last_error: Option<String>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
+    #[serde(serialize_with = "timestamp::rfc3339_opt")]
     pub finished_at: Option<DateTime<Utc>>,
     /// The job's log, oldest first (only in `GET /jobs/{id}`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -836,6 +864,7 @@ pub struct Job {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobLogLine {
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub at: DateTime<Utc>,
     pub line: String,
 }
@@ -859,6 +888,7 @@ pub struct Event {
     /// Depends on `kind`. `service.updated` and `service.observed` carry the whole `Service` as
     /// `GET /api/v1/services/{id}` shows it; job events carry `job_id` and the job's `kind`.
     pub data: serde_json::Value,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub at: DateTime<Utc>,
 }
 
@@ -875,6 +905,7 @@ pub struct AuditEntry {
     pub outcome: String,
     pub status_code: i32,
     pub request_id: String,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub at: DateTime<Utc>,
 }
 
@@ -913,6 +944,7 @@ pub struct Route {
     pub endpoints: i64,
     /// What the routers have seen on this route.
     pub traffic: RouteTraffic,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -995,6 +1027,7 @@ pub struct DomainGrant {
     pub tenant_id: Uuid,
     /// `admin` for a grant; `dns` when the tenant proved the domain itself.
     pub proved_by: DomainProof,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -1011,7 +1044,9 @@ pub struct Domain {
     /// What the last check found, when it did not prove the domain.
     pub last_error: Option<String>,
     /// When the record was last looked up.
+    #[serde(serialize_with = "timestamp::rfc3339_opt")]
     pub checked_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -1118,8 +1153,11 @@ pub struct Release {
     pub services: Vec<ReleaseService>,
     /// What the routers saw the new revision answer.
     pub traffic: ReleaseTraffic,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
+    #[serde(serialize_with = "timestamp::rfc3339_opt")]
     pub finished_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<Uuid>,
@@ -1163,14 +1201,19 @@ pub struct Certificate {
     /// `pending` (being obtained), `issued` (served) or `failed` (see `message`; a renewal that failed
     /// leaves the issued certificate served until it expires).
     pub state: String,
+    #[serde(serialize_with = "timestamp::rfc3339_opt")]
     pub not_before: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "timestamp::rfc3339_opt")]
     pub not_after: Option<DateTime<Utc>>,
     /// The served certificate's serial number, hex.
     pub serial: String,
     pub message: String,
     /// When Berth last obtained it from the authority.
+    #[serde(serialize_with = "timestamp::rfc3339_opt")]
     pub renewed_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<Uuid>,
@@ -1201,7 +1244,9 @@ pub struct LoadBalancer {
     pub listeners: Vec<Listener>,
     /// Each listener's traffic through every router, by port (a few seconds behind).
     pub traffic: Vec<ListenerTraffic>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
