@@ -146,6 +146,7 @@ fn Shell() -> impl IntoView {
                     <Route path=path!("/users") view=pages::people::Users />
                     <Route path=path!("/audit") view=pages::people::Audit />
                     <Route path=path!("/admin/tenants/:id") view=pages::admin::TenantPage />
+                    <Route path=path!("/admin/routers") view=pages::admin::Routers />
                 </Routes>
             </main>
         </div>
@@ -178,6 +179,7 @@ fn admin_nav() -> impl IntoView {
     view! {
         <ul>
             <li><A href="/" exact=true>"Tenants"</A></li>
+            <li><A href="/admin/routers">"Routers"</A></li>
             <li><A href="/audit">"Audit log"</A></li>
             <li><A href="/tokens">"API tokens"</A></li>
         </ul>

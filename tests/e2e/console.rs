@@ -526,6 +526,19 @@ async fn admins_manage_tenants_people_and_the_audit_log() {
     b.click("#save-policy").await;
     b.wait_text("#admission-policy .notice", "Saved").await;
     b.survey("tenant").await;
+
+    // The routers at work and why one keeps an older route table (reported straight into the database:
+    // no router runs in this test; `routing::services_are_routed…` makes a real one fail).
+    use berth::routing::applied;
+    for name in ["edge-1@0.0.0.0:80", "edge-2@0.0.0.0:80"] {
+        applied::report(&app.db, name, applied::now(&app.db).await.unwrap()).await.unwrap();
+    }
+    applied::failed(&app.db, "edge-2@0.0.0.0:80", "HAProxy refuses the configuration: [ALERT] parsing").await.unwrap();
+    b.click("nav a[href='/admin/routers']").await;
+    b.wait_text("tr[data-router='edge-1@0.0.0.0:80']", "serving").await;
+    b.wait_text("tr[data-router='edge-2@0.0.0.0:80']", "failing").await;
+    b.wait_text("tr[data-router='edge-2@0.0.0.0:80']", "HAProxy refuses the configuration").await;
+    b.survey("routers").await;
     let a = admin().await;
     let tenants = app.get("/api/v1/admin/tenants", &a).await.body;
     let id =

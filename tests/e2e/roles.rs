@@ -250,6 +250,7 @@ fn cases() -> Vec<Case> {
         fresh(M::POST, "/api/v1/nodes/{fresh}/restart", Fresh::Node, ADMIN_WRITE_202),
         // platform administration
         case(M::GET, "/api/v1/admin/tenants", PLATFORM),
+        case(M::GET, "/api/v1/admin/routers", PLATFORM),
         with_body(
             M::POST,
             "/api/v1/admin/tenants",

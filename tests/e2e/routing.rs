@@ -125,6 +125,41 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
         *counts.entry(body).or_default() += 1;
     }
     assert_eq!(counts.values().copied().collect::<Vec<_>>(), [20, 20], "round robin over both tasks: {counts:?}");
+
+    // A route table HAProxy would refuse (a path the API never lets through, written straight into the
+    // database) never replaces the working one: the router keeps routing and tells operators why it
+    // is failing; once the route is right again it serves the newest table again.
+    let routers = |want: &'static str| {
+        let app = &app;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let r = app.get("/api/v1/admin/routers", &app.admin).await;
+                r.expect(StatusCode::OK);
+                let all = r.body.as_array().unwrap().clone();
+                if all.len() == 1 && all[0]["state"] == want {
+                    return all[0].clone();
+                }
+                assert!(Instant::now() < deadline, "the router is not {want}: {}", r.body);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(routers("serving").await["error"], json!(null));
+    let route_id: uuid::Uuid = route["id"].as_str().unwrap().parse().unwrap();
+    let set_path = |path: &'static str| {
+        let db = app.db.clone();
+        async move {
+            sqlx::query("UPDATE routes SET path_prefix = $2 WHERE id = $1").bind(route_id).bind(path).execute(&db).await.unwrap();
+        }
+    };
+    set_path("/x }").await;
+    let failing = routers("failing").await;
+    assert!(failing["error"].as_str().unwrap().contains("HAProxy refuses the configuration"), "{failing}");
+    let (status, body) = through(&http, &router, &host).await;
+    assert_eq!(status, 200, "the router still serves its last good table: {body}");
+    set_path("/").await;
+    assert_eq!(routers("serving").await["error"], json!(null));
     // The host is matched without its port and case-insensitively; other hosts have no route.
     let (status, _) = through(&http, &router, &format!("{}:{}", host.to_uppercase(), listen.port())).await;
     assert_eq!(status, 200);

@@ -269,4 +269,36 @@ async fn work_waits_for_every_router_at_work_to_serve_what_it_wrote() {
     caught_up.await.unwrap();
     assert!(behind.is_empty(), "{behind:?}");
     assert!(applied::behind(db, written).await.unwrap().is_empty(), "an older report does not move it back");
+
+    // A router that is alive but cannot apply the newest table holds the work, and operators see why;
+    // applying one again clears it. The one not seen for ten seconds is gone.
+    applied::failed(db, "new@127.0.0.1:2", "HAProxy refuses the configuration: [ALERT] …").await.unwrap();
+    let written = applied::now(db).await.unwrap();
+    assert_eq!(applied::behind(db, written).await.unwrap(), ["new@127.0.0.1:2"]);
+    let states = |body: &serde_json::Value| -> Vec<(String, String, serde_json::Value)> {
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["name"].as_str().unwrap().to_owned(), r["state"].as_str().unwrap().to_owned(), r["error"].clone()))
+            .collect()
+    };
+    let listed = app.get("/api/v1/admin/routers", &app.admin).await;
+    listed.expect(StatusCode::OK);
+    assert_eq!(
+        states(&listed.body),
+        [
+            ("new@127.0.0.1:2".into(), "failing".into(), json!("HAProxy refuses the configuration: [ALERT] …")),
+            ("old@127.0.0.1:1".into(), "gone".into(), json!(null)),
+        ]
+    );
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for line in ["berth_routers{state=\"serving\"} 0", "berth_routers{state=\"failing\"} 1", "berth_routers{state=\"gone\"} 1"] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in /metrics");
+    }
+    applied::report(db, "new@127.0.0.1:2", applied::now(db).await.unwrap()).await.unwrap();
+    let listed = app.get("/api/v1/admin/routers", &app.admin).await;
+    assert_eq!(states(&listed.body)[0], ("new@127.0.0.1:2".into(), "serving".into(), json!(null)));
+    // Tenants do not see the platform's routers.
+    let t = app.tenant("Curious").await;
+    app.get("/api/v1/admin/routers", &t.owner).await.problem(StatusCode::FORBIDDEN, "forbidden");
 }

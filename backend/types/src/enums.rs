@@ -89,6 +89,13 @@ string_enum! {
 }
 
 string_enum! {
+    /// A router's condition. `serving`: seen in the last ten seconds, serving the newest route table
+    /// it read. `failing`: seen lately, but keeping an older table because the newest could not be
+    /// applied (`error` says why). `gone`: not seen for ten seconds (it reports every two).
+    RouterState { Serving => "serving", Failing => "failing", Gone => "gone" }
+}
+
+string_enum! {
     /// Where a cluster's nodes come from.
     #[derive(Default)]
     Provider {
@@ -211,6 +218,7 @@ mod tests {
     fn wire_database_and_schema_spellings_agree() {
         check(Role::ALL);
         check(TenantStatus::ALL);
+        check(RouterState::ALL);
         check(Provider::ALL);
         check(ClusterStatus::ALL);
         check(NodeRole::ALL);

@@ -1191,6 +1191,23 @@ pub fn certificate_covers(name: &str, host: &str) -> bool {
             && name.strip_prefix("*.").is_some_and(|parent| host.split_once('.').is_some_and(|(_, rest)| rest == parent)))
 }
 
+/// A router at work or seen in the last day (`GET /api/v1/admin/routers`): an HAProxy that Berth
+/// keeps in step with the route table (`berth router`, or the one `berth serve` runs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Router {
+    /// The machine it runs on and the address it listens on (`host@address:port`).
+    pub name: String,
+    pub state: RouterState,
+    /// The database's time when the router began reading the newest route table it serves.
+    #[serde(serialize_with = "timestamp::rfc3339")]
+    pub applied_at: DateTime<Utc>,
+    /// When it last reported (every two seconds while it runs).
+    #[serde(serialize_with = "timestamp::rfc3339")]
+    pub seen_at: DateTime<Utc>,
+    /// Why it keeps serving an older table, while it does (HAProxy refused the new configuration, …).
+    pub error: Option<String>,
+}
+
 /// A TLS certificate the routers serve for `domain` (chosen by SNI).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Certificate {

@@ -1,6 +1,7 @@
-//! Platform administration: tenants (create, suspend and resume, quotas, admission policy).
+//! Platform administration: tenants (create, suspend and resume, quotas, admission policy) and the
+//! routers at work.
 
-use berth_types::{AdmissionPolicy, CreateTenant, CreatedTenant, Page, QuotaReport, Quotas, Tenant, TenantStatus};
+use berth_types::{AdmissionPolicy, CreateTenant, CreatedTenant, Page, QuotaReport, Quotas, Router, Tenant, TenantStatus};
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_params_map;
@@ -240,5 +241,48 @@ fn QuotaForm(id: Uuid, quotas: Quotas) -> impl IntoView {
                 {move || saved.get().then(|| view! { <p class="notice" role="status">"Saved."</p> })}
             </form>
         </section>
+    }
+}
+
+/// The routers Berth keeps in step with the route table: which serve the newest table, which keep an
+/// older one because the newest could not be applied (and why), which are gone. Reloaded every few
+/// seconds (routers report every two; nothing announces them on the event stream).
+#[component]
+pub fn Routers() -> impl IntoView {
+    let every = RwSignal::new(0u64);
+    if let Ok(handle) = set_interval_with_handle(move || every.update(|n| *n += 1), std::time::Duration::from_secs(5)) {
+        on_cleanup(move || handle.clear());
+    }
+    let routers = LocalResource::new(move || {
+        every.get();
+        api::get::<Vec<Router>>("/admin/routers")
+    });
+    view! {
+        <PageHeader title="Routers" />
+        <p class="muted">"Each router is an HAProxy that Berth keeps in step with the route table: "
+            <code>"berth router"</code>" on a machine of its own, or the one "<code>"berth serve"</code>" runs."</p>
+        {loaded(routers, move |list: Vec<Router>| {
+            if list.is_empty() {
+                return view! { <Empty>"No router has reported in the last day. Start one with "<code>"berth router"</code>"."</Empty> }.into_any();
+            }
+            let now = chrono::Utc::now();
+            view! {
+                <div class="table-wrap"><table class="table" id="routers">
+                    <thead><tr><th scope="col">"Router"</th><th scope="col">"State"</th><th scope="col">"Last seen"</th>
+                        <th scope="col">"Route table read at"</th><th scope="col">"Problem"</th></tr></thead>
+                    <tbody>
+                        {list.into_iter().map(|r| view! {
+                            <tr data-router=r.name.clone()>
+                                <td><code>{r.name.clone()}</code></td>
+                                <td><Badge status=r.state.as_str() /></td>
+                                <td>{format::ago(r.seen_at, now)}</td>
+                                <td>{format::time(r.applied_at)}</td>
+                                <td class="error-finding">{r.error.clone().unwrap_or_default()}</td>
+                            </tr>
+                        }).collect_view()}
+                    </tbody>
+                </table></div>
+            }.into_any()
+        })}
     }
 }

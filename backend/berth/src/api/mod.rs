@@ -107,6 +107,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(applications::my_policy))
         .routes(routes!(crate::routing::api::list, crate::routing::api::create))
         .routes(routes!(crate::routing::api::get, crate::routing::api::update, crate::routing::api::delete))
+        .routes(routes!(crate::routing::api::list_routers))
         .routes(routes!(crate::custom_domains::api::list_domains, crate::custom_domains::api::claim_domain))
         .routes(routes!(crate::custom_domains::api::verify_domain))
         .routes(routes!(crate::custom_domains::api::delete_domain))

@@ -51,11 +51,27 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
     routes_traffic(&state, &mut out).await;
     balancers_traffic(&state, &mut out).await;
+    routers(&state, &mut out).await;
     let pool = &state.system;
     let _ = writeln!(out, "# HELP berth_db_connections Database pool connections.\n# TYPE berth_db_connections gauge");
     let _ = writeln!(out, "berth_db_connections{{state=\"open\"}} {}", pool.size());
     let _ = writeln!(out, "berth_db_connections{{state=\"idle\"}} {}", pool.num_idle());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// How many routers serve, fail to apply the newest route table, or are gone (seen in the last day).
+async fn routers(state: &AppState, out: &mut String) {
+    let routers = match crate::routing::applied::list(&state.system).await {
+        Ok(routers) => routers,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the routers for /metrics");
+            return;
+        }
+    };
+    let _ = writeln!(out, "# HELP berth_routers Routers seen in the last day, by state.\n# TYPE berth_routers gauge");
+    for s in berth_types::RouterState::ALL {
+        let _ = writeln!(out, "berth_routers{{state=\"{s}\"}} {}", routers.iter().filter(|r| r.state == *s).count());
+    }
 }
 
 /// Per-route traffic through every router (`route_traffic`), as counters and gauges.

@@ -1,6 +1,7 @@
 //! `/api/v1/routes`: the routes of the caller's tenant, each with the URL it answers at and how many
 //! running tasks serve it. Routes come from deploys (default domains, Compose labels) and from
-//! integrators (custom domains, routed once the tenant holds the domain: see `custom_domains`).
+//! integrators (custom domains, routed once the tenant holds the domain: see `custom_domains`). And
+//! `/api/v1/admin/routers`: the routers at work, for platform admins.
 
 use axum::Json;
 use axum::extract::State;
@@ -169,4 +170,14 @@ pub async fn delete(mut db: TenantDb, me: Principal, audit: Audit, ApiPath(id): 
     tx.commit().await?;
     audit.record("route.delete", "route", id);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Every router seen in the last day, by name: whether each serves the newest route table, keeps an
+/// older one because the newest could not be applied (and why), or is gone.
+#[utoipa::path(get, path = "/api/v1/admin/routers", tag = "admin",
+    responses((status = 200, body = Vec<berth_types::Router>), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn list_routers(State(state): State<AppState>, me: Principal) -> ApiResult<Json<Vec<berth_types::Router>>> {
+    me.require_platform_admin()?;
+    Ok(Json(super::applied::list(&state.system).await?))
 }

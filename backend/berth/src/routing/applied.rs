@@ -1,9 +1,10 @@
 //! How far each router has followed the route table (`routers`), for work that must know a change
-//! is served before going on: an ACME authority checks an HTTP-01 challenge once, so the challenge
-//! must be on every router first.
+//! is served before going on (an ACME authority checks an HTTP-01 challenge once, so the challenge
+//! must be on every router first), and for operators: which routers serve, fail or are gone.
 
 use std::time::Duration;
 
+use berth_types::{Router, RouterState};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
@@ -21,13 +22,55 @@ pub async fn report(db: &PgPool, name: &str, read_at: DateTime<Utc>) -> sqlx::Re
     sqlx::query(
         "WITH gone AS (DELETE FROM routers WHERE seen_at < now() - interval '1 day')
          INSERT INTO routers (name, applied_at, seen_at) VALUES ($1, $2, now())
-         ON CONFLICT (name) DO UPDATE SET applied_at = greatest(routers.applied_at, excluded.applied_at), seen_at = now()",
+         ON CONFLICT (name) DO UPDATE
+            SET applied_at = greatest(routers.applied_at, excluded.applied_at), seen_at = now(), error = NULL",
     )
     .bind(name)
     .bind(read_at)
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// Records that router `name` is alive but could not apply the newest table, and why: it keeps
+/// serving the one it had, so work waiting for the newest one keeps waiting for it. A router that
+/// never served has nothing to record.
+pub async fn failed(db: &PgPool, name: &str, error: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE routers SET seen_at = now(), error = $2 WHERE name = $1").bind(name).bind(error).execute(db).await?;
+    Ok(())
+}
+
+/// Every router seen in the last day, by name.
+pub async fn list(db: &PgPool) -> sqlx::Result<Vec<Router>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        name: String,
+        applied_at: DateTime<Utc>,
+        seen_at: DateTime<Utc>,
+        error: Option<String>,
+        at_work: bool,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT name, applied_at, seen_at, error, seen_at > now() - make_interval(secs => $1) AS at_work
+           FROM routers ORDER BY name",
+    )
+    .bind(GONE_AFTER_SECS)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Router {
+            state: match (r.at_work, &r.error) {
+                (false, _) => RouterState::Gone,
+                (true, Some(_)) => RouterState::Failing,
+                (true, None) => RouterState::Serving,
+            },
+            name: r.name,
+            applied_at: r.applied_at,
+            seen_at: r.seen_at,
+            error: r.error,
+        })
+        .collect())
 }
 
 /// The routers at work that do not serve yet what was written before `since`.

@@ -218,7 +218,13 @@ async fn serve(
                 }
                 report(db, &name, read_at).await;
             }
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "router kept HAProxy's current configuration"),
+            Err(e) => {
+                let error = format!("{e:#}");
+                tracing::warn!(%error, "router kept HAProxy's current configuration");
+                if let Err(e) = applied::failed(db, &name, &error).await {
+                    tracing::warn!(error = %e, "router could not report its failure");
+                }
+            }
         }
     }
 }
