@@ -43,6 +43,16 @@ pub fn act<T: 'static>(
     });
 }
 
+/// A count that moves every `period` while the calling component lives: a resource that reads it
+/// reloads on that beat (for what changes without an event, such as traffic the routers report).
+pub fn every(period: std::time::Duration) -> RwSignal<u64> {
+    let beat = RwSignal::new(0u64);
+    if let Ok(handle) = set_interval_with_handle(move || beat.update(|n| *n += 1), period) {
+        on_cleanup(move || handle.clear());
+    }
+    beat
+}
+
 #[component]
 pub fn Loading() -> impl IntoView {
     view! { <p class="loading" role="status">"Loading…"</p> }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::pages::dashboard::QuotaUsage;
 
 use crate::api::{self, ApiError};
-use crate::components::{Badge, Empty, MaybeError, PageHeader, act, loaded};
+use crate::components::{Badge, Empty, MaybeError, PageHeader, act, every, loaded};
 use crate::format;
 
 #[component]
@@ -249,12 +249,9 @@ fn QuotaForm(id: Uuid, quotas: Quotas) -> impl IntoView {
 /// seconds (routers report every two; nothing announces them on the event stream).
 #[component]
 pub fn Routers() -> impl IntoView {
-    let every = RwSignal::new(0u64);
-    if let Ok(handle) = set_interval_with_handle(move || every.update(|n| *n += 1), std::time::Duration::from_secs(5)) {
-        on_cleanup(move || handle.clear());
-    }
+    let tick = every(std::time::Duration::from_secs(5));
     let routers = LocalResource::new(move || {
-        every.get();
+        tick.get();
         api::get::<Vec<Router>>("/admin/routers")
     });
     view! {

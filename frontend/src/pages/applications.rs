@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::api::{self, ApiError};
 use crate::app::session;
-use crate::components::{Badge, Empty, ErrorBox, Loading, MaybeError, PageHeader, TypedConfirm, act, loaded};
+use crate::components::{Badge, Empty, ErrorBox, Loading, MaybeError, PageHeader, TypedConfirm, act, every, loaded};
 use crate::format;
 use crate::live;
 
@@ -158,13 +158,10 @@ pub fn ApplicationPage() -> impl IntoView {
         current().is_some_and(|id| about(id, e)) && (!about_one_service(e) || routed_service)
     });
     // Traffic moves without events: the routers report it every few seconds.
-    let every = RwSignal::new(0u64);
-    if let Ok(handle) = set_interval_with_handle(move || every.update(|n| *n += 1), std::time::Duration::from_secs(5)) {
-        on_cleanup(move || handle.clear());
-    }
+    let tick = every(std::time::Duration::from_secs(5));
     let routes = LocalResource::new(move || {
         observed.get();
-        every.get();
+        tick.get();
         let id = id();
         async move {
             let id = id.ok_or_else(not_found)?;

@@ -12,22 +12,19 @@ use uuid::Uuid;
 
 use crate::api::{self, ApiError};
 use crate::app::session;
-use crate::components::{Badge, Empty, MaybeError, act, loaded};
+use crate::components::{Badge, Empty, MaybeError, act, every, loaded};
 use crate::format;
 
 /// The releases of application `id` (newest first) and its current revision, reloaded when `changed`
 /// moves and every few seconds (the copies' traffic moves without events).
 #[component]
 pub fn Releases(id: Uuid, changed: RwSignal<u64>) -> impl IntoView {
-    let every = RwSignal::new(0u64);
-    if let Ok(handle) = set_interval_with_handle(move || every.update(|n| *n += 1), std::time::Duration::from_secs(5)) {
-        on_cleanup(move || handle.clear());
-    }
+    let tick = every(std::time::Duration::from_secs(5));
     let acted = RwSignal::new(0u64);
     let releases = LocalResource::new(move || {
         changed.get();
         acted.get();
-        every.get();
+        tick.get();
         async move {
             let mut all = api::get::<Page<Release>>(&format!("/applications/{id}/releases?limit=500")).await?.items;
             all.reverse();

@@ -6,7 +6,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use berth_types::{CreateRoute, Page, Problem, Role, Route, RouteOptions};
+use berth_types::{CreateRoute, Page, Problem, Role, Route, RouteOptions, Router};
 use uuid::Uuid;
 
 use super::declare;
@@ -175,9 +175,9 @@ pub async fn delete(mut db: TenantDb, me: Principal, audit: Audit, ApiPath(id): 
 /// Every router seen in the last day, by name: whether each serves the newest route table, keeps an
 /// older one because the newest could not be applied (and why), or is gone.
 #[utoipa::path(get, path = "/api/v1/admin/routers", tag = "admin",
-    responses((status = 200, body = Vec<berth_types::Router>), (status = 401, body = Problem), (status = 403, body = Problem)),
+    responses((status = 200, body = Vec<Router>), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
-pub async fn list_routers(State(state): State<AppState>, me: Principal) -> ApiResult<Json<Vec<berth_types::Router>>> {
+pub async fn list_routers(State(state): State<AppState>, me: Principal) -> ApiResult<Json<Vec<Router>>> {
     me.require_platform_admin()?;
     Ok(Json(super::applied::list(&state.system).await?))
 }
