@@ -4,7 +4,7 @@
 //! or a link sent to a colleague opens the same page; when there is no session yet, the login form
 //! takes its place and the page follows once signed in.
 
-use berth_types::{Me, Role};
+use berth_types::{Me, Role, RouterState};
 use leptos::prelude::*;
 use leptos_router::components::{A, Route, Router, Routes};
 use leptos_router::path;
@@ -175,11 +175,43 @@ fn tenant_nav(session: Session) -> impl IntoView {
     }
 }
 
+/// Beside the Routers link on every page: how many routers are failing (keeping an older route table)
+/// or gone (no longer reporting), so an operator notices without opening the page. Read every 15 s
+/// and on each navigation.
+#[component]
+fn RoutersAttention() -> impl IntoView {
+    let tick = crate::components::every(std::time::Duration::from_secs(15));
+    let location = leptos_router::hooks::use_location();
+    let routers = LocalResource::new(move || {
+        tick.track();
+        location.pathname.track();
+        api::get::<Vec<berth_types::Router>>("/admin/routers")
+    });
+    let counts = Memo::new(move |_| {
+        routers.get().and_then(Result::ok).map(|list| {
+            let count = |state: RouterState| list.iter().filter(|r| r.state == state).count();
+            (count(RouterState::Failing), count(RouterState::Gone))
+        })
+    });
+    move || {
+        let (failing, gone) = counts.get().unwrap_or_default();
+        (failing + gone > 0).then(|| {
+            let said = match (failing, gone) {
+                (f, 0) => format!("{f} failing"),
+                (0, g) => format!("{g} gone"),
+                (f, g) => format!("{f} failing, {g} gone"),
+            };
+            let class = if failing > 0 { "attention badge badge-failing" } else { "attention badge badge-gone" };
+            view! { " " <span class=class>{said}</span> }
+        })
+    }
+}
+
 fn admin_nav() -> impl IntoView {
     view! {
         <ul>
             <li><A href="/" exact=true>"Tenants"</A></li>
-            <li><A href="/admin/routers">"Routers"</A></li>
+            <li><A href="/admin/routers">"Routers"<RoutersAttention /></A></li>
             <li><A href="/audit">"Audit log"</A></li>
             <li><A href="/tokens">"API tokens"</A></li>
         </ul>

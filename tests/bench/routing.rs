@@ -184,6 +184,8 @@ async fn main() {
     ports: [{target: 8080, mode: host}]
     deploy:
       replicas: 4
+      # Swarm's default, declared: Berth would otherwise roll this routed service start-first.
+      update_config: {order: stop-first}
       resources: {limits: {memory: 32M}}
 "#;
     let r = app

@@ -538,6 +538,8 @@ async fn admins_manage_tenants_people_and_the_audit_log() {
     b.wait_text("tr[data-router='edge-1@0.0.0.0:80']", "serving").await;
     b.wait_text("tr[data-router='edge-2@0.0.0.0:80']", "failing").await;
     b.wait_text("tr[data-router='edge-2@0.0.0.0:80']", "HAProxy refuses the configuration").await;
+    // Every page's navigation says so too, beside the Routers link.
+    b.wait_text("nav a[href='/admin/routers'] .attention", "1 failing").await;
     b.survey("routers").await;
     let a = admin().await;
     let tenants = app.get("/api/v1/admin/tenants", &a).await.body;

@@ -353,9 +353,12 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
     let total: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(total >= i64::from(ok), "{line}");
 
-    // A second router, for this cluster only, builds the same table from Berth and serves at once.
+    // A second router, for this cluster only, builds the same table from Berth and serves at once. It
+    // has a name of its own (BERTH_ROUTER_NAME), as two machines with one host name behind address
+    // translation would need.
     let second_listen = std::net::SocketAddr::new([127, 0, 0, 1].into(), berth_tests::free_port_on([127, 0, 0, 1].into()));
-    let second = TestRouter::start_scoped(&app.db, second_listen, berth::routing::table::Scope::Clusters(vec![real.id])).await;
+    let scope = berth::routing::table::Scope::Clusters(vec![real.id]);
+    let second = TestRouter::start_as(&app.db, second_listen, None, scope, Some("edge-2")).await;
     let everyone: BTreeSet<String> = running_slots(&app, &service).await.values().map(|s| format!("web-{s}")).collect();
     let mut seen = BTreeSet::new();
     for _ in 0..16 {
@@ -364,6 +367,16 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
         seen.insert(body);
     }
     assert_eq!(seen, everyone, "the second router balances over every task at once");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let routers = app.get("/api/v1/admin/routers", &app.admin).await.body;
+        let named = routers.as_array().unwrap().iter().find(|r| r["name"] == "edge-2").map(|r| r["state"].clone());
+        if named == Some(json!("serving")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the second router is not listed as edge-2, serving: {routers}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // The first router stops; under steady load through the second, a task's container is killed and
     // then a whole node: no request fails (a dead task's requests are retried on another one).
@@ -559,6 +572,7 @@ async fn a_configuration_haproxy_refuses_never_replaces_a_working_one() {
         dir: dir.clone(),
         listen: "127.0.0.1:18999".parse().unwrap(),
         tls_listen: None,
+        name: None,
     };
     let backend = |domain: &str| Backend {
         route: uuid::Uuid::now_v7(),
@@ -594,7 +608,7 @@ async fn reloads_fail_no_request_of_a_keep_alive_client() {
     use berth::routing::table::Table;
     let dir = berth_tests::temp_data_dir("berth-router-reload");
     let listen: std::net::SocketAddr = format!("127.0.0.1:{}", berth_tests::free_port_on([127, 0, 0, 1].into())).parse().unwrap();
-    let setup = berth::routing::haproxy::Setup { bin: "haproxy".into(), dir: dir.clone(), listen, tls_listen: None };
+    let setup = berth::routing::haproxy::Setup { bin: "haproxy".into(), dir: dir.clone(), listen, tls_listen: None, name: None };
     let table = Table::default();
     let mut haproxy = berth::routing::haproxy::Haproxy::start(&setup, &table).await.unwrap();
     // One connection, reused for every request, as a browser or an upstream proxy would.
@@ -629,7 +643,7 @@ async fn reloads_fail_no_request_of_a_keep_alive_client() {
     );
 }
 
-/// A rolling update `start-first`: each old task leaves the rotation as soon as its replacement is
+/// A rolling update `start-first` (Berth's default for a routed service): each old task leaves the rotation as soon as its replacement is
 /// scheduled, so the requests it serves finish before Swarm stops it. Slow POSTs, which no proxy may
 /// retry on another task, run through the whole update: none fails (draining only once Swarm decides
 /// to stop a task, as before, lost 3 to 6 of about 170 in this test).
@@ -657,10 +671,20 @@ async fn a_rolling_update_drains_each_replaced_task_before_swarm_stops_it() {
       - {source: slow, target: /www/cgi-bin/slow, mode: 0555}
     deploy:
       replicas: 2
-      update_config: {parallelism: 1, order: start-first, delay: 1s}
+      # No order: Berth rolls a routed service start-first unless told otherwise.
+      update_config: {parallelism: 1, delay: 1s}
+      resources: {limits: {memory: 32M}}
+  ledger:
+    image: ${IMAGE}
+    command: ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/data"]
+    ports: ["8080"]
+    volumes: ["ledger:/data"]
+    deploy:
       resources: {limits: {memory: 32M}}
 configs:
   slow: {file: ./slow.sh}
+volumes:
+  ledger: {}
 "#;
     let script = "#!/bin/busybox sh\n/bin/busybox cat > /dev/null\n/bin/busybox sleep 0.5\necho 'Content-Type: text/plain'\necho\n/bin/busybox cat /marker\n";
     let deployed = app
@@ -673,11 +697,21 @@ configs:
         .await;
     deployed.expect(StatusCode::ACCEPTED);
     let application = deployed.id();
-    let routes = app.get(&format!("/api/v1/routes?application_id={application}"), &t.owner).await.body;
-    let (route, service) =
-        (routes["items"][0]["id"].as_str().unwrap().to_owned(), routes["items"][0]["service_id"].as_str().unwrap().to_owned());
-    app.wait_for(&t.owner, &format!("/api/v1/routes/{route}"), Duration::from_secs(90), |r| r["endpoints"] == 2).await;
     let host = format!("api.orders.{}.apps.localhost", t.slug);
+    let routes = app.get(&format!("/api/v1/routes?application_id={application}"), &t.owner).await.body;
+    let api = routes["items"].as_array().unwrap().iter().find(|r| r["domain"] == host.as_str()).expect("the api's route");
+    let (route, service) = (api["id"].as_str().unwrap().to_owned(), api["service_id"].as_str().unwrap().to_owned());
+    app.wait_for(&t.owner, &format!("/api/v1/routes/{route}"), Duration::from_secs(90), |r| r["endpoints"] == 2).await;
+    // The engine got the default; a service keeping data in a volume kept Swarm's (stop-first), since
+    // two copies of it must not share the volume.
+    let orders = |service: &str| {
+        real.cli.ok(
+            &real.manager,
+            &["service", "inspect", "--format", "{{.Spec.UpdateConfig.Order}} {{.Spec.RollbackConfig.Order}}", service],
+        )
+    };
+    assert_eq!(orders("orders_api").trim(), "start-first start-first");
+    assert_eq!(orders("orders_ledger").trim(), "stop-first stop-first", "Swarm's default, which it spells out");
 
     // Six clients, each posting one order after another, through the whole update.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -714,7 +748,7 @@ configs:
         answers.extend(a);
         failed.extend(f);
     }
-    println!("slow POSTs through a start-first update of 2 tasks: {} answered, {} failed", answers.len(), failed.len());
+    println!("slow POSTs through a default (start-first) update of 2 tasks: {} answered, {} failed", answers.len(), failed.len());
     assert!(failed.is_empty(), "orders lost during the update: {failed:?}");
     assert!(answers.iter().any(|a| a.trim() == "v1") && answers.iter().any(|a| a.trim() == "v2"), "{answers:?}");
     assert!(answers.len() >= 60, "too few orders to prove anything: {}", answers.len());

@@ -222,6 +222,7 @@ pub fn serve_config(max_body: usize) -> ServeConfig {
             apps_domain: "apps.localhost".into(),
             router: berth::routing::RouterMode::Off,
             router_listen: "127.0.0.1:8000".parse().unwrap(),
+            router_name: None,
             haproxy_bin: "haproxy".into(),
             router_tls_listen: "off".into(),
             // Tests take free ports wherever they are.
@@ -272,8 +273,20 @@ impl TestRouter {
         tls_listen: Option<std::net::SocketAddr>,
         scope: berth::routing::table::Scope,
     ) -> TestRouter {
+        Self::start_as(db, listen, tls_listen, scope, None).await
+    }
+
+    /// A router reporting under `name` (`BERTH_ROUTER_NAME`) instead of host name and address.
+    pub async fn start_as(
+        db: &PgPool,
+        listen: std::net::SocketAddr,
+        tls_listen: Option<std::net::SocketAddr>,
+        scope: berth::routing::table::Scope,
+        name: Option<&str>,
+    ) -> TestRouter {
         let dir = temp_data_dir("berth-router");
-        let setup = berth::routing::haproxy::Setup { bin: "haproxy".into(), dir: dir.clone(), listen, tls_listen };
+        let name = name.map(str::to_owned);
+        let setup = berth::routing::haproxy::Setup { bin: "haproxy".into(), dir: dir.clone(), listen, tls_listen, name };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let keys = berth::crypto::Keys::from_secret(SECRET).unwrap();
         tokio::spawn(berth::routing::router::run(db.clone(), setup, scope, keys, stopped));

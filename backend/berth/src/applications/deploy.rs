@@ -228,7 +228,9 @@ pub(crate) async fn apply_service(
     let image = &stack.project.services[key].image;
     let auth = registry_auth(&ctx.db, env, app, image).await?;
     let mut spec = stack.service(key, ids);
-    crate::routing::ports::publish_routed(&mut spec, &crate::routing::declare::exposed_ports(&stack.project.services[key]));
+    let routed = crate::routing::declare::exposed_ports(&stack.project.services[key]);
+    crate::routing::ports::publish_routed(&mut spec, &routed);
+    crate::routing::rollout::start_first_by_default(&mut spec, !routed.is_empty());
     let existing = match target {
         Applied::Own(existing) => existing,
         Applied::Copy { release, stack: copy_stack, existing } => {

@@ -24,6 +24,8 @@ pub struct Setup {
     pub listen: std::net::SocketAddr,
     /// Where it serves HTTPS (`None`: plain HTTP only).
     pub tls_listen: Option<std::net::SocketAddr>,
+    /// The name it reports under (`BERTH_ROUTER_NAME`); `None`: host name and listen address.
+    pub name: Option<String>,
 }
 
 impl Setup {

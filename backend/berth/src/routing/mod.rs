@@ -1,7 +1,8 @@
 //! Routing: every service reachable by name through a router Berth keeps in step with the cluster.
 //! One home for the capability:
 //! - `declare` — the routes a Compose file declares (default domains, `berth.routing.port_<N>` labels);
-//! - `ports` — the host-mode port each routed target gets on every task;
+//! - `ports` — the host-mode port each routed target gets on every task; `rollout` — routed services
+//!   replace their tasks `start-first` unless declared otherwise;
 //! - `store` — the `routes` rows a revision writes, and reading them for the API; `api` — `/routes`;
 //! - `table` — the route table as a router reads it (backends and their servers);
 //! - `haproxy_config` — HAProxy's configuration rendered from the table; `haproxy` — the process,
@@ -21,6 +22,7 @@ pub mod declare;
 pub mod haproxy;
 pub mod haproxy_config;
 pub mod ports;
+pub mod rollout;
 pub mod router;
 pub mod store;
 pub mod table;
@@ -51,6 +53,12 @@ pub struct RoutingConfig {
     /// Where the router takes requests for services.
     #[arg(long, env = "BERTH_ROUTER_LISTEN", default_value = "127.0.0.1:8000")]
     pub router_listen: SocketAddr,
+
+    /// How this router names itself to operators (`GET /admin/routers`) and in the traffic it reports.
+    /// Default: the machine's host name and the listen address. Give each router its own name where
+    /// two could share both (machines with the same host name behind address translation).
+    #[arg(long, env = "BERTH_ROUTER_NAME")]
+    pub router_name: Option<String>,
 
     /// The HAProxy program (Debian's `haproxy`, 2.6).
     #[arg(long, env = "BERTH_HAPROXY_BIN", default_value = "haproxy")]
@@ -168,7 +176,14 @@ pub async fn preflight(cfg: &RoutingConfig, data_dir: &std::path::Path) -> anyho
         );
     }
     let dir = std::path::absolute(data_dir.join("router")).context("the router's directory")?;
-    Ok(haproxy::Setup { bin: cfg.haproxy_bin.clone(), dir, listen: cfg.router_listen, tls_listen })
+    let name = cfg.router_name.as_deref().map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned);
+    if let Some(name) = &name {
+        anyhow::ensure!(
+            name.len() <= 200 && !name.chars().any(char::is_control),
+            "BERTH_ROUTER_NAME: at most 200 characters, none of them control characters"
+        );
+    }
+    Ok(haproxy::Setup { bin: cfg.haproxy_bin.clone(), dir, listen: cfg.router_listen, tls_listen, name })
 }
 
 /// `berth router`: a router on its own, against the shared database, until SIGINT/SIGTERM.
@@ -208,6 +223,7 @@ mod tests {
             apps_domain: "apps.localhost".into(),
             router: RouterMode::On,
             router_listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            router_name: None,
             haproxy_bin: "haproxy".into(),
             router_tls_listen: "off".into(),
             lb_ports: "20000-20999".into(),
@@ -216,6 +232,12 @@ mod tests {
         let setup = preflight(&cfg, std::path::Path::new("./.berth")).await.unwrap();
         assert!(setup.dir.is_absolute(), "{}", setup.dir.display());
         assert!(setup.dir.ends_with(".berth/router"), "{}", setup.dir.display());
+        assert_eq!(setup.name, None, "unnamed: host name and address");
+        let named = RoutingConfig { router_name: Some(" edge-1 ".into()), ..cfg.clone() };
+        assert_eq!(preflight(&named, std::path::Path::new("/tmp")).await.unwrap().name.as_deref(), Some("edge-1"));
+        let control = RoutingConfig { router_name: Some("edge\n1".into()), ..cfg.clone() };
+        let err = preflight(&control, std::path::Path::new("/tmp")).await.unwrap_err();
+        assert!(format!("{err:#}").contains("BERTH_ROUTER_NAME"), "{err:#}");
         let bad = RoutingConfig { apps_domain: "localhost".into(), ..cfg };
         let err = preflight(&bad, std::path::Path::new("/tmp")).await.unwrap_err();
         assert!(format!("{err:#}").contains("BERTH_APPS_DOMAIN `localhost`"), "{err:#}");

@@ -236,8 +236,12 @@ async fn report(db: &PgPool, name: &str, read_at: chrono::DateTime<chrono::Utc>)
     }
 }
 
-/// How this router names itself in `route_traffic` and `routers`: the machine and the address it listens on.
+/// How this router names itself in `route_traffic` and `routers`: as configured, or the machine and
+/// the address it listens on.
 fn router_name(setup: &Setup) -> String {
+    if let Some(name) = &setup.name {
+        return name.clone();
+    }
     let host =
         std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "router".into());
     format!("{host}@{}", setup.listen)
