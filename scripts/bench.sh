@@ -113,11 +113,24 @@ pgb() { # protocol script [PGOPTIONS]
   PGOPTIONS="${3:-}" "$PGBIN/pgbench" -h "$DATA/run" -U berth -n -M "$1" -c 16 -j 2 -T "$SECS" -f "$2" berth 2>/dev/null |
     awk '/^tps/ {print int($3)}'
 }
-PG_SIMPLE=$(pgb simple "$DATA/read-path.sql")
+# The ratio is taken over READ_ROUNDS rounds (default 5), each a list run right before a pgbench run, so
+# both sides of a round meet the same load from whatever else shares this machine; single runs of
+# either side vary by 10% from minute to minute here.
+ROUNDS=${READ_ROUNDS:-5}
+: >"$DATA/rounds"
+for _ in $(seq 1 "$ROUNDS"); do
+  line=$(wrk -t2 -c16 -d"${SECS}s" --timeout 5s -s "$DATA/list.lua" "$BASE/api/v1/templates?limit=100" | grep '^RESULT')
+  read -r _ list _ <<<"$line"
+  echo "$list $(pgb simple "$DATA/read-path.sql")" >>"$DATA/rounds"
+done
 PG_PREPARED=$(pgb prepared "$DATA/read-path.sql")
 PAGE_OWNER=$(pgb prepared "$DATA/page.sql")
 PAGE_RLS=$(pgb prepared "$DATA/page.sql" "-c role=berth_tenant")
-LIST16=$(awk '$2=="/api/v1/templates" && $3=="(100)" && $4==16 {print $5}' "$DATA/rps")
+# Medians of the rounds; the ratio is the median of the rounds' own ratios.
+median() { sort -n | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : int((v[NR/2]+v[NR/2+1])/2)}'; }
+LIST16=$(awk '{print $1}' "$DATA/rounds" | median)
+PG_SIMPLE=$(awk '{print $2}' "$DATA/rounds" | median)
+RATIO=$(awk '{printf "%.3f\n", $1/$2}' "$DATA/rounds" | sort -n | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}')
 
 for c in 1 16 64; do
   sed "s/b-[0-9]*-/b-c$c-/" "$DATA/create.lua" >"$DATA/create-$c.lua"
@@ -131,11 +144,15 @@ for c in 1 16 64; do
 done
 echo "server peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER_PID/status)"
 echo
-echo "| read path at 16 clients                                  | per second |"
+echo "| round | berth list, c=16 (req/s) | pgbench simple, c=16 (tx/s) | ratio |"
+echo "|-------|--------------------------|-----------------------------|-------|"
+awk '{printf "| %5d | %24s | %27s | %5.2f |\n", NR, $1, $2, $1/$2}' "$DATA/rounds"
+echo
+echo "| read path at 16 clients (medians of the rounds above)    | per second |"
 echo "|----------------------------------------------------------|------------|"
 printf '| %-56s | %10s |\n' "berth: GET /api/v1/templates?limit=100 (req/s)" "$LIST16"
 printf '| %-56s | %10s |\n' "pgbench, caller's row + page, simple protocol (tx/s)" "$PG_SIMPLE"
 printf '| %-56s | %10s |\n' "pgbench, caller's row + page, prepared (tx/s)" "$PG_PREPARED"
 printf '| %-56s | %10s |\n' "pgbench, scope + page as the table owner, no RLS (tx/s)" "$PAGE_OWNER"
 printf '| %-56s | %10s |\n' "pgbench, scope + page as berth_tenant under RLS (tx/s)" "$PAGE_RLS"
-python3 -c "print(f'berth list / pgbench (simple protocol): {$LIST16/$PG_SIMPLE:.2f}'); print(f'berth list / pgbench (prepared): {$LIST16/$PG_PREPARED:.2f}'); print(f'page under RLS / page as owner: {$PAGE_RLS/$PAGE_OWNER:.2f}')"
+python3 -c "print(f'berth list / pgbench (simple protocol), median of the rounds: {$RATIO:.2f}'); print(f'berth list / pgbench (prepared): {$LIST16/$PG_PREPARED:.2f}'); print(f'page under RLS / page as owner: {$PAGE_RLS/$PAGE_OWNER:.2f}')"
