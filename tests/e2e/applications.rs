@@ -740,17 +740,23 @@ fn assert_same_stacks(cli: &Docker, engine: &str, ours: &str, theirs: &str, file
                 }
             }
             if kind == "service" {
-                without_routing_ports(&mut a, &b);
+                without_routing_extensions(&mut a, &b);
             }
             assert_eq!(a, b, "{file}: {kind} {name}: Berth's (left) differs from docker stack deploy's (right)");
         }
     }
 }
 
-/// Sets aside Berth's one documented extension of a service's spec: a host-mode TCP port with no fixed
-/// published port for each exposed target (what its router reaches tasks at), when the CLI's spec
-/// does not have that port.
-fn without_routing_ports(ours: &mut Value, theirs: &Value) {
+/// Sets aside Berth's two documented extensions of a service's spec (README's routing section): a
+/// host-mode TCP port with no fixed published port for each exposed target (what its router reaches
+/// tasks at), when the CLI's spec does not have that port; and `start-first` where the file declares no
+/// order and the engine's default is `stop-first` (only the order: every other field must agree).
+fn without_routing_extensions(ours: &mut Value, theirs: &Value) {
+    for config in ["UpdateConfig", "RollbackConfig"] {
+        if ours["Spec"][config]["Order"] == "start-first" && theirs["Spec"][config]["Order"] == "stop-first" {
+            ours["Spec"][config]["Order"] = "stop-first".into();
+        }
+    }
     let theirs_ports = theirs["Spec"]["EndpointSpec"]["Ports"].as_array().cloned().unwrap_or_default();
     let Some(endpoint) = ours["Spec"]["EndpointSpec"].as_object_mut() else { return };
     let Some(ports) = endpoint.get_mut("Ports").and_then(Value::as_array_mut) else { return };
