@@ -94,6 +94,28 @@ mod tests {
         }
     }
 
+    fn with_mount(typ: MountType) -> ServiceSpec {
+        let mut spec = replicated();
+        spec.task_template.as_mut().unwrap().container_spec.as_mut().unwrap().mounts =
+            Some(vec![Mount { typ: Some(typ), ..Default::default() }]);
+        spec
+    }
+
+    /// Published in host mode on `published` (0: a port the engine picks per task).
+    fn with_host_port(published: i64) -> ServiceSpec {
+        let mut spec = replicated();
+        spec.endpoint_spec = Some(EndpointSpec {
+            ports: Some(vec![EndpointPortConfig {
+                target_port: Some(80),
+                published_port: Some(published),
+                publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        spec
+    }
+
     fn orders(spec: &ServiceSpec) -> (Option<ServiceSpecUpdateConfigOrderEnum>, Option<ServiceSpecRollbackConfigOrderEnum>) {
         (spec.update_config.as_ref().and_then(|u| u.order), spec.rollback_config.as_ref().and_then(|r| r.order))
     }
@@ -136,24 +158,11 @@ mod tests {
         let unrouted = replicated();
         let mut global = replicated();
         global.mode = Some(ServiceSpecMode { global: Some(Default::default()), ..Default::default() });
-        let mut volume = replicated();
-        volume.task_template.as_mut().unwrap().container_spec.as_mut().unwrap().mounts =
-            Some(vec![Mount { typ: Some(MountType::VOLUME), ..Default::default() }]);
-        let mut bind = replicated();
-        bind.task_template.as_mut().unwrap().container_spec.as_mut().unwrap().mounts =
-            Some(vec![Mount { typ: Some(MountType::BIND), ..Default::default() }]);
+        let volume = with_mount(MountType::VOLUME);
+        let bind = with_mount(MountType::BIND);
         let mut limited = replicated();
         limited.task_template.as_mut().unwrap().placement.as_mut().unwrap().max_replicas = Some(1);
-        let mut fixed_port = replicated();
-        fixed_port.endpoint_spec = Some(EndpointSpec {
-            ports: Some(vec![EndpointPortConfig {
-                target_port: Some(80),
-                published_port: Some(8080),
-                publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        });
+        let fixed_port = with_host_port(8080);
         for (what, mut spec, routed) in [
             ("unrouted", unrouted, false),
             ("global", global, true),
@@ -166,18 +175,8 @@ mod tests {
             assert_eq!(orders(&spec), (None, None), "{what}");
         }
 
-        let mut tmpfs_and_ephemeral_port = replicated();
-        tmpfs_and_ephemeral_port.task_template.as_mut().unwrap().container_spec.as_mut().unwrap().mounts =
-            Some(vec![Mount { typ: Some(MountType::TMPFS), ..Default::default() }]);
-        tmpfs_and_ephemeral_port.endpoint_spec = Some(EndpointSpec {
-            ports: Some(vec![EndpointPortConfig {
-                target_port: Some(80),
-                published_port: Some(0),
-                publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        });
+        let mut tmpfs_and_ephemeral_port = with_host_port(0);
+        tmpfs_and_ephemeral_port.task_template = with_mount(MountType::TMPFS).task_template;
         start_first_by_default(&mut tmpfs_and_ephemeral_port, true);
         assert_eq!(orders(&tmpfs_and_ephemeral_port).0, Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST));
     }
