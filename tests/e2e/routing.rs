@@ -643,8 +643,9 @@ async fn reloads_fail_no_request_of_a_keep_alive_client() {
     );
 }
 
-/// A rolling update `start-first` (Berth's default for a routed service): each old task leaves the rotation as soon as its replacement is
-/// scheduled, so the requests it serves finish before Swarm stops it. Slow POSTs, which no proxy may
+/// A rolling update `start-first` (Berth's default for a routed service): each old task leaves the
+/// rotation as soon as its replacement is scheduled, so the requests it serves finish before Swarm
+/// stops it. Slow POSTs, which no proxy may
 /// retry on another task, run through the whole update: none fails (draining only once Swarm decides
 /// to stop a task, as before, lost 3 to 6 of about 170 in this test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,9 +8,9 @@
 //! serving during the update instead of running one short.
 //!
 //! It is only the default where starting a second copy beside the first is safe: replicated services
-//! with no volume, bind or cluster mount (two copies of a database on one data directory would fight over it),
-//! no fixed host port (the copy could not bind it on the same node) and no per-node replica limit (the
-//! copy might have nowhere to go). Everything else keeps Swarm's default.
+//! with no volume, bind or cluster mount (two copies of a database on one data directory would fight
+//! over it), no fixed host port (the copy could not bind it on the same node) and no per-node replica
+//! limit (the copy might have nowhere to go). Everything else keeps Swarm's default.
 
 use bollard::models::{
     EndpointPortConfigPublishModeEnum, MountType, ServiceSpec, ServiceSpecRollbackConfig,
