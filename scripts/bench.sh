@@ -127,10 +127,10 @@ PG_PREPARED=$(pgb prepared "$DATA/read-path.sql")
 PAGE_OWNER=$(pgb prepared "$DATA/page.sql")
 PAGE_RLS=$(pgb prepared "$DATA/page.sql" "-c role=berth_tenant")
 # Medians of the rounds; the ratio is the median of the rounds' own ratios.
-median() { sort -n | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : int((v[NR/2]+v[NR/2+1])/2)}'; }
+median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 LIST16=$(awk '{print $1}' "$DATA/rounds" | median)
 PG_SIMPLE=$(awk '{print $2}' "$DATA/rounds" | median)
-RATIO=$(awk '{printf "%.3f\n", $1/$2}' "$DATA/rounds" | sort -n | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}')
+RATIO=$(awk '{printf "%.3f\n", $1/$2}' "$DATA/rounds" | median)
 
 for c in 1 16 64; do
   sed "s/b-[0-9]*-/b-c$c-/" "$DATA/create.lua" >"$DATA/create-$c.lua"
