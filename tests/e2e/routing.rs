@@ -403,18 +403,21 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
         assert!(Instant::now() < deadline, "the service did not settle on 4 tasks: {containers}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let on_manager =
-        running.iter().find(|c| node_address(c["node_id"].as_str().unwrap()) == manager).expect("a task on the manager");
+    // The task killed runs on the worker whose node is killed next, so the manager's tasks serve
+    // throughout. Killing one on the manager instead could leave none: a rolling update may end with
+    // one task on the manager, and Swarm restarts a killed task only after its 5 s restart delay.
+    let on_manager = running.iter().filter(|c| node_address(c["node_id"].as_str().unwrap()) == manager).count();
+    let on_worker =
+        running.iter().find(|c| node_address(c["node_id"].as_str().unwrap()) != manager).expect("a task on the worker");
+    assert!(on_manager > 0, "every task runs on the worker, so killing it leaves none: {running:?}");
+    println!("tasks before the kills: {on_manager} on the manager, {} on the worker", running.len() - on_manager);
     let worker = nodes["items"].as_array().unwrap().iter().find(|n| n["role"] == "worker").unwrap().clone();
+    let worker_address = worker["address"].as_str().unwrap().to_owned();
     let load = Load::start(&second, &host, 4, Duration::from_secs(60));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    cli.ok(&manager, &["kill", on_manager["container_id"].as_str().unwrap()]);
+    cli.ok(&worker_address, &["kill", on_worker["container_id"].as_str().unwrap()]);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let netns = format!(
-        "berth-{}-{}",
-        &real.id.simple().to_string()[24..],
-        worker["address"].as_str().unwrap().rsplit('.').next().unwrap()
-    );
+    let netns = format!("berth-{}-{}", &real.id.simple().to_string()[24..], worker_address.rsplit('.').next().unwrap());
     let pid = berth_tests::node_dockerd(&netns).expect("the worker's dockerd runs");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
