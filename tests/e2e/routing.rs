@@ -381,6 +381,26 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
     // The first router stops; under steady load through the second, a task's container is killed and
     // then a whole node: no request fails (a dead task's requests are retried on another one).
     drop(router);
+    // Operators see the first router stopped (asked to), not gone, beside the second serving.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let routers = app.get("/api/v1/admin/routers", &app.admin).await.body;
+        let states: BTreeMap<String, String> = routers
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let name = r["name"].as_str().unwrap();
+                let name = if name.ends_with(&format!("@{listen}")) { "first" } else { name };
+                (name.to_owned(), r["state"].as_str().unwrap().to_owned())
+            })
+            .collect();
+        if states == BTreeMap::from([("first".into(), "stopped".into()), ("edge-2".into(), "serving".into())]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first router is not listed as stopped: {routers}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let nodes = app.get(&format!("/api/v1/clusters/{}/nodes", real.id), &t.owner).await.body;
     let node_address = |id: &str| {
         nodes["items"].as_array().unwrap().iter().find(|n| n["id"] == id).unwrap()["address"].as_str().unwrap().to_owned()

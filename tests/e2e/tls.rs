@@ -237,7 +237,7 @@ async fn certificates_are_obtained_over_acme_served_by_sni_renewed_and_uploaded(
 
 /// What an ACME job waits for before the authority checks a challenge: every router at work serving
 /// a table read after the challenge was written. A router that has not caught up holds it (within
-/// the job's patience); one not seen for ten seconds is gone and holds nothing.
+/// the job's patience); one not seen for ten seconds is gone and holds nothing, as does one stopped.
 #[tokio::test]
 async fn work_waits_for_every_router_at_work_to_serve_what_it_wrote() {
     use berth::routing::applied;
@@ -295,6 +295,18 @@ async fn work_waits_for_every_router_at_work_to_serve_what_it_wrote() {
     for line in ["berth_routers{state=\"serving\"} 0", "berth_routers{state=\"failing\"} 1", "berth_routers{state=\"gone\"} 1"] {
         assert!(metrics.lines().any(|l| l == line), "{line} in /metrics");
     }
+    applied::report(db, "new@127.0.0.1:2", applied::now(db).await.unwrap()).await.unwrap();
+    let listed = app.get("/api/v1/admin/routers", &app.admin).await;
+    assert_eq!(states(&listed.body)[0], ("new@127.0.0.1:2".into(), "serving".into(), json!(null)));
+    // A router asked to stop says so: listed as stopped, not gone, and no longer waited for, though
+    // it never served the newest table; once it reports again it serves.
+    let written = applied::now(db).await.unwrap();
+    applied::stopped(db, "new@127.0.0.1:2").await.unwrap();
+    assert!(applied::behind(db, written).await.unwrap().is_empty(), "a stopped router holds no work");
+    let listed = app.get("/api/v1/admin/routers", &app.admin).await;
+    assert_eq!(states(&listed.body)[0], ("new@127.0.0.1:2".into(), "stopped".into(), json!(null)));
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "berth_routers{state=\"stopped\"} 1"), "{metrics}");
     applied::report(db, "new@127.0.0.1:2", applied::now(db).await.unwrap()).await.unwrap();
     let listed = app.get("/api/v1/admin/routers", &app.admin).await;
     assert_eq!(states(&listed.body)[0], ("new@127.0.0.1:2".into(), "serving".into(), json!(null)));

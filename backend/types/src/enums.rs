@@ -91,8 +91,10 @@ string_enum! {
 string_enum! {
     /// A router's condition. `serving`: seen in the last ten seconds, serving the newest route table
     /// it read. `failing`: seen lately, but keeping an older table because the newest could not be
-    /// applied (`error` says why). `gone`: not seen for ten seconds (it reports every two).
-    RouterState { Serving => "serving", Failing => "failing", Gone => "gone" }
+    /// applied (`error` says why). `stopped`: stopped because it was asked to (SIGTERM, Berth shutting
+    /// down), until it reports again. `gone`: not seen for ten seconds (it reports every two) and not
+    /// stopped that way.
+    RouterState { Serving => "serving", Failing => "failing", Stopped => "stopped", Gone => "gone" }
 }
 
 string_enum! {

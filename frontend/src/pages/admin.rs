@@ -245,7 +245,8 @@ fn QuotaForm(id: Uuid, quotas: Quotas) -> impl IntoView {
 }
 
 /// The routers Berth keeps in step with the route table: which serve the newest table, which keep an
-/// older one because the newest could not be applied (and why), which are gone. Reloaded every few
+/// older one because the newest could not be applied (and why), which were stopped and which are
+/// gone. Reloaded every few
 /// seconds (routers report every two; nothing announces them on the event stream).
 #[component]
 pub fn Routers() -> impl IntoView {

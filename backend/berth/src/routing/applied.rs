@@ -1,6 +1,7 @@
 //! How far each router has followed the route table (`routers`), for work that must know a change
 //! is served before going on (an ACME authority checks an HTTP-01 challenge once, so the challenge
-//! must be on every router first), and for operators: which routers serve, fail or are gone.
+//! must be on every router first), and for operators: which routers serve, fail, were stopped or are
+//! gone.
 
 use std::time::Duration;
 
@@ -23,7 +24,8 @@ pub async fn report(db: &PgPool, name: &str, read_at: DateTime<Utc>) -> sqlx::Re
         "WITH gone AS (DELETE FROM routers WHERE seen_at < now() - interval '1 day')
          INSERT INTO routers (name, applied_at, seen_at) VALUES ($1, $2, now())
          ON CONFLICT (name) DO UPDATE
-            SET applied_at = greatest(routers.applied_at, excluded.applied_at), seen_at = now(), error = NULL",
+            SET applied_at = greatest(routers.applied_at, excluded.applied_at), seen_at = now(), error = NULL,
+                stopped_at = NULL",
     )
     .bind(name)
     .bind(read_at)
@@ -36,7 +38,18 @@ pub async fn report(db: &PgPool, name: &str, read_at: DateTime<Utc>) -> sqlx::Re
 /// serving the one it had, so work waiting for the newest one keeps waiting for it. A router that
 /// never served has nothing to record.
 pub async fn failed(db: &PgPool, name: &str, error: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE routers SET seen_at = now(), error = $2 WHERE name = $1").bind(name).bind(error).execute(db).await?;
+    sqlx::query("UPDATE routers SET seen_at = now(), error = $2, stopped_at = NULL WHERE name = $1")
+        .bind(name)
+        .bind(error)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Records that router `name` stopped because it was asked to: listed as stopped rather than gone,
+/// and no longer waited for.
+pub async fn stopped(db: &PgPool, name: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE routers SET stopped_at = now() WHERE name = $1").bind(name).execute(db).await?;
     Ok(())
 }
 
@@ -48,10 +61,12 @@ pub async fn list(db: &PgPool) -> sqlx::Result<Vec<Router>> {
         applied_at: DateTime<Utc>,
         seen_at: DateTime<Utc>,
         error: Option<String>,
+        stopped: bool,
         at_work: bool,
     }
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT name, applied_at, seen_at, error, seen_at > now() - make_interval(secs => $1) AS at_work
+        "SELECT name, applied_at, seen_at, error, stopped_at IS NOT NULL AS stopped,
+                seen_at > now() - make_interval(secs => $1) AS at_work
            FROM routers ORDER BY name",
     )
     .bind(GONE_AFTER_SECS)
@@ -61,6 +76,7 @@ pub async fn list(db: &PgPool) -> sqlx::Result<Vec<Router>> {
         .into_iter()
         .map(|r| Router {
             state: match (r.at_work, &r.error) {
+                _ if r.stopped => RouterState::Stopped,
                 (false, _) => RouterState::Gone,
                 (true, Some(_)) => RouterState::Failing,
                 (true, None) => RouterState::Serving,
@@ -73,10 +89,12 @@ pub async fn list(db: &PgPool) -> sqlx::Result<Vec<Router>> {
         .collect())
 }
 
-/// The routers at work that do not serve yet what was written before `since`.
+/// The routers at work (seen lately and not stopped) that do not serve yet what was written before
+/// `since`.
 pub async fn behind(db: &PgPool, since: DateTime<Utc>) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(
-        "SELECT name FROM routers WHERE seen_at > now() - make_interval(secs => $2) AND applied_at < $1 ORDER BY name",
+        "SELECT name FROM routers
+          WHERE seen_at > now() - make_interval(secs => $2) AND stopped_at IS NULL AND applied_at < $1 ORDER BY name",
     )
     .bind(since)
     .bind(GONE_AFTER_SECS)

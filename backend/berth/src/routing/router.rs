@@ -140,20 +140,24 @@ fn accepted(command: &str, answer: &str) -> bool {
     }
 }
 
-/// Runs a router until `stopping` turns true, restarting HAProxy whenever it exits.
+/// Runs a router until `stopping` turns true, restarting HAProxy whenever it exits; then records that
+/// it stopped, so operators see it stopped rather than gone and no job waits for it.
 /// `keys` open the certificates' private keys (the master secret's, as `berth serve` has it).
 pub async fn run(db: PgPool, setup: Setup, scope: Scope, keys: Keys, mut stopping: watch::Receiver<bool>) {
     let mut pause = Duration::from_millis(200);
     loop {
         match serve(&db, &setup, &scope, &keys, &mut stopping).await {
-            Ok(()) => return,
+            Ok(()) => break,
             Err(e) => tracing::warn!(error = %format!("{e:#}"), retry_in = ?pause, "the router stopped; starting it again"),
         }
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
-            () = crate::supervise::stopped(&mut stopping) => return,
+            () = crate::supervise::stopped(&mut stopping) => break,
         }
         pause = (pause * 2).min(Duration::from_secs(5));
+    }
+    if let Err(e) = applied::stopped(&db, &router_name(&setup)).await {
+        tracing::warn!(error = %e, "router could not record that it stopped");
     }
 }
 
