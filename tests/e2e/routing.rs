@@ -229,6 +229,7 @@ async fn services_are_routed_by_host_to_tasks_on_every_node_and_follow_scaling()
     // The service page: its routes with their settings, and a custom domain added from the form.
     b.goto(&format!("/services/{service}")).await;
     b.wait_text(&format!("#service-routes tr[data-route='{host}']"), "2 tasks").await;
+    b.wait_text("#service-update-order", "start-first").await;
     b.fill("#route-domain", "api.shop.test").await;
     b.click("#add-route-submit").await;
     b.wait_text("#service-routes tr[data-route='api.shop.test']", "api.shop.test").await;
@@ -736,6 +737,15 @@ volumes:
     };
     assert_eq!(orders("orders_api").trim(), "start-first start-first");
     assert_eq!(orders("orders_ledger").trim(), "stop-first stop-first", "Swarm's default, which it spells out");
+    // The API says which order each got, as observed on the engine.
+    let services = app.get(&format!("/api/v1/applications/{application}/services"), &t.owner).await.body;
+    let observed: BTreeMap<String, serde_json::Value> = services["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_owned(), s["update_order"].clone()))
+        .collect();
+    assert_eq!(observed, BTreeMap::from([("api".into(), json!("start-first")), ("ledger".into(), json!("stop-first"))]));
 
     // Six clients, each posting one order after another, through the whole update.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -742,6 +742,10 @@ pub struct Service {
     pub ports: Vec<PublishedPort>,
     /// The engine's `UpdateStatus.State` (`updating`, `completed`, `paused`, `rollback_started`, …).
     pub update_state: Option<String>,
+    /// How the engine replaces tasks in an update, once observed: `start-first` (the new task starts
+    /// before the old one stops) or `stop-first` (Swarm's default). A routed service that declares no
+    /// order and keeps no data in mounts gets `start-first` from Berth.
+    pub update_order: Option<String>,
     /// The engine's last task error for this service, if its tasks are failing.
     pub message: String,
     pub swarm_service_id: Option<String>,

@@ -92,6 +92,7 @@ fn Body(loaded: Loaded, changed: RwSignal<u64>) -> impl IntoView {
             <dt>"Mode"</dt><dd>{service.mode.clone()}</dd>
             <dt>"Ports"</dt><dd>{if ports.is_empty() { "none".to_owned() } else { ports }}</dd>
             <dt>"Update"</dt><dd>{service.update_state.clone().unwrap_or_else(|| "none".into())}</dd>
+            <dt>"Update order"</dt><dd id="service-update-order">{update_order(service.update_order.as_deref())}</dd>
             {(!service.message.is_empty()).then(|| view! { <dt>"Message"</dt><dd class="field-error">{service.message.clone()}</dd> })}
         </dl>
         {s.can(Role::Developer).then(|| view! { <Actions service=service.clone() changed=changed /> })}
@@ -103,6 +104,16 @@ fn Body(loaded: Loaded, changed: RwSignal<u64>) -> impl IntoView {
             <h2>"Routes"</h2>
             <ServiceRoutes service=service.id routes=routes certificates=certificates changed=changed />
         </section>
+    }
+}
+
+/// How the engine replaces the service's tasks in an update, in words.
+fn update_order(order: Option<&str>) -> String {
+    match order {
+        Some("start-first") => "start-first: each new task starts before the one it replaces stops".into(),
+        Some("stop-first") => "stop-first: each old task stops before its replacement starts".into(),
+        Some(other) => other.to_owned(),
+        None => "not observed yet".into(),
     }
 }
 

@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 
 use berth_types::PublishedPort;
-use bollard::models::{EndpointPortConfig, ServiceUpdateStatusStateEnum, Task, TaskState};
+use bollard::models::{EndpointPortConfig, ServiceSpecUpdateConfigOrderEnum, ServiceUpdateStatusStateEnum, Task, TaskState};
 use bollard::query_parameters::{ListServicesOptions, ListTasksOptions};
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -56,6 +56,8 @@ struct Seen {
     image: Option<String>,
     ports: Vec<PublishedPort>,
     update_state: Option<String>,
+    /// The update order the engine follows (`start-first` or `stop-first`, its default).
+    update_order: String,
     /// The newest error of a task that failed or was rejected while the service is short of tasks.
     error: String,
 }
@@ -185,6 +187,10 @@ pub async fn pass(db: &PgPool, tenant: Uuid, cluster: Uuid, engine: &Engine) -> 
         rolling |=
             matches!(update, Some(ServiceUpdateStatusStateEnum::UPDATING | ServiceUpdateStatusStateEnum::ROLLBACK_STARTED));
         let update_state = update.filter(|s| *s != ServiceUpdateStatusStateEnum::EMPTY).map(|s| s.to_string());
+        let update_order = match spec.update_config.as_ref().and_then(|u| u.order) {
+            Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST) => "start-first",
+            _ => "stop-first",
+        };
         seen.insert(
             name,
             Seen {
@@ -194,6 +200,7 @@ pub async fn pass(db: &PgPool, tenant: Uuid, cluster: Uuid, engine: &Engine) -> 
                 image: spec.task_template.and_then(|t| t.container_spec).and_then(|c| c.image),
                 ports: ports(s.endpoint.and_then(|e| e.ports)),
                 update_state,
+                update_order: update_order.to_owned(),
                 error,
             },
         );
@@ -252,9 +259,11 @@ pub async fn pass(db: &PgPool, tenant: Uuid, cluster: Uuid, engine: &Engine) -> 
         // alone, without asking for it (with hundreds of services, a request per change costs frames).
         let changed: Option<super::store::ServiceRow> = sqlx::query_as(&format!(
             "UPDATE services SET replicas = $2, replicas_running = $3, image_digest = coalesce($4, image_digest), ports = $5,
-                    update_state = $6, message = $7, status = $8, swarm_service_id = $9, observed_at = now(), updated_at = now()
-              WHERE id = $1 AND (replicas, replicas_running, image_digest, ports, update_state, message, status, swarm_service_id)
-                    IS DISTINCT FROM ($2, $3, coalesce($4, image_digest), $5, $6, $7, $8, $9)
+                    update_state = $6, message = $7, status = $8, swarm_service_id = $9, update_order = $10,
+                    observed_at = now(), updated_at = now()
+              WHERE id = $1
+                AND (replicas, replicas_running, image_digest, ports, update_state, message, status, swarm_service_id, update_order)
+                    IS DISTINCT FROM ($2, $3, coalesce($4, image_digest), $5, $6, $7, $8, $9, $10)
               RETURNING {}",
             super::store::SERVICE_COLUMNS
         ))
@@ -267,6 +276,7 @@ pub async fn pass(db: &PgPool, tenant: Uuid, cluster: Uuid, engine: &Engine) -> 
         .bind(&o.error)
         .bind(status)
         .bind(&o.swarm_id)
+        .bind(&o.update_order)
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(service) = changed {

@@ -305,6 +305,7 @@ pub struct ServiceRow {
     pub status: ServiceStatus,
     pub ports: Json<Vec<PublishedPort>>,
     pub update_state: Option<String>,
+    pub update_order: Option<String>,
     pub message: String,
     pub swarm_service_id: Option<String>,
     pub release_id: Option<Uuid>,
@@ -335,6 +336,7 @@ impl ServiceRow {
             status: self.status,
             ports: self.ports.0,
             update_state: self.update_state,
+            update_order: self.update_order,
             message: self.message,
             swarm_service_id: self.swarm_service_id,
             release_id: self.release_id,
@@ -347,7 +349,7 @@ impl ServiceRow {
 
 pub const SERVICE_COLUMNS: &str =
     "id, tenant_id, application_id, name, image, image_digest, mode, replicas, replicas_running, cpu_reservation,
-    memory_reservation_mb, status, ports, update_state, message, swarm_service_id, release_id, stack, created_at, updated_at";
+    memory_reservation_mb, status, ports, update_state, update_order, message, swarm_service_id, release_id, stack, created_at, updated_at";
 
 /// A service's name on the engine: `<stack>_<name>`, where the stack is the application's name, or a
 /// release's own stack for its copies (as `docker stack deploy` names a stack's services).
