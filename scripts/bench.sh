@@ -30,7 +30,7 @@ trap cleanup EXIT
 trap "exit 130" INT TERM
 
 . scripts/bench-common.sh
-cargo build --release -q -p berth
+[ -n "${BERTH_BIN:-}" ] || cargo build --release -q -p berth
 start_berth
 
 ADMIN=$(login bench@berth.test bench-password)
