@@ -246,8 +246,8 @@ fn QuotaForm(id: Uuid, quotas: Quotas) -> impl IntoView {
 
 /// The routers Berth keeps in step with the route table: which serve the newest table, which keep an
 /// older one because the newest could not be applied (and why), which were stopped and which are
-/// gone. Reloaded every few
-/// seconds (routers report every two; nothing announces them on the event stream).
+/// gone. Reloaded every few seconds (routers report every two; nothing announces them on the event
+/// stream).
 #[component]
 pub fn Routers() -> impl IntoView {
     let tick = every(std::time::Duration::from_secs(5));
