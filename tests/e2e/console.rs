@@ -530,15 +530,18 @@ async fn admins_manage_tenants_people_and_the_audit_log() {
     // The routers at work and why one keeps an older route table (reported straight into the database:
     // no router runs in this test; `routing::services_are_routed…` makes a real one fail).
     use berth::routing::applied;
-    for name in ["edge-1@0.0.0.0:80", "edge-2@0.0.0.0:80"] {
+    for name in ["edge-1@0.0.0.0:80", "edge-2@0.0.0.0:80", "edge-3@0.0.0.0:80"] {
         applied::report(&app.db, name, applied::now(&app.db).await.unwrap()).await.unwrap();
     }
     applied::failed(&app.db, "edge-2@0.0.0.0:80", "HAProxy refuses the configuration: [ALERT] parsing").await.unwrap();
+    applied::stopped(&app.db, "edge-3@0.0.0.0:80").await.unwrap();
     b.click("nav a[href='/admin/routers']").await;
     b.wait_text("tr[data-router='edge-1@0.0.0.0:80']", "serving").await;
     b.wait_text("tr[data-router='edge-2@0.0.0.0:80']", "failing").await;
     b.wait_text("tr[data-router='edge-2@0.0.0.0:80']", "HAProxy refuses the configuration").await;
-    // Every page's navigation says so too, beside the Routers link.
+    b.wait_text("tr[data-router='edge-3@0.0.0.0:80']", "stopped").await;
+    // Every page's navigation says so too, beside the Routers link (a router stopped on purpose needs
+    // no attention).
     b.wait_text("nav a[href='/admin/routers'] .attention", "1 failing").await;
     b.survey("routers").await;
     let a = admin().await;
