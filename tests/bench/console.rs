@@ -11,6 +11,11 @@
 //!    LIVE_ROUNDS times (default 3) with the same cluster changes under a static copy of the page (no
 //!    console behind it): what the machine drops on its own.
 //!
+//! The browser runs on a core of its own (`BROWSER_CPU`, default 0) and everything else — Berth,
+//! PostgreSQL, the registry, the cluster's engine and its containers — on the others, as a user's
+//! browser and the platform it talks to run on different machines; `BROWSER_CPU=shared` lets them
+//! share every core (the form of the runs before 2026-11-27).
+//!
 //! `BERTH_BROWSER_TRACE=1` prints where the main thread spent the first live scroll by Chromium's
 //! timeline (saved as `trace.json` in `PROFILE_DIR` when that is set too). `PROFILE_DIR=<dir>` also
 //! records Chromium's CPU profile of the quiet and the first live scroll there (`quiet.json`,
@@ -84,6 +89,23 @@ async fn scroll_frames(b: &Browser, frames: usize) -> Vec<f64> {
         .await
         .unwrap();
     v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+/// The page's JavaScript heap in use (after a forced collection when `collect`) and its DOM counters:
+/// what a live update leaves behind shows as growth from one scroll to the next.
+async fn memory(b: &Browser, collect: bool) -> String {
+    if collect {
+        b.cdp("HeapProfiler.collectGarbage", json!({})).await;
+    }
+    let heap = b.cdp("Runtime.getHeapUsage", json!({})).await;
+    let dom = b.cdp("Memory.getDOMCounters", json!({})).await;
+    format!(
+        "JS heap {:.1} MB used of {:.1} MB, {} DOM nodes, {} event listeners",
+        heap["usedSize"].as_f64().unwrap_or(0.0) / 1e6,
+        heap["totalSize"].as_f64().unwrap_or(0.0) / 1e6,
+        dom["nodes"],
+        dom["jsEventListeners"]
+    )
 }
 
 /// How many service rows the application page shows.
@@ -177,6 +199,31 @@ fn print_trace(events: &[Value]) {
     for (name, (total, longest, n)) in rows.into_iter().take(20) {
         println!("  {total:8.1} ms in {n:5}, longest {longest:6.1} ms  {name}");
     }
+    // Each dropped frame (two animation frames more than 25 ms apart) and what the page's thread did
+    // in between: the events of a millisecond or more that started in the gap.
+    let mut frames: Vec<f64> =
+        events.iter().filter(during).filter(|e| e["name"] == "FireAnimationFrame").filter_map(|e| e["ts"].as_f64()).collect();
+    frames.sort_by(f64::total_cmp);
+    for w in frames.windows(2).filter(|w| w[1] - w[0] > 25_000.0) {
+        println!("  a gap of {:.1} ms at {:.0} ms:", (w[1] - w[0]) / 1000.0, (w[0] - from) / 1000.0);
+        let mut inside: Vec<&Value> = events
+            .iter()
+            .filter(during)
+            .filter(|e| {
+                let ts = e["ts"].as_f64().unwrap_or(0.0);
+                ts > w[0] && ts < w[1] && e["dur"].as_f64().unwrap_or(0.0) >= 1000.0
+            })
+            .collect();
+        inside.sort_by(|a, b| a["ts"].as_f64().unwrap_or(0.0).total_cmp(&b["ts"].as_f64().unwrap_or(0.0)));
+        for e in inside {
+            println!(
+                "    +{:5.1} ms {:6.1} ms  {}",
+                (e["ts"].as_f64().unwrap_or(0.0) - w[0]) / 1000.0,
+                e["dur"].as_f64().unwrap_or(0.0) / 1000.0,
+                e["name"].as_str().unwrap_or("")
+            );
+        }
+    }
 }
 
 /// The functions the page spent its time in during a CPU profile, by self and by inclusive samples.
@@ -226,15 +273,48 @@ fn print_profile(profile: &Value) {
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+/// Confines this process, and so every process it starts from now on (PostgreSQL, the registry, the
+/// cluster's engines and containers), to the CPUs other than the browser's; returns the browser's
+/// CPU, or `None` when it shares them all (`BROWSER_CPU=shared`, or a single CPU).
+fn separate_cores() -> Option<String> {
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    use nix::unistd::Pid;
+    let choice = std::env::var("BROWSER_CPU").unwrap_or_else(|_| "0".into());
+    if choice == "shared" {
+        return None;
+    }
+    let browser: usize = choice.parse().expect("BROWSER_CPU: a CPU number, or `shared`");
+    let mine = sched_getaffinity(Pid::from_raw(0)).unwrap();
+    let mut rest = CpuSet::new();
+    for cpu in (0..CpuSet::count()).filter(|c| *c != browser && mine.is_set(*c).unwrap_or(false)) {
+        rest.set(cpu).unwrap();
+    }
+    if !mine.is_set(browser).unwrap_or(false) || (0..CpuSet::count()).all(|c| !rest.is_set(c).unwrap_or(false)) {
+        println!("BROWSER_CPU={browser}: no core to spare for the rest; the browser shares every core");
+        return None;
+    }
+    // Only this thread is moved; the runtime's threads, started after this, inherit it.
+    sched_setaffinity(Pid::from_raw(0), &rest).unwrap();
+    Some(browser.to_string())
+}
+
+fn main() {
+    let browser_cpu = separate_cores();
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(run(browser_cpu));
+}
+
+async fn run(browser_cpu: Option<String>) {
+    match &browser_cpu {
+        Some(cpu) => println!("the browser runs on CPU {cpu}; Berth, PostgreSQL, the registry and the cluster on the others"),
+        None => println!("the browser and the platform share every CPU"),
+    }
     let runs = env_usize("RUNS", 20);
     let frames = env_usize("SCROLL_FRAMES", 600);
     let app = TestApp::spawn_with_registry_and(berth_tests::console_config(900), 1 << 30).await.with_workers();
     let t = app.tenant("Bench").await;
 
     // 1 and 2: a cold first load, then warm navigations to the dashboard's data.
-    let b = Browser::start(&app.base).await;
+    let b = Browser::start_on(&app.base, browser_cpu.as_deref()).await;
     b.goto("/").await;
     b.find("#email").await;
     let cold_paint = paint(&b).await;
@@ -277,6 +357,13 @@ async fn main() {
     let wide = app.post("/api/v1/applications", &t.owner, json!({"name": "wide", "cluster_id": cluster, "compose": text})).await;
     app.wait_job(&t.owner, wide.body["job_id"].as_str().unwrap(), Duration::from_secs(900)).await;
     let id = wide.body["id"].as_str().unwrap().to_owned();
+    // A browser of its own, signed in afresh: the pages of the runs above (the API docs' Swagger UI
+    // among them, ~30 MB of JavaScript heap) would otherwise stay in the back/forward cache of the
+    // same renderer, and every garbage collection during the scrolls would walk them too.
+    drop(b);
+    let b = Browser::start_on(&app.base, browser_cpu.as_deref()).await;
+    b.goto("/").await;
+    b.log_in(&t.owner_email, PASSWORD).await;
     open_application(&b, &id).await;
     let profiling = std::env::var("PROFILE_DIR").ok().map(std::path::PathBuf::from);
     let quiet = profiled(&b, profiling.as_ref().map(|d| d.join("quiet.json")), scroll_frames(&b, frames)).await;
@@ -299,6 +386,7 @@ async fn main() {
             open_application(&b, &id).await;
         }
         let first = round == 0;
+        println!("  before live scroll {}: {}", round + 1, memory(&b, true).await);
         let scaler = scale_back_and_forth(&app, &t.owner, ids.clone());
         b.eval("console.timeStamp('live-scroll')").await;
         let path = profiling.as_ref().filter(|_| first).map(|d| d.join("live.json"));
@@ -314,6 +402,7 @@ async fn main() {
             print_trace(&events);
         }
         assert_eq!(service_rows(&b).await, 200);
+        println!("  after it: {}; after a collection: {}", memory(&b, false).await, memory(&b, true).await);
         settle(&app, &t.owner, &ids).await;
         let copy = b
             .eval(

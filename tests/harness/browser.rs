@@ -34,8 +34,24 @@ struct Driver {
 
 impl Browser {
     pub async fn start(base: &str) -> Browser {
+        Browser::start_on(base, None).await
+    }
+
+    /// A browser confined to `cpus` (a `taskset` list such as `"0"`) when given: ChromeDriver and the
+    /// Chromium it starts run there and nowhere else, as on a user's own machine (the console
+    /// benchmark gives the browser one core and the platform the other).
+    pub async fn start_on(base: &str, cpus: Option<&str>) -> Browser {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let driver = Command::new("chromedriver")
+        let mut driver = match cpus {
+            // `taskset` (util-linux) executes ChromeDriver in its own process: same pid, same group.
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus, "chromedriver"]);
+                c
+            }
+            None => Command::new("chromedriver"),
+        };
+        let driver = driver
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
