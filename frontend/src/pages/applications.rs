@@ -284,10 +284,14 @@ fn Services(services: RwSignal<Option<Result<Vec<Service>, ApiError>>>, changed:
         _ => view! {
             <MaybeError error=error />
             <div class="table-wrap">
-            <table class="table" id="services">
-                <thead><tr><th scope="col">"Service"</th><th scope="col">"Status"</th><th scope="col">"Replicas"</th>
-                    <th scope="col">"Image"</th><th scope="col">"Ports"</th><th scope="col">"Update"</th><th scope="col">"Message"</th></tr></thead>
-                <tbody>
+            // Laid out as a grid per row (style.css: a live change lays out one row, rows out of view
+            // none), so the table's roles are stated: browsers drop them from a table not displayed as one.
+            <table class="table" id="services" role="table">
+                <thead role="rowgroup"><tr role="row"><th scope="col" role="columnheader">"Service"</th>
+                    <th scope="col" role="columnheader">"Status"</th><th scope="col" role="columnheader">"Replicas"</th>
+                    <th scope="col" role="columnheader">"Image"</th><th scope="col" role="columnheader">"Ports"</th>
+                    <th scope="col" role="columnheader">"Update"</th><th scope="col" role="columnheader">"Message"</th></tr></thead>
+                <tbody role="rowgroup">
                     <For each=rows key=|svc: &Service| (svc.id, svc.updated_at) children=move |svc: Service| service_row(svc, dev, error, changed) />
                 </tbody>
             </table>
@@ -314,11 +318,11 @@ fn service_row(svc: Service, dev: bool, error: RwSignal<Option<ApiError>>, chang
     let (less, more) = (format!("Remove a replica of {}", svc.name), format!("Add a replica of {}", svc.name));
     let digest = svc.image_digest.as_deref().map(format::short_digest).unwrap_or_default();
     view! {
-        <tr data-service=row_name>
-            <td><A href=format!("/services/{id}")>{link_name}</A>
+        <tr data-service=row_name role="row">
+            <td role="cell"><A href=format!("/services/{id}")>{link_name}</A>
                 {copy.then(|| view! { <br /><span class="muted">"the release's new revision"</span> })}</td>
-            <td><Badge status=svc.status.as_str() /></td>
-            <td>
+            <td role="cell"><Badge status=svc.status.as_str() /></td>
+            <td role="cell">
                 <span class="replicas">
                     {(dev && replicated).then(|| view! {
                         <button class="small" aria-label=less.clone()
@@ -331,10 +335,10 @@ fn service_row(svc: Service, dev: bool, error: RwSignal<Option<ApiError>>, chang
                     })}
                 </span>
             </td>
-            <td><code>{svc.image.clone()}</code>{(!digest.is_empty()).then(|| view! { <br /><span class="muted mono">{digest}</span> })}</td>
-            <td>{ports}</td>
-            <td>{svc.update_state.clone().unwrap_or_default()}</td>
-            <td>{svc.message.clone()}</td>
+            <td role="cell"><code>{svc.image.clone()}</code>{(!digest.is_empty()).then(|| view! { <br /><span class="muted mono">{digest}</span> })}</td>
+            <td role="cell">{ports}</td>
+            <td role="cell">{svc.update_state.clone().unwrap_or_default()}</td>
+            <td role="cell">{svc.message.clone()}</td>
         </tr>
     }
 }
