@@ -295,6 +295,12 @@ async fn a_customer_runs_an_application_from_the_console() {
     let worker_id = worker["id"].as_str().unwrap().to_owned();
     b.wait_text("tr[data-service='worker'] .count", "1/1").await;
     b.survey("application").await;
+    // The services table is laid out as grids (one per row): screen readers must still meet a table,
+    // with its column headers and a row per service.
+    assert_eq!(b.accessible("#services", "table").await, 1);
+    assert_eq!(b.accessible("#services", "columnheader").await, 7);
+    assert_eq!(b.accessible("#services", "row").await, 4, "a header row and a row per service");
+    assert_eq!(b.accessible("#services", "cell").await, 21);
     b.click("nav a[href='/applications']").await;
     b.find("#applications").await;
     b.survey("applications").await;

@@ -313,6 +313,17 @@ impl Browser {
         body["value"].clone()
     }
 
+    /// How many nodes of the accessibility tree with `role` the element matching `css` holds (itself
+    /// included), as Chromium gives them to screen readers.
+    pub async fn accessible(&self, css: &str, role: &str) -> usize {
+        self.cdp("Accessibility.enable", json!({})).await;
+        let doc = self.cdp("DOM.getDocument", json!({"depth": 0})).await;
+        let root = doc["root"]["nodeId"].as_i64().unwrap();
+        let node = self.cdp("DOM.querySelector", json!({"nodeId": root, "selector": css})).await;
+        let found = self.cdp("Accessibility.queryAXTree", json!({"nodeId": node["nodeId"], "role": role})).await;
+        found["nodes"].as_array().into_iter().flatten().filter(|n| n["ignored"] != true).count()
+    }
+
     /// Runs a script in the page and returns its result.
     pub async fn eval(&self, script: &str) -> Value {
         self.client.execute(script, vec![]).await.unwrap()
