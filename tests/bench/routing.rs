@@ -7,6 +7,11 @@
 //! 2. Throughput (`wrk`, `WRK_SECS` each, alternated `ROUNDS` times, medians) to one task: through
 //!    Berth's router, straight to the task's host port, and through a hand-written static HAProxy
 //!    configuration for the same task (same defaults Berth writes, no controller).
+//!    The client side — `wrk`, the static HAProxy and the router's HAProxy — runs on a core of its own
+//!    (`CLIENT_CPU`, default 0) and everything else — Berth, PostgreSQL, the registry, the cluster's
+//!    engines and the tasks — on the others, as a backend's node and the machines in front of it
+//!    would; `CLIENT_CPU=shared` lets them all share every core (the form of the runs before
+//!    2026-11-27).
 //! 3. Failed requests during rolling updates of 4 tasks at `RATE` requests per second, through Berth's
 //!    router and through a static configuration of the tasks as they were before the update (a load
 //!    balancer nobody keeps in step with Swarm): for a service declaring `order: start-first`, and for
@@ -58,8 +63,9 @@ async fn scale(app: &TestApp, token: &str, service: &str, replicas: usize) {
 
 /// What `wrk` reached against `url` (with `host` as the Host header): requests per second and the
 /// 99th percentile latency in milliseconds.
-fn wrk(url: &str, host: &str, secs: usize) -> (f64, f64) {
-    let out = std::process::Command::new("wrk")
+fn wrk(url: &str, host: &str, secs: usize, client: &Client) -> (f64, f64) {
+    let out = client
+        .command("wrk")
         .args(["-t", "2", "-c", "16", "-d", &format!("{secs}s"), "--latency", "-H", &format!("Host: {host}"), url])
         .output()
         .expect("wrk (scripts/install-deps.sh bench installs it)");
@@ -107,6 +113,52 @@ fn drain_time_wait(addr: &str, port: u16) {
     }
 }
 
+/// Where the client side runs: on CPU `cpu` alone, or (`None`) wherever the kernel puts it.
+struct Client {
+    cpu: Option<usize>,
+}
+
+impl Client {
+    /// Confines this process, and so everything it starts from now on (PostgreSQL, the registry, the
+    /// cluster's engines and tasks), to the CPUs other than the client's (`CLIENT_CPU`, default 0).
+    fn separate() -> Client {
+        let choice = std::env::var("CLIENT_CPU").unwrap_or_else(|_| "0".into());
+        if choice == "shared" {
+            return Client { cpu: None };
+        }
+        let cpu: usize = choice.parse().expect("CLIENT_CPU: a CPU number, or `shared`");
+        let rest: Vec<usize> = berth_tests::cpus::allowed().into_iter().filter(|c| *c != cpu).collect();
+        if rest.is_empty() || !berth_tests::cpus::allowed().contains(&cpu) {
+            println!("CLIENT_CPU={cpu}: no core to spare for the rest; everything shares every core");
+            return Client { cpu: None };
+        }
+        // Only this thread now; the runtime's threads and every process started later inherit it.
+        berth_tests::cpus::confine(std::process::id() as i32, &rest);
+        Client { cpu: Some(cpu) }
+    }
+
+    /// `program`, started on the client's core.
+    fn command(&self, program: &str) -> std::process::Command {
+        match self.cpu {
+            Some(cpu) => {
+                let mut c = std::process::Command::new("taskset");
+                c.args(["-c", &cpu.to_string(), program]);
+                c
+            }
+            None => std::process::Command::new(program),
+        }
+    }
+
+    /// Moves the router's HAProxy (started by Berth, so on the others' cores) to the client's core:
+    /// it is the machine in front of the nodes.
+    fn take_router(&self) {
+        if let Some(cpu) = self.cpu {
+            let rest: Vec<usize> = berth_tests::cpus::allowed().into_iter().filter(|c| *c != cpu).collect();
+            berth_tests::cpus::confine_tree(&rest, &[("haproxy", &[cpu])]);
+        }
+    }
+}
+
 /// A hand-written HAProxy for fixed servers: the defaults and checks Berth writes, no controller.
 struct StaticHaproxy {
     child: std::process::Child,
@@ -115,7 +167,7 @@ struct StaticHaproxy {
 }
 
 impl StaticHaproxy {
-    fn start(servers: &[(String, u16)]) -> StaticHaproxy {
+    fn start(servers: &[(String, u16)], client: &Client) -> StaticHaproxy {
         let dir = berth_tests::temp_data_dir("berth-bench-static");
         let listen = std::net::SocketAddr::new([127, 0, 0, 1].into(), berth_tests::free_port_on([127, 0, 0, 1].into()));
         let mut cfg = format!(
@@ -127,7 +179,8 @@ impl StaticHaproxy {
             cfg.push_str(&format!("    server s{i} {address}:{port} check inter 1s fall 2 rise 1\n"));
         }
         std::fs::write(dir.join("haproxy.cfg"), cfg).unwrap();
-        let child = std::process::Command::new("haproxy")
+        let child = client
+            .command("haproxy")
             .args(["-W", "-db", "-f"])
             .arg(dir.join("haproxy.cfg"))
             .stdout(std::process::Stdio::null())
@@ -151,8 +204,18 @@ impl Drop for StaticHaproxy {
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+fn main() {
+    let client = Client::separate();
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(run(client));
+}
+
+async fn run(client: Client) {
+    match client.cpu {
+        Some(cpu) => {
+            println!("wrk and both HAProxies run on CPU {cpu}; Berth, PostgreSQL, the registry and the cluster on the others")
+        }
+        None => println!("wrk, the HAProxies, Berth and the cluster share every CPU"),
+    }
     let trials = env_usize("TRIALS", 20);
     let rounds = env_usize("ROUNDS", 3);
     let wrk_secs = env_usize("WRK_SECS", 5);
@@ -254,14 +317,20 @@ async fn main() {
     let one = tasks(&app, &service).await.remove(0);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let direct_url = format!("http://{}:{}/", one.2, one.3);
-    let fixed = StaticHaproxy::start(&[(one.2.clone(), one.3)]);
+    let fixed = StaticHaproxy::start(&[(one.2.clone(), one.3)], &client);
+    client.take_router();
     let static_url = format!("http://{}/", fixed.listen);
+    if let Some(secs) = std::env::var("HOLD_SECS").ok().and_then(|s| s.parse().ok()) {
+        // For experiments by hand: the three ways to the one task stay up this long.
+        println!("holding {secs} s: direct {direct_url}, static {static_url}, router {router_url} (Host: {host})");
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+    }
     let mut results: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut tails: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for _ in 0..rounds {
         for (name, url) in [("direct", &direct_url), ("router", &router_url), ("static", &static_url)] {
             drain_time_wait(&one.2, one.3);
-            let (rps, p99) = wrk(url, &host, wrk_secs);
+            let (rps, p99) = wrk(url, &host, wrk_secs, &client);
             results.entry(name).or_default().push(rps);
             tails.entry(name).or_default().push(p99);
         }
@@ -299,7 +368,7 @@ async fn main() {
         ("Swarm's default (stop-first)", &plain, &plain_host, &images[0]),
     ] {
         let before: Vec<(String, u16)> = tasks(&app, service).await.into_iter().map(|t| (t.2, t.3)).collect();
-        let fixed = StaticHaproxy::start(&before);
+        let fixed = StaticHaproxy::start(&before, &client);
         let limit = Duration::from_secs(120);
         let via_router = Load::paced(router_url.clone(), host, rate / 2, limit);
         let via_static = Load::paced(format!("http://{}/", fixed.listen), host, rate / 2, limit);

@@ -7,6 +7,7 @@
 
 pub mod acme;
 pub mod browser;
+pub mod cpus;
 pub mod dns;
 pub mod docker_cli;
 pub mod load;
