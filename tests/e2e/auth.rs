@@ -297,3 +297,38 @@ async fn requests_cut_off_by_their_clients_leave_no_transaction_open() {
         .await
         .expect(StatusCode::ACCEPTED);
 }
+
+#[tokio::test]
+async fn listeners_take_no_connection_from_the_pool_sign_in_uses() {
+    // Two connections in the system pool (Berth's default is two per CPU, at least four). The event
+    // hub listens from the start; it used to hold one of them for as long as it ran (as did the job
+    // runner and the router), and sign-ins waited for what was left until they timed out.
+    let mut cfg = berth_tests::serve_config(1 << 20);
+    cfg.db.db_pool_size = Some(2);
+    let app = TestApp::spawn_with(cfg).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let listening: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query = 'LISTEN \"berth_events\"'")
+                .bind(&app.db_name)
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        if listening == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the event hub never listened");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let system = app.system_pool();
+    let mut held = Vec::new();
+    for n in 1..=2 {
+        let conn = tokio::time::timeout(std::time::Duration::from_secs(3), system.acquire())
+            .await
+            .unwrap_or_else(|_| panic!("system connection {n} of 2 not given within 3 s while the event hub listens"))
+            .unwrap();
+        held.push(conn);
+    }
+    drop(held);
+    assert_eq!(login_full(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await.status, 200);
+}

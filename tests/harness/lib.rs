@@ -472,7 +472,7 @@ impl TestApp {
             let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
         }
         let (db_name, pool) = fresh_database().await;
-        let pools = berth::db::Pools::lazy(connect_options(&db_name), 10);
+        let pools = berth::db::Pools::lazy(connect_options(&db_name), cfg.db.db_pool_size.unwrap_or(10));
         let state = berth::serve::prepare(pools, &cfg).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -495,6 +495,11 @@ impl TestApp {
         };
         app.admin = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
         app
+    }
+
+    /// The server's system pool (authentication, jobs, reconcilers, the event hub).
+    pub fn system_pool(&self) -> PgPool {
+        self.state.as_ref().expect("an in-process server").system.clone()
     }
 
     pub fn url(&self, path: &str) -> String {

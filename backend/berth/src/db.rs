@@ -152,6 +152,22 @@ impl Database {
 
 /// Applies pending migrations. sqlx takes a Postgres advisory lock around this, so several Berth
 /// processes starting at once apply each migration exactly once.
+/// A `LISTEN` connection of its own, outside `pool` but made with its settings. A listener holds its
+/// connection for as long as it lives; taken from the pool (`PgListener::connect_with`), Berth's
+/// three (job runner, router, event hub) left one connection of the default four on a two-core
+/// machine for authentication, jobs, reconcilers and the router's table reads, and requests waited
+/// for it until they timed out.
+pub async fn listener(pool: &PgPool) -> sqlx::Result<sqlx::postgres::PgListener> {
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with((*pool.connect_options()).clone())
+        .await?;
+    sqlx::postgres::PgListener::connect_with(&own).await
+}
+
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await.context("running migrations")
 }

@@ -15,7 +15,6 @@ use berth_types::Event;
 use chrono::{DateTime, Utc};
 use clap::ValueEnum;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
@@ -128,7 +127,7 @@ async fn listen(db: PgPool, hub: std::sync::Weak<EventHub>) {
         if db.is_closed() {
             return;
         }
-        let mut listener = match PgListener::connect_with(&db).await {
+        let mut listener = match crate::db::listener(&db).await {
             Ok(l) => l,
             Err(_) if db.is_closed() => return,
             Err(e) => {

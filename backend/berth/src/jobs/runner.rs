@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -118,7 +117,7 @@ impl Runner {
     /// half-way is safe: every job step converges when run again.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let kinds = self.handlers.kinds();
-        let mut listener = PgListener::connect_with(&self.db).await?;
+        let mut listener = crate::db::listener(&self.db).await?;
         listener.listen("berth_jobs").await?;
         let mut running = JoinSet::new();
         tracing::info!(runner = %self.id, ?kinds, "job runner started");

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
 use super::applied;
@@ -169,7 +168,7 @@ async fn serve(
     keys: &Keys,
     stopping: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut listener = PgListener::connect_with(db).await?;
+    let mut listener = crate::db::listener(db).await?;
     listener.listen("berth_routes").await?;
     let read_at = applied::now(db).await?;
     let mut applied = table::read(db, scope, keys).await?;
